@@ -1,0 +1,95 @@
+// Typed errors. Every failure of a command carries the command line (secrets
+// stripped), its exit code and stderr, so a user sees exactly what ran.
+
+export type ErrorKind =
+    | "domain-not-found"
+    | "snapshot-not-found"
+    | "checkpoint-not-found"
+    | "already-exists"
+    | "domain-busy"
+    | "unsupported"
+    | "connection-failed"
+    | "host-key"
+    | "timeout"
+    | "invalid"
+    | "failed";
+
+export interface CommandInfo {
+    /** The argument vector as it ran, for display only. */
+    command: string;
+    exitCode?: number | null;
+    stderr?: string;
+}
+
+export class LibvirtError extends Error {
+    readonly kind: ErrorKind;
+    readonly command?: string;
+    readonly exitCode?: number | null;
+    readonly stderr?: string;
+
+    constructor(kind: ErrorKind, message: string, info?: CommandInfo) {
+        super(info ? `${message}\n  command: ${info.command}` +
+            (info.exitCode !== undefined && info.exitCode !== null ? `\n  exit code: ${info.exitCode}` : "") +
+            (info.stderr && !message.includes(info.stderr.trim()) ? `\n  stderr: ${info.stderr.trim()}` : "") : message);
+        this.name = ERROR_NAMES[kind];
+        this.kind = kind;
+        this.command = info?.command;
+        this.exitCode = info?.exitCode;
+        this.stderr = info?.stderr;
+    }
+}
+
+const ERROR_NAMES: Record<ErrorKind, string> = {
+    "domain-not-found": "DomainNotFoundError",
+    "snapshot-not-found": "SnapshotNotFoundError",
+    "checkpoint-not-found": "CheckpointNotFoundError",
+    "already-exists": "AlreadyExistsError",
+    "domain-busy": "DomainBusyError",
+    "unsupported": "UnsupportedError",
+    "connection-failed": "ConnectionError",
+    "host-key": "HostKeyError",
+    "timeout": "TimeoutError",
+    "invalid": "InvalidInputError",
+    "failed": "VirshError",
+};
+
+export function isKind(e: unknown, kind: ErrorKind): e is LibvirtError {
+    return e instanceof LibvirtError && e.kind === kind;
+}
+
+// libvirt's messages with LC_ALL=C (libvirt 9.0, measured; see NOTES §3). The
+// order matters: "already exists" wins over "not found" in odd combinations.
+const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
+    [/already exists/i, "already-exists"],
+    [/Domain snapshot not found|no domain snapshot with matching name|domain has no current snapshot/i, "snapshot-not-found"],
+    [/Domain checkpoint not found|no domain checkpoint with matching name/i, "checkpoint-not-found"],
+    [/failed to get domain|Domain not found|no domain with matching (name|uuid|id)/i, "domain-not-found"],
+    [/cannot acquire state change lock|another (migration )?job is already running|job .* is already active|domain is already being (snapshotted|modified)|has active block job/i, "domain-busy"],
+    [/failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data/i, "connection-failed"],
+    [/not supported|unsupported|Operation not supported|this function is not supported/i, "unsupported"],
+];
+
+export function classifyStderr(stderr: string): ErrorKind {
+    for (const [re, kind] of STDERR_KINDS) if (re.test(stderr)) return kind;
+    return "failed";
+}
+
+/** Replace every secret that occurs in text. Also the secret's individual lines,
+ * since a private key may leak one line at a time. */
+export function redact(text: string, secrets: readonly string[]): string {
+    let out = text;
+    const parts = new Set<string>();
+    for (const s of secrets) {
+        if (!s) continue;
+        parts.add(s);
+        for (const line of s.split(/\r?\n/)) if (line.trim().length >= 8) parts.add(line.trim());
+    }
+    // Longest first so a whole key is replaced before its lines are.
+    for (const p of [...parts].sort((a, b) => b.length - a.length)) out = out.split(p).join("***");
+    return out;
+}
+
+/** A short, user-facing reason from an error of any kind. */
+export function messageOf(e: unknown): string {
+    return e instanceof Error ? e.message : String(e);
+}

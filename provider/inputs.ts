@@ -1,0 +1,138 @@
+// From Pulumi inputs to validated values: the shared zod pieces every resource
+// uses, and the conversion of zod issues into check failures that name the
+// property. Unknown values (preview) are set aside before validation.
+import * as path from "node:path";
+import { z } from "zod";
+import { ConnectionSchema, UNKNOWN, type Connection, connectionFromConfig, effectiveConnection, secretsOf } from "./connection";
+
+export interface CheckFailure { property: string; reason: string; }
+
+const NO_CONTROL = /[\u0000-\u001f\u007f]/;
+// XML 1.0 can't carry most control characters; tab, LF and CR are fine.
+const XML_FORBIDDEN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/;
+
+/**
+ * A snapshot or checkpoint name. libvirt accepts some names and then breaks
+ * on them (NOTES §3): '"' and '\' corrupt a running domain's snapshot, and
+ * names over 247 bytes leave an orphan qcow2 snapshot behind.
+ */
+export function momentName(what: string) {
+    return z.string({ error: `must be a string (the ${what} name)` })
+        .min(1, { error: "must not be empty" })
+        .refine((s) => Buffer.byteLength(s, "utf8") <= 247, { error: "must be at most 247 bytes long: libvirt 9.0 leaves an orphan qcow2 snapshot behind for longer names" })
+        .refine((s) => !s.includes("/"), { error: "must not contain '/': libvirt keeps its metadata in a file named after it" })
+        .refine((s) => !/["\\]/.test(s), { error: "must not contain '\"' or '\\': libvirt accepts them but saves no data into qcow2 on a running domain, and a later revert kills the VM" })
+        .refine((s) => !s.startsWith("-"), { error: "must not start with '-': virsh would read it as an option" })
+        .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters (newlines, tabs, NUL)" })
+        .refine((s) => s !== "." && s !== "..", { error: "must not be '.' or '..'" })
+        .refine((s) => s.trim() === s, { error: "must not start or end with whitespace" });
+}
+
+/** A domain, by name or UUID. */
+export const domainRef = z.string({ error: "must be a string (a domain name or UUID)" })
+    .min(1, { error: "must not be empty" })
+    .max(1024, { error: "must be at most 1024 characters" })
+    .refine((s) => !s.includes("/"), { error: "must not contain '/'" })
+    .refine((s) => !s.startsWith("-"), { error: "must not start with '-': virsh would read it as an option" })
+    .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" });
+
+export const description = z.string({ error: "must be a string" })
+    .max(65536, { error: "must be at most 64 KiB" })
+    .refine((s) => !XML_FORBIDDEN.test(s), { error: "must not contain control characters other than tab and newline: XML cannot carry them" });
+
+/** A file on the libvirt host: absolute and already normal, so '..' can't walk anywhere. */
+export const hostPath = z.string({ error: "must be a string (an absolute path on the libvirt host)" })
+    .min(1, { error: "must not be empty" })
+    .max(4096, { error: "must be at most 4096 bytes" })
+    .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
+    .refine((s) => s.startsWith("/"), { error: "must be an absolute path on the libvirt host" })
+    .refine((s) => path.posix.normalize(s) === s && !s.split("/").includes(".."), { error: "must be a normal absolute path, without '..', '.' or '//' segments" })
+    .refine((s) => !s.endsWith("/"), { error: "must name a file, not a directory" });
+
+export const timeoutSeconds = z.number({ error: "must be a number of seconds" })
+    .int({ error: "must be a whole number of seconds" }).min(1, { error: "must be at least 1" }).max(86400, { error: "must be at most 86400 (a day)" });
+
+export { ConnectionSchema };
+
+/** Drop unknown values (preview) so the known part can still be validated. */
+export function withoutUnknowns(v: unknown): { value: unknown; unknownPaths: string[] } {
+    const unknownPaths: string[] = [];
+    const walk = (x: unknown, at: PropertyKey[]): unknown => {
+        if (x === UNKNOWN) { unknownPaths.push(propertyPath(at)); return undefined; }
+        if (Array.isArray(x)) return x.map((e, i) => walk(e, [...at, i]));
+        if (x && typeof x === "object") {
+            const o: Record<string, unknown> = {};
+            for (const [k, val] of Object.entries(x)) { const w = walk(val, [...at, k]); if (w !== undefined) o[k] = w; }
+            return o;
+        }
+        return x;
+    };
+    return { value: walk(v, []), unknownPaths };
+}
+
+function propertyPath(p: readonly PropertyKey[]): string {
+    let out = "";
+    for (const seg of p) out += typeof seg === "number" ? `[${seg}]` : out ? `.${String(seg)}` : String(seg);
+    return out;
+}
+
+export function failuresOf(error: z.ZodError): CheckFailure[] {
+    return error.issues.map((i) => {
+        if (i.code === "unrecognized_keys") {
+            const where = propertyPath(i.path);
+            return { property: where || i.keys[0]!, reason: `unknown propert${i.keys.length > 1 ? "ies" : "y"} ${i.keys.map((k) => `'${k}'`).join(", ")}${where ? ` in ${where}` : ""}` };
+        }
+        return { property: propertyPath(i.path), reason: i.message };
+    });
+}
+
+/** Remove the engine's bookkeeping keys before validation. */
+export function userInputs(news: Record<string, unknown>): Record<string, unknown> {
+    const { __provider: _p, ...rest } = news;
+    return rest;
+}
+
+export type Parsed<T> = { ok: true; value: T; hasUnknowns: boolean } | { ok: false; failures: CheckFailure[]; hasUnknowns: boolean };
+
+export function parseInputs<S extends z.ZodType>(schema: S, news: Record<string, unknown>, opts: { allowUnknowns: boolean }): Parsed<z.infer<S>> {
+    const { value, unknownPaths } = opts.allowUnknowns ? withoutUnknowns(userInputs(news)) : { value: userInputs(news), unknownPaths: [] };
+    const hasUnknowns = unknownPaths.length > 0;
+    const r = schema.safeParse(value);
+    if (!r.success) {
+        // At preview a value may just be unknown yet: don't report what we can't see.
+        const failures = failuresOf(r.error).filter((f) => !unknownPaths.some((u) => f.property === u || f.property.startsWith(`${u}.`) || f.property.startsWith(`${u}[`)));
+        return { ok: false, failures, hasUnknowns };
+    }
+    return { ok: true, value: r.data as z.infer<S>, hasUnknowns };
+}
+
+/** Throw a validation failure as a single clear error (create/update/delete paths). */
+export class InputError extends Error {
+    constructor(readonly failures: CheckFailure[]) {
+        super(failures.map((f) => f.property ? `${f.property}: ${f.reason}` : f.reason).join("; "));
+        this.name = "InvalidInputError";
+    }
+}
+
+// ---- the stack's default connection ---------------------------------------
+
+let stackDefault: { connection?: Connection; errors: string[] } = { errors: [] };
+
+export function setStackConfig(get: (key: string) => string | undefined): void {
+    stackDefault = connectionFromConfig(get);
+}
+
+export function stackConnectionErrors(): string[] { return stackDefault.errors; }
+
+/** The connection a resource uses: its own, else the stack's default. */
+export function resolveConnection(own: Connection | undefined): Connection {
+    if (!own && stackDefault.errors.length) {
+        // configure() must not throw (the server would keep an unconfigured provider), so bad stack config surfaces here.
+        throw new InputError(stackDefault.errors.map((reason) => ({ property: "connection", reason: `from stack config: ${reason}` })));
+    }
+    return effectiveConnection(own, stackDefault.connection);
+}
+
+export function stackSecrets(): string[] {
+    return secretsOf(stackDefault.connection);
+}

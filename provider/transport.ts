@@ -1,0 +1,342 @@
+// Transports run an argument vector on the libvirt host: locally with
+// execve (no shell at all), or over SSH, where the protocol carries one command
+// string that the remote shell splits again. shellQuote below is the only place
+// where arguments become a string.
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Client, type ConnectConfig, type ClientChannel } from "ssh2";
+import { Connection, DEFAULTS, describeTarget, poolKeyOf, secretsOf, type Proxy } from "./connection";
+import { LibvirtError, redact } from "./errors";
+import { verifyHostKey, type Verdict } from "./hostkeys";
+
+export interface ExecResult {
+    code: number | null;
+    signal?: string | null;
+    stdout: string;
+    stderr: string;
+}
+
+export interface ExecOptions {
+    timeoutMs: number;
+    stdin?: string;
+}
+
+export interface Transport {
+    exec(argv: readonly string[], opts: ExecOptions): Promise<ExecResult>;
+    /** Strings that must never appear in errors or logs. */
+    readonly secrets: readonly string[];
+    readonly description: string;
+}
+
+/** Quote one argument for a POSIX shell: single quotes, with ' written as '\''. */
+export function shellQuote(arg: string): string {
+    if (arg.includes("\u0000")) throw new LibvirtError("invalid", "an argument contains a NUL byte, which no command line can carry");
+    if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(arg)) return arg;
+    return `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+export function commandLine(argv: readonly string[]): string {
+    return argv.map(shellQuote).join(" ");
+}
+
+function timeoutError(argv: readonly string[], ms: number, where: string, secrets: readonly string[]): LibvirtError {
+    return new LibvirtError("timeout",
+        `timed out after ${Math.round(ms / 1000)} s on ${where}; the command may still be running there, so check the domain before retrying`,
+        { command: redact(commandLine(argv), secrets) });
+}
+
+// ---- local ---------------------------------------------------------------
+
+export class LocalTransport implements Transport {
+    readonly secrets: readonly string[] = [];
+    readonly description = "local host";
+
+    exec(argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+        if (argv.some((a) => a.includes("\u0000"))) {
+            return Promise.reject(new LibvirtError("invalid", "an argument contains a NUL byte, which no command line can carry"));
+        }
+        // Node's stdio pipes are socket pairs, and open("/dev/stdin") fails on a
+        // socket (ENXIO). A private temporary file as fd 0 opens like a pipe would.
+        let stdinFile: { dir: string; fd: number } | undefined;
+        if (opts.stdin !== undefined) {
+            const dir = fs.mkdtempSync(path.join(os.tmpdir(), "libvirt-snapshots-"));
+            const file = path.join(dir, "stdin");
+            fs.writeFileSync(file, opts.stdin, { mode: 0o600 });
+            stdinFile = { dir, fd: fs.openSync(file, "r") };
+        }
+        const cleanup = () => {
+            if (!stdinFile) return;
+            try { fs.closeSync(stdinFile.fd); } catch { /* already closed */ }
+            fs.rmSync(stdinFile.dir, { recursive: true, force: true });
+        };
+        return new Promise((resolve, reject) => {
+            const child = spawn(argv[0]!, argv.slice(1), { stdio: [stdinFile ? stdinFile.fd : "ignore", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
+            const out: Buffer[] = [], err: Buffer[] = [];
+            let timedOut = false;
+            const timer = setTimeout(() => { timedOut = true; child.kill("SIGKILL"); }, opts.timeoutMs);
+            child.stdout!.on("data", (d: Buffer) => out.push(d));
+            child.stderr!.on("data", (d: Buffer) => err.push(d));
+            child.on("error", (e) => {
+                clearTimeout(timer);
+                cleanup();
+                reject(new LibvirtError("connection-failed", `cannot run ${argv[0]} on the local host: ${e.message}`, { command: commandLine(argv) }));
+            });
+            child.on("close", (code, signal) => {
+                clearTimeout(timer);
+                cleanup();
+                if (timedOut) return reject(timeoutError(argv, opts.timeoutMs, this.description, []));
+                resolve({ code, signal, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") });
+            });
+        });
+    }
+}
+
+// ---- SSH -----------------------------------------------------------------
+
+/** Counters for tests and the benchmark: how many SSH handshakes completed, per target. */
+export const sshStats = { handshakes: new Map<string, number>(), channels: 0 };
+
+export function handshakeCount(): number {
+    let n = 0;
+    for (const v of sshStats.handshakes.values()) n += v;
+    return n;
+}
+
+// sshd's MaxSessions defaults to 10 channels per connection; stay under it.
+const MAX_CHANNELS = 8;
+
+type Settings = Proxy;
+
+function authConfig(s: Settings, agentDefault: string | undefined): Partial<ConnectConfig> {
+    const cfg: Partial<ConnectConfig> = { username: s.user ?? DEFAULTS.user };
+    if (s.password !== undefined) cfg.password = s.password;
+    if (s.privateKey !== undefined) {
+        cfg.privateKey = s.privateKey;
+        if (s.privateKeyPassword !== undefined) cfg.passphrase = s.privateKeyPassword;
+    }
+    const agent = s.agentSocketPath ?? agentDefault;
+    if (agent) cfg.agent = agent;
+    return cfg;
+}
+
+class OpenFailure extends Error {}
+
+class DialFailure extends Error {
+    constructor(message: string, readonly retryable: boolean, readonly kind: "host-key" | "connection-failed") { super(message); }
+}
+
+function dialFailureOf(e: Error & { level?: string }, s: Settings, port: number): DialFailure {
+    const who = `${s.user ?? DEFAULTS.user}@${s.host}:${port}`;
+    if (/passphrase|Encrypted private|Cannot parse privateKey|Malformed|Unsupported key/i.test(e.message)) {
+        return new DialFailure(`cannot use connection.privateKey for ${who}: ${e.message}. Check privateKeyPassword, ` +
+            `and that privateKey holds the key's text, not its path.`, false, "connection-failed");
+    }
+    if (e.level === "client-authentication") {
+        // A wrong key or password will be wrong again: don't hammer the server.
+        return new DialFailure(`SSH authentication failed for ${who}: the server refused every method offered ` +
+            `(password, privateKey, agent). Check connection.user and the credentials; an agent needs the key loaded (ssh-add).`, false, "connection-failed");
+    }
+    return new DialFailure(`cannot connect to ${s.host}:${port}: ${e.message}`, true, "connection-failed");
+}
+
+/** Open one authenticated SSH client, checking the host key first. */
+function dialOnce(s: Settings, sock: NodeJS.ReadableStream | undefined, onReady: () => void): Promise<Client> {
+    return new Promise((resolve, reject) => {
+        const client = new Client();
+        let verdict: Verdict | undefined;
+        const port = s.port ?? DEFAULTS.port;
+        const timeoutMs = (s.perDialTimeout ?? DEFAULTS.perDialTimeout) * 1000;
+        let settled = false;
+        const fail = (e: DialFailure) => { if (!settled) { settled = true; client.end(); reject(e); } };
+        client.on("ready", () => { settled = true; onReady(); resolve(client); });
+        client.on("error", (e: Error & { level?: string }) => {
+            if (verdict && !verdict.ok) return fail(new DialFailure(verdict.message, false, "host-key"));
+            fail(dialFailureOf(e, s, port));
+        });
+        client.on("close", () => fail(new DialFailure(`connection to ${s.host}:${port} closed during the handshake`, true, "connection-failed")));
+        const agentDefault = s.agentSocketPath ?? process.env.SSH_AUTH_SOCK;
+        const agentUsable = !!agentDefault && (() => { try { fs.statSync(agentDefault); return true; } catch { return false; } })();
+        try {
+            client.connect({
+                host: s.host,
+                port,
+                sock: sock as ConnectConfig["sock"],
+                readyTimeout: timeoutMs,
+                keepaliveInterval: 15000,
+                keepaliveCountMax: 3,
+                ...authConfig(s, agentUsable ? agentDefault : undefined),
+                hostVerifier: (key: Buffer) => {
+                    verdict = verifyHostKey({ host: s.host, port, hostKey: s.hostKey, knownHostsPath: s.knownHostsPath, insecureIgnoreHostKey: s.insecureIgnoreHostKey }, key);
+                    return verdict.ok;
+                },
+            });
+        } catch (e) {
+            // ssh2 parses the key synchronously: a wrong passphrase lands here.
+            fail(dialFailureOf(e as Error, s, port));
+        }
+    });
+}
+
+async function dialWithRetries(s: Settings, sock: () => Promise<NodeJS.ReadableStream | undefined>, onReady: () => void): Promise<Client> {
+    const limit = s.dialErrorLimit ?? DEFAULTS.dialErrorLimit;
+    let last: DialFailure | undefined;
+    for (let attempt = 1; attempt <= limit; attempt++) {
+        try {
+            return await dialOnce(s, await sock(), onReady);
+        } catch (e) {
+            last = e instanceof DialFailure ? e : new DialFailure((e as Error).message, true, "connection-failed");
+            if (!last.retryable) break;
+            if (attempt < limit) await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** (attempt - 1), 2000)));
+        }
+    }
+    const tries = last?.retryable ? ` (gave up after ${limit} attempt${limit === 1 ? "" : "s"}, dialErrorLimit)` : "";
+    throw new LibvirtError(last?.kind ?? "connection-failed", `${last?.message ?? "cannot connect"}${tries}`);
+}
+
+export class SshTransport implements Transport {
+    readonly secrets: readonly string[];
+    readonly description: string;
+    private client?: Promise<Client>;
+    private proxyClient?: Client;
+    private active = 0;
+    private waiters: Array<() => void> = [];
+    private readonly key: string;
+
+    constructor(private readonly conn: Connection & { host: string }) {
+        this.secrets = secretsOf(conn);
+        this.description = describeTarget(conn);
+        this.key = poolKeyOf(conn);
+    }
+
+    private countHandshake = () => { sshStats.handshakes.set(this.key, (sshStats.handshakes.get(this.key) ?? 0) + 1); };
+
+    private connect(): Promise<Client> {
+        if (!this.client) {
+            const p = (async () => {
+                let sock: () => Promise<NodeJS.ReadableStream | undefined> = async () => undefined;
+                if (this.conn.proxy) {
+                    const proxy = await dialWithRetries(this.conn.proxy, async () => undefined, this.countHandshake);
+                    this.proxyClient = proxy;
+                    proxy.on("close", () => this.dropped());
+                    const port = this.conn.port ?? DEFAULTS.port;
+                    sock = () => new Promise((res, rej) => proxy.forwardOut("127.0.0.1", 0, this.conn.host, port, (err, stream) =>
+                        err ? rej(new DialFailure(`the jump host ${this.conn.proxy!.host} cannot reach ${this.conn.host}:${port}: ${err.message}`, true, "connection-failed")) : res(stream)));
+                }
+                const client = await dialWithRetries(this.conn, sock, this.countHandshake);
+                client.on("close", () => this.dropped());
+                client.on("error", () => this.dropped());
+                return client;
+            })();
+            this.client = p;
+            p.catch(() => { if (this.client === p) this.client = undefined; });
+        }
+        return this.client;
+    }
+
+    private dropped() {
+        this.client = undefined;
+        this.proxyClient?.end();
+        this.proxyClient = undefined;
+    }
+
+    private async slot(): Promise<() => void> {
+        while (this.active >= MAX_CHANNELS) await new Promise<void>((r) => this.waiters.push(r));
+        this.active++;
+        return () => { this.active--; this.waiters.shift()?.(); };
+    }
+
+    async exec(argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+        const line = commandLine(argv);
+        const release = await this.slot();
+        try {
+            return await this.execRetryingOpen(line, argv, opts);
+        } finally {
+            release();
+        }
+    }
+
+    /**
+     * Nothing has run until the channel is open, so a failure to open is safe
+     * to retry: sshd refuses channels for a moment while closed sessions wind
+     * down ("open failed" near MaxSessions), and a pooled connection may have
+     * dropped, in which case we reconnect once.
+     */
+    private async execRetryingOpen(line: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+        let reconnected = false;
+        for (let attempt = 0; ; attempt++) {
+            const client = await this.connect();
+            try {
+                return await this.runOn(client, line, argv, opts);
+            } catch (e) {
+                if (!(e instanceof OpenFailure)) throw e;
+                const alive = this.client !== undefined && !(client as unknown as { _sock?: { destroyed?: boolean } })._sock?.destroyed;
+                if (alive && /open failed|Channel open failure/i.test(e.message) && attempt < 40) {
+                    await new Promise((r) => setTimeout(r, Math.min(10 * 2 ** attempt, 250)));
+                    continue;
+                }
+                if (!alive && !reconnected) { reconnected = true; this.dropped(); continue; }
+                throw new LibvirtError("connection-failed", `cannot start a command on ${this.description}: ${e.message}`,
+                    { command: redact(line, this.secrets) });
+            }
+        }
+    }
+
+    private runOn(client: Client, line: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+        return new Promise((resolve, reject) => {
+            const opened = (err: Error | undefined, ch: ClientChannel) => {
+                if (err) return reject(new OpenFailure(err.message));
+                sshStats.channels++;
+                // Listeners go on at once: a quick command's output and exit status may already be on their way.
+                const out: Buffer[] = [], errs: Buffer[] = [];
+                let code: number | null = null, signal: string | null = null, done = false;
+                const timer = setTimeout(() => {
+                    if (done) return;
+                    done = true;
+                    try { ch.signal("KILL"); } catch { /* not every server honours signals */ }
+                    ch.close();
+                    reject(timeoutError(argv, opts.timeoutMs, this.description, this.secrets));
+                }, opts.timeoutMs);
+                ch.on("data", (d: Buffer) => out.push(d));
+                ch.stderr.on("data", (d: Buffer) => errs.push(d));
+                ch.on("exit", (c: number | null, sig?: string) => { code = c; signal = sig ?? null; });
+                ch.on("close", () => {
+                    clearTimeout(timer);
+                    if (done) return;
+                    done = true;
+                    if (code === null && signal === null) {
+                        return reject(new LibvirtError("connection-failed",
+                            `the SSH connection to ${this.description} was lost while the command ran; whether it took effect is unknown`,
+                            { command: redact(commandLine(argv), this.secrets) }));
+                    }
+                    resolve({ code, signal, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(errs).toString("utf8") });
+                });
+                ch.end(opts.stdin ?? "");
+            };
+            try { client.exec(line, opened); } catch (e) { reject(new OpenFailure((e as Error).message)); }
+        });
+    }
+
+    close(): void {
+        void this.client?.then((c) => c.end(), () => undefined);
+        this.dropped();
+    }
+}
+
+// One connection per distinct target per provider process, shared by every resource.
+const pool = new Map<string, SshTransport>();
+const local = new LocalTransport();
+
+export function transportFor(conn: Connection): Transport {
+    if (!conn.host) return local;
+    const key = poolKeyOf(conn);
+    let t = pool.get(key);
+    if (!t) { t = new SshTransport(conn as Connection & { host: string }); pool.set(key, t); }
+    return t;
+}
+
+export function closeAllTransports(): void {
+    for (const t of pool.values()) t.close();
+    pool.clear();
+}

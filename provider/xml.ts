@@ -1,0 +1,182 @@
+// libvirt XML in and out, through fast-xml-parser. Building XML with a real
+// builder means names and descriptions are escaped, never spliced in.
+import { XMLBuilder, XMLParser } from "fast-xml-parser";
+
+const ARRAYS = new Set([
+    "domainsnapshot.disks.disk",
+    "domaincheckpoint.disks.disk",
+    "domain.devices.disk",
+    "domain.devices.channel",
+    "domainsnapshot.domain.devices.disk",
+]);
+
+const parser = new XMLParser({
+    ignoreAttributes: false,
+    attributeNamePrefix: "@",
+    parseTagValue: false,
+    parseAttributeValue: false,
+    trimValues: false,
+    isArray: (_name, jpath) => ARRAYS.has(String(jpath)),
+});
+
+const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: "@", format: true, suppressEmptyNode: true });
+
+// Order-preserving parser/builder pair for editing libvirt's own XML in place
+// (redefine), so nothing it wrote is reordered or dropped.
+const orderedParser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "@", preserveOrder: true, parseTagValue: false, parseAttributeValue: false, trimValues: false, commentPropName: "#comment" });
+const orderedBuilder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: "@", preserveOrder: true, commentPropName: "#comment", suppressEmptyNode: true });
+
+type Node = Record<string, unknown>;
+
+function text(v: unknown): string | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === "string") return v;
+    if (typeof v === "object" && "#text" in (v as Node)) return String((v as Node)["#text"]);
+    if (typeof v === "object") return "";
+    return String(v);
+}
+
+function attr(n: unknown, name: string): string | undefined {
+    if (!n || typeof n !== "object") return undefined;
+    const v = (n as Node)[`@${name}`];
+    return v === undefined ? undefined : String(v);
+}
+
+// ---- domain ----------------------------------------------------------------
+
+export interface DomainDisk {
+    /** Target device, e.g. vda. */
+    target: string;
+    device: string;
+    /** file, block, network, volume... */
+    type: string;
+    /** qcow2, raw... */
+    format?: string;
+    source?: string;
+    readonly: boolean;
+}
+
+export interface DomainInfo {
+    name: string;
+    uuid: string;
+    disks: DomainDisk[];
+    /** A qemu guest agent channel exists and libvirt sees it connected. */
+    guestAgent: "none" | "disconnected" | "connected";
+}
+
+export function parseDomainXml(xml: string): DomainInfo {
+    const d = (parser.parse(xml) as Node).domain as Node | undefined;
+    if (!d) throw new Error("not a libvirt domain XML document");
+    return domainFromNode(d);
+}
+
+function domainFromNode(d: Node): DomainInfo {
+    const devices = (d.devices ?? {}) as Node;
+    const disks = ((devices.disk ?? []) as Node[]).map((n): DomainDisk => {
+        const src = n.source as Node | undefined;
+        return {
+            target: attr(n.target, "dev") ?? "",
+            device: attr(n, "device") ?? "disk",
+            type: attr(n, "type") ?? "file",
+            format: attr(n.driver, "type"),
+            source: attr(src, "file") ?? attr(src, "dev") ?? attr(src, "name") ?? attr(src, "volume"),
+            readonly: n.readonly !== undefined,
+        };
+    });
+    let guestAgent: DomainInfo["guestAgent"] = "none";
+    for (const ch of (devices.channel ?? []) as Node[]) {
+        if (attr(ch.target, "name") === "org.qemu.guest_agent.0") {
+            guestAgent = attr(ch.target, "state") === "connected" ? "connected" : "disconnected";
+        }
+    }
+    return { name: text(d.name) ?? "", uuid: text(d.uuid) ?? "", disks, guestAgent };
+}
+
+// ---- snapshot --------------------------------------------------------------
+
+export interface SnapshotDisk {
+    name: string;
+    snapshot: string;
+    type?: string;
+    driverType?: string;
+    file?: string;
+}
+
+export interface SnapshotInfo {
+    name: string;
+    description?: string;
+    state: string;
+    creationTime: number;
+    parent?: string;
+    memory: { snapshot: string; file?: string };
+    disks: SnapshotDisk[];
+    domain?: DomainInfo;
+}
+
+export function parseSnapshotXml(xml: string): SnapshotInfo {
+    const s = (parser.parse(xml) as Node).domainsnapshot as Node | undefined;
+    if (!s) throw new Error("not a libvirt snapshot XML document");
+    const disks = (((s.disks ?? {}) as Node).disk as Node[] | undefined ?? []).map((n): SnapshotDisk => ({
+        name: attr(n, "name") ?? "",
+        snapshot: attr(n, "snapshot") ?? "",
+        type: attr(n, "type"),
+        driverType: attr(n.driver, "type"),
+        file: attr(n.source, "file") ?? attr(n, "file"),
+    }));
+    return {
+        name: text(s.name) ?? "",
+        description: text(s.description),
+        state: text(s.state) ?? "",
+        creationTime: Number(text(s.creationTime) ?? 0),
+        parent: text((s.parent as Node | undefined)?.name),
+        memory: { snapshot: attr(s.memory, "snapshot") ?? "no", file: attr(s.memory, "file") },
+        disks,
+        domain: s.domain ? domainFromNode(s.domain as Node) : undefined,
+    };
+}
+
+export interface SnapshotSpec {
+    name: string;
+    description?: string;
+    memory: { snapshot: "no" | "internal" | "external"; file?: string };
+    disks: Array<{ name: string; snapshot: "internal" | "external" | "no"; file?: string; driverType?: string }>;
+}
+
+export function buildSnapshotXml(spec: SnapshotSpec): string {
+    const doc: Node = {
+        name: spec.name,
+        ...(spec.description !== undefined ? { description: spec.description } : {}),
+        memory: { "@snapshot": spec.memory.snapshot, ...(spec.memory.file ? { "@file": spec.memory.file } : {}) },
+    };
+    if (spec.disks.length > 0) {
+        doc.disks = {
+            disk: spec.disks.map((d) => ({
+                "@name": d.name,
+                "@snapshot": d.snapshot,
+                ...(d.driverType ? { driver: { "@type": d.driverType } } : {}),
+                ...(d.file ? { source: { "@file": d.file } } : {}),
+            })),
+        };
+    }
+    return builder.build({ domainsnapshot: doc }) as string;
+}
+
+/**
+ * Replace (or add, or with undefined remove) the top-level <description> of a
+ * snapshot or checkpoint document, leaving everything else as libvirt wrote it.
+ */
+export function withDescription(xml: string, root: "domainsnapshot" | "domaincheckpoint", description: string | undefined): string {
+    const doc = orderedParser.parse(xml) as Node[];
+    const top = doc.find((n) => root in n) as Node | undefined;
+    if (!top) throw new Error(`not a ${root} XML document`);
+    const children = top[root] as Node[];
+    const at = children.findIndex((n) => "description" in n);
+    const node = { description: [{ "#text": description ?? "" }] };
+    if (description === undefined) { if (at >= 0) children.splice(at, 1); }
+    else if (at >= 0) children[at] = node;
+    else {
+        const nameAt = children.findIndex((n) => "name" in n);
+        children.splice(nameAt + 1, 0, node);
+    }
+    return orderedBuilder.build(doc) as string;
+}

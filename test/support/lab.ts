@@ -1,0 +1,486 @@
+// Helpers for tests that run against the lab brought up by scripts/lab.sh.
+// Everything here runs locally as root: virsh, qemu-img and qemu-io through execFile
+// (never a shell), with LC_ALL=C so error texts are stable.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as os from "node:os";
+import * as crypto from "node:crypto";
+import { execFile } from "node:child_process";
+
+export const PACKAGE_NAME = "pulumi-libvirt-snapshots";
+/** <title> prefix of throwaway domains; scripts/lab.sh knows it too (status, down). */
+export const TMP_TITLE = "pulumi-libvirt-lab-tmp";
+export const DEFAULT_TMP_PREFIX = "labtmp-";
+const VIRSH = "/usr/bin/virsh";
+
+export interface LabDomain {
+  name: string;
+  state: "running" | "shut off";
+  disk: string;
+  format: "qcow2" | "raw";
+  writer: boolean;
+}
+
+/** Where the writer guest puts its counter; see scripts/lab/bootsector.js. */
+export interface WriterLayout {
+  magic: string;
+  counterOffset: number;
+  firstLba: number;
+  strideSectors: number;
+  slots: number;
+  sectorSize: number;
+  intervalMs: number;
+}
+
+export interface LabInfo {
+  host: string;
+  port: number;
+  user: string;
+  privateKeyPath: string;
+  encryptedKeyPath: string;
+  keyPassphrase: string;
+  /** "ssh-ed25519 AAAA..." (type and base64 blob, no comment) */
+  hostKey: string;
+  hostKeyPath: string;
+  knownHostsPath: string;
+  libvirtUri: string;
+  virtType: "kvm" | "qemu";
+  libvirtVersion: string;
+  qemuVersion: string;
+  sudoUser: { user: string; password: string };
+  bootSectorPath: string;
+  writerLayout: WriterLayout;
+  labDir: string;
+  tmpDiskDir: string;
+  domains: LabDomain[];
+}
+
+let cachedRoot: string | undefined;
+
+/** The repository root: the nearest ancestor of this file with our package.json. */
+export function repoRoot(): string {
+  if (cachedRoot) return cachedRoot;
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const pj = path.join(dir, "package.json");
+    try {
+      if (JSON.parse(fs.readFileSync(pj, "utf8")).name === PACKAGE_NAME) return (cachedRoot = dir);
+    } catch {
+      // no or unreadable package.json here: keep walking up
+    }
+    if (path.dirname(dir) === dir) throw new Error(`no package.json named ${PACKAGE_NAME} above ${__dirname}`);
+  }
+}
+
+export function labJsonPath(): string {
+  return path.join(repoRoot(), ".lab", "lab.json");
+}
+
+/** Reads .lab/lab.json (written by `npm run lab`). Fresh on every call: `lab.sh reset` may rewrite it. */
+export function loadLab(): LabInfo {
+  const file = labJsonPath();
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`${file} is missing: bring the lab up with 'npm run lab' (${(e as Error).message})`);
+  }
+  const lab = JSON.parse(text) as LabInfo;
+  for (const k of ["host", "port", "privateKeyPath", "hostKey", "knownHostsPath", "libvirtUri", "virtType", "domains"] as const) {
+    if (lab[k] === undefined) throw new Error(`${file} lacks "${k}": re-run 'npm run lab'`);
+  }
+  return lab;
+}
+
+// ------------------------------------------------------------------ exec ---
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ExecOptions {
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** execFile without a shell; resolves with the exit code instead of rejecting on non-zero. */
+export function run(file: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      file,
+      args,
+      {
+        encoding: "utf8",
+        maxBuffer: 64 * 1024 * 1024,
+        timeout: opts.timeoutMs ?? 60_000,
+        killSignal: "SIGKILL",
+        env: { ...process.env, ...opts.env, LC_ALL: "C" },
+      },
+      (err, stdout, stderr) => {
+        if (!err) return resolve({ code: 0, stdout, stderr });
+        const e = err as NodeJS.ErrnoException & { code?: number | string; signal?: string; killed?: boolean };
+        if (typeof e.code === "number") return resolve({ code: e.code, stdout, stderr });
+        if (e.signal) {
+          return resolve({ code: -1, stdout, stderr: `${stderr}\n(${file} killed by ${e.signal}${e.killed ? ", timeout" : ""})` });
+        }
+        reject(new Error(`cannot run ${file}: ${e.message}`));
+      },
+    );
+  });
+}
+
+async function runOk(file: string, args: readonly string[], opts?: ExecOptions): Promise<string> {
+  const r = await run(file, args, opts);
+  if (r.code !== 0) {
+    throw new Error(`${path.basename(file)} ${args.join(" ")} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim()}`);
+  }
+  return r.stdout;
+}
+
+export interface VirshOptions extends ExecOptions {
+  uri?: string;
+}
+
+/** Runs /usr/bin/virsh -c qemu:///system ARGS locally. */
+export function virshLocal(args: readonly string[], opts: VirshOptions = {}): Promise<ExecResult> {
+  return run(VIRSH, ["-c", opts.uri ?? "qemu:///system", ...args], opts);
+}
+
+/** Like virshLocal, but throws (with virsh's stderr) on a non-zero exit; returns stdout. */
+export async function virshOk(args: readonly string[], opts: VirshOptions = {}): Promise<string> {
+  const r = await virshLocal(args, opts);
+  if (r.code !== 0) throw new Error(`virsh ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** `virsh domstate NAME` ("running", "shut off", ...), or undefined if there is no such domain. */
+export async function domState(name: string): Promise<string | undefined> {
+  const r = await virshLocal(["domstate", name]);
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+// ------------------------------------------------------------ disk tools ---
+
+export interface QemuImgInfo {
+  filename: string;
+  format: string;
+  "virtual-size": number;
+  "actual-size"?: number;
+  "backing-filename"?: string;
+  "full-backing-filename"?: string;
+  "backing-filename-format"?: string;
+  snapshots?: Array<{ id: string; name: string; "vm-state-size": number; "date-sec": number; "icount"?: number }>;
+  "format-specific"?: { type: string; data: Record<string, unknown> & { bitmaps?: Array<{ name: string; granularity: number; flags: string[] }> } };
+  [key: string]: unknown;
+}
+
+/** `qemu-img info --output=json -U`; with backingChain, one entry per image, top first. */
+export function qemuImgInfo(disk: string): Promise<QemuImgInfo>;
+export function qemuImgInfo(disk: string, opts: { backingChain: true }): Promise<QemuImgInfo[]>;
+export function qemuImgInfo(disk: string, opts: { backingChain?: boolean }): Promise<QemuImgInfo | QemuImgInfo[]>;
+export async function qemuImgInfo(disk: string, opts: { backingChain?: boolean } = {}): Promise<QemuImgInfo | QemuImgInfo[]> {
+  const args = ["info", "--output=json", "-U", ...(opts.backingChain ? ["--backing-chain"] : []), disk];
+  return JSON.parse(await runOk("/usr/bin/qemu-img", args)) as QemuImgInfo | QemuImgInfo[];
+}
+
+export interface QemuImgCheck {
+  /** qemu-img check's exit code: 0 clean, 1 not checked (error), 2 corruptions, 3 leaked clusters only. */
+  code: number;
+  ok: boolean;
+  result?: Record<string, unknown> & { "check-errors"?: number; corruptions?: number; leaks?: number };
+  stderr: string;
+}
+
+/** `qemu-img check --output=json`. Pass forceShare for an image a running qemu holds (results may then be stale). */
+export async function qemuImgCheck(disk: string, opts: { forceShare?: boolean } = {}): Promise<QemuImgCheck> {
+  const r = await run("/usr/bin/qemu-img", ["check", "--output=json", ...(opts.forceShare ? ["-U"] : []), disk]);
+  let result: QemuImgCheck["result"];
+  try {
+    result = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
+  } catch {
+    result = undefined;
+  }
+  return { code: r.code, ok: r.code === 0, result, stderr: r.stderr.trim() };
+}
+
+async function diskFormat(disk: string, format?: string): Promise<string> {
+  return format ?? (await qemuImgInfo(disk)).format;
+}
+
+function hexByte(pattern: number): string {
+  if (!Number.isInteger(pattern) || pattern < 0 || pattern > 255) throw new Error(`pattern must be a byte, got ${pattern}`);
+  return "0x" + pattern.toString(16).padStart(2, "0");
+}
+
+/** Fills [offset, offset+len) with the byte `pattern`. Offline only: a running qemu holds the write lock. */
+export async function qemuIoWrite(disk: string, pattern: number, offset: number, len: number, opts: { format?: string } = {}): Promise<void> {
+  const fmt = await diskFormat(disk, opts.format);
+  const out = await runOk("/usr/bin/qemu-io", ["-f", fmt, "-c", `write -P ${hexByte(pattern)} ${offset} ${len}`, disk]);
+  if (!/^wrote /m.test(out)) throw new Error(`qemu-io write on ${disk} did not report a write: ${out.trim()}`);
+}
+
+/**
+ * True if every byte of [offset, offset+len) equals `pattern`. Opens the image read-only
+ * with -U (force share), so it also works while a domain runs.
+ */
+export async function qemuIoRead(disk: string, pattern: number, offset: number, len: number, opts: { format?: string } = {}): Promise<boolean> {
+  const fmt = await diskFormat(disk, opts.format);
+  const r = await run("/usr/bin/qemu-io", ["-U", "-r", "-f", fmt, "-c", `read -P ${hexByte(pattern)} ${offset} ${len}`, disk]);
+  const out = r.stdout + r.stderr;
+  if (/Pattern verification failed/.test(out)) return false;
+  if (r.code === 0 && /^read /m.test(out)) return true;
+  throw new Error(`qemu-io read on ${disk} failed (exit ${r.code}): ${out.trim()}`);
+}
+
+/**
+ * The highest counter the writer guest has put on this disk (0 if none). Follows the
+ * backing chain, works while the domain runs: the image is copied with `convert -U`
+ * to a sparse raw file first.
+ */
+export async function readGuestCounter(disk: string, layout: WriterLayout = loadLab().writerLayout): Promise<number> {
+  const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "lab-counter-"));
+  try {
+    const raw = path.join(tmpDir, "disk.raw");
+    await runOk("/usr/bin/qemu-img", ["convert", "-U", "-O", "raw", disk, raw]);
+    const fd = fs.openSync(raw, "r");
+    try {
+      const magic = Buffer.from(layout.magic, "latin1");
+      const buf = Buffer.alloc(layout.counterOffset + 4);
+      let best = 0;
+      for (let slot = 0; slot < layout.slots; slot++) {
+        const pos = (layout.firstLba + slot * layout.strideSectors) * layout.sectorSize;
+        if (fs.readSync(fd, buf, 0, buf.length, pos) !== buf.length) continue;
+        if (!buf.subarray(0, magic.length).equals(magic)) continue;
+        best = Math.max(best, buf.readUInt32LE(layout.counterOffset));
+      }
+      return best;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } finally {
+    fs.rmSync(tmpDir, { recursive: true, force: true });
+  }
+}
+
+/** Polls until the writer's counter exceeds `above` (or timeout); returns the last value read. */
+export async function waitGuestCounter(disk: string, above: number, timeoutMs = 20_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const c = await readGuestCounter(disk);
+    if (c > above || Date.now() > deadline) return c;
+    await sleep(200);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// --------------------------------------------------------- test domains ---
+
+export interface MakeDomainOptions {
+  /** Name prefix; a random suffix is appended. Default "labtmp-". */
+  prefix?: string;
+  /** Start it after defining it. Default false. */
+  running?: boolean;
+  /** Put the counter-writing boot sector on the disk. Default false. */
+  writer?: boolean;
+  format?: "qcow2" | "raw";
+  /** Disk size in MiB. Default 64 (the writer needs 64: its slots end just below 64 MiB). */
+  sizeMB?: number;
+}
+
+export interface TestDomain {
+  name: string;
+  uuid: string;
+  /** Path of its disk image (the base image, even after external snapshots). */
+  disk: string;
+  format: "qcow2" | "raw";
+  /** Its own folder: put overlays and memory files here, dispose() removes it. */
+  dir: string;
+  dispose(): Promise<void>;
+}
+
+/** Identifies a process across PID reuse: its start time from /proc/PID/stat. */
+function procStart(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  if (fields[0] === "Z" || fields[0] === "X") return undefined; // zombies are dead
+  return fields[19]; // field 22 of stat: starttime
+}
+
+function ownerTag(): string {
+  return `pid=${process.pid} start=${procStart(process.pid) ?? "0"}`;
+}
+
+function parseOwner(tag: string): { pid: number; start: string } | undefined {
+  const m = /pid=(\d+) start=(\d+)/.exec(tag);
+  return m ? { pid: Number(m[1]), start: m[2] } : undefined;
+}
+
+/** True if the owner tag names a process that is still alive (and is the same process). */
+function ownerAlive(tag: string): boolean {
+  const o = parseOwner(tag);
+  return o !== undefined && procStart(o.pid) === o.start;
+}
+
+function ownedByMe(tag: string): boolean {
+  const o = parseOwner(tag);
+  return o !== undefined && o.pid === process.pid && o.start === procStart(process.pid);
+}
+
+function xmlEscape(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/'/g, "&apos;").replace(/"/g, "&quot;");
+}
+
+/** The same shape as the lab domains (scripts/lab.sh): 64 MiB, 1 vcpu, pc, virtio disk, no NIC. */
+export function domainXml(o: { name: string; title: string; virtType: string; disk: string; format: string }): string {
+  return `<domain type='${xmlEscape(o.virtType)}'>
+  <name>${xmlEscape(o.name)}</name>
+  <title>${xmlEscape(o.title)}</title>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='${xmlEscape(o.format)}' cache='writethrough'/>
+      <source file='${xmlEscape(o.disk)}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <controller type='usb' model='none'/>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <video><model type='none'/></video>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+`;
+}
+
+async function removeDomain(name: string): Promise<void> {
+  await virshLocal(["destroy", name]); // fails harmlessly when not running
+  const r = await virshLocal(["undefine", name, "--snapshots-metadata", "--checkpoints-metadata"]);
+  if (r.code !== 0 && !/failed to get domain|Domain not found/i.test(r.stderr)) {
+    throw new Error(`virsh undefine ${name} failed: ${r.stderr.trim()}`);
+  }
+}
+
+/** A fresh throwaway domain with its own disk under .lab/disks/tmp/NAME/. */
+export async function makeDomain(opts: MakeDomainOptions = {}): Promise<TestDomain> {
+  const lab = loadLab();
+  const prefix = opts.prefix ?? DEFAULT_TMP_PREFIX;
+  if (!/^[A-Za-z0-9_.+-]*$/.test(prefix)) throw new Error(`makeDomain: prefix ${JSON.stringify(prefix)} has unsafe characters`);
+  const format = opts.format ?? "qcow2";
+  const sizeMB = opts.sizeMB ?? 64;
+  const name = prefix + crypto.randomBytes(4).toString("hex");
+  const dir = path.join(lab.tmpDiskDir, name);
+  const disk = path.join(dir, `disk.${format}`);
+  fs.mkdirSync(dir, { recursive: true });
+  // Written first, so disposeAllTestDomains() can tell a live run's folder from a crashed one's.
+  fs.writeFileSync(path.join(dir, "owner"), ownerTag() + "\n");
+  const dispose = async (): Promise<void> => {
+    await removeDomain(name);
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", format, disk, `${sizeMB}M`]);
+    if (opts.writer) {
+      await runOk("/usr/bin/qemu-io", ["-f", format, "-c", `write -q -s ${lab.bootSectorPath} 0 512`, disk]);
+    }
+    const xmlPath = path.join(dir, "domain.xml");
+    fs.writeFileSync(xmlPath, domainXml({ name, title: `${TMP_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format }));
+    await virshOk(["define", xmlPath]);
+    if (opts.running) await virshOk(["start", name]);
+    const uuid = (await virshOk(["domuuid", name])).trim();
+    return { name, uuid, disk, format, dir, dispose };
+  } catch (e) {
+    await dispose().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Throwaway domains (by title) as [name, title]; optionally only those whose name starts with prefix. */
+export async function listTestDomains(prefix?: string): Promise<Array<{ name: string; title: string }>> {
+  const out = await virshOk(["list", "--all", "--title"]);
+  const found: Array<{ name: string; title: string }> = [];
+  for (const line of out.split("\n").slice(2)) {
+    const m = /^\s*\S+\s+(\S+)\s+.*?\s{2,}(\S.*?)\s*$/.exec(line);
+    if (!m || !m[2].startsWith(TMP_TITLE + " ")) continue;
+    if (prefix !== undefined && !m[1].startsWith(prefix)) continue;
+    found.push({ name: m[1], title: m[2] });
+  }
+  return found;
+}
+
+/**
+ * Removes throwaway domains and folders left behind by crashed runs: those whose owner
+ * process is gone, plus this process's own. Domains of other live test processes are
+ * left alone unless includeLive. Returns the names it removed.
+ */
+export async function disposeAllTestDomains(opts: { prefix?: string; includeLive?: boolean } = {}): Promise<string[]> {
+  const lab = loadLab();
+  const doomed = (tag: string) => opts.includeLive || ownedByMe(tag) || !ownerAlive(tag);
+  const removed: string[] = [];
+  for (const d of await listTestDomains(opts.prefix)) {
+    if (!doomed(d.title)) continue;
+    await removeDomain(d.name);
+    fs.rmSync(path.join(lab.tmpDiskDir, d.name), { recursive: true, force: true });
+    removed.push(d.name);
+  }
+  // Folders whose domain is gone (crash between mkdir and define, or after undefine).
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync(lab.tmpDiskDir);
+  } catch {
+    entries = [];
+  }
+  for (const name of entries) {
+    if (opts.prefix !== undefined && !name.startsWith(opts.prefix)) continue;
+    const dir = path.join(lab.tmpDiskDir, name);
+    let tag = "";
+    try {
+      tag = fs.readFileSync(path.join(dir, "owner"), "utf8");
+    } catch {
+      // no owner file: not made by makeDomain, or crashed before writing it
+    }
+    if (!doomed(tag)) continue;
+    if ((await domState(name)) !== undefined) await removeDomain(name);
+    fs.rmSync(dir, { recursive: true, force: true });
+    if (!removed.includes(name)) removed.push(name);
+  }
+  return removed;
+}
+
+// ------------------------------------------------------------------ ssh ---
+
+/** Arguments for the system ssh client against the lab sshd, strict host key checking on. */
+export function sshArgs(lab: LabInfo = loadLab(), keyPath: string = lab.privateKeyPath): string[] {
+  return [
+    "-F", "/dev/null",
+    "-p", String(lab.port),
+    "-i", keyPath,
+    "-o", "IdentitiesOnly=yes",
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=yes",
+    "-o", `UserKnownHostsFile=${lab.knownHostsPath}`,
+    "-o", "GlobalKnownHostsFile=/dev/null",
+    "-o", "ConnectTimeout=10",
+    "-o", "LogLevel=ERROR",
+    `${lab.user}@${lab.host}`,
+  ];
+}
+
+/** Runs one remote command string (already shell-quoted by the caller) as root over the system ssh. */
+export function sshRun(command: string, opts: ExecOptions & { lab?: LabInfo } = {}): Promise<ExecResult> {
+  return run("/usr/bin/ssh", [...sshArgs(opts.lab), "--", command], opts);
+}
