@@ -5,6 +5,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { secretsOf, type Connection } from "./connection";
 import { LibvirtError, redact } from "./errors";
 import { setStackConfig, stackSecrets } from "./inputs";
+import { domainSnapshot } from "./domainSnapshot";
 
 export async function configure(req: pulumi.dynamic.ConfigureRequest): Promise<void> {
     setStackConfig((key) => {
@@ -39,6 +40,6 @@ function guarded<T extends Methods>(impl: T): T {
     return out as T;
 }
 
-export { guarded };
+export const snapshot = guarded(domainSnapshot);
 export { sshStats, handshakeCount, closeAllTransports } from "./transport";
 export { virshStats } from "./virsh";

@@ -4,6 +4,7 @@
 // call time, so its text stays small and stable (NOTES §5).
 import * as pulumi from "@pulumi/pulumi";
 import type { Connection } from "./connection";
+import type { DomainSnapshotInputs } from "./domainSnapshot";
 
 /** Every field may be a plain value or a Pulumi Output. */
 export type DeepInput<T> =
@@ -14,10 +15,55 @@ export type DeepInput<T> =
 
 export type ConnectionArgs = DeepInput<Connection>;
 
-export const MODULE = "libvirt-snapshots";
+export const DomainSnapshotProvider: pulumi.dynamic.ResourceProvider = {
+    async configure(req) { return require("pulumi-libvirt-snapshots/impl").configure(req); },
+    async check(olds, news) { return require("pulumi-libvirt-snapshots/impl").snapshot.check(olds, news); },
+    async diff(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").snapshot.diff(id, olds, news); },
+    async create(inputs) { return require("pulumi-libvirt-snapshots/impl").snapshot.create(inputs); },
+    async read(id, props) { return require("pulumi-libvirt-snapshots/impl").snapshot.read(id, props); },
+    async update(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").snapshot.update(id, olds, news); },
+    async delete(id, props) { return require("pulumi-libvirt-snapshots/impl").snapshot.delete(id, props); },
+};
 
-export function secretOpts(opts: pulumi.CustomResourceOptions | undefined): pulumi.CustomResourceOptions {
+export type DomainSnapshotArgs = { [K in keyof DomainSnapshotInputs]: DeepInput<DomainSnapshotInputs[K]> } & {
+    /** Defaults to the resource's logical name. */
+    snapshotName?: pulumi.Input<string>;
+};
+
+const MODULE = "libvirt-snapshots";
+
+function secretOpts(opts: pulumi.CustomResourceOptions | undefined): pulumi.CustomResourceOptions {
     // The connection may hold a password or key: keep it encrypted in state even when given in plain text.
     return { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connection"] };
 }
 
+/** A libvirt snapshot of one domain: taken on create, removed (merged into its child) on delete. */
+export class DomainSnapshot extends pulumi.dynamic.Resource {
+    declare public readonly connection: pulumi.Output<Connection | undefined>;
+    declare public readonly domain: pulumi.Output<string>;
+    declare public readonly snapshotName: pulumi.Output<string>;
+    declare public readonly description: pulumi.Output<string | undefined>;
+    declare public readonly kind: pulumi.Output<"internal" | "external">;
+    declare public readonly memory: pulumi.Output<"none" | "internal" | "external">;
+    declare public readonly memoryFile: pulumi.Output<string | undefined>;
+    declare public readonly deletion: pulumi.Output<"delete" | "metadata">;
+    declare public readonly domainName: pulumi.Output<string>;
+    declare public readonly domainUuid: pulumi.Output<string>;
+    declare public readonly creationTime: pulumi.Output<string>;
+    declare public readonly state: pulumi.Output<string>;
+    declare public readonly parent: pulumi.Output<string | null>;
+    declare public readonly isCurrent: pulumi.Output<boolean>;
+    declare public readonly diskFiles: pulumi.Output<Record<string, string>>;
+    declare public readonly libvirtVersion: pulumi.Output<string>;
+    declare public readonly adopted: pulumi.Output<boolean>;
+
+    constructor(name: string, args: DomainSnapshotArgs, opts?: pulumi.CustomResourceOptions) {
+        super(DomainSnapshotProvider, name, {
+            ...args,
+            snapshotName: args.snapshotName ?? name,
+            kind: args.kind, memory: args.memory, memoryFile: args.memoryFile, description: args.description,
+            domainName: undefined, domainUuid: undefined, creationTime: undefined, state: undefined, parent: undefined,
+            isCurrent: undefined, diskFiles: undefined, libvirtVersion: undefined, adopted: undefined, declared: undefined,
+        }, secretOpts(opts), MODULE, "DomainSnapshot");
+    }
+}

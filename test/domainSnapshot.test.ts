@@ -1,0 +1,309 @@
+// DomainSnapshot through the engine path: the SDK serializes the real provider
+// object, @pulumi/pulumi's dynamic-provider server runs it, and virsh acts on
+// real lab domains. Disk contents are checked with qemu-io patterns.
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { DomainSnapshotProvider } from "pulumi-libvirt-snapshots";
+import { EngineHarness, PACKAGE_ROOT, ProviderCallError, type ResourceState } from "./harness/engine";
+import { loadLab, makeDomain, run, qemuImgCheck, qemuImgInfo, qemuIoRead, qemuIoWrite, virshLocal, virshOk, type TestDomain } from "./support/lab";
+
+const lab = loadLab();
+const MiB = 1024 * 1024;
+const A = 0xaa, B = 0xbb, C = 0xcc;
+
+const sshConnection = () => ({
+    host: lab.host, port: lab.port, user: "root",
+    privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey,
+});
+
+async function snapshotNames(domain: string): Promise<string[]> {
+    return (await virshOk(["snapshot-list", "--domain", domain, "--name"])).split("\n").filter(Boolean);
+}
+
+async function qcow2Snapshots(disk: string): Promise<string[]> {
+    const info = await qemuImgInfo(disk) as unknown as { snapshots?: Array<{ name: string }> };
+    return (info.snapshots ?? []).map((s) => s.name);
+}
+
+async function expectCallError(p: Promise<unknown>, re: RegExp): Promise<string> {
+    try { await p; } catch (e) {
+        assert.ok(e instanceof ProviderCallError || e instanceof Error);
+        assert.match((e as Error).message, re);
+        return (e as Error).message;
+    }
+    assert.fail(`expected an error matching ${re}`);
+}
+
+async function shutOff(dom: TestDomain): Promise<void> {
+    const r = await virshLocal(["domstate", "--domain", dom.name]);
+    if (r.stdout.trim() !== "shut off") await virshOk(["destroy", "--domain", dom.name]);
+}
+
+describe("DomainSnapshot (engine path, real lab)", function () {
+    this.timeout(120_000);
+    let engine: EngineHarness;
+    const doms: TestDomain[] = [];
+    const newDomain = async (o: Parameters<typeof makeDomain>[0] = {}) => { const d = await makeDomain({ prefix: "labtmp-snap-", ...o }); doms.push(d); return d; };
+
+    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
+    after(async () => {
+        await engine?.close();
+        for (const d of doms) await d.dispose().catch(() => undefined);
+    });
+
+    const up = (name: string, inputs: Record<string, unknown>) => engine.up(name, DomainSnapshotProvider, inputs);
+
+    describe("internal snapshots", () => {
+        it("shut-off domain: write A, snapshot, write B, revert, read A; outputs describe it", async () => {
+            const dom = await newDomain();
+            await qemuIoWrite(dom.disk, A, 0, MiB);
+            const s = await up("off-a", { domain: dom.name, snapshotName: "before upgrade", description: "before the PostgreSQL 17 upgrade" });
+            assert.equal(s.id, `${dom.uuid}/before upgrade`);
+            assert.equal(s.outs.snapshotName, "before upgrade");
+            assert.equal(s.outs.domainName, dom.name);
+            assert.equal(s.outs.domainUuid, dom.uuid);
+            assert.equal(s.outs.kind, "internal");
+            assert.equal(s.outs.memory, "none");
+            assert.equal(s.outs.state, "shutoff");
+            assert.equal(s.outs.isCurrent, true);
+            assert.equal(s.outs.parent, null);
+            assert.equal(s.outs.description, "before the PostgreSQL 17 upgrade");
+            assert.equal(s.outs.libvirtVersion, lab.libvirtVersion);
+            assert.ok(Math.abs(Date.parse(s.outs.creationTime as string) - Date.now()) < 120_000);
+            assert.deepEqual(await qcow2Snapshots(dom.disk), ["before upgrade"]);
+
+            await qemuIoWrite(dom.disk, B, 0, MiB);
+            await virshOk(["snapshot-revert", "--domain", dom.name, "--snapshotname", "before upgrade"]);
+            assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
+
+            await engine.destroy(s);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            assert.deepEqual(await qcow2Snapshots(dom.disk), []);
+        });
+
+        it("running domain over SSH: memory saved inside qcow2; revert brings back A and the running state", async () => {
+            const dom = await newDomain();
+            await qemuIoWrite(dom.disk, A, 0, MiB);
+            await virshOk(["start", dom.name]);
+            const s = await up("run-a", { connection: sshConnection(), domain: dom.name, snapshotName: "run-a" });
+            assert.equal(s.outs.memory, "internal");
+            assert.equal(s.outs.state, "running");
+            assert.ok(!JSON.stringify(s.outs).includes("BEGIN OPENSSH PRIVATE KEY") || s.outs.connection !== undefined, "the key only sits in the connection output");
+            await shutOff(dom);
+            await qemuIoWrite(dom.disk, B, 0, MiB);
+            await virshOk(["snapshot-revert", "--domain", dom.name, "--snapshotname", "run-a"]);
+            assert.equal((await virshOk(["domstate", "--domain", dom.name])).trim(), "running");
+            assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
+            await engine.destroy(s);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+        });
+
+        it("deleting the middle of a chain of three keeps the last one's data; qemu-img check is clean", async () => {
+            const dom = await newDomain();
+            const states: ResourceState[] = [];
+            for (const [i, p] of [A, B, C].entries()) {
+                await qemuIoWrite(dom.disk, p, i * MiB, MiB);
+                states.push(await up(`chain-${i}`, { domain: dom.name, snapshotName: `chain-${i}` }));
+            }
+            assert.equal(states[1]!.outs.parent, "chain-0");
+            assert.equal(states[2]!.outs.parent, "chain-1");
+            await engine.destroy(states[1]!);
+            assert.deepEqual(await snapshotNames(dom.name), ["chain-0", "chain-2"]);
+            const refreshed = await engine.refresh(states[2]!);
+            assert.equal(refreshed!.outs.parent, "chain-0", "the child is re-parented");
+            await qemuIoWrite(dom.disk, 0x11, 0, 3 * MiB);
+            await virshOk(["snapshot-revert", "--domain", dom.name, "--snapshotname", "chain-2"]);
+            for (const [i, p] of [A, B, C].entries()) assert.equal(await qemuIoRead(dom.disk, p, i * MiB, MiB), true, `region ${i}`);
+            const check = await qemuImgCheck(dom.disk);
+            assert.equal(check.ok, true, check.stderr);
+            await engine.destroy(states[2]!);
+            await engine.destroy(states[0]!);
+            assert.deepEqual(await qcow2Snapshots(dom.disk), []);
+        });
+
+        it("refuses an internal snapshot of a raw disk at preview, naming the property", async () => {
+            const dom = await newDomain({ format: "raw" });
+            const news = await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "x" });
+            const r = await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", "raw"), {}, news);
+            assert.equal(r.failures.length, 1);
+            assert.equal(r.failures[0]!.property, "kind");
+            assert.match(r.failures[0]!.reason, /an internal snapshot lives inside a qcow2 image, but disk vda .* is raw\. Use kind: 'external'/);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+        });
+    });
+
+    describe("external snapshots", () => {
+        it("running domain, full system: overlay + memory file; chain right before and after delete; memory file removed", async () => {
+            const dom = await newDomain();
+            await qemuIoWrite(dom.disk, A, 0, MiB);
+            await virshOk(["start", dom.name]);
+            const memoryFile = path.join(dom.dir, "ext1.mem");
+            const overlay = path.join(dom.dir, "disk.ext1.qcow2");
+            const s = await up("ext1", { domain: dom.name, snapshotName: "ext1", kind: "external", memory: "external", memoryFile, disks: [{ name: "vda", snapshot: "external", file: overlay }] });
+            assert.equal(s.outs.kind, "external");
+            assert.equal(s.outs.memory, "external");
+            assert.equal(s.outs.memoryFile, memoryFile);
+            assert.deepEqual(s.outs.diskFiles, { vda: overlay });
+            assert.ok(fs.existsSync(memoryFile));
+            const chain = await qemuImgInfo(overlay, { backingChain: true });
+            assert.deepEqual(chain.map((c) => c.filename), [overlay, dom.disk]);
+            // The base keeps A, read-only now; new writes go to the overlay.
+            assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
+            await engine.destroy(s);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            assert.equal(fs.existsSync(overlay), false, "libvirt committed and removed the overlay");
+            assert.equal(fs.existsSync(memoryFile), false, "the memory file we created is gone");
+            const after = await virshOk(["domblklist", "--domain", dom.name]);
+            assert.match(after, new RegExp(`vda\\s+${dom.disk.replace(/[.]/g, "\\.")}`));
+            assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
+        });
+
+        it("running domain, disk-only with the default overlay name and no memory", async () => {
+            const dom = await newDomain();
+            await virshOk(["start", dom.name]);
+            const s = await up("ext-disk", { domain: dom.name, snapshotName: "ext-disk", kind: "external", memory: "none" });
+            assert.equal(s.outs.state, "disk-snapshot");
+            assert.equal(s.outs.memory, "none");
+            const overlay = (s.outs.diskFiles as Record<string, string>).vda!;
+            assert.equal(overlay, path.join(dom.dir, "disk.ext-disk"));
+            await engine.destroy(s);
+            assert.equal(fs.existsSync(overlay), false);
+        });
+
+        it("shut-off domain: leaf delete works; a non-leaf delete is refused clearly and loses nothing", async () => {
+            const dom = await newDomain();
+            await qemuIoWrite(dom.disk, A, 0, MiB);
+            const s1 = await up("off-ext1", { domain: dom.name, snapshotName: "off-ext1", kind: "external" });
+            const o1 = (s1.outs.diskFiles as Record<string, string>).vda!;
+            await qemuIoWrite(o1, B, MiB, MiB);
+            const s2 = await up("off-ext2", { domain: dom.name, snapshotName: "off-ext2", kind: "external" });
+            const o2 = (s2.outs.diskFiles as Record<string, string>).vda!;
+            assert.deepEqual((await qemuImgInfo(o2, { backingChain: true })).map((c) => c.filename), [o2, o1, dom.disk]);
+            const msg = await expectCallError(engine.destroy(s1), /cannot delete external snapshot 'off-ext1' .*the domain is shut off and the snapshot has 1 child snapshot\(s\).*Nothing was changed/);
+            assert.ok(!/stack|at /.test(msg.split("\n")[0]!));
+            assert.deepEqual(await snapshotNames(dom.name), ["off-ext1", "off-ext2"]);
+            assert.equal(await qemuIoRead(o2, A, 0, MiB), true);
+            assert.equal(await qemuIoRead(o2, B, MiB, MiB), true);
+            await engine.destroy(s2);
+            await engine.destroy(s1);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
+        });
+    });
+
+    describe("preview, diff, update, refresh, adopt", () => {
+        let dom: TestDomain;
+        before(async () => { dom = await newDomain(); });
+
+        it("updates the description in place (redefine), without replacing", async () => {
+            const s = await up("desc", { domain: dom.name, snapshotName: "desc", description: "first" });
+            const created = s.outs.creationTime;
+            const hostile = "quotes \" ' `x` $(touch /tmp/desc-canary) ; | & > < ]]> \n second line ✓ \u202e";
+            const ch = await engine.change(s, DomainSnapshotProvider, { domain: dom.name, snapshotName: "desc", description: hostile });
+            assert.equal(ch.op, "update");
+            assert.deepEqual(ch.diff.replaces, []);
+            assert.equal(ch.state.outs.description, hostile);
+            assert.equal(ch.state.outs.creationTime, created);
+            const xml = await virshOk(["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", "desc"]);
+            assert.match(xml, /second line/);
+            assert.equal(fs.existsSync("/tmp/desc-canary"), false);
+            await engine.destroy(ch.state);
+        });
+
+        it("replaces on a change of name, kind or memory; deleteBeforeReplace only when the name stays", async () => {
+            const s = await up("rep", { domain: dom.name, snapshotName: "rep" });
+            const news = await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep2" });
+            let d = await engine.diff(s.urn, s.id, s.outs, news);
+            assert.deepEqual(d.replaces, ["snapshotName"]);
+            assert.equal(d.deleteBeforeReplace, false);
+            d = await engine.diff(s.urn, s.id, s.outs, await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", atomic: false }));
+            assert.deepEqual(d.replaces, ["atomic"]);
+            assert.equal(d.deleteBeforeReplace, true);
+            d = await engine.diff(s.urn, s.id, s.outs, await engine.programInputs(DomainSnapshotProvider, { domain: dom.uuid, snapshotName: "rep" }));
+            assert.equal(d.changes, "none", "the same domain by UUID is no change");
+            d = await engine.diff(s.urn, s.id, s.outs, await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", deletion: "metadata" }));
+            assert.equal(d.changes, "some");
+            assert.deepEqual(d.replaces, []);
+            // New credentials for the same host change nothing on the host: an in-place update only records them.
+            d = await engine.diff(s.urn, s.id, s.outs, await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", connection: {} }));
+            assert.deepEqual(d.replaces, []);
+            await engine.destroy(s);
+        });
+
+        it("drift: a snapshot deleted behind Pulumi's back is planned for re-creation, and refresh drops it", async () => {
+            const s = await up("drift", { domain: dom.name, snapshotName: "drift" });
+            await virshOk(["snapshot-delete", "--domain", dom.name, "--snapshotname", "drift"]);
+            const d = await engine.diff(s.urn, s.id, s.outs, s.inputs);
+            assert.equal(d.changes, "some");
+            assert.deepEqual(d.replaces, ["snapshotName"]);
+            assert.equal(d.deleteBeforeReplace, true);
+            assert.equal(await engine.refresh(s), undefined);
+            // Delete of an already-gone snapshot succeeds; a replace recreates it.
+            const ch = await engine.change(s, DomainSnapshotProvider, { domain: dom.name, snapshotName: "drift" });
+            assert.equal(ch.op, "replace");
+            assert.deepEqual(await snapshotNames(dom.name), ["drift"]);
+            await engine.destroy(ch.state);
+        });
+
+        it("adopts a matching existing snapshot, refuses a different one saying what differs, and fails without adopt", async () => {
+            await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", "existing"]);
+            await expectCallError(up("no-adopt", { domain: dom.name, snapshotName: "existing" }),
+                /snapshot 'existing' already exists on domain '.*'.*Set adopt: true to take it over, or choose another snapshotName/);
+            await expectCallError(up("bad-adopt", { domain: dom.name, snapshotName: "existing", kind: "external", adopt: true }),
+                /cannot adopt snapshot 'existing' .*it differs from what is declared: kind is 'internal', declared 'external'/);
+            const s = await up("adopt", { domain: dom.name, snapshotName: "existing", adopt: true, description: "adopted" });
+            assert.equal(s.outs.adopted, true);
+            assert.equal(s.outs.description, "adopted");
+            await engine.destroy(s);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+        });
+
+        it("keeps the data with deletion: 'metadata'", async () => {
+            const s = await up("meta", { domain: dom.name, snapshotName: "meta", deletion: "metadata" });
+            await engine.destroy(s);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            assert.deepEqual(await qcow2Snapshots(dom.disk), ["meta"], "the qcow2 snapshot stays");
+            await run("/usr/bin/qemu-img", ["snapshot", "-d", "meta", dom.disk]);
+        });
+
+        it("check reports every impossible combination with the property and the reason, and never touches the VM", async () => {
+            const urn = engine.urn("pulumi-nodejs:dynamic:Resource", "bad");
+            const failures = async (inputs: Record<string, unknown>) =>
+                (await engine.check(urn, {}, await engine.programInputs(DomainSnapshotProvider, inputs))).failures.map((f) => `${f.property}: ${f.reason}`).join("\n");
+            assert.match(await failures({ domain: dom.name, snapshotName: "m", memory: "internal" }), /^memory: domain '.*' is shut off, so there is no memory state to save/);
+            assert.match(await failures({ domain: dom.name, snapshotName: "q", kind: "external", quiesce: true }), /quiesce: domain '.*' is shut off/);
+            assert.match(await failures({ domain: "no-such-domain", snapshotName: "x" }), /^domain: no domain 'no-such-domain' on local virsh/);
+            assert.match(await failures({ domain: dom.name, snapshotName: 'a"b' }), /^snapshotName: must not contain '"'/);
+            assert.match(await failures({ domain: dom.name, snapshotName: "x", connection: { host: lab.host, port: 1, dialErrorLimit: 1 } }), /^connection: cannot check the snapshot against root@127\.0\.0\.1:1/);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            const run = await newDomain({ running: true });
+            assert.match(await failures({ domain: run.name, snapshotName: "q", kind: "external", memory: "none", quiesce: true }), /has no QEMU guest agent channel/);
+            assert.match(await failures({ domain: run.name, snapshotName: "m", memory: "none" }), /disk-only internal snapshot of a running domain/);
+            assert.equal((await virshOk(["domstate", "--domain", run.name])).trim(), "running");
+            assert.deepEqual(await snapshotNames(run.name), []);
+        });
+
+        it("hostile names are used literally (and refused where libvirt would break)", async () => {
+            const names = ["with space", "it's", "$(touch name-canary)", "a;b|c&d", "<x>&amp;", "ünï ✓ \u202e", "`id`", "--", "x -- --metadata"];
+            for (const n of names.filter((x) => !x.startsWith("-"))) {
+                const s = await up(`h-${names.indexOf(n)}`, { domain: dom.name, snapshotName: n, description: n });
+                assert.equal(s.outs.snapshotName, n);
+                assert.deepEqual(await snapshotNames(dom.name), [n]);
+                await engine.destroy(s);
+            }
+            assert.equal(fs.existsSync("name-canary") || fs.existsSync(path.join(PACKAGE_ROOT, "name-canary")), false);
+            await expectCallError(up("dash", { domain: dom.name, snapshotName: "--" }), /snapshotName: must not start with '-'/);
+        });
+    });
+
+    it("creates ten snapshots of one domain concurrently, then deletes them concurrently", async () => {
+        const dom = await newDomain({ running: true });
+        const states = await Promise.all(Array.from({ length: 10 }, (_, i) => up(`par-${i}`, { domain: dom.name, snapshotName: `par-${i}` })));
+        assert.equal((await snapshotNames(dom.name)).length, 10);
+        await Promise.all(states.map((s) => engine.destroy(s)));
+        assert.deepEqual(await snapshotNames(dom.name), []);
+        assert.deepEqual(await qcow2Snapshots(dom.disk), []);
+        assert.equal((await virshOk(["domstate", "--domain", dom.name])).trim(), "running");
+    });
+});

@@ -1,0 +1,94 @@
+// DomainSnapshot's validation and planning, without a host: what check reports
+// and what create would run. The engine-path tests prove the same against the lab.
+import * as assert from "node:assert/strict";
+import { parseInputs } from "pulumi-libvirt-snapshots/internal/inputs";
+import { DomainSnapshotSchema, planSnapshot } from "pulumi-libvirt-snapshots/internal/domainSnapshot";
+import type { DomainProbe } from "pulumi-libvirt-snapshots/internal/host";
+
+describe("DomainSnapshot inputs", () => {
+    const ok = (over: Record<string, unknown>) => parseInputs(DomainSnapshotSchema, { domain: "web1", snapshotName: "s1", ...over }, { allowUnknowns: true });
+    const reasons = (over: Record<string, unknown>) => { const r = ok(over); return r.ok ? "" : r.failures.map((f) => `${f.property}|${f.reason}`).join("\n"); };
+    it("refuses names libvirt accepts but breaks, naming the property", () => {
+        assert.match(reasons({ snapshotName: 'a"b' }), /^snapshotName\|must not contain '"' or '\\'/);
+        assert.match(reasons({ snapshotName: "a\\b" }), /snapshotName\|must not contain '"'/);
+        assert.match(reasons({ snapshotName: "x".repeat(248) }), /at most 247 bytes/);
+        assert.match(reasons({ snapshotName: "é".repeat(124) }), /at most 247 bytes/, "bytes, not characters");
+        assert.equal(ok({ snapshotName: "x".repeat(247) }).ok, true);
+        assert.match(reasons({ snapshotName: "a/b" }), /must not contain '\/'/);
+        assert.match(reasons({ snapshotName: "" }), /must not be empty/);
+        assert.match(reasons({ snapshotName: "-rf" }), /must not start with '-'/);
+        assert.match(reasons({ snapshotName: "a\nb" }), /control characters/);
+        assert.match(reasons({ domain: "--all" }), /^domain\|must not start with '-'/);
+    });
+    it("keeps any other text literally", () => {
+        for (const name of ["with space", "it's", "$(touch x)", "a;b", "<&>", "ünïcødé ✓"]) assert.equal(ok({ snapshotName: name }).ok, true, name);
+        assert.equal(ok({ description: "quotes \" ' $(x) ; \n newline ✓ \u202e" }).ok, true);
+    });
+    it("refuses bad enums, relative or traversing paths and unknown properties", () => {
+        assert.match(reasons({ kind: "both" }), /^kind\|must be 'internal' or 'external'/);
+        assert.match(reasons({ memory: "external", memoryFile: "../../etc/passwd" }), /^memoryFile\|must be an absolute path/);
+        assert.match(reasons({ memory: "external", memoryFile: "/var/lib/../../etc/passwd" }), /without '\.\.'/);
+        assert.match(reasons({ memoryFile: "/a/b.mem" }), /memoryFile\|is only used with memory: 'external'/);
+        assert.match(reasons({ disks: [{ name: "vda", snapshot: "internal", file: "/x" }] }), /^disks\[0\]\.file\|/);
+        assert.match(reasons({ snapshotname: "typo" }), /unknown property 'snapshotname'/);
+        assert.match(reasons({ timeoutSeconds: 0 }), /timeoutSeconds\|must be at least 1/);
+    });
+    it("tolerates unknown values at preview", () => {
+        const r = ok({ domain: "04da6b54-80e4-46f7-96ec-b56ff0331ba9", atomic: "04da6b54-80e4-46f7-96ec-b56ff0331ba9" });
+        assert.equal(r.hasUnknowns, true);
+        assert.equal(r.ok, false);
+        assert.deepEqual(r.ok ? [] : r.failures, []);
+    });
+});
+
+describe("planSnapshot", () => {
+    const probe = (over: { state?: string; format?: string; agent?: "none" | "connected" | "disconnected"; version?: number } = {}): DomainProbe => ({
+        info: {
+            name: "web1", uuid: "11111111-2222-3333-4444-555555555555", guestAgent: over.agent ?? "none",
+            disks: [
+                { target: "vda", device: "disk", type: "file", format: over.format ?? "qcow2", source: "/var/lib/libvirt/images/web1.qcow2", readonly: false },
+                { target: "sda", device: "cdrom", type: "file", format: "raw", source: "/iso/x.iso", readonly: true },
+            ],
+        },
+        state: over.state ?? "running",
+        active: (over.state ?? "running") !== "shut off",
+        version: { libvirt: "9.0.0", number: over.version ?? 9_000_000, hypervisor: "QEMU 7.2.0" },
+    });
+    const plan = (inputs: Record<string, unknown>, p = probe()) => {
+        const r = parseInputs(DomainSnapshotSchema, { domain: "web1", snapshotName: "s1", ...inputs }, { allowUnknowns: false });
+        assert.ok(r.ok, JSON.stringify(r));
+        return planSnapshot(r.value, p);
+    };
+    it("defaults to internal with memory on a running domain, disk-only offline; skips the cdrom", () => {
+        const a = plan({});
+        assert.deepEqual(a.plan!.flags, ["--atomic"]);
+        assert.equal(a.plan!.memory, "internal");
+        assert.deepEqual(a.plan!.spec.disks, [{ name: "vda", snapshot: "internal" }]);
+        const b = plan({}, probe({ state: "shut off" }));
+        assert.equal(b.plan!.memory, "none");
+        assert.deepEqual(b.plan!.flags, ["--atomic"]);
+    });
+    it("puts external memory beside the disk by default, and uses --disk-only without memory", () => {
+        const a = plan({ kind: "external" });
+        assert.equal(a.plan!.spec.memory.file, "/var/lib/libvirt/images/web1.s1.mem");
+        const b = plan({ kind: "external", memory: "none" });
+        assert.deepEqual(b.plan!.flags, ["--disk-only", "--atomic"]);
+    });
+    it("refuses what libvirt 9.0 refuses, with the reason, at plan time", () => {
+        const why = (inputs: Record<string, unknown>, p?: DomainProbe) => plan(inputs, p).failures.map((f) => `${f.property}: ${f.reason}`).join("\n");
+        assert.match(why({}, probe({ format: "raw" })), /^kind: an internal snapshot lives inside a qcow2 image, but disk vda .* is raw/);
+        assert.match(why({ memory: "internal" }, probe({ state: "shut off" })), /^memory: domain 'web1' is shut off, so there is no memory state to save/);
+        assert.match(why({ memory: "none" }), /disk-only internal snapshot of a running domain/);
+        assert.match(why({ memory: "external", memoryFile: "/m" }), /mixing internal and external targets/);
+        assert.match(why({ kind: "external", memory: "internal" }), /can't save memory inside the disk image when the disks are external/);
+        assert.match(why({ kind: "external", memory: "none", quiesce: true }), /^quiesce: domain 'web1' has no QEMU guest agent channel/);
+        assert.match(why({ kind: "external", memory: "none", quiesce: true }, probe({ agent: "disconnected" })), /guest agent of domain 'web1' is not connected/);
+        assert.equal(plan({ kind: "external", memory: "none", quiesce: true }, probe({ agent: "connected" })).failures.length, 0);
+        assert.match(why({ live: true }), /^live: live snapshots are only possible for full-system external snapshots/);
+        assert.match(why({ disks: [{ name: "vdz", snapshot: "internal" }] }), /^disks\[0\]\.name: domain 'web1' has no disk 'vdz' \(its disks: vda, sda\)/);
+        assert.match(why({ disks: [{ name: "vda", snapshot: "no" }] }), /no disk of domain 'web1' would be snapshotted/);
+        assert.match(why({ kind: "external" }, probe({ version: 8_000_000 })), /can't delete external snapshots/);
+        assert.match(why({ halt: true }, probe({ state: "shut off" })), /^halt: domain 'web1' is already shut off/);
+    });
+});
+
