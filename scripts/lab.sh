@@ -170,7 +170,8 @@ start_libvirtd() {
   printf '\n==== %s lab.sh starting libvirtd\n' "$(date -Is)" >>"$LAB/libvirtd.log"
   # Non-interactive bash: the background child is not a group leader, so setsid
   # calls setsid() and execs tini in the same process: $! is tini's PID.
-  setsid tini -s -- /usr/sbin/libvirtd -p "$LAB/libvirtd.pid" </dev/null >>"$LAB/libvirtd.log" 2>&1 &
+  # 9>&-: the daemon must not inherit our lock fd, or the lock would live as long as it.
+  setsid tini -s -- /usr/sbin/libvirtd -p "$LAB/libvirtd.pid" </dev/null >>"$LAB/libvirtd.log" 2>&1 9>&- &
   local tpid=$!
   echo "$tpid" >"$LAB/tini.pid"
   local i
@@ -335,7 +336,7 @@ ensure_sshd() {
   port_busy && die "127.0.0.1:$PORT is still in use after stopping our sshd"
   local err
   err=$(/usr/sbin/sshd -t -f "$LAB/sshd_config" 2>&1) || die "sshd -t rejected $LAB/sshd_config: $err"
-  setsid /usr/sbin/sshd -D -f "$LAB/sshd_config" -E "$LAB/sshd.log" </dev/null >>"$LAB/sshd.log" 2>&1 &
+  setsid /usr/sbin/sshd -D -f "$LAB/sshd_config" -E "$LAB/sshd.log" </dev/null >>"$LAB/sshd.log" 2>&1 9>&- &
   local spid=$!
   for ((i = 0; i < 100; i++)); do
     [[ -n $(ours_sshd_pid) ]] && port_busy && { did "started sshd on 127.0.0.1:$PORT (pid $spid)"; return 0; }
@@ -436,7 +437,7 @@ choose_virt_type() { # $1=1: reset; $2: list_domains output
 
 # -------------------------------------------------------------- domains ---
 ensure_bootsector() {
-  local gen="$REPO/scripts/lab/bootsector.js"
+  local gen="$REPO/scripts/lab/bootsector.cjs"
   if [[ ! -s $LAB/bootsector.bin || ! -s $LAB/bootsector.layout.json || $gen -nt $LAB/bootsector.bin ]]; then
     node "$gen" "$LAB/bootsector.bin" "$LAB/bootsector.layout.json"
     did "generated boot sector"
@@ -676,7 +677,7 @@ cmd_status() {
 }
 
 # One up/down/reset at a time (two test runs may start together).
-lock() { mkdir -p "$LAB"; exec 9>"$LAB/.lock"; flock -w 300 9 || die "another lab.sh holds $LAB/.lock"; }
+lock() { mkdir -p "$LAB"; exec 9>"$LAB/lab.lock"; flock -w 300 9 || die "another lab.sh holds $LAB/lab.lock for 5 min"; }
 
 case "${1:-up}" in
   up) lock; cmd_up 0 ;;

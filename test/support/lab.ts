@@ -21,7 +21,7 @@ export interface LabDomain {
   writer: boolean;
 }
 
-/** Where the writer guest puts its counter; see scripts/lab/bootsector.js. */
+/** Where the writer guest puts its counter; see scripts/lab/bootsector.cjs. */
 export interface WriterLayout {
   magic: string;
   counterOffset: number;

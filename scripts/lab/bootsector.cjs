@@ -14,7 +14,7 @@
 // lays them out and resolves label addresses, so the output is deterministic.
 // Check the encoding with: objdump -D -b binary -m i8086 --adjust-vma=0x7c00 OUT.bin
 //
-// Usage: node bootsector.js OUT.bin [LAYOUT.json]
+// Usage: node bootsector.cjs OUT.bin [LAYOUT.json]
 //   LAYOUT.json describes where the counter lands (read by lab.sh into lab.json).
 "use strict";
 const fs = require("node:fs");
@@ -167,7 +167,7 @@ sector[511] = 0xaa;
 
 const [outPath, layoutPath] = process.argv.slice(2);
 if (!outPath) {
-  process.stderr.write("usage: bootsector.js OUT.bin [LAYOUT.json]\n");
+  process.stderr.write("usage: bootsector.cjs OUT.bin [LAYOUT.json]\n");
   process.exit(2);
 }
 fs.writeFileSync(outPath, sector);
