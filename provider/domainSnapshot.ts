@@ -199,9 +199,9 @@ export function planSnapshot(v: Inputs, probe: DomainProbe): { plan?: Plan; fail
 
 // ---- reading a snapshot back ------------------------------------------------
 
-interface Observed { info: SnapshotInfo; isCurrent: boolean; children: number; }
+export interface Observed { info: SnapshotInfo; isCurrent: boolean; children: number; }
 
-async function observe(virsh: Virsh, domain: string, name: string): Promise<Observed> {
+export async function observe(virsh: Virsh, domain: string, name: string): Promise<Observed> {
     const [xml, info] = await Promise.all([
         virsh.run(["snapshot-dumpxml", "--domain", domain, "--snapshotname", name]),
         virsh.run(["snapshot-info", "--domain", domain, "--snapshotname", name]),
@@ -213,11 +213,11 @@ async function observe(virsh: Virsh, domain: string, name: string): Promise<Obse
     };
 }
 
-function kindOf(s: SnapshotInfo): "internal" | "external" {
+export function kindOf(s: SnapshotInfo): "internal" | "external" {
     return s.memory.snapshot === "external" || s.disks.some((d) => d.snapshot === "external") ? "external" : "internal";
 }
 
-function memoryOf(s: SnapshotInfo): "none" | "internal" | "external" {
+export function memoryOf(s: SnapshotInfo): "none" | "internal" | "external" {
     return s.memory.snapshot === "no" ? "none" : s.memory.snapshot === "external" ? "external" : "internal";
 }
 
@@ -279,8 +279,13 @@ function virshFor(v: { connection?: Connection; timeoutSeconds?: number; declare
     return new Virsh(resolveConnection(v.connection), v.timeoutSeconds ?? v.declared?.timeoutSeconds);
 }
 
+/** Operations on one domain of one host queue behind each other (by name or UUID as given). */
+export function domainLockKey(connection: Connection, domain: string): string {
+    return `${targetOf(connection)}|${domain.toLowerCase()}`;
+}
+
 function lockKey(v: { connection?: Connection; domain: string }): string {
-    return `${targetOf(resolveConnection(v.connection))}|${v.domain.toLowerCase()}`;
+    return domainLockKey(resolveConnection(v.connection), v.domain);
 }
 
 const REPLACE_KEYS = ["domain", "snapshotName", "kind", "disks", "memory", "memoryFile", "quiesce", "atomic", "live"] as const;
@@ -360,9 +365,9 @@ export const domainSnapshot = {
             const domain = probe.info.uuid;
             let adopted = false;
             try {
-                await virsh.run(["snapshot-create", "--domain", domain, "--xmlfile", "/dev/stdin", ...plan.flags], { stdin: plan.xml });
+                await takeSnapshot(virsh, domain, plan);
             } catch (e) {
-                if (!isKind(e, "already-exists")) throw await explainFailedCreate(virsh, domain, v.snapshotName, e);
+                if (!isKind(e, "already-exists")) throw e;
                 if (!v.adopt) {
                     throw new LibvirtError("already-exists",
                         `snapshot '${v.snapshotName}' already exists on domain '${probe.info.name}' (${virsh.where}). ` +
@@ -418,40 +423,48 @@ export const domainSnapshot = {
 
     async delete(_id: string, props: DomainSnapshotOutputs): Promise<void> {
         const virsh = virshFor(props);
-        const domain = props.domainUuid || props.domain;
-        await withDomainLock(lockKey(props), async () => {
-            let observed: Observed;
-            try {
-                observed = await observe(virsh, domain, props.snapshotName);
-            } catch (e) {
-                if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return; // already gone
-                throw e;
-            }
-            if (props.deletion === "metadata") {
-                await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName, "--metadata"]);
-                return;
-            }
-            const external = kindOf(observed.info) === "external";
-            if (external && observed.children > 0) {
-                const state = (await virsh.run(["domstate", "--domain", domain])).trim();
-                if (state === "shut off") {
-                    throw new LibvirtError("unsupported",
-                        `cannot delete external snapshot '${props.snapshotName}' of domain '${props.domainName}': the domain is shut off and the snapshot has ` +
-                        `${observed.children} child snapshot(s). libvirt ${props.libvirtVersion} can merge a non-leaf external snapshot only while the domain runs. ` +
-                        `Nothing was changed. Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`);
-                }
-            }
-            // Never --children: it crashes libvirtd 9.0 when there are several children (NOTES §3).
-            await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName]);
-            if (observed.info.memory.snapshot === "external" && observed.info.memory.file) {
-                await removeHostFile(virsh, observed.info.memory.file,
-                    `snapshot '${props.snapshotName}' was deleted, but its memory file could not be removed`);
-            }
-        });
+        await withDomainLock(lockKey(props), () => deleteSnapshot(virsh, {
+            domain: props.domainUuid || props.domain, domainName: props.domainName, snapshotName: props.snapshotName, deletion: props.deletion,
+        }));
     },
 };
 
-async function redefineDescription(virsh: Virsh, domain: string, name: string, text: string | undefined): Promise<void> {
+/**
+ * Delete one snapshot safely (the caller holds the domain's lock): never with
+ * --children, which crashes libvirtd 9.0 when there are several children
+ * (NOTES §3); a non-leaf external snapshot of a shut-off domain is refused
+ * before anything changes; the memory file libvirt leaves behind is removed.
+ * A snapshot that is already gone is deleted successfully.
+ */
+export async function deleteSnapshot(virsh: Virsh, t: { domain: string; domainName: string; snapshotName: string; deletion: "delete" | "metadata" }): Promise<void> {
+    let observed: Observed;
+    try {
+        observed = await observe(virsh, t.domain, t.snapshotName);
+    } catch (e) {
+        if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return;
+        throw e;
+    }
+    if (t.deletion === "metadata") {
+        await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName, "--metadata"]);
+        return;
+    }
+    if (kindOf(observed.info) === "external" && observed.children > 0) {
+        const state = (await virsh.run(["domstate", "--domain", t.domain])).trim();
+        if (state === "shut off") {
+            const version = (await virsh.version()).libvirt;
+            throw new LibvirtError("unsupported",
+                `cannot delete external snapshot '${t.snapshotName}' of domain '${t.domainName}': the domain is shut off and the snapshot has ` +
+                `${observed.children} child snapshot(s). libvirt ${version} can merge a non-leaf external snapshot only while the domain runs. ` +
+                `Nothing was changed. Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`);
+        }
+    }
+    await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
+    if (observed.info.memory.snapshot === "external" && observed.info.memory.file) {
+        await removeHostFile(virsh, observed.info.memory.file, `snapshot '${t.snapshotName}' was deleted, but its memory file could not be removed`);
+    }
+}
+
+export async function redefineDescription(virsh: Virsh, domain: string, name: string, text: string | undefined): Promise<void> {
     const [xml, info] = await Promise.all([
         virsh.run(["snapshot-dumpxml", "--domain", domain, "--snapshotname", name, "--security-info"]),
         virsh.run(["snapshot-info", "--domain", domain, "--snapshotname", name]),
@@ -459,6 +472,16 @@ async function redefineDescription(virsh: Virsh, domain: string, name: string, t
     const current = /^Current:\s+yes/m.test(info);
     await virsh.run(["snapshot-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine", ...(current ? ["--current"] : [])],
         { stdin: withDescription(xml, "domainsnapshot", text) });
+}
+
+/** Run the planned snapshot-create; on failure, say whether anything was left behind. */
+export async function takeSnapshot(virsh: Virsh, domain: string, plan: Plan): Promise<void> {
+    try {
+        await virsh.run(["snapshot-create", "--domain", domain, "--xmlfile", "/dev/stdin", ...plan.flags], { stdin: plan.xml });
+    } catch (e) {
+        if (isKind(e, "already-exists")) throw e;
+        throw await explainFailedCreate(virsh, domain, plan.spec.name, e);
+    }
 }
 
 /** After a failed create, say whether anything was left behind. */

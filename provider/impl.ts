@@ -6,6 +6,7 @@ import { secretsOf, type Connection } from "./connection";
 import { LibvirtError, redact } from "./errors";
 import { setStackConfig, stackSecrets } from "./inputs";
 import { domainSnapshot } from "./domainSnapshot";
+import { restorePoint as restorePointImpl } from "./restorePoint";
 
 export async function configure(req: pulumi.dynamic.ConfigureRequest): Promise<void> {
     setStackConfig((key) => {
@@ -43,3 +44,8 @@ function guarded<T extends Methods>(impl: T): T {
 export const snapshot = guarded(domainSnapshot);
 export { sshStats, handshakeCount, closeAllTransports } from "./transport";
 export { virshStats } from "./virsh";
+
+// ---- DomainCheckpoint and SnapshotRevert (issue 4) ----
+
+// ---- RestorePoint (issue 5) ----
+export const restorePoint = guarded(restorePointImpl);

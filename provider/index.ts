@@ -5,6 +5,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type { Connection } from "./connection";
 import type { DomainSnapshotInputs } from "./domainSnapshot";
+import type { MemberSnapshot, RestorePointInputs } from "./restorePoint";
 
 /** Every field may be a plain value or a Pulumi Output. */
 export type DeepInput<T> =
@@ -65,5 +66,46 @@ export class DomainSnapshot extends pulumi.dynamic.Resource {
             domainName: undefined, domainUuid: undefined, creationTime: undefined, state: undefined, parent: undefined,
             isCurrent: undefined, diskFiles: undefined, libvirtVersion: undefined, adopted: undefined, declared: undefined,
         }, secretOpts(opts), MODULE, "DomainSnapshot");
+    }
+}
+
+// ---- DomainCheckpoint and SnapshotRevert (issue 4) ----
+
+// ---- RestorePoint (issue 5) ----
+export const RestorePointProvider: pulumi.dynamic.ResourceProvider = {
+    async configure(req) { return require("pulumi-libvirt-snapshots/impl").configure(req); },
+    async check(olds, news) { return require("pulumi-libvirt-snapshots/impl").restorePoint.check(olds, news); },
+    async diff(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").restorePoint.diff(id, olds, news); },
+    async create(inputs) { return require("pulumi-libvirt-snapshots/impl").restorePoint.create(inputs); },
+    async read(id, props) { return require("pulumi-libvirt-snapshots/impl").restorePoint.read(id, props); },
+    async update(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").restorePoint.update(id, olds, news); },
+    async delete(id, props) { return require("pulumi-libvirt-snapshots/impl").restorePoint.delete(id, props); },
+};
+
+export type RestorePointArgs = { [K in keyof RestorePointInputs]: DeepInput<RestorePointInputs[K]> } & {
+    /** The snapshot name on every domain. Defaults to the resource's logical name. */
+    snapshotName?: pulumi.Input<string>;
+};
+
+/**
+ * One restore point across several domains, on one host (domains) or several
+ * (targets). "simultaneous" pauses them all, snapshots each and resumes them;
+ * all or nothing either way.
+ */
+export class RestorePoint extends pulumi.dynamic.Resource {
+    declare public readonly snapshotName: pulumi.Output<string>;
+    declare public readonly description: pulumi.Output<string | undefined>;
+    declare public readonly consistency: pulumi.Output<"simultaneous" | "independent">;
+    declare public readonly deletion: pulumi.Output<"delete" | "metadata">;
+    declare public readonly snapshots: pulumi.Output<MemberSnapshot[]>;
+    declare public readonly pausedMilliseconds: pulumi.Output<number>;
+
+    constructor(name: string, args: RestorePointArgs, opts?: pulumi.CustomResourceOptions) {
+        super(RestorePointProvider, name, {
+            ...args,
+            snapshotName: args.snapshotName ?? name,
+            description: args.description, consistency: args.consistency, deletion: args.deletion,
+            snapshots: undefined, pausedMilliseconds: undefined, declared: undefined,
+        }, { ...secretOpts(opts), additionalSecretOutputs: [...(secretOpts(opts).additionalSecretOutputs ?? []), "targets"] }, MODULE, "RestorePoint");
     }
 }

@@ -1,0 +1,346 @@
+// RestorePoint: one declared restore point across several domains, on one host
+// or several. "simultaneous" pauses every domain, snapshots each, and resumes
+// them all, so the VMs are captured at one instant; "independent" snapshots
+// each on its own, in parallel. Either way it is all or nothing: when one
+// domain fails, the snapshots already taken are rolled back and no VM is left
+// paused. Each snapshot is a plain libvirt snapshot, planned and deleted by the
+// same code as DomainSnapshot.
+import type * as pulumi from "@pulumi/pulumi";
+import { z } from "zod";
+import { ConnectionSchema, UNKNOWN, describeTarget, targetOf, type Connection } from "./connection";
+import { LibvirtError, isKind, messageOf } from "./errors";
+import { probeDomain, type DomainProbe } from "./host";
+import { InputError, domainRef, description, momentName, parseInputs, resolveConnection, timeoutSeconds, type CheckFailure } from "./inputs";
+import { withDomainLock } from "./locks";
+import { Virsh } from "./virsh";
+import {
+    DomainSnapshotSchema, deleteSnapshot, domainLockKey, kindOf, memoryOf, observe, planSnapshot, redefineDescription, takeSnapshot, type Plan,
+} from "./domainSnapshot";
+
+// ---- inputs ----------------------------------------------------------------
+
+const domainList = z.array(domainRef, { error: "must be a list of domain names or UUIDs" }).min(1, { error: "must name at least one domain" });
+
+const TargetSchema = z.strictObject({
+    connection: ConnectionSchema.optional(),
+    domains: domainList,
+});
+
+export const RestorePointSchema = z.strictObject({
+    connection: ConnectionSchema.optional(),
+    domains: domainList.optional(),
+    targets: z.array(TargetSchema, { error: "must be a list of { connection, domains }" }).min(1, { error: "must name at least one target" }).optional(),
+    snapshotName: momentName("snapshot"),
+    description: description.optional(),
+    kind: z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
+    memory: z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
+    consistency: z.enum(["simultaneous", "independent"], { error: "must be 'simultaneous' (pause all, snapshot, resume) or 'independent'" }).default("simultaneous"),
+    deletion: z.enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" }).default("delete"),
+    timeoutSeconds: timeoutSeconds.optional(),
+}).superRefine((v, ctx) => {
+    if (!v.domains === !v.targets) {
+        ctx.addIssue({ code: "custom", path: v.domains ? ["targets"] : ["domains"], message: "give either domains (on the one connection) or targets (one entry per host), not both or neither" });
+    }
+    if (v.targets && v.connection) ctx.addIssue({ code: "custom", path: ["connection"], message: "is not used with targets: give each target its own connection" });
+    if (v.memory === "external") ctx.addIssue({ code: "custom", path: ["memory"], message: "'external' needs a memory file per domain; use DomainSnapshot for that, or memory: 'internal' / 'none'" });
+    const seen = new Set<string>();
+    for (const [t, target] of entriesOf(v).entries()) {
+        target.domains.forEach((d, i) => {
+            const key = `${targetOf(target.connection)}|${d}`;
+            if (seen.has(key)) ctx.addIssue({ code: "custom", path: v.targets ? ["targets", t, "domains", i] : ["domains", i], message: `names domain '${d}' twice` });
+            seen.add(key);
+        });
+    }
+});
+
+export type RestorePointInputs = z.input<typeof RestorePointSchema>;
+type Inputs = z.infer<typeof RestorePointSchema>;
+
+/** One entry per target, whichever way the user wrote it. */
+function entriesOf(v: Pick<Inputs, "connection" | "domains" | "targets">): Array<{ connection?: Connection; domains: string[]; path: (i: number) => string }> {
+    if (v.targets) return v.targets.map((t, ti) => ({ connection: t.connection, domains: t.domains, path: (i: number) => `targets[${ti}].domains[${i}]` }));
+    return [{ connection: v.connection, domains: v.domains ?? [], path: (i: number) => `domains[${i}]` }];
+}
+
+export interface MemberSnapshot {
+    /** Where the domain lives, e.g. root@kvm1:22 (qemu:///system). */
+    host: string;
+    /** The domain as declared. */
+    domain: string;
+    domainName: string;
+    domainUuid: string;
+    snapshotName: string;
+    creationTime: string;
+    state: string;
+    kind: "internal" | "external";
+    memory: "none" | "internal" | "external";
+}
+
+export interface RestorePointOutputs {
+    connection?: Connection;
+    targets?: Inputs["targets"];
+    domains?: string[];
+    snapshotName: string;
+    description?: string;
+    consistency: "simultaneous" | "independent";
+    deletion: "delete" | "metadata";
+    snapshots: MemberSnapshot[];
+    /** Wall time from the first pause to the last resume (simultaneous), else 0. */
+    pausedMilliseconds: number;
+    declared: Omit<Inputs, "connection" | "targets">;
+}
+
+// ---- members: one domain on one host ------------------------------------------
+
+interface Member {
+    connection: Connection;
+    virsh: Virsh;
+    domain: string;
+    property: string;
+}
+
+function membersOf(v: Pick<Inputs, "connection" | "domains" | "targets" | "timeoutSeconds">): Member[] {
+    const out: Member[] = [];
+    for (const e of entriesOf(v)) {
+        const connection = resolveConnection(e.connection);
+        const virsh = new Virsh(connection, v.timeoutSeconds);
+        e.domains.forEach((domain, i) => out.push({ connection, virsh, domain, property: e.path(i) }));
+    }
+    return out;
+}
+
+function memberKey(m: { connection: Connection; domain: string }): string {
+    return domainLockKey(m.connection, m.domain);
+}
+
+function snapshotInputs(v: Inputs, domain: string) {
+    return DomainSnapshotSchema.parse({ domain, snapshotName: v.snapshotName, description: v.description, kind: v.kind, memory: v.memory, atomic: true, deletion: v.deletion });
+}
+
+async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; plan?: Plan; failures: CheckFailure[] }> {
+    let probe: DomainProbe;
+    try {
+        probe = await probeDomain(m.virsh, m.domain);
+    } catch (e) {
+        const reason = isKind(e, "domain-not-found") ? `no domain '${m.domain}' on ${m.virsh.where}` : `cannot check domain '${m.domain}' on ${m.virsh.where}: ${messageOf(e)}`;
+        return { failures: [{ property: m.property, reason }] };
+    }
+    const { plan, failures } = planSnapshot(snapshotInputs(v, m.domain), probe);
+    return { probe, plan, failures: failures.map((f) => ({ property: m.property, reason: `domain '${probe.info.name}': ${f.property}: ${f.reason}` })) };
+}
+
+/** Hold every member's domain lock, in one global order so two restore points can't deadlock. */
+async function withLocks<T>(members: Member[], fn: () => Promise<T>): Promise<T> {
+    const keys = [...new Set(members.map(memberKey))].sort();
+    const take = (i: number): Promise<T> => i === keys.length ? fn() : withDomainLock(keys[i]!, () => take(i + 1));
+    return take(0);
+}
+
+interface Taken { m: Member; probe: DomainProbe; }
+
+/** Snapshot every member, all or nothing. Returns the member snapshots and the paused time. */
+async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: MemberSnapshot[]; pausedMilliseconds: number }> {
+    const planned = await Promise.all(members.map((m) => planMember(v, m)));
+    const failures = planned.flatMap((p) => p.failures);
+    if (failures.length) throw new InputError(failures);
+    const taken: Taken[] = [];
+    const paused: Member[] = [];
+    let pausedAt = 0, resumedAt = 0;
+    let failure: { m: Member; error: unknown } | undefined;
+    const resumeProblems: string[] = [];
+    try {
+        if (v.consistency === "simultaneous") {
+            const running = members.filter((_, i) => planned[i]!.probe!.state === "running");
+            pausedAt = Date.now();
+            await Promise.all(running.map(async (m) => {
+                try {
+                    await m.virsh.run(["suspend", "--domain", m.domain]);
+                    paused.push(m);
+                } catch (e) { failure ??= { m, error: e }; }
+            }));
+        }
+        if (!failure) {
+            // Different domains snapshot in parallel; libvirt serializes per domain itself.
+            await Promise.all(members.map(async (m, i) => {
+                try {
+                    await takeSnapshot(m.virsh, planned[i]!.probe!.info.uuid, planned[i]!.plan!);
+                    taken.push({ m, probe: planned[i]!.probe! });
+                } catch (e) { failure ??= { m, error: e }; }
+            }));
+        }
+    } finally {
+        // Whatever happened, no VM stays paused by us.
+        await Promise.all(paused.map(async (m) => {
+            try { await m.virsh.run(["resume", "--domain", m.domain]); } catch (e) {
+                resumeProblems.push(`domain '${m.domain}' on ${m.virsh.where} could not be resumed and is still paused (${messageOf(e).split("\n")[0]}): run virsh resume ${m.domain}`);
+            }
+        }));
+        resumedAt = Date.now();
+    }
+    if (failure) {
+        const rolledBack: string[] = [], leftBehind: string[] = [];
+        for (const t of taken) {
+            try {
+                await deleteSnapshot(t.m.virsh, { domain: t.probe.info.uuid, domainName: t.probe.info.name, snapshotName: v.snapshotName, deletion: "delete" });
+                rolledBack.push(t.probe.info.name);
+            } catch (e) {
+                leftBehind.push(`'${v.snapshotName}' on domain '${t.probe.info.name}' (${messageOf(e).split("\n")[0]})`);
+            }
+        }
+        const f = failure as { m: Member; error: unknown };
+        const kind = f.error instanceof LibvirtError ? f.error.kind : "failed";
+        throw new LibvirtError(kind,
+            `restore point '${v.snapshotName}' failed on domain '${f.m.domain}' (${f.m.property}) on ${f.m.virsh.where}: ${messageOf(f.error)}\n` +
+            `  rolled back: ${rolledBack.length ? rolledBack.join(", ") : "nothing had been taken"}` +
+            (leftBehind.length ? `\n  NOT rolled back, remove by hand: ${leftBehind.join("; ")}` : "") +
+            (resumeProblems.length ? `\n  ${resumeProblems.join("\n  ")}` : paused.length ? `\n  every paused domain was resumed` : ""));
+    }
+    if (resumeProblems.length) throw new LibvirtError("failed", `restore point '${v.snapshotName}' was taken, but ${resumeProblems.join("; ")}`);
+    const snapshots = await Promise.all(taken.map((t) => describeMember(t.m, t.probe.info.uuid, v.snapshotName)));
+    return { snapshots: order(members, snapshots), pausedMilliseconds: paused.length ? resumedAt - pausedAt : 0 };
+}
+
+async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {
+    const o = await observe(m.virsh, domainUuid, name);
+    return {
+        host: m.virsh.where, domain: m.domain, domainName: o.info.domain?.name ?? m.domain, domainUuid, snapshotName: o.info.name,
+        creationTime: new Date(o.info.creationTime * 1000).toISOString(), state: o.info.state, kind: kindOf(o.info), memory: memoryOf(o.info),
+    };
+}
+
+function order(members: Member[], snaps: MemberSnapshot[]): MemberSnapshot[] {
+    return members.map((m) => snaps.find((s) => s.domain === m.domain && s.host === m.virsh.where)).filter((s): s is MemberSnapshot => !!s);
+}
+
+function outputsOf(v: Inputs, snapshots: MemberSnapshot[], pausedMilliseconds: number): RestorePointOutputs {
+    const { connection: _c, targets: _t, ...declared } = v;
+    return {
+        ...(v.connection ? { connection: v.connection } : {}),
+        ...(v.targets ? { targets: v.targets } : {}),
+        ...(v.domains ? { domains: v.domains } : {}),
+        snapshotName: v.snapshotName,
+        ...(v.description !== undefined ? { description: v.description } : {}),
+        consistency: v.consistency,
+        deletion: v.deletion,
+        snapshots,
+        pausedMilliseconds,
+        declared,
+    };
+}
+
+function parseOrThrow(news: Record<string, unknown>): Inputs {
+    const r = parseInputs(RestorePointSchema, news, { allowUnknowns: false });
+    if (!r.ok) throw new InputError(r.failures);
+    return r.value;
+}
+
+/** Members recorded in state, with the connection each was made through. */
+function recordedMembers(olds: RestorePointOutputs): Array<Member & { snap: MemberSnapshot }> {
+    const members = membersOf({ connection: olds.connection, domains: olds.domains, targets: olds.targets, timeoutSeconds: olds.declared?.timeoutSeconds });
+    return olds.snapshots.flatMap((snap) => {
+        const m = members.find((x) => x.domain === snap.domain && x.virsh.where === snap.host);
+        return m ? [{ ...m, snap }] : [];
+    });
+}
+
+async function deleteMembers(members: Array<Member & { snap: MemberSnapshot }>, deletion: "delete" | "metadata"): Promise<void> {
+    const problems: string[] = [];
+    // One domain at a time per host keeps libvirt's merges simple; domains are independent, so run them in parallel.
+    await Promise.all(members.map((m) => withDomainLock(memberKey(m), async () => {
+        try {
+            await deleteSnapshot(m.virsh, { domain: m.snap.domainUuid, domainName: m.snap.domainName, snapshotName: m.snap.snapshotName, deletion });
+        } catch (e) { problems.push(`domain '${m.snap.domainName}' on ${m.snap.host}: ${messageOf(e)}`); }
+    })));
+    if (problems.length) throw new LibvirtError("failed", `could not delete every snapshot of the restore point:\n  ${problems.join("\n  ")}`);
+}
+
+const REPLACE_KEYS = ["snapshotName", "kind", "memory", "consistency"] as const;
+
+function same(a: unknown, b: unknown): boolean {
+    return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+function memberIds(v: Pick<Inputs, "connection" | "domains" | "targets">): string[] {
+    return entriesOf(v).flatMap((e) => e.domains.map((d) => `${targetOf(resolveConnection(e.connection))}|${d}`));
+}
+
+// ---- the provider ------------------------------------------------------------
+
+export const restorePoint = {
+    async check(_olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+        const r = parseInputs(RestorePointSchema, news, { allowUnknowns: true });
+        if (!r.ok) return { inputs: news, failures: r.failures };
+        if (r.hasUnknowns) return { inputs: news };
+        let members: Member[];
+        try { members = membersOf(r.value); } catch (e) { if (e instanceof InputError) return { inputs: news, failures: e.failures }; throw e; }
+        const planned = await Promise.all(members.map((m) => planMember(r.value, m)));
+        return { inputs: news, failures: planned.flatMap((p) => p.failures) };
+    },
+
+    async diff(_id: string, olds: RestorePointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+        const r = parseInputs(RestorePointSchema, news, { allowUnknowns: true });
+        const v = (r.ok ? r.value : news) as Record<string, unknown>;
+        const old = (olds.declared ?? {}) as Record<string, unknown>;
+        const replaces = REPLACE_KEYS.filter((k) => news[k] === UNKNOWN || !same(old[k], v[k]));
+        let membersChanged = true;
+        if (r.ok) {
+            try { membersChanged = !same(memberIds(olds as unknown as Inputs).sort(), memberIds(r.value).sort()); } catch { /* bad stack config: the update reports it */ }
+        }
+        const changes = replaces.length > 0 || membersChanged || !same(old.description, v.description) || !same(old.deletion, v.deletion) ||
+            !same(old.timeoutSeconds, v.timeoutSeconds) || !same(olds.connection, v.connection) || !same(olds.targets, v.targets);
+        return { changes, replaces: [...replaces], deleteBeforeReplace: replaces.length > 0 && !replaces.includes("snapshotName") };
+    },
+
+    async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
+        const v = parseOrThrow(news);
+        const members = membersOf(v);
+        const { snapshots, pausedMilliseconds } = await withLocks(members, () => snapshotAll(v, members));
+        return { id: `restorepoint/${v.snapshotName}/${snapshots.map((s) => s.domainUuid).join(",")}`, outs: outputsOf(v, snapshots, pausedMilliseconds) };
+    },
+
+    async read(id: string, props: RestorePointOutputs): Promise<pulumi.dynamic.ReadResult> {
+        const members = recordedMembers(props);
+        const snapshots: MemberSnapshot[] = [];
+        for (const m of members) {
+            try { snapshots.push(await describeMember(m, m.snap.domainUuid, m.snap.snapshotName)); } catch (e) {
+                if (!(isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found"))) throw e;
+            }
+        }
+        // All gone: refresh drops the resource. Partly gone: the list shows what is left, and diff plans the rest.
+        if (snapshots.length === 0) return { id: "", props: {} };
+        return { id, props: { ...props, snapshots } };
+    },
+
+    async update(_id: string, olds: RestorePointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+        const v = parseOrThrow(news);
+        const wanted = membersOf(v);
+        const recorded = recordedMembers(olds);
+        const idOf = (m: { connection: Connection; domain: string }) => memberKey(m);
+        const removed = recorded.filter((r) => !wanted.some((w) => idOf(w) === idOf(r)));
+        const added = wanted.filter((w) => !recorded.some((r) => idOf(r) === idOf(w)));
+        const kept = recorded.filter((r) => !removed.includes(r));
+        // Remove first: a domain moved from one list entry to another must not collide with itself.
+        await deleteMembers(removed, olds.deletion);
+        let pausedMilliseconds = olds.pausedMilliseconds;
+        let addedSnaps: MemberSnapshot[] = [];
+        if (added.length) {
+            const res = await withLocks(added, () => snapshotAll(v, added));
+            addedSnaps = res.snapshots;
+            pausedMilliseconds = res.pausedMilliseconds;
+        }
+        if (!same(olds.description, v.description)) {
+            await Promise.all(kept.map((m) => withDomainLock(memberKey(m), () => redefineDescription(m.virsh, m.snap.domainUuid, m.snap.snapshotName, v.description))));
+        }
+        const keptSnaps = await Promise.all(kept.map(async (m) => {
+            try { return await describeMember(m, m.snap.domainUuid, m.snap.snapshotName); } catch { return m.snap; }
+        }));
+        const all = order(wanted, [...keptSnaps.map((s, i) => ({ ...s, host: wanted.find((w) => idOf(w) === idOf(kept[i]!))?.virsh.where ?? s.host })), ...addedSnaps]);
+        return { outs: outputsOf(v, all, pausedMilliseconds) };
+    },
+
+    async delete(_id: string, props: RestorePointOutputs): Promise<void> {
+        await deleteMembers(recordedMembers(props), props.deletion);
+    },
+};
+
+export const __testing = { describeTarget };

@@ -1,0 +1,172 @@
+// RestorePoint through the engine path, on real lab domains.
+import * as assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
+import { EngineHarness, PACKAGE_ROOT } from "./harness/engine";
+import { loadLab, makeDomain, qemuIoRead, qemuIoWrite, readGuestCounter, sleep, virshOk, waitGuestCounter, type TestDomain } from "./support/lab";
+
+const lab = loadLab();
+const MiB = 1024 * 1024;
+
+async function snapshotNames(domain: string): Promise<string[]> {
+    return (await virshOk(["snapshot-list", "--domain", domain, "--name"])).split("\n").filter(Boolean);
+}
+async function state(domain: string): Promise<string> {
+    return (await virshOk(["domstate", "--domain", domain])).trim();
+}
+
+/** libvirt's own lifecycle events with timestamps, as `virsh event` prints them. */
+class EventLog {
+    private proc: ChildProcess;
+    private text = "";
+    constructor() {
+        this.proc = spawn("virsh", ["-c", lab.libvirtUri, "event", "--loop", "--event", "lifecycle", "--timestamp"], { env: { ...process.env, LC_ALL: "C" } });
+        this.proc.stdout!.on("data", (d: Buffer) => { this.text += d.toString(); });
+    }
+    /** [time, event] per domain, e.g. "Suspended" / "Resumed". */
+    events(domain: string): Array<{ t: number; what: string }> {
+        const out: Array<{ t: number; what: string }> = [];
+        for (const line of this.text.split("\n")) {
+            // 2026-11-25 19:40:01.123+0000: event 'lifecycle' for domain 'x': Suspended Paused
+            const m = /^(\S+ \S+?)(\+\d{4}): event 'lifecycle' for domain '([^']+)': (\w+)/.exec(line);
+            if (m && m[3] === domain) out.push({ t: Date.parse(`${m[1]!.replace(" ", "T")}Z`), what: m[4]! });
+        }
+        return out;
+    }
+    async stop() { this.proc.kill(); await sleep(50); }
+}
+
+describe("RestorePoint (engine path, real lab)", function () {
+    this.timeout(180_000);
+    let engine: EngineHarness;
+    const doms: TestDomain[] = [];
+    const newDomains = async (n: number, o: Parameters<typeof makeDomain>[0] = {}) => {
+        const ds = await Promise.all(Array.from({ length: n }, () => makeDomain({ prefix: "labtmp-rp-", ...o })));
+        doms.push(...ds);
+        return ds;
+    };
+    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
+    after(async () => {
+        await engine?.close();
+        for (const d of doms) await d.dispose().catch(() => undefined);
+    });
+
+    it("simultaneous: three running guests are paused together, snapshotted, resumed; each snapshot reverts correctly", async () => {
+        const ds = await newDomains(3, { running: true, writer: true });
+        await Promise.all(ds.map((d) => waitGuestCounter(d.disk, 2, 60_000)));
+        const events = new EventLog();
+        await sleep(300);
+        let rp;
+        try {
+            rp = await engine.up("pg17", RestorePointProvider, { domains: ds.map((d) => d.name), snapshotName: "pg17", memory: "internal", description: "before PostgreSQL 17" });
+            await sleep(300);
+        } finally { await events.stop(); }
+        const snaps = rp.outs.snapshots as Array<Record<string, unknown>>;
+        assert.deepEqual(snaps.map((s) => s.domainName), ds.map((d) => d.name));
+        assert.ok(snaps.every((s) => s.snapshotName === "pg17" && s.memory === "internal" && s.state === "paused"), JSON.stringify(snaps));
+        assert.ok((rp.outs.pausedMilliseconds as number) > 0);
+        for (const d of ds) assert.equal(await state(d.name), "running", "no VM is left paused");
+
+        // There was one instant when all three were paused: the last pause came before the first resume.
+        const pauses = ds.map((d) => events.events(d.name).find((e) => e.what === "Suspended")!);
+        const resumes = ds.map((d) => [...events.events(d.name)].reverse().find((e) => e.what === "Resumed")!);
+        assert.ok(pauses.every(Boolean) && resumes.every(Boolean), "libvirt reported a pause and a resume for each domain");
+        assert.ok(Math.max(...pauses.map((e) => e.t)) <= Math.min(...resumes.map((e) => e.t)),
+            `all paused at once: pauses ${pauses.map((e) => e.t)}, resumes ${resumes.map((e) => e.t)}`);
+
+        // Revert each (paused, so its disk holds the snapshot's counter), and the guest's counter goes back.
+        for (const d of ds) {
+            const before = await readGuestCounter(d.disk);
+            await waitGuestCounter(d.disk, before + 3, 30_000);
+            await virshOk(["snapshot-revert", "--domain", d.name, "--snapshotname", "pg17", "--paused"]);
+            const reverted = await readGuestCounter(d.disk);
+            assert.ok(reverted <= before, `${d.name}: counter after revert ${reverted} ≤ at snapshot time ${before}`);
+            await virshOk(["resume", "--domain", d.name]);
+            await waitGuestCounter(d.disk, reverted, 30_000);
+        }
+        await engine.destroy(rp);
+        for (const d of ds) assert.deepEqual(await snapshotNames(d.name), []);
+    });
+
+    it("a failure midway: the others are resumed, their snapshots rolled back, and the error names the domain", async () => {
+        const ds = await newDomains(3, { running: true });
+        await virshOk(["snapshot-create-as", "--domain", ds[2]!.name, "--name", "midway"]);
+        let message = "";
+        try {
+            await engine.up("midway", RestorePointProvider, { domains: ds.map((d) => d.name), snapshotName: "midway" });
+        } catch (e) { message = (e as Error).message; }
+        assert.match(message, new RegExp(`restore point 'midway' failed on domain '${ds[2]!.name}' \\(domains\\[2\\]\\) on local virsh.*already exists`));
+        assert.match(message, new RegExp(`rolled back: (${ds[0]!.name}, ${ds[1]!.name}|${ds[1]!.name}, ${ds[0]!.name})`));
+        assert.match(message, /every paused domain was resumed/);
+        for (const d of ds) assert.equal(await state(d.name), "running");
+        assert.deepEqual(await snapshotNames(ds[0]!.name), []);
+        assert.deepEqual(await snapshotNames(ds[1]!.name), []);
+        assert.deepEqual(await snapshotNames(ds[2]!.name), ["midway"], "the pre-existing snapshot is untouched");
+    });
+
+    it("refuses a missing domain or a raw disk at preview; a domain that vanished after preview fails before anything is paused", async () => {
+        const [ok] = await newDomains(1, { running: true });
+        const [raw] = await newDomains(1, { format: "raw" });
+        const news = await engine.programInputs(RestorePointProvider, { domains: [ok!.name, "no-such-domain", raw!.name], snapshotName: "pre" });
+        const r = await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), {}, news);
+        const failures = r.failures.map((f) => `${f.property}: ${f.reason}`);
+        assert.equal(failures.length, 2, failures.join("\n"));
+        assert.match(failures[0]!, /^domains\[1\]: no domain 'no-such-domain' on local virsh/);
+        assert.match(failures[1]!, /^domains\[2\]: domain '.*': kind: an internal snapshot lives inside a qcow2 image/);
+        await assert.rejects(engine.create(engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), news), /domains\[1\]: no domain 'no-such-domain'/);
+        assert.equal(await state(ok!.name), "running");
+        assert.deepEqual(await snapshotNames(ok!.name), []);
+        const both = await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", "x"), {},
+            await engine.programInputs(RestorePointProvider, { domains: [ok!.name], targets: [{ domains: [ok!.name] }], snapshotName: "x" }));
+        assert.match(both.failures.map((f) => `${f.property}: ${f.reason}`).join(), /give either domains .* or targets/);
+    });
+
+    it("adding and removing a domain changes only those domains' snapshots", async () => {
+        const [a, b, c] = await newDomains(3);
+        const rp = await engine.up("members", RestorePointProvider, { domains: [a!.name, b!.name], snapshotName: "members" });
+        const createdA = (rp.outs.snapshots as Array<Record<string, unknown>>)[0]!.creationTime;
+        await sleep(1100); // creation times have one-second resolution
+        const ch = await engine.change(rp, RestorePointProvider, { domains: [a!.name, c!.name], snapshotName: "members" });
+        assert.equal(ch.op, "update");
+        assert.deepEqual(await snapshotNames(a!.name), ["members"]);
+        assert.deepEqual(await snapshotNames(b!.name), []);
+        assert.deepEqual(await snapshotNames(c!.name), ["members"]);
+        const snaps = ch.state.outs.snapshots as Array<Record<string, unknown>>;
+        assert.deepEqual(snaps.map((s) => s.domainName), [a!.name, c!.name]);
+        assert.equal(snaps[0]!.creationTime, createdA, "the kept domain's snapshot is the same one");
+        await engine.destroy(ch.state);
+        for (const d of [a!, b!, c!]) assert.deepEqual(await snapshotNames(d.name), []);
+    });
+
+    it("deleting a restore point while a later DomainSnapshot exists keeps the later one's data", async () => {
+        const [a, b] = await newDomains(2);
+        await qemuIoWrite(a!.disk, 0xaa, 0, MiB);
+        const rp = await engine.up("rp-first", RestorePointProvider, { domains: [a!.name, b!.name], snapshotName: "rp-first", consistency: "independent" });
+        assert.equal(rp.outs.pausedMilliseconds, 0);
+        await qemuIoWrite(a!.disk, 0xbb, MiB, MiB);
+        const later = await engine.up("later", DomainSnapshotProvider, { domain: a!.name, snapshotName: "later" });
+        assert.equal(later.outs.parent, "rp-first");
+        await engine.destroy(rp);
+        assert.deepEqual(await snapshotNames(a!.name), ["later"]);
+        await qemuIoWrite(a!.disk, 0xcc, 0, 2 * MiB);
+        await virshOk(["snapshot-revert", "--domain", a!.name, "--snapshotname", "later"]);
+        assert.equal(await qemuIoRead(a!.disk, 0xaa, 0, MiB), true, "data from before the restore point");
+        assert.equal(await qemuIoRead(a!.disk, 0xbb, MiB, MiB), true, "data from after it");
+        assert.equal((await engine.refresh(later))!.outs.parent, null);
+        await engine.destroy(later);
+    });
+
+    it("spans hosts with targets (here the lab over SSH and locally, as two targets)", async () => {
+        const [a, b] = await newDomains(2, { running: true });
+        const ssh = { host: lab.host, port: lab.port, privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey };
+        const rp = await engine.up("multi", RestorePointProvider, { targets: [{ connection: ssh, domains: [a!.name] }, { domains: [b!.name] }], snapshotName: "multi" });
+        const snaps = rp.outs.snapshots as Array<Record<string, unknown>>;
+        assert.match(String(snaps[0]!.host), /^root@127\.0\.0\.1:\d+/);
+        assert.match(String(snaps[1]!.host), /^local virsh/);
+        assert.equal(await state(a!.name), "running");
+        await engine.destroy(rp);
+        assert.deepEqual(await snapshotNames(a!.name), []);
+        assert.deepEqual(await snapshotNames(b!.name), []);
+    });
+});
