@@ -12,6 +12,7 @@ import { InputError, domainRef, description, failuresOf, hostPath, momentName, p
 import { withDomainLock } from "./locks";
 import { Virsh } from "./virsh";
 import { buildSnapshotXml, parseSnapshotXml, withDescription, type SnapshotInfo, type SnapshotSpec } from "./xml";
+import { lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -269,36 +270,10 @@ function differences(plan: Plan, s: SnapshotInfo): string[] {
 
 // ---- the provider ------------------------------------------------------------
 
-function parseOrThrow(news: Record<string, unknown>): Inputs {
-    const r = parseInputs(DomainSnapshotSchema, news, { allowUnknowns: false });
-    if (!r.ok) throw new InputError(r.failures);
-    return r.value;
-}
-
-function virshFor(v: { connection?: Connection; timeoutSeconds?: number; declared?: { timeoutSeconds?: number } }): Virsh {
-    return new Virsh(resolveConnection(v.connection), v.timeoutSeconds ?? v.declared?.timeoutSeconds);
-}
-
 /** Operations on one domain of one host queue behind each other (by name or UUID as given). */
-export function domainLockKey(connection: Connection, domain: string): string {
-    return `${targetOf(connection)}|${domain.toLowerCase()}`;
-}
+export const REPLACE_KEYS = ["domain", "snapshotName", "kind", "disks", "memory", "memoryFile", "quiesce", "atomic", "live"] as const;
 
-function lockKey(v: { connection?: Connection; domain: string }): string {
-    return domainLockKey(resolveConnection(v.connection), v.domain);
-}
-
-const REPLACE_KEYS = ["domain", "snapshotName", "kind", "disks", "memory", "memoryFile", "quiesce", "atomic", "live"] as const;
-
-/** A domain named by name or by UUID is the same domain. */
-function sameDomain(olds: DomainSnapshotOutputs, ref: string): boolean {
-    return ref === olds.declared?.domain || ref === olds.domainName || ref.toLowerCase() === olds.domainUuid?.toLowerCase();
-}
 const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds", "halt"] as const;
-
-function same(a: unknown, b: unknown): boolean {
-    return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
-}
 
 export const domainSnapshot = {
     async check(_olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
@@ -327,6 +302,9 @@ export const domainSnapshot = {
         const replaces: string[] = [];
         for (const k of REPLACE_KEYS) {
             const nv = news[k] === UNKNOWN ? UNKNOWN : v[k];
+            // Without a successful parse (unknowns at preview) defaults aren't applied: an absent key is no change
+            // here, and the diff at `pulumi up`, with every value known, decides.
+            if (!r.ok && nv === undefined) continue;
             if (k === "domain" && typeof nv === "string" && sameDomain(olds, nv)) continue;
             if (!same(old[k], nv)) replaces.push(k);
         }
@@ -356,42 +334,10 @@ export const domainSnapshot = {
     },
 
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
-        const v = parseOrThrow(news);
+        const v = parseOrThrow(DomainSnapshotSchema, news);
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
-            const probe = await probeDomain(virsh, v.domain);
-            const { plan, failures } = planSnapshot(v, probe);
-            if (!plan) throw new InputError(failures);
-            const domain = probe.info.uuid;
-            let adopted = false;
-            try {
-                await takeSnapshot(virsh, domain, plan);
-            } catch (e) {
-                if (!isKind(e, "already-exists")) throw e;
-                if (!v.adopt) {
-                    throw new LibvirtError("already-exists",
-                        `snapshot '${v.snapshotName}' already exists on domain '${probe.info.name}' (${virsh.where}). ` +
-                        `Set adopt: true to take it over, or choose another snapshotName.`, { command: e.command ?? "", stderr: e.stderr });
-                }
-                const existing = await observe(virsh, domain, v.snapshotName);
-                const diffs = differences(plan, existing.info);
-                if (diffs.length) {
-                    throw new LibvirtError("already-exists",
-                        `cannot adopt snapshot '${v.snapshotName}' of domain '${probe.info.name}': it differs from what is declared: ${diffs.join("; ")}. ` +
-                        `Change the declaration to match, or choose another snapshotName.`);
-                }
-                adopted = true;
-                if (v.description !== undefined && existing.info.description !== v.description) await redefineDescription(virsh, domain, v.snapshotName, v.description);
-            }
-            let observed: Observed;
-            try {
-                observed = await observe(virsh, domain, v.snapshotName);
-            } catch (e) {
-                throw new LibvirtError("failed",
-                    `snapshot '${v.snapshotName}' was ${adopted ? "adopted" : "created"} on domain '${probe.info.name}', but reading it back failed: ${messageOf(e)}. ` +
-                    `It exists on the host; run the update again with adopt: true to take it over.`);
-            }
-            const outs = outputsFrom(v, observed, probe.version.libvirt, adopted);
+            const outs = await createLocked(v, virsh);
             return { id: `${outs.domainUuid}/${outs.snapshotName}`, outs };
         });
     },
@@ -411,12 +357,22 @@ export const domainSnapshot = {
     },
 
     async update(_id: string, olds: DomainSnapshotOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
-        const v = parseOrThrow(news);
+        const v = parseOrThrow(DomainSnapshotSchema, news);
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
             const domain = olds.domainUuid;
-            if (!same(olds.description, v.description)) await redefineDescription(virsh, domain, olds.snapshotName, v.description);
-            const observed = await observe(virsh, domain, olds.snapshotName);
+            let observed: Observed;
+            try {
+                observed = await observe(virsh, domain, olds.snapshotName);
+            } catch (e) {
+                // An earlier create was cut off before libvirt made the snapshot (an init failure): finish the job.
+                if (isKind(e, "snapshot-not-found")) return { outs: await createLocked(v, virsh) };
+                throw e;
+            }
+            if (!same(observed.info.description, v.description)) {
+                await redefineDescription(virsh, domain, olds.snapshotName, v.description);
+                observed = await observe(virsh, domain, olds.snapshotName);
+            }
             return { outs: outputsFrom(v, observed, (await virsh.version()).libvirt, olds.adopted) };
         });
     },
@@ -428,6 +384,57 @@ export const domainSnapshot = {
         }));
     },
 };
+
+/**
+ * Take the snapshot and read it back (the caller holds the domain's lock).
+ * When the connection is lost or a call times out, whether libvirt made the
+ * snapshot is unknown: the error then carries the resource's id and what is
+ * known (an init failure), so Pulumi keeps it in state and the next
+ * `pulumi up` checks and finishes the job, and `pulumi destroy` can remove it.
+ */
+async function createLocked(v: Inputs, virsh: Virsh): Promise<DomainSnapshotOutputs> {
+    const probe = await probeDomain(virsh, v.domain);
+    const { plan, failures } = planSnapshot(v, probe);
+    if (!plan) throw new InputError(failures);
+    const domain = probe.info.uuid;
+    const unknownOutcome = (e: unknown, what: string) => {
+        if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return e;
+        const partial: Partial<DomainSnapshotOutputs> = {
+            ...(v.connection ? { connection: v.connection } : {}), domain: v.domain, snapshotName: v.snapshotName, deletion: v.deletion,
+            domainName: probe.info.name, domainUuid: domain, libvirtVersion: probe.version.libvirt, adopted: false, declared: withoutConnection(v),
+        };
+        const message = `${messageOf(e)}\n  ${what}: whether snapshot '${v.snapshotName}' of domain '${probe.info.name}' exists now is unknown. ` +
+            `Pulumi keeps it in the state: the next pulumi up checks the host and finishes (or re-creates) it, and pulumi destroy removes it if it exists.`;
+        return Object.assign(new LibvirtError((e as LibvirtError).kind, message), { id: `${domain}/${v.snapshotName}`, properties: partial, reasons: [message] });
+    };
+    let adopted = false;
+    try {
+        await takeSnapshot(virsh, domain, plan);
+    } catch (e) {
+        if (!isKind(e, "already-exists")) throw unknownOutcome(e, "the create was cut off");
+        if (!v.adopt) {
+            throw new LibvirtError("already-exists",
+                `snapshot '${v.snapshotName}' already exists on domain '${probe.info.name}' (${virsh.where}). ` +
+                `Set adopt: true to take it over, or choose another snapshotName.`, { command: e.command ?? "", stderr: e.stderr });
+        }
+        const existing = await observe(virsh, domain, v.snapshotName);
+        const diffs = differences(plan, existing.info);
+        if (diffs.length) {
+            throw new LibvirtError("already-exists",
+                `cannot adopt snapshot '${v.snapshotName}' of domain '${probe.info.name}': it differs from what is declared: ${diffs.join("; ")}. ` +
+                `Change the declaration to match, or choose another snapshotName.`);
+        }
+        adopted = true;
+        if (v.description !== undefined && existing.info.description !== v.description) await redefineDescription(virsh, domain, v.snapshotName, v.description);
+    }
+    let observed: Observed;
+    try {
+        observed = await observe(virsh, domain, v.snapshotName);
+    } catch (e) {
+        throw unknownOutcome(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
+    }
+    return outputsFrom(v, observed, probe.version.libvirt, adopted);
+}
 
 /**
  * Delete one snapshot safely (the caller holds the domain's lock): never with
@@ -479,7 +486,8 @@ export async function takeSnapshot(virsh: Virsh, domain: string, plan: Plan): Pr
     try {
         await virsh.run(["snapshot-create", "--domain", domain, "--xmlfile", "/dev/stdin", ...plan.flags], { stdin: plan.xml });
     } catch (e) {
-        if (isKind(e, "already-exists")) throw e;
+        // After a lost connection or a timeout libvirt may still be working: asking now could hang or mislead.
+        if (isKind(e, "already-exists") || isKind(e, "connection-failed") || isKind(e, "timeout")) throw e;
         throw await explainFailedCreate(virsh, domain, plan.spec.name, e);
     }
 }

@@ -2,10 +2,12 @@
 // this module by package name inside each call (NOTES §5), so this file's
 // exports are a stable API: state written by any version calls into them.
 import type * as pulumi from "@pulumi/pulumi";
-import { secretsOf, type Connection } from "./connection";
+import { SECRET_FIELDS, secretsOf, type Connection } from "./connection";
 import { LibvirtError, redact } from "./errors";
 import { setStackConfig, stackSecrets } from "./inputs";
 import { domainSnapshot } from "./domainSnapshot";
+import { domainCheckpoint } from "./domainCheckpoint";
+import { snapshotRevert } from "./snapshotRevert";
 import { restorePoint as restorePointImpl } from "./restorePoint";
 
 export async function configure(req: pulumi.dynamic.ConfigureRequest): Promise<void> {
@@ -17,23 +19,62 @@ export async function configure(req: pulumi.dynamic.ConfigureRequest): Promise<v
 
 type Methods = Record<string, (...args: any[]) => Promise<unknown>>;
 
+// Pulumi's wire marker for a secret value (the SDK's specialSigKey / specialSecretSig).
+const SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d";
+const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+
+/**
+ * Outputs carry the connection, because delete and refresh get nothing else.
+ * Its password and keys leave the provider only wrapped as Pulumi secrets, so
+ * the engine keeps them encrypted in state whatever the program passed in.
+ */
+function sealSecrets(v: unknown): unknown {
+    if (Array.isArray(v)) return v.map(sealSecrets);
+    if (!v || typeof v !== "object" || SECRET_SIG_KEY in v) return v;
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) {
+        out[k] = (SECRET_FIELDS as readonly string[]).includes(k) && typeof x === "string" ? { [SECRET_SIG_KEY]: SECRET_SIG, value: x } : sealSecrets(x);
+    }
+    return out;
+}
+
+/** The engine strips secret markers before calling a provider that doesn't accept secrets; do the same for any that reach us. */
+function openSecrets(v: unknown): unknown {
+    if (Array.isArray(v)) return v.map(openSecrets);
+    if (!v || typeof v !== "object") return v;
+    const o = v as Record<string, unknown>;
+    if (o[SECRET_SIG_KEY] === SECRET_SIG) return openSecrets(o.value);
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(o)) out[k] = openSecrets(x);
+    return out;
+}
+
 /** Whatever goes wrong, no password or key text leaves the provider in an error. */
 function guarded<T extends Methods>(impl: T): T {
     const out: Methods = {};
     for (const [name, fn] of Object.entries(impl)) {
-        out[name] = async (...args: unknown[]) => {
+        out[name] = async (...raw: unknown[]) => {
+            const args = raw.map(openSecrets);
             try {
-                return await fn(...args);
+                const result = await fn(...args) as Record<string, unknown> | undefined;
+                if (result && typeof result === "object") {
+                    for (const key of ["outs", "props", "inputs"]) if (key in result) result[key] = sealSecrets(result[key]);
+                }
+                return result;
             } catch (e) {
                 const secrets = args.flatMap((a) => {
                     const c = (a && typeof a === "object" ? (a as { connection?: unknown }).connection : undefined) as Connection | undefined;
-                    return secretsOf(typeof c === "object" ? c : undefined);
+                    const targets = (a && typeof a === "object" ? (a as { targets?: Array<{ connection?: Connection }> }).targets : undefined) ?? [];
+                    return [...secretsOf(typeof c === "object" ? c : undefined), ...(Array.isArray(targets) ? targets.flatMap((t) => secretsOf(t?.connection)) : [])];
                 }).concat(stackSecrets());
                 // Always a fresh Error without a numeric `code`: the dynamic-provider server
                 // turns such a code into the gRPC status, and a non-Error is never answered.
                 const message = redact(e instanceof Error ? e.message : String(e), secrets);
                 const clean = e instanceof LibvirtError ? new LibvirtError(e.kind, message) : new Error(message);
                 if (e instanceof Error) clean.name = e.name;
+                // A create that may have half-happened reports what exists (an init failure), so the next up converges.
+                const init = e as { id?: string; properties?: unknown; reasons?: string[] };
+                if (init && typeof init === "object" && init.id) Object.assign(clean, { id: init.id, properties: sealSecrets(init.properties), reasons: init.reasons?.map((r) => redact(r, secrets)) });
                 throw clean;
             }
         };
@@ -46,6 +87,8 @@ export { sshStats, handshakeCount, closeAllTransports } from "./transport";
 export { virshStats } from "./virsh";
 
 // ---- DomainCheckpoint and SnapshotRevert (issue 4) ----
+export const checkpoint = guarded(domainCheckpoint);
+export const revert = guarded(snapshotRevert);
 
 // ---- RestorePoint (issue 5) ----
 export const restorePoint = guarded(restorePointImpl);

@@ -8,8 +8,16 @@ import { ConnectionSchema, UNKNOWN, type Connection, connectionFromConfig, effec
 export interface CheckFailure { property: string; reason: string; }
 
 const NO_CONTROL = /[\u0000-\u001f\u007f]/;
-// XML 1.0 can't carry most control characters; tab, LF and CR are fine.
+// XML 1.0 can't carry most control characters; tab and LF are fine. CR is a
+// character, but every XML parser turns it into LF, so it can't round-trip.
 const XML_FORBIDDEN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/;
+/** U+FFFE and U+FFFF are not XML characters: libvirt's parser rejects the whole document. */
+const XML_NONCHARACTER = /[\ufffe\uffff]/;
+/** An unpaired UTF-16 surrogate has no UTF-8 form: Node writes it as U+FFFD, so libvirt would get another string. */
+const LONE_SURROGATE = /\p{Cs}/u;
+const NOT_UNICODE = "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so libvirt would get U+FFFD instead";
+/** What virsh's domain lookup reads as a domain ID (strtol, base 10, leading blanks and '+' allowed) before it tries names. */
+const DOMAIN_ID = /^ *\+?[0-9]+$/;
 
 /**
  * A snapshot or checkpoint name. libvirt accepts some names and then breaks
@@ -24,6 +32,8 @@ export function momentName(what: string) {
         .refine((s) => !/["\\]/.test(s), { error: "must not contain '\"' or '\\': libvirt accepts them but saves no data into qcow2 on a running domain, and a later revert kills the VM" })
         .refine((s) => !s.startsWith("-"), { error: "must not start with '-': virsh would read it as an option" })
         .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters (newlines, tabs, NUL)" })
+        .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
+        .refine((s) => !XML_NONCHARACTER.test(s), { error: "must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the snapshot XML" })
         .refine((s) => s !== "." && s !== "..", { error: "must not be '.' or '..'" })
         .refine((s) => s.trim() === s, { error: "must not start or end with whitespace" });
 }
@@ -34,20 +44,31 @@ export const domainRef = z.string({ error: "must be a string (a domain name or U
     .max(1024, { error: "must be at most 1024 characters" })
     .refine((s) => !s.includes("/"), { error: "must not contain '/'" })
     .refine((s) => !s.startsWith("-"), { error: "must not start with '-': virsh would read it as an option" })
-    .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" });
+    .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
+    .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
+    .refine((s) => !DOMAIN_ID.test(s), { error: "must not be a number: virsh looks a number up as a domain ID first, so it may find another, running domain. Give the domain's UUID instead" });
 
 export const description = z.string({ error: "must be a string" })
+    .min(1, { error: "must not be empty: libvirt keeps no empty description; leave description unset instead" })
     .max(65536, { error: "must be at most 64 KiB" })
-    .refine((s) => !XML_FORBIDDEN.test(s), { error: "must not contain control characters other than tab and newline: XML cannot carry them" });
+    .refine((s) => !XML_FORBIDDEN.test(s), { error: "must not contain control characters other than tab and newline: XML cannot carry them" })
+    .refine((s) => !s.includes("\r"), { error: "must not contain carriage returns (CR): XML turns every CR into a newline, so libvirt would keep a different description. Use \\n line breaks" })
+    .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE });
 
 /** A file on the libvirt host: absolute and already normal, so '..' can't walk anywhere. */
 export const hostPath = z.string({ error: "must be a string (an absolute path on the libvirt host)" })
     .min(1, { error: "must not be empty" })
     .max(4096, { error: "must be at most 4096 bytes" })
     .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
+    .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
+    .refine((s) => !XML_NONCHARACTER.test(s), { error: "must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the snapshot XML" })
     .refine((s) => s.startsWith("/"), { error: "must be an absolute path on the libvirt host" })
     .refine((s) => path.posix.normalize(s) === s && !s.split("/").includes(".."), { error: "must be a normal absolute path, without '..', '.' or '//' segments" })
-    .refine((s) => !s.endsWith("/"), { error: "must name a file, not a directory" });
+    .refine((s) => !s.endsWith("/"), { error: "must name a file, not a directory" })
+    .refine((s) => s.split("/").every((seg) => Buffer.byteLength(seg, "utf8") <= 255), { error: "must not have a path component longer than 255 bytes (the file system's limit for a name)" })
+    // libvirt 9.0 escapes ',' as ',,' for qemu's option syntax, then passes an offline overlay's path to
+    // qemu-img create as a plain file name: the overlay lands at another path, and the domain points at a missing file.
+    .refine((s) => !s.includes(","), { error: "must not contain ',': libvirt 9.0 creates an offline overlay at the path with every ',' doubled and then points the domain at the path as given, which does not exist" });
 
 export const timeoutSeconds = z.number({ error: "must be a number of seconds" })
     .int({ error: "must be a whole number of seconds" }).min(1, { error: "must be at least 1" }).max(86400, { error: "must be at most 86400 (a day)" });

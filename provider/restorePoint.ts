@@ -14,8 +14,9 @@ import { InputError, domainRef, description, momentName, parseInputs, resolveCon
 import { withDomainLock } from "./locks";
 import { Virsh } from "./virsh";
 import {
-    DomainSnapshotSchema, deleteSnapshot, domainLockKey, kindOf, memoryOf, observe, planSnapshot, redefineDescription, takeSnapshot, type Plan,
+    DomainSnapshotSchema, deleteSnapshot, kindOf, memoryOf, observe, planSnapshot, redefineDescription, takeSnapshot, type Plan,
 } from "./domainSnapshot";
+import { domainLockKey, parseOrThrow, same } from "./resource";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -228,12 +229,6 @@ function outputsOf(v: Inputs, snapshots: MemberSnapshot[], pausedMilliseconds: n
     };
 }
 
-function parseOrThrow(news: Record<string, unknown>): Inputs {
-    const r = parseInputs(RestorePointSchema, news, { allowUnknowns: false });
-    if (!r.ok) throw new InputError(r.failures);
-    return r.value;
-}
-
 /** Members recorded in state, with the connection each was made through. */
 function recordedMembers(olds: RestorePointOutputs): Array<Member & { snap: MemberSnapshot }> {
     const members = membersOf({ connection: olds.connection, domains: olds.domains, targets: olds.targets, timeoutSeconds: olds.declared?.timeoutSeconds });
@@ -255,10 +250,6 @@ async function deleteMembers(members: Array<Member & { snap: MemberSnapshot }>, 
 }
 
 const REPLACE_KEYS = ["snapshotName", "kind", "memory", "consistency"] as const;
-
-function same(a: unknown, b: unknown): boolean {
-    return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
-}
 
 function memberIds(v: Pick<Inputs, "connection" | "domains" | "targets">): string[] {
     return entriesOf(v).flatMap((e) => e.domains.map((d) => `${targetOf(resolveConnection(e.connection))}|${d}`));
@@ -292,7 +283,7 @@ export const restorePoint = {
     },
 
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
-        const v = parseOrThrow(news);
+        const v = parseOrThrow(RestorePointSchema, news);
         const members = membersOf(v);
         const { snapshots, pausedMilliseconds } = await withLocks(members, () => snapshotAll(v, members));
         return { id: `restorepoint/${v.snapshotName}/${snapshots.map((s) => s.domainUuid).join(",")}`, outs: outputsOf(v, snapshots, pausedMilliseconds) };
@@ -312,7 +303,7 @@ export const restorePoint = {
     },
 
     async update(_id: string, olds: RestorePointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
-        const v = parseOrThrow(news);
+        const v = parseOrThrow(RestorePointSchema, news);
         const wanted = membersOf(v);
         const recorded = recordedMembers(olds);
         const idOf = (m: { connection: Connection; domain: string }) => memberKey(m);

@@ -25,9 +25,31 @@ export interface ExecOptions {
 
 export interface Transport {
     exec(argv: readonly string[], opts: ExecOptions): Promise<ExecResult>;
+    /**
+     * Start a long-lived process on the host and talk to it through its
+     * standard streams (virsh's shell, see virsh.ts). Rejects with a
+     * LibvirtError only when the host can't be reached at all (the same error
+     * exec would give); any other failure is a plain Error, after which
+     * callers use exec instead.
+     */
+    spawn(argv: readonly string[]): Promise<HostProcess>;
+    /** Per-transport state of the layers above (virsh sessions), closed with the transport. */
+    readonly attached: Map<string, { close(): void }>;
     /** Strings that must never appear in errors or logs. */
     readonly secrets: readonly string[];
     readonly description: string;
+}
+
+/** A process started by Transport.spawn. */
+export interface HostProcess {
+    write(text: string): void;
+    onStdout(fn: (chunk: Buffer) => void): void;
+    onStderr(fn: (chunk: Buffer) => void): void;
+    /** Called once, when the process or its channel is gone. */
+    onClose(fn: () => void): void;
+    /** Whether a pending exchange keeps this Node process alive (an idle one must not). */
+    busy(on: boolean): void;
+    close(): void;
 }
 
 /** Quote one argument for a POSIX shell: single quotes, with ' written as '\''. */
@@ -41,7 +63,7 @@ export function commandLine(argv: readonly string[]): string {
     return argv.map(shellQuote).join(" ");
 }
 
-function timeoutError(argv: readonly string[], ms: number, where: string, secrets: readonly string[]): LibvirtError {
+export function timeoutError(argv: readonly string[], ms: number, where: string, secrets: readonly string[]): LibvirtError {
     return new LibvirtError("timeout",
         `timed out after ${Math.round(ms / 1000)} s on ${where}; the command may still be running there, so check the domain before retrying`,
         { command: redact(commandLine(argv), secrets) });
@@ -52,6 +74,31 @@ function timeoutError(argv: readonly string[], ms: number, where: string, secret
 export class LocalTransport implements Transport {
     readonly secrets: readonly string[] = [];
     readonly description = "local host";
+    readonly attached = new Map<string, { close(): void }>();
+
+    spawn(argv: readonly string[]): Promise<HostProcess> {
+        if (argv.some((a) => a.includes("\u0000"))) return Promise.reject(new Error("an argument contains a NUL byte"));
+        return new Promise((resolve, reject) => {
+            const child = spawn(argv[0]!, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
+            const streams = [child.stdin!, child.stdout!, child.stderr!] as unknown as Array<{ ref?(): void; unref?(): void }>;
+            let closed = false;
+            const closers: Array<() => void> = [];
+            const gone = () => { if (!closed) { closed = true; for (const f of closers) f(); } };
+            child.on("close", gone);
+            child.stdin!.on("error", () => undefined); // EPIPE after the process died: "close" reports it
+            child.once("error", (e) => { gone(); reject(new Error(`cannot run ${argv[0]} on the local host: ${e.message}`)); });
+            child.once("spawn", () => resolve({
+                write: (text) => { if (!closed) child.stdin!.write(text); },
+                onStdout: (fn) => { child.stdout!.on("data", fn); },
+                onStderr: (fn) => { child.stderr!.on("data", fn); },
+                onClose: (fn) => { if (closed) fn(); else closers.push(fn); },
+                busy: (on) => {
+                    if (on) { child.ref(); for (const s of streams) s.ref?.(); } else { child.unref(); for (const s of streams) s.unref?.(); }
+                },
+                close: () => { if (!closed) child.kill("SIGKILL"); },
+            }));
+        });
+    }
 
     exec(argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
         if (argv.some((a) => a.includes("\u0000"))) {
@@ -172,6 +219,11 @@ function dialOnce(s: Settings, sock: NodeJS.ReadableStream | undefined, onReady:
                     return verdict.ok;
                 },
             });
+            // Without TCP_NODELAY every command paid ~40 ms: sshd sends a command's
+            // replies as several small segments, Nagle holds the later ones until
+            // the first is acknowledged, and the client delays that ACK (bench/RESULTS.md).
+            // On a tunnelled connection the socket is a channel and this is a no-op.
+            client.setNoDelay(true);
         } catch (e) {
             // ssh2 parses the key synchronously: a wrong passphrase lands here.
             fail(dialFailureOf(e as Error, s, port));
@@ -203,6 +255,7 @@ export class SshTransport implements Transport {
     private active = 0;
     private waiters: Array<() => void> = [];
     private readonly key: string;
+    readonly attached = new Map<string, { close(): void }>();
 
     constructor(private readonly conn: Connection & { host: string }) {
         this.secrets = secretsOf(conn);
@@ -301,15 +354,18 @@ export class SshTransport implements Transport {
                 ch.on("data", (d: Buffer) => out.push(d));
                 ch.stderr.on("data", (d: Buffer) => errs.push(d));
                 ch.on("exit", (c: number | null, sig?: string) => { code = c; signal = sig ?? null; });
+                const lost = () => new LibvirtError("connection-failed",
+                    `the SSH connection to ${this.description} was lost while the command ran; whether it took effect is unknown`,
+                    { command: redact(commandLine(argv), this.secrets) });
+                // A connection that dies abruptly may never close its channels: fail them when the connection goes.
+                const onConnectionGone = () => { if (!done) { done = true; clearTimeout(timer); reject(lost()); } };
+                client.once("close", onConnectionGone);
                 ch.on("close", () => {
                     clearTimeout(timer);
+                    client.removeListener("close", onConnectionGone);
                     if (done) return;
                     done = true;
-                    if (code === null && signal === null) {
-                        return reject(new LibvirtError("connection-failed",
-                            `the SSH connection to ${this.description} was lost while the command ran; whether it took effect is unknown`,
-                            { command: redact(commandLine(argv), this.secrets) }));
-                    }
+                    if (code === null && signal === null) return reject(lost());
                     resolve({ code, signal, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(errs).toString("utf8") });
                 });
                 ch.end(opts.stdin ?? "");
@@ -318,7 +374,55 @@ export class SshTransport implements Transport {
         });
     }
 
+    /**
+     * A long-lived command on its own channel. The channel holds one of the
+     * connection's slots until it closes. Errors reaching the host come from
+     * connect() and are the ones exec would throw; anything else is a plain Error.
+     */
+    async spawn(argv: readonly string[]): Promise<HostProcess> {
+        const line = commandLine(argv);
+        const release = await this.slot();
+        let released = false;
+        const free = () => { if (!released) { released = true; release(); } };
+        try {
+            for (let attempt = 0; ; attempt++) {
+                const client = await this.connect();
+                let ch: ClientChannel;
+                try {
+                    ch = await new Promise<ClientChannel>((resolve, reject) => {
+                        try { client.exec(line, (err, c) => err ? reject(new OpenFailure(err.message)) : resolve(c)); } catch (e) { reject(new OpenFailure((e as Error).message)); }
+                    });
+                } catch (e) {
+                    if (e instanceof OpenFailure && /open failed|Channel open failure/i.test(e.message) && attempt < 40) {
+                        await new Promise((r) => setTimeout(r, Math.min(10 * 2 ** attempt, 250)));
+                        continue;
+                    }
+                    throw new Error(`cannot start a command on ${this.description}: ${(e as Error).message}`);
+                }
+                sshStats.channels++;
+                let closed = false;
+                const closers: Array<() => void> = [];
+                const gone = () => { if (!closed) { closed = true; free(); for (const f of closers) f(); } };
+                ch.on("close", gone);
+                ch.on("error", gone);
+                return {
+                    write: (text) => { if (!closed) ch.write(text); },
+                    onStdout: (fn) => { ch.on("data", fn); },
+                    onStderr: (fn) => { ch.stderr.on("data", fn); },
+                    onClose: (fn) => { if (closed) fn(); else closers.push(fn); },
+                    busy: () => undefined, // the pooled connection decides whether the process stays alive, as for exec
+                    close: () => { if (!closed) { try { ch.signal("KILL"); } catch { /* not every server honours signals */ } ch.close(); } },
+                };
+            }
+        } catch (e) {
+            free();
+            throw e;
+        }
+    }
+
     close(): void {
+        for (const a of this.attached.values()) a.close();
+        this.attached.clear();
         void this.client?.then((c) => c.end(), () => undefined);
         this.dropped();
     }
@@ -339,4 +443,6 @@ export function transportFor(conn: Connection): Transport {
 export function closeAllTransports(): void {
     for (const t of pool.values()) t.close();
     pool.clear();
+    for (const a of local.attached.values()) a.close();
+    local.attached.clear();
 }

@@ -1,9 +1,10 @@
 // The virsh runner: callers hand it virsh's arguments as a vector; it adds the
 // URI, LC_ALL=C and sudo, runs it through a transport, and turns failures into
 // typed errors. A busy domain is retried with backoff within a time limit.
+import { randomBytes } from "node:crypto";
 import { Connection, DEFAULTS, describeTarget } from "./connection";
 import { LibvirtError, classifyStderr, redact } from "./errors";
-import { commandLine, transportFor, type Transport } from "./transport";
+import { commandLine, shellQuote, timeoutError, transportFor, type ExecResult, type HostProcess, type Transport } from "./transport";
 
 export const DEFAULT_TIMEOUT_SECONDS = 300;
 
@@ -28,8 +29,11 @@ export function versionNumber(v: string): number {
     return a * 1_000_000 + b * 1_000 + c;
 }
 
-/** Counts every virsh invocation, for tests and the benchmark. */
-export const virshStats = { invocations: 0 };
+/**
+ * Counts every virsh command, for tests and the benchmark: invocations in all;
+ * of those, how many ran in a shared session, and how many sessions were started.
+ */
+export const virshStats = { invocations: 0, sessionCommands: 0, sessionsStarted: 0 };
 
 // The host's version and capabilities don't change under a running provider.
 const versionCache = new Map<string, Promise<LibvirtVersion>>();
@@ -71,7 +75,8 @@ export class Virsh {
     private async once(args: readonly string[], stdin: string | undefined, timeoutMs: number): Promise<string> {
         const argv = this.argv(args);
         virshStats.invocations++;
-        const r = await this.transport.exec(argv, { timeoutMs, stdin });
+        const r = (stdin === undefined ? await sessionsFor(this.transport, this.argv([])).run(args, argv, timeoutMs) : undefined)
+            ?? await this.transport.exec(argv, { timeoutMs, stdin });
         if (r.code === 0) return r.stdout;
         const stderr = redact(r.stderr.replace(/^error: /gm, "").trim(), this.transport.secrets);
         let kind = classifyStderr(stderr);
@@ -104,4 +109,220 @@ export function parseVersion(out: string): LibvirtVersion {
     // The daemon's version is what decides features; the client library may differ.
     const v = daemon ?? lib;
     return { libvirt: v, number: versionNumber(v), hypervisor: hyp };
+}
+
+// ---- virsh sessions ------------------------------------------------------------
+//
+// Starting virsh costs 20-30 ms of CPU on the host (loading libvirt, opening the
+// connection to libvirtd) before it does anything; a read-only query itself takes
+// 1-5 ms. So read-only queries run in long-lived `virsh` shells, a few per host,
+// one command at a time each; everything that changes something, needs stdin,
+// or can't be carried safely still runs as its own process (exec), as do all
+// failures: a session's answer is used only when it is an unambiguous success,
+// and then its stdout is byte for byte what the process would have printed.
+//
+// The protocol. virsh reads its shell input with readline, which echoes the
+// prompt and the line to stdout, so each request is one line that brackets the
+// command with markers only virsh's own output can contain:
+//     echo --err --xml 'S<id><' ; echo --xml 'S<id><' ; COMMAND ; echo --xml 'E<id><' ; echo --err --xml 'E<id><'
+//     echo --xml 'P<id><' ; echo --err --xml 'P<id><'
+// `echo --xml` prints `S<id>&lt;`, which the echoed input (`'S<id><'`) never
+// contains; `--err` prints `error: S<id>&lt;` on stderr. <id> is a random
+// nonce per session plus a counter, so no snapshot name or description can
+// forge a marker. The second line always parses: when the first doesn't (virsh
+// parses the whole line before running any of it, so then nothing ran), only
+// the P markers come back, and the command goes to exec for the real error.
+//
+// Quoting. An argument reaches the command through virsh's own tokenizer (the
+// same for the shell and for `virsh 'a ; b'`), whose single quotes work like a
+// POSIX shell's, so shellQuote is the quoting here too. readline binds control
+// characters and, in the C locale, bytes above 0x7f to editing commands, so a
+// command with any argument outside printable ASCII never goes to a session.
+
+/** Commands that only read. Nothing else ever runs in a session. */
+const SESSION_COMMANDS = new Set([
+    "dumpxml", "domstate", "dominfo", "domuuid", "domname", "version", "domcapabilities", "capabilities",
+    "snapshot-dumpxml", "snapshot-info", "snapshot-list", "snapshot-parent",
+    "checkpoint-dumpxml", "checkpoint-info", "checkpoint-list", "checkpoint-parent",
+]);
+/** Sessions per host and virsh invocation. Each holds one of the 8 SSH channels the transport opens (sshd allows 10), leaving 5 for commands that change something. */
+const MAX_SESSIONS = 3;
+const START_TIMEOUT_MS = 15_000;
+const IDLE_CLOSE_MS = 30_000;
+/** Every printable ASCII character, round-tripped when a session starts. */
+const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
+
+function sessionEligible(args: readonly string[]): boolean {
+    return args.length > 0 && SESSION_COMMANDS.has(args[0]!) && args.every((a) => /^[\x20-\x7e]*$/.test(a));
+}
+
+/** The session can't answer; the caller runs the command as a process. */
+class NoAnswer extends Error {}
+
+class VirshSession {
+    private out: Buffer = Buffer.alloc(0);
+    private err: Buffer = Buffer.alloc(0);
+    private readonly nonce = randomBytes(12).toString("hex");
+    private seq = 0;
+    private waiter?: () => void;
+    closed = false;
+
+    private constructor(private readonly proc: HostProcess) {
+        proc.onStdout((d) => { this.out = this.out.length ? Buffer.concat([this.out, d]) : d; this.waiter?.(); });
+        proc.onStderr((d) => { this.err = this.err.length ? Buffer.concat([this.err, d]) : d; this.waiter?.(); });
+        proc.onClose(() => { this.closed = true; this.waiter?.(); });
+    }
+
+    /** Start virsh's shell and prove that a line of every printable character comes back intact. */
+    static async start(transport: Transport, argv: readonly string[]): Promise<VirshSession> {
+        const proc = await transport.spawn(argv);
+        const session = new VirshSession(proc);
+        try {
+            proc.busy(true);
+            // Nothing is written before the prompt: a connection that asked for credentials would read our input.
+            await session.until(() => /virsh [#>] /.test(session.out.toString("latin1")), Date.now() + START_TIMEOUT_MS);
+            const r = await session.exchange(["echo", PRINTABLE], START_TIMEOUT_MS);
+            if (r.stdout !== `${PRINTABLE}\n` || r.stderr !== "") throw new NoAnswer("virsh's shell did not echo a test line back intact");
+            virshStats.sessionsStarted++;
+            return session;
+        } catch (e) {
+            session.close();
+            throw e;
+        } finally {
+            proc.busy(false);
+        }
+    }
+
+    private until(done: () => boolean, deadline: number, onTimeout?: () => Error): Promise<void> {
+        return new Promise((resolve, reject) => {
+            const check = () => {
+                if (done()) { finish(); resolve(); } else if (this.closed) { finish(); reject(new NoAnswer("virsh's shell ended")); }
+            };
+            const timer = setTimeout(() => { finish(); this.close(); reject(onTimeout?.() ?? new NoAnswer("virsh's shell did not answer")); }, Math.max(0, deadline - Date.now()));
+            const finish = () => { clearTimeout(timer); this.waiter = undefined; };
+            this.waiter = check;
+            check();
+        });
+    }
+
+    /**
+     * One command. Resolves with its stdout and stderr when it ran; rejects with
+     * NoAnswer when it didn't parse or the session broke (the session is then
+     * closed unless it is still in step), or with the exec path's timeout error.
+     */
+    async exchange(args: readonly string[], timeoutMs: number, onTimeout?: () => Error): Promise<{ stdout: string; stderr: string }> {
+        if (this.closed) throw new NoAnswer("virsh's shell ended");
+        const id = `${this.nonce}x${++this.seq}`;
+        const arg = (p: string) => shellQuote(`${p}${id}<`);
+        const out = (p: string) => Buffer.from(`${p}${id}&lt;\n`);
+        const err = (p: string) => Buffer.from(`error: ${p}${id}&lt;\n`);
+        this.proc.write(`echo --err --xml ${arg("S")} ; echo --xml ${arg("S")} ; ${args.map(shellQuote).join(" ")} ; ` +
+            `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`);
+        await this.until(() => this.out.includes(out("P")) && this.err.includes(err("P")), Date.now() + timeoutMs, onTimeout);
+        const o = this.out, e = this.err;
+        const oP = o.indexOf(out("P")), eP = e.indexOf(err("P"));
+        const oS = o.indexOf(out("S")), oE = o.indexOf(out("E"), Math.max(oS, 0)), eS = e.indexOf(err("S")), eE = e.indexOf(err("E"), Math.max(eS, 0));
+        this.out = o.subarray(oP + out("P").length);
+        this.err = e.subarray(eP + err("P").length);
+        const ran = [oS, oE, eS, eE].map((i) => i >= 0);
+        if (ran.every((x) => x) && oS < oE && oE < oP && eS < eE && eE < eP) {
+            return { stdout: o.subarray(oS + out("S").length, oE).toString("utf8"), stderr: e.subarray(eS + err("S").length, eE).toString("utf8") };
+        }
+        if (!ran.some((x) => x)) throw new NoAnswer("virsh's shell did not parse the command");
+        this.close(); // out of step: never reuse it
+        throw new NoAnswer("virsh's shell answered out of order");
+    }
+
+    close(): void {
+        if (!this.closed) { this.closed = true; this.proc.close(); }
+        this.waiter?.();
+    }
+
+    busy(on: boolean): void { this.proc.busy(on); }
+}
+
+/** Sessions for one transport and one virsh invocation (URI, sudo). */
+class SessionPool {
+    private idle: VirshSession[] = [];
+    private live = 0;
+    private queue: Array<(s: VirshSession | undefined) => void> = [];
+    private disabled = false;
+    private idleTimer?: NodeJS.Timeout;
+
+    constructor(private readonly transport: Transport, private readonly argv: readonly string[]) {}
+
+    /** The command's result from a session, or undefined when exec must run it. */
+    async run(args: readonly string[], fullArgv: readonly string[], timeoutMs: number): Promise<ExecResult | undefined> {
+        if (this.disabled || !sessionEligible(args)) return undefined;
+        const session = await this.acquire();
+        if (!session) return undefined;
+        let keep = true;
+        try {
+            session.busy(true);
+            const r = await session.exchange(args, timeoutMs,
+                () => timeoutError(fullArgv, timeoutMs, this.transport.description, this.transport.secrets));
+            // Only a clean success is answered here; every failure gets its authoritative text and exit code from exec.
+            if (r.stderr !== "") {
+                if (/Cannot (recv|write) data|End of file while reading|client socket is closed|no valid connection|not connected/i.test(r.stderr)) keep = false;
+                return undefined;
+            }
+            virshStats.sessionCommands++;
+            return { code: 0, signal: null, stdout: r.stdout, stderr: "" };
+        } catch (e) {
+            keep = !session.closed;
+            if (e instanceof NoAnswer) return undefined;
+            throw e;
+        } finally {
+            session.busy(false);
+            this.release(session, keep);
+        }
+    }
+
+    private async acquire(): Promise<VirshSession | undefined> {
+        const s = this.idle.pop();
+        if (s) return s;
+        if (this.live < MAX_SESSIONS) {
+            this.live++;
+            try {
+                return await VirshSession.start(this.transport, this.argv);
+            } catch (e) {
+                this.live--;
+                if (e instanceof LibvirtError) throw e; // the host is unreachable: exec would say the same
+                // virsh's shell doesn't work here (no virsh, sudo needs a tty, credentials asked...): don't try again.
+                this.disabled = true;
+                for (const w of this.queue.splice(0)) w(undefined);
+                return undefined;
+            }
+        }
+        return new Promise((resolve) => this.queue.push(resolve));
+    }
+
+    private release(s: VirshSession, keep: boolean): void {
+        if (!keep || s.closed) {
+            s.close();
+            this.live--;
+            // A waiter takes the freed place with a new session.
+            const w = this.queue.shift();
+            if (w) void this.acquire().then(w, () => w(undefined));
+            return;
+        }
+        const w = this.queue.shift();
+        if (w) return w(s);
+        this.idle.push(s);
+        clearTimeout(this.idleTimer);
+        this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
+        this.idleTimer.unref();
+    }
+
+    close(): void {
+        clearTimeout(this.idleTimer);
+        for (const s of this.idle.splice(0)) { s.close(); this.live--; }
+    }
+}
+
+function sessionsFor(transport: Transport, argv: readonly string[]): SessionPool {
+    const key = `virsh-sessions ${JSON.stringify(argv)}`;
+    let p = transport.attached.get(key) as SessionPool | undefined;
+    if (!p) { p = new SessionPool(transport, argv); transport.attached.set(key, p); }
+    return p;
 }

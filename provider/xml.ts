@@ -180,3 +180,103 @@ export function withDescription(xml: string, root: "domainsnapshot" | "domainche
     }
     return orderedBuilder.build(doc) as string;
 }
+
+// ---- checkpoint (issue 4) -----------------------------------------------------
+
+// Its own parser, so a checkpoint's embedded <domain> always yields lists of
+// disks and channels, even when there is only one.
+const checkpointParser = new XMLParser({
+    ignoreAttributes: false,
+    attributeNamePrefix: "@",
+    parseTagValue: false,
+    parseAttributeValue: false,
+    trimValues: false,
+    isArray: (_name, jpath) => CHECKPOINT_ARRAYS.has(String(jpath)),
+});
+const CHECKPOINT_ARRAYS = new Set([
+    "domaincheckpoint.disks.disk",
+    "domaincheckpoint.domain.devices.disk",
+    "domaincheckpoint.domain.devices.channel",
+]);
+
+export interface CheckpointDisk {
+    name: string;
+    /** "bitmap" or "no". */
+    checkpoint: string;
+    bitmap?: string;
+    /** Dirty bytes since the checkpoint; only with `checkpoint-dumpxml --size`, and only when libvirt could measure it. */
+    size?: number;
+}
+
+export interface CheckpointInfo {
+    name: string;
+    description?: string;
+    creationTime: number;
+    parent?: string;
+    disks: CheckpointDisk[];
+    domain?: DomainInfo;
+}
+
+export function parseCheckpointXml(xml: string): CheckpointInfo {
+    const c = (checkpointParser.parse(xml) as Node).domaincheckpoint as Node | undefined;
+    if (!c) throw new Error("not a libvirt checkpoint XML document");
+    const disks = (((c.disks ?? {}) as Node).disk as Node[] | undefined ?? []).map((n): CheckpointDisk => {
+        const size = attr(n, "size");
+        return {
+            name: attr(n, "name") ?? "",
+            checkpoint: attr(n, "checkpoint") ?? "bitmap",
+            ...(attr(n, "bitmap") !== undefined ? { bitmap: attr(n, "bitmap") } : {}),
+            ...(size !== undefined && /^\d+$/.test(size) ? { size: Number(size) } : {}),
+        };
+    });
+    return {
+        name: text(c.name) ?? "",
+        description: text(c.description),
+        creationTime: Number(text(c.creationTime) ?? 0),
+        parent: text((c.parent as Node | undefined)?.name),
+        disks,
+        domain: c.domain ? domainFromNode(c.domain as Node) : undefined,
+    };
+}
+
+export interface CheckpointSpec {
+    name: string;
+    description?: string;
+    disks: Array<{ name: string; checkpoint: "bitmap" | "no"; bitmap?: string }>;
+}
+
+export function buildCheckpointXml(spec: CheckpointSpec): string {
+    const doc: Node = {
+        name: spec.name,
+        ...(spec.description !== undefined ? { description: spec.description } : {}),
+    };
+    if (spec.disks.length > 0) {
+        doc.disks = {
+            disk: spec.disks.map((d) => ({
+                "@name": d.name,
+                "@checkpoint": d.checkpoint,
+                ...(d.checkpoint === "bitmap" && d.bitmap ? { "@bitmap": d.bitmap } : {}),
+            })),
+        };
+    }
+    return builder.build({ domaincheckpoint: doc }) as string;
+}
+
+/**
+ * Set (or with undefined remove) the <parent> of a checkpoint document, leaving
+ * everything else as libvirt wrote it. Used when a lost record is redefined and
+ * its recorded parent is gone for good.
+ */
+export function withCheckpointParent(xml: string, parent: string | undefined): string {
+    const doc = orderedParser.parse(xml) as Node[];
+    const top = doc.find((n) => "domaincheckpoint" in n) as Node | undefined;
+    if (!top) throw new Error("not a domaincheckpoint XML document");
+    const children = top.domaincheckpoint as Node[];
+    const at = children.findIndex((n) => "parent" in n);
+    if (at >= 0) children.splice(at, 1);
+    if (parent !== undefined) {
+        const nameAt = children.findIndex((n) => "name" in n);
+        children.splice(nameAt + 1, 0, { parent: [{ name: [{ "#text": parent }] }] });
+    }
+    return orderedBuilder.build(doc) as string;
+}

@@ -11,6 +11,7 @@ import { connectionFromConfig, ConnectionSchema } from "pulumi-libvirt-snapshots
 import { commandLine, shellQuote } from "pulumi-libvirt-snapshots/internal/transport";
 import { buildSnapshotXml, parseSnapshotXml, withDescription } from "pulumi-libvirt-snapshots/internal/xml";
 import { parseVersion } from "pulumi-libvirt-snapshots/internal/virsh";
+import { findLeaks, labSecrets } from "./support/secrets-hook";
 
 describe("shellQuote", () => {
     const hostile = ["plain", "with space", "it's", `"dq"`, "$(touch /tmp/x)", "`id`", "a;b", "a|b", "a&b", ">f", "<f",
@@ -128,5 +129,14 @@ describe("libvirt XML", () => {
     it("parses virsh version output", () => {
         const v = parseVersion("Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU 7.2.0\nRunning against daemon: 9.0.0\n");
         assert.deepEqual(v, { libvirt: "9.0.0", number: 9_000_000, hypervisor: "QEMU 7.2.0" });
+    });
+});
+
+describe("secrets check (the root hook that searches every provider reply)", () => {
+    it("finds a planted secret and passes clean text", () => {
+        const secrets = labSecrets();
+        assert.ok(secrets.length >= 3, "the lab's key, passphrase and password are known");
+        assert.deepEqual(findLeaks("nothing to see"), []);
+        assert.deepEqual(findLeaks(`error: ... ${secrets[1]![1]} ...`), [secrets[1]![0]]);
     });
 });

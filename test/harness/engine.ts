@@ -232,7 +232,24 @@ function toStruct(props: unknown): structpbTypes.Struct {
 }
 
 function fromStruct(s: structpbTypes.Struct | undefined): Props {
-    return (s?.toJavaScript() ?? {}) as Props;
+    const props = (s?.toJavaScript() ?? {}) as Props;
+    transcript.push(JSON.stringify(redactSecretValues(props)));
+    return props;
+}
+
+/**
+ * Everything the provider sent back across every harness in this process:
+ * outputs (with values inside Pulumi secret markers set aside, since the engine
+ * stores those encrypted), error details and server logs. The secrets hook
+ * (test/support/secrets-hook.ts) searches it for the lab's credentials.
+ */
+export const transcript: string[] = [];
+
+function redactSecretValues(v: unknown): unknown {
+    if (isSecret(v)) return "[secret]";
+    if (Array.isArray(v)) return v.map(redactSecretValues);
+    if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, redactSecretValues(x)]));
+    return v;
 }
 
 /** Splits `urn:pulumi:STACK::PROJECT::TYPE::NAME` into the request's type and name fields. */
@@ -395,7 +412,9 @@ export class EngineHarness {
         return new Promise((resolve, reject) => {
             fn.call(client, req, new grpc.Metadata(), { deadline: Date.now() + this.callTimeoutMs }, (err, res) => {
                 if (err) {
-                    reject(new ProviderCallError(method, err.code, err.details, err.metadata, decodeInitFailure(err.metadata)));
+                    const init = decodeInitFailure(err.metadata);
+                    transcript.push(err.details ?? "", JSON.stringify(redactSecretValues(init ?? null)));
+                    reject(new ProviderCallError(method, err.code, err.details, err.metadata, init));
                 } else if (res === undefined) {
                     reject(new Error(`${method}: empty response`));
                 } else {
@@ -632,6 +651,7 @@ export class EngineHarness {
                     await this.exited;
                     clearTimeout(timer);
                 }
+                transcript.push(this.logs());
             })();
         }
         return this.closing;

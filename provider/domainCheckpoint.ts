@@ -1,0 +1,680 @@
+// DomainCheckpoint: the whole life of one libvirt checkpoint (qcow2 dirty bitmaps).
+//   inputs (zod) → plan (XML, checked against the live domain)
+//   → virsh checkpoint-create → read back (checkpoint-dumpxml, --size) → outputs
+// Preview (check) only reads from the host. The checkpoint's XML is kept in the
+// state, so when libvirt loses the record (the domain was undefined and defined
+// again) but the bitmaps are still in the images, read, diff and delete put the
+// record back with `checkpoint-create --redefine` instead of planning a new one.
+import type * as pulumi from "@pulumi/pulumi";
+import { z } from "zod";
+import { ConnectionSchema, UNKNOWN, describeTarget, targetOf, type Connection } from "./connection";
+import { LibvirtError, isKind, messageOf } from "./errors";
+import { probeDomain, VERSIONS, type DomainProbe } from "./host";
+import { InputError, domainRef, description, momentName, parseInputs, resolveConnection, timeoutSeconds, type CheckFailure } from "./inputs";
+import { withDomainLock } from "./locks";
+import { Virsh, type LibvirtVersion } from "./virsh";
+import {
+    buildCheckpointXml, parseCheckpointXml, withCheckpointParent, withDescription,
+    type CheckpointInfo, type CheckpointSpec,
+} from "./xml";
+import { containsUnknown, lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
+
+/** `checkpoint-create --redefine-validate` arrived in 6.10. */
+const REDEFINE_VALIDATE = 6_010_000;
+/** From 7.0 a checkpoint can be redefined without its <domain>. */
+const REDEFINE_WITHOUT_DOMAIN = 7_000_000;
+
+// ---- inputs ----------------------------------------------------------------
+
+const NO_CONTROL = /[\u0000-\u001f\u007f]/;
+
+const bitmapName = z.string({ error: "must be a string (the dirty bitmap's name)" })
+    .min(1, { error: "must not be empty" })
+    .refine((s) => Buffer.byteLength(s, "utf8") <= 1023, { error: "must be at most 1023 bytes long (qcow2's limit for bitmap names)" })
+    .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" });
+
+// libvirt validates checkpoint XML against domaincheckpoint.rng, whose names are
+// [a-zA-Z0-9_-][a-zA-Z0-9_.-]*: stricter than snapshot names (no spaces, no quotes).
+const CHECKPOINT_NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
+const anyMomentName = momentName("checkpoint");
+const checkpointName = momentName("checkpoint").refine(
+    // Where momentName already explains what is wrong, one message is enough.
+    (s) => CHECKPOINT_NAME.test(s) || !anyMomentName.safeParse(s).success,
+    { error: "may contain only letters, digits, '_', '-' and '.', and must not start with '.': libvirt's checkpoint schema allows nothing else (no spaces or quotes)" });
+
+export const CheckpointDiskSchema = z.strictObject({
+    name: z.string({ error: "must be a string (a disk target such as vda, or its source path)" }).min(1, { error: "must not be empty" }),
+    checkpoint: z.enum(["bitmap", "no"], { error: "must be 'bitmap' (track the disk's changes) or 'no' (leave the disk out)" }),
+    bitmap: bitmapName.optional(),
+});
+
+export const DomainCheckpointSchema = z.strictObject({
+    connection: ConnectionSchema.optional(),
+    domain: domainRef,
+    checkpointName,
+    description: description.optional(),
+    disks: z.array(CheckpointDiskSchema, { error: "must be a list of { name, checkpoint, bitmap? }" }).optional(),
+    quiesce: z.boolean({ error: "must be true or false" }).default(false),
+    deletion: z.enum(["delete", "metadata"], { error: "must be 'delete' (remove the bitmaps; the parent keeps covering their changes) or 'metadata' (drop only libvirt's record, keep the bitmaps)" }).default("delete"),
+    adopt: z.boolean({ error: "must be true or false" }).default(false),
+    timeoutSeconds: timeoutSeconds.optional(),
+}).superRefine((v, ctx) => {
+    const seen = new Set<string>();
+    v.disks?.forEach((d, i) => {
+        if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+        seen.add(d.name);
+        if (d.bitmap !== undefined && d.checkpoint !== "bitmap") ctx.addIssue({ code: "custom", path: ["disks", i, "bitmap"], message: "is only used with checkpoint: 'bitmap'" });
+    });
+});
+
+/** What a user may pass: the schema's input type. */
+export type DomainCheckpointInputs = z.input<typeof DomainCheckpointSchema>;
+type Inputs = z.infer<typeof DomainCheckpointSchema>;
+
+export interface CheckpointDiskState {
+    /** Disk target, e.g. vda. */
+    name: string;
+    checkpoint: "bitmap" | "no";
+    /** The dirty bitmap in the disk's qcow2 image; null when the disk is not in the checkpoint. */
+    bitmap: string | null;
+    /** Bytes written since the checkpoint, as libvirt estimates them; null when libvirt can't measure it (missing or broken bitmap). */
+    changedBytes: number | null;
+}
+
+/** A kept checkpoint document, enough to redefine it. */
+export interface KeptCheckpoint { name: string; xml: string; }
+
+/** What the resource records and exposes. */
+export interface DomainCheckpointOutputs {
+    connection?: Connection;
+    domain: string;
+    checkpointName: string;
+    description?: string;
+    deletion: "delete" | "metadata";
+    domainName: string;
+    domainUuid: string;
+    /** ISO 8601, from libvirt's creationTime. */
+    creationTime: string;
+    parent: string | null;
+    disks: CheckpointDiskState[];
+    /** Sum over the disks that could be measured; null when none could (not yet running, or every bitmap missing or broken). */
+    changedBytes: number | null;
+    /** When changedBytes was measured (ISO 8601). Refresh measures again while the domain runs. */
+    changedBytesAt: string | null;
+    /** libvirt's checkpoint XML with its <domain>, as `checkpoint-create --redefine` takes it. */
+    xml: string;
+    /** The ancestors' XML, oldest first, so a lost chain is restored in order. */
+    lineage: KeptCheckpoint[];
+    libvirtVersion: string;
+    /** True when this resource took over an existing checkpoint instead of creating it. */
+    adopted: boolean;
+    /** When the provider last put libvirt's lost record back from this state (ISO 8601), else null. */
+    restoredAt: string | null;
+    /** The validated inputs as declared (defaults applied), for diff. */
+    declared: Omit<Inputs, "connection">;
+}
+
+// ---- plan ------------------------------------------------------------------
+
+export interface CheckpointPlan {
+    spec: CheckpointSpec;
+    xml: string;
+}
+
+/** What the host's QEMU can do, from `virsh domcapabilities`; unknown when libvirt doesn't say. */
+export interface HostCaps { backup: "yes" | "no" | "unknown"; }
+
+function isWritableDisk(d: DomainProbe["info"]["disks"][number]): boolean {
+    return d.device === "disk" && !d.readonly;
+}
+
+function isQemu(probe: DomainProbe): boolean {
+    return /qemu|kvm/i.test(probe.version.hypervisor);
+}
+
+/**
+ * Decide the checkpoint XML, or say exactly why this domain and this libvirt
+ * can't take it. Used by check (as failures) and by create (thrown).
+ */
+export function planCheckpoint(v: Inputs, probe: DomainProbe, caps: HostCaps = { backup: "unknown" }): { plan?: CheckpointPlan; failures: CheckFailure[] } {
+    const failures: CheckFailure[] = [];
+    const fail = (property: string, reason: string) => failures.push({ property, reason });
+    const dom = probe.info;
+    const lib = probe.version.libvirt;
+
+    if (probe.version.number < VERSIONS.checkpoints) {
+        fail("domain", `libvirt ${lib} has no checkpoints (they arrived in libvirt 5.6). Upgrade libvirt on the host`);
+        return { failures };
+    }
+    if (caps.backup === "no") {
+        fail("domain", `the QEMU behind libvirt ${lib} does not support incremental backup (domcapabilities: backup supported='no'), so it can't keep dirty bitmaps. Upgrade QEMU on the host`);
+    }
+    if (!probe.active) {
+        fail("domain", `domain '${dom.name}' is ${probe.state}: libvirt ${lib} creates checkpoints only while the domain runs ('cannot create checkpoint for inactive domain'). Start the domain first`);
+    }
+
+    const overrides = new Map<string, number>();
+    v.disks?.forEach((d, i) => {
+        const disk = dom.disks.find((x) => x.target === d.name || x.source === d.name);
+        if (!disk) fail(`disks[${i}].name`, `domain '${dom.name}' has no disk '${d.name}' (its disks: ${dom.disks.map((x) => x.target).join(", ") || "none"})`);
+        else overrides.set(disk.target, i);
+    });
+    const disks: CheckpointSpec["disks"] = [];
+    for (const d of dom.disks) {
+        const i = overrides.get(d.target);
+        const o = i === undefined ? undefined : v.disks![i]!;
+        if (!o && !isWritableDisk(d)) continue;
+        const mode = o?.checkpoint ?? "bitmap";
+        if (mode === "bitmap") {
+            const prop = i === undefined ? "disks" : `disks[${i}].checkpoint`;
+            if (d.format !== "qcow2") {
+                fail(prop, `a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
+                    `Leave it out with disks: [{ name: '${d.target}', checkpoint: 'no' }]`);
+            }
+            if (o?.bitmap !== undefined && o.bitmap !== v.checkpointName && isQemu(probe)) {
+                fail(`disks[${i}].bitmap`, `libvirt's QEMU driver names every bitmap after its checkpoint ('bitmap for disk ${d.target} must match checkpoint name'): leave bitmap unset, or set it to '${v.checkpointName}'`);
+            }
+        }
+        disks.push({ name: d.target, checkpoint: mode, ...(mode === "bitmap" ? { bitmap: o?.bitmap ?? v.checkpointName } : {}) });
+    }
+    if (!disks.some((d) => d.checkpoint === "bitmap")) fail(v.disks ? "disks" : "domain", `no disk of domain '${dom.name}' would be in the checkpoint`);
+    if (v.quiesce && isQemu(probe)) {
+        fail("quiesce", `libvirt ${lib}'s QEMU driver can't quiesce a checkpoint (it rejects the flag: 'unsupported flags (0x2) in function qemuCheckpointCreateXML'). ` +
+            `Set quiesce: false; a checkpoint only starts tracking changes, it copies no data`);
+    }
+    if (failures.length) return { failures };
+    const spec: CheckpointSpec = { name: v.checkpointName, description: v.description, disks };
+    return { plan: { spec, xml: buildCheckpointXml(spec) }, failures };
+}
+
+// ---- reading a checkpoint back ------------------------------------------------
+
+interface Observed {
+    /** From the plain XML (with its domain). */
+    info: CheckpointInfo;
+    xml: string;
+    /** Per disk dirty bytes; undefined when not measured (domain not running). */
+    sizes?: Map<string, number | null>;
+    lineage: KeptCheckpoint[];
+}
+
+function notRunning(e: unknown): boolean {
+    return e instanceof LibvirtError && /domain is not running/.test(e.message);
+}
+
+async function dumpXml(virsh: Virsh, domain: string, name: string, extra: string[] = []): Promise<string> {
+    return virsh.run(["checkpoint-dumpxml", "--domain", domain, "--checkpointname", name, ...extra]);
+}
+
+async function observe(virsh: Virsh, domain: string, name: string, opts: { measure: boolean; version: LibvirtVersion }): Promise<Observed> {
+    const [xml, sized] = await Promise.all([
+        dumpXml(virsh, domain, name),
+        opts.measure
+            ? dumpXml(virsh, domain, name, ["--size", "--no-domain"]).catch((e) => { if (notRunning(e)) return undefined; throw e; })
+            : Promise.resolve(undefined),
+    ]);
+    const info = parseCheckpointXml(xml);
+    let sizes: Map<string, number | null> | undefined;
+    if (sized !== undefined) {
+        sizes = new Map();
+        for (const d of parseCheckpointXml(sized).disks) if (d.checkpoint === "bitmap") sizes.set(d.name, d.size ?? null);
+    }
+    return { info, xml, sizes, lineage: await lineageOf(virsh, domain, info.parent, opts.version) };
+}
+
+/** The ancestors' XML, oldest first. Without <domain> where libvirt allows it, to keep the state small. */
+async function lineageOf(virsh: Virsh, domain: string, parent: string | undefined, version: LibvirtVersion): Promise<KeptCheckpoint[]> {
+    const out: KeptCheckpoint[] = [];
+    const seen = new Set<string>();
+    for (let p = parent; p !== undefined && !seen.has(p) && seen.size < 1000;) {
+        seen.add(p);
+        let xml: string;
+        try {
+            xml = await dumpXml(virsh, domain, p, version.number >= REDEFINE_WITHOUT_DOMAIN ? ["--no-domain"] : []);
+        } catch (e) {
+            if (isKind(e, "checkpoint-not-found")) break; // deleted meanwhile: the chain ends here
+            throw e;
+        }
+        out.unshift({ name: p, xml });
+        p = parseCheckpointXml(xml).parent;
+    }
+    return out;
+}
+
+async function listCheckpoints(virsh: Virsh, domain: string): Promise<string[]> {
+    return (await virsh.run(["checkpoint-list", "--domain", domain, "--name"])).split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+function disksFrom(o: Observed, previous?: CheckpointDiskState[]): CheckpointDiskState[] {
+    return o.info.disks.map((d) => {
+        const mode = d.checkpoint === "no" ? "no" : "bitmap";
+        const before = previous?.find((p) => p.name === d.name)?.changedBytes ?? null;
+        return {
+            name: d.name,
+            checkpoint: mode,
+            bitmap: mode === "bitmap" ? d.bitmap ?? o.info.name : null,
+            changedBytes: mode === "no" ? null : o.sizes ? o.sizes.get(d.name) ?? null : before,
+        };
+    });
+}
+
+function outputsFrom(v: Inputs, o: Observed, version: string, extra: { probe: DomainProbe; adopted: boolean; restoredAt: string | null; previous?: DomainCheckpointOutputs }): DomainCheckpointOutputs {
+    const c = o.info;
+    const disks = disksFrom(o, extra.previous?.disks);
+    const measured = disks.filter((d) => d.changedBytes !== null);
+    return {
+        ...(v.connection ? { connection: v.connection } : {}),
+        domain: v.domain,
+        checkpointName: c.name,
+        ...(c.description !== undefined ? { description: c.description } : {}),
+        deletion: v.deletion,
+        domainName: extra.probe.info.name,
+        domainUuid: extra.probe.info.uuid,
+        creationTime: new Date(c.creationTime * 1000).toISOString(),
+        parent: c.parent ?? null,
+        disks,
+        // Not measurable at all (every bitmap missing or broken): null, never a reassuring 0.
+        changedBytes: o.sizes ? (measured.length ? measured.reduce((n, d) => n + d.changedBytes!, 0) : null) : extra.previous?.changedBytes ?? null,
+        changedBytesAt: o.sizes ? new Date().toISOString() : extra.previous?.changedBytesAt ?? null,
+        xml: o.xml,
+        lineage: o.lineage,
+        libvirtVersion: version,
+        adopted: extra.adopted,
+        restoredAt: extra.restoredAt,
+        declared: withoutConnection(v),
+    };
+}
+
+function withoutConnection(v: Inputs): Omit<Inputs, "connection"> {
+    const { connection: _c, ...rest } = v;
+    return rest;
+}
+
+/** How an existing checkpoint differs from the plan; empty when adopting is safe. */
+function differences(plan: CheckpointPlan, c: CheckpointInfo): string[] {
+    const out: string[] = [];
+    for (const d of plan.spec.disks) {
+        const have = c.disks.find((x) => x.name === d.name);
+        const mode = have?.checkpoint ?? "no";
+        if (mode !== d.checkpoint) out.push(`disk ${d.name} is '${mode}', declared '${d.checkpoint}'`);
+        else if (d.checkpoint === "bitmap" && (have?.bitmap ?? c.name) !== d.bitmap) out.push(`disk ${d.name} uses bitmap '${have?.bitmap}', declared '${d.bitmap}'`);
+    }
+    for (const have of c.disks) {
+        if (have.checkpoint === "bitmap" && !plan.spec.disks.some((d) => d.name === have.name)) out.push(`disk ${have.name} is 'bitmap', declared 'no'`);
+    }
+    return out;
+}
+
+// ---- restoring a lost record ---------------------------------------------------
+
+type Restore =
+    | { status: "present" }
+    | { status: "restored"; names: string[] }
+    | { status: "gone"; reason: string };
+
+/**
+ * Put libvirt's record of this checkpoint back from the kept XML, ancestors
+ * first (libvirt needs the parent to exist), but only where the bitmaps are
+ * still in the images: a checkpoint whose bitmap is gone is never resurrected.
+ * Call inside the domain lock.
+ */
+async function restoreRecord(virsh: Virsh, probe: DomainProbe, kept: { checkpointName: string; xml?: string; lineage?: KeptCheckpoint[] }): Promise<Restore> {
+    const domain = probe.info.uuid;
+    const existing = new Set(await listCheckpoints(virsh, domain));
+    if (existing.has(kept.checkpointName)) return { status: "present" };
+    if (!kept.xml) return { status: "gone", reason: "the state holds no checkpoint XML to restore it from" };
+    const chain = [...(kept.lineage ?? []), { name: kept.checkpointName, xml: kept.xml }];
+    let parent: string | undefined;
+    const names: string[] = [];
+    for (const [i, entry] of chain.entries()) {
+        if (existing.has(entry.name)) { parent = entry.name; continue; }
+        // Re-parent onto the nearest ancestor that exists: one whose bitmap is gone stays gone.
+        const result = await redefineIfBitmapsExist(virsh, probe, withCheckpointParent(entry.xml, parent));
+        if (result === true) { names.push(entry.name); parent = entry.name; }
+        else if (i === chain.length - 1) return { status: "gone", reason: result };
+    }
+    return { status: "restored", names };
+}
+
+/** true when redefined; else why not (the bitmaps are not in the images). */
+async function redefineIfBitmapsExist(virsh: Virsh, probe: DomainProbe, xml: string): Promise<true | string> {
+    const domain = probe.info.uuid;
+    const redefine = ["checkpoint-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"];
+    if (probe.active) {
+        const validate = probe.version.number >= REDEFINE_VALIDATE;
+        try {
+            await virsh.run([...redefine, ...(validate ? ["--redefine-validate"] : [])], { stdin: xml });
+            return true;
+        } catch (e) {
+            if (e instanceof LibvirtError && /checkpoint inconsistent|missing or broken bitmap/.test(e.message)) return e.message.split("\n")[0]!;
+            if (notRunning(e)) return redefineIfBitmapsExist(virsh, { ...probe, active: false, state: "shut off" }, xml);
+            throw e;
+        }
+    }
+    const missing = await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(xml));
+    if (missing.length) return missing.join("; ");
+    await virsh.run(redefine, { stdin: xml });
+    return true;
+}
+
+/**
+ * A shut-off domain's images, read with `qemu-img info -U` on the libvirt host
+ * (through the same transport and sudo as virsh): which of the checkpoint's
+ * bitmaps are missing or marked in-use (inconsistent).
+ */
+async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: CheckpointInfo): Promise<string[]> {
+    const missing: string[] = [];
+    for (const d of c.disks) {
+        if (d.checkpoint !== "bitmap") continue;
+        const disk = probe.info.disks.find((x) => x.target === d.name);
+        if (!disk) continue; // detached since: libvirt tolerates that too
+        const bitmap = d.bitmap ?? c.name;
+        if (!disk.source || (disk.type !== "file" && disk.type !== "block")) {
+            throw new LibvirtError("unsupported",
+                `cannot check whether bitmap '${bitmap}' is still in disk ${d.name} of the shut-off domain '${probe.info.name}': it is a ${disk.type} disk. ` +
+                `Start the domain and try again, so libvirt can check it`);
+        }
+        const argv = [...(virsh.connection.sudo ? ["sudo", "-n"] : []), "env", "LC_ALL=C", "qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", disk.source];
+        const r = await virsh.transport.exec(argv, { timeoutMs: 60_000 });
+        if (r.code !== 0) {
+            throw new LibvirtError("failed",
+                `cannot check whether bitmap '${bitmap}' is still in ${disk.source} (domain '${probe.info.name}' is shut off, so libvirt can't): ` +
+                `${r.stderr.trim() || `qemu-img exited with ${r.code}`}. Start the domain and try again`, { command: argv.join(" "), exitCode: r.code, stderr: r.stderr });
+        }
+        type Img = { "format-specific"?: { data?: { bitmaps?: Array<{ name: string; flags?: string[] }> } } };
+        const images = JSON.parse(r.stdout) as Img[];
+        const found = images.flatMap((img) => img["format-specific"]?.data?.bitmaps ?? []).find((b) => b.name === bitmap);
+        if (!found) missing.push(`bitmap '${bitmap}' is not in disk ${d.name} (${disk.source})`);
+        else if (found.flags?.includes("in-use")) missing.push(`bitmap '${bitmap}' of disk ${d.name} is marked in-use (inconsistent: qemu did not close it cleanly)`);
+    }
+    return missing;
+}
+
+// ---- the provider ------------------------------------------------------------
+
+async function hostCaps(virsh: Virsh): Promise<HostCaps> {
+    try {
+        const out = await virsh.run(["domcapabilities"], { timeoutMs: 60_000 });
+        const m = /<backup supported='(yes|no)'/.exec(out);
+        return { backup: m ? (m[1] as "yes" | "no") : "unknown" };
+    } catch {
+        return { backup: "unknown" }; // the other checks still run; create reports what libvirt says
+    }
+}
+
+const REPLACE_KEYS = ["domain", "checkpointName", "disks", "quiesce"] as const;
+const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds"] as const;
+
+/** The schema's defaults, for comparing inputs that don't validate yet (unknowns at preview). */
+function schemaDefaults(): Partial<Inputs> {
+    const r = DomainCheckpointSchema.safeParse({ domain: "d", checkpointName: "c" });
+    const { domain: _d, checkpointName: _c, ...defaults } = r.success ? r.data : ({} as Partial<Inputs>);
+    return defaults;
+}
+
+/** Would these inputs create a checkpoint (first time, or a replacement)? Else check has nothing to ask the host. */
+function createsCheckpoint(olds: Record<string, unknown>, v: Inputs): boolean {
+    const o = parseInputs(DomainCheckpointSchema, olds, { allowUnknowns: false });
+    if (!o.ok) return true;
+    if (targetOf(resolveConnectionQuiet(o.value.connection)) !== targetOf(resolveConnectionQuiet(v.connection))) return true;
+    return REPLACE_KEYS.some((k) => !same(o.value[k], v[k]));
+}
+
+function resolveConnectionQuiet(c: Connection | undefined): Connection | undefined {
+    try { return resolveConnection(c); } catch { return c; }
+}
+
+export const domainCheckpoint = {
+    async check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+        const r = parseInputs(DomainCheckpointSchema, news, { allowUnknowns: true });
+        if (!r.ok) return { inputs: news, failures: r.failures };
+        // The host is asked only about what is known, and only when a checkpoint would be created.
+        if (["connection", "domain", "checkpointName", "disks", "quiesce"].some((k) => containsUnknown(news[k]))) return { inputs: news };
+        const v = r.value;
+        let virsh: Virsh;
+        try { virsh = virshFor(v); } catch (e) { if (e instanceof InputError) return { inputs: news, failures: e.failures }; throw e; }
+        if (Object.keys(olds ?? {}).length > 0 && !createsCheckpoint(olds, v)) return { inputs: news };
+        let probe: DomainProbe;
+        let caps: HostCaps;
+        try {
+            [probe, caps] = await Promise.all([probeDomain(virsh, v.domain), hostCaps(virsh)]);
+        } catch (e) {
+            if (isKind(e, "domain-not-found")) return { inputs: news, failures: [{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}` }] };
+            return { inputs: news, failures: [{ property: "connection", reason: `cannot check the checkpoint against ${virsh.where}: ${messageOf(e)}` }] };
+        }
+        const { failures } = planCheckpoint(v, probe, caps);
+        return { inputs: news, failures };
+    },
+
+    async diff(_id: string, olds: DomainCheckpointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+        const r = parseInputs(DomainCheckpointSchema, news, { allowUnknowns: true });
+        // At preview some values may be unknown; compare what is known, and treat an unknown as a change.
+        const v = (r.ok ? r.value : { ...schemaDefaults(), ...news }) as Record<string, unknown>;
+        const old = (olds.declared ?? {}) as Record<string, unknown>;
+        const replaces: string[] = [];
+        for (const k of REPLACE_KEYS) {
+            const nv = containsUnknown(news[k]) ? UNKNOWN : v[k];
+            if (k === "domain" && typeof nv === "string" && sameDomain(olds, nv)) continue;
+            if (!same(old[k], nv)) replaces.push(k);
+        }
+        const newConn = (containsUnknown(news.connection) ? undefined : v.connection) as Connection | undefined;
+        if (containsUnknown(news.connection) || targetOf(resolveConnection(olds.connection)) !== targetOf(resolveConnection(newConn))) replaces.push("connection");
+        const updates = UPDATE_KEYS.filter((k) => !same(old[k], containsUnknown(news[k]) ? UNKNOWN : v[k]));
+        // New credentials change nothing on the host; an update only records them for later operations.
+        const credentialsChanged = !same(olds.connection, newConn);
+
+        // A checkpoint whose record libvirt lost is put back from the state when its
+        // bitmaps are still there; only one whose bitmaps are gone is planned anew.
+        // Outputs without the XML come from a create that was cut off (an init failure): update checks the host and finishes it.
+        const partial = !olds.xml;
+        if (!replaces.length && !partial && olds.domainUuid && olds.checkpointName) {
+            const virsh = virshFor({ connection: olds.connection, timeoutSeconds: olds.declared?.timeoutSeconds });
+            try {
+                await withDomainLock(lockKey(olds), async () => {
+                    try {
+                        await virsh.run(["checkpoint-info", "--domain", olds.domainUuid, "--checkpointname", olds.checkpointName], { timeoutMs: 60_000 });
+                        return;
+                    } catch (e) {
+                        if (!isKind(e, "checkpoint-not-found")) throw e;
+                    }
+                    const probe = await probeDomain(virsh, olds.domainUuid);
+                    const restored = await restoreRecord(virsh, probe, olds);
+                    if (restored.status === "gone") replaces.push("checkpointName");
+                });
+            } catch (e) {
+                if (isKind(e, "domain-not-found")) replaces.push("domain");
+                // An unreachable host is not a diff: the operation that needs the host reports it.
+            }
+        }
+        const sameSpot = !replaces.includes("connection") && typeof v.domain === "string" && sameDomain(olds, v.domain) && olds.checkpointName === v.checkpointName;
+        return {
+            changes: replaces.length > 0 || updates.length > 0 || credentialsChanged || partial,
+            replaces,
+            // The replacement would have the same name on the same domain: the old one must go first.
+            deleteBeforeReplace: replaces.length > 0 && sameSpot,
+        };
+    },
+
+    async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
+        const v = parseOrThrow(DomainCheckpointSchema, news);
+        const virsh = virshFor(v);
+        return withDomainLock(lockKey(v), async () => {
+            const outs = await createLocked(v, virsh);
+            return { id: `${outs.domainUuid}/${outs.checkpointName}`, outs };
+        });
+    },
+
+    async read(id: string, props: DomainCheckpointOutputs): Promise<pulumi.dynamic.ReadResult> {
+        const virsh = virshFor(props);
+        return withDomainLock(lockKey(props), async () => {
+            let probe: DomainProbe;
+            try {
+                probe = await probeDomain(virsh, props.domainUuid || props.domain);
+            } catch (e) {
+                // Gone from the host: an empty id makes refresh drop the resource.
+                if (isKind(e, "domain-not-found")) return { id: "", props: {} };
+                throw e;
+            }
+            const restored = await restoreRecord(virsh, probe, props);
+            if (restored.status === "gone") return { id: "", props: {} };
+            const v = { ...props.declared, connection: props.connection } as Inputs;
+            const observed = await observe(virsh, probe.info.uuid, props.checkpointName, { measure: probe.active, version: probe.version });
+            const restoredAt = restored.status === "restored" ? new Date().toISOString() : props.restoredAt ?? null;
+            return { id, props: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: props.adopted, restoredAt, previous: props }) };
+        });
+    },
+
+    async update(_id: string, olds: DomainCheckpointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+        const v = parseOrThrow(DomainCheckpointSchema, news);
+        const virsh = virshFor(v);
+        return withDomainLock(lockKey(v), async () => {
+            const probe = await probeDomain(virsh, olds.domainUuid);
+            const restored = await restoreRecord(virsh, probe, olds);
+            // An earlier create was cut off before libvirt made the checkpoint (an init failure): finish the job.
+            if (restored.status === "gone" && !olds.xml) return { outs: await createLocked(v, virsh) };
+            if (restored.status === "gone") {
+                throw new LibvirtError("checkpoint-not-found",
+                    `checkpoint '${olds.checkpointName}' of domain '${probe.info.name}' is gone and can't be restored (${restored.reason}). ` +
+                    `Run pulumi refresh, then pulumi up to create it again.`);
+            }
+            if (!same(olds.description, v.description)) await redefineDescription(virsh, probe.info.uuid, olds.checkpointName, v.description);
+            const observed = await observe(virsh, probe.info.uuid, olds.checkpointName, { measure: probe.active, version: probe.version });
+            const restoredAt = restored.status === "restored" ? new Date().toISOString() : olds.restoredAt ?? null;
+            return { outs: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: olds.adopted, restoredAt, previous: olds }) };
+        });
+    },
+
+    async delete(_id: string, props: DomainCheckpointOutputs): Promise<void> {
+        const virsh = virshFor(props);
+        const name = props.checkpointName;
+        await withDomainLock(lockKey(props), async () => {
+            let probe: DomainProbe;
+            try {
+                probe = await probeDomain(virsh, props.domainUuid || props.domain);
+            } catch (e) {
+                if (isKind(e, "domain-not-found")) return; // the domain is gone, and its checkpoints with it
+                throw e;
+            }
+            const domain = probe.info.uuid;
+            const exists = (await listCheckpoints(virsh, domain)).includes(name);
+            if (props.deletion === "metadata") {
+                if (exists) await virsh.run(["checkpoint-delete", "--domain", domain, "--checkpointname", name, "--metadata"]);
+                return;
+            }
+            if (!probe.active) {
+                // A lost record whose bitmaps are gone too is already deleted; anything else needs a running domain.
+                if (!exists && props.xml) {
+                    const missing = await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(props.xml));
+                    if (missing.length) return;
+                } else if (!exists) return;
+                throw new LibvirtError("unsupported",
+                    `cannot delete checkpoint '${name}' of domain '${probe.info.name}': the domain is ${probe.state}, and libvirt ${probe.version.libvirt} removes a checkpoint's bitmaps ` +
+                    `only while the domain runs ('cannot delete checkpoint for inactive domain'). Nothing was changed. ` +
+                    `Start the domain and run destroy again, or set deletion: 'metadata' to drop only libvirt's record and leave the bitmaps in the image.`);
+            }
+            if (!exists) {
+                // libvirt lost the record: put it back so the bitmaps are removed, not leaked.
+                const restored = await restoreRecord(virsh, probe, props);
+                if (restored.status === "gone") return; // already gone
+            }
+            try {
+                // Never --children: each checkpoint resource deletes only itself; libvirt re-parents the children.
+                await virsh.run(["checkpoint-delete", "--domain", domain, "--checkpointname", name]);
+            } catch (e) {
+                if (isKind(e, "checkpoint-not-found")) return;
+                if (e instanceof LibvirtError && /bitmap '.*' not found in backing chain/.test(e.message)) {
+                    // The bitmap vanished behind libvirt's back: only the record is left to drop.
+                    await virsh.run(["checkpoint-delete", "--domain", domain, "--checkpointname", name, "--metadata"]);
+                    return;
+                }
+                throw e;
+            }
+        });
+    },
+};
+
+/**
+ * Create the checkpoint and read it back (the caller holds the domain's lock).
+ * When the connection is lost or a call times out, whether libvirt made the
+ * checkpoint is unknown: the error then carries the resource's id and what is
+ * known (an init failure), so Pulumi keeps it in the state, the next
+ * `pulumi up` checks the host and finishes the job, and `pulumi destroy`
+ * removes it if it exists.
+ */
+async function createLocked(v: Inputs, virsh: Virsh): Promise<DomainCheckpointOutputs> {
+    const [probe, caps] = await Promise.all([probeDomain(virsh, v.domain), hostCaps(virsh)]);
+    const { plan, failures } = planCheckpoint(v, probe, caps);
+    if (!plan) throw new InputError(failures);
+    const domain = probe.info.uuid;
+    const unknownOutcome = (e: unknown, what: string): unknown => {
+        if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return undefined;
+        const partial: Partial<DomainCheckpointOutputs> = {
+            ...(v.connection ? { connection: v.connection } : {}), domain: v.domain, checkpointName: v.checkpointName, deletion: v.deletion,
+            domainName: probe.info.name, domainUuid: domain, libvirtVersion: probe.version.libvirt, adopted: false, restoredAt: null, declared: withoutConnection(v),
+        };
+        const message = `${messageOf(e)}\n  ${what}: whether checkpoint '${v.checkpointName}' of domain '${probe.info.name}' exists now is unknown. ` +
+            `Pulumi keeps it in the state: the next pulumi up checks the host and finishes (or re-creates) it, and pulumi destroy removes it if it exists.`;
+        return Object.assign(new LibvirtError((e as LibvirtError).kind, message), { id: `${domain}/${v.checkpointName}`, properties: partial, reasons: [message] });
+    };
+    let adopted = false;
+    try {
+        await virsh.run(["checkpoint-create", "--domain", domain, "--xmlfile", "/dev/stdin"], { stdin: plan.xml });
+    } catch (e) {
+        if (e instanceof LibvirtError && /Bitmap already exists/i.test(e.message)) {
+            throw new LibvirtError("already-exists",
+                `a disk image of domain '${probe.info.name}' already holds a dirty bitmap named '${v.checkpointName}', but libvirt has no checkpoint '${v.checkpointName}': ` +
+                `its record was lost (was the domain undefined and defined again?). Nothing was created. If a DomainCheckpoint in this stack recorded it, ` +
+                `'pulumi refresh' restores the record from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
+                `'qemu-img bitmap --remove IMAGE ${v.checkpointName}' while the domain is shut off.`, { command: e.command ?? "", stderr: e.stderr });
+        }
+        if (!(isKind(e, "already-exists") && /domain moment .* already exists/.test(e.message))) {
+            throw unknownOutcome(e, "the create was cut off") ?? await explainFailedCreate(virsh, domain, v.checkpointName, e);
+        }
+        if (!v.adopt) {
+            throw new LibvirtError("already-exists",
+                `checkpoint '${v.checkpointName}' already exists on domain '${probe.info.name}' (${virsh.where}). ` +
+                `Set adopt: true to take it over, or choose another checkpointName.`, { command: e.command ?? "", stderr: e.stderr });
+        }
+        const existing = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName));
+        const diffs = differences(plan, existing);
+        if (diffs.length) {
+            throw new LibvirtError("already-exists",
+                `cannot adopt checkpoint '${v.checkpointName}' of domain '${probe.info.name}': it differs from what is declared: ${diffs.join("; ")}. ` +
+                `Change the declaration to match, or choose another checkpointName.`);
+        }
+        adopted = true;
+        if (v.description !== undefined && existing.description !== v.description) await redefineDescription(virsh, domain, v.checkpointName, v.description);
+    }
+    let observed: Observed;
+    try {
+        observed = await observe(virsh, domain, v.checkpointName, { measure: true, version: probe.version });
+    } catch (e) {
+        throw unknownOutcome(e, `the checkpoint was ${adopted ? "adopted" : "created"}, but reading it back failed`) ?? new LibvirtError("failed",
+            `checkpoint '${v.checkpointName}' was ${adopted ? "adopted" : "created"} on domain '${probe.info.name}', but reading it back failed: ${messageOf(e)}. ` +
+            `It exists on the host; run the update again with adopt: true to take it over.`);
+    }
+    return outputsFrom(v, observed, probe.version.libvirt, { probe, adopted, restoredAt: null });
+}
+
+async function redefineDescription(virsh: Virsh, domain: string, name: string, text: string | undefined): Promise<void> {
+    // --security-info: the record libvirt keeps is the secure one; don't strip it by redefining.
+    const xml = await dumpXml(virsh, domain, name, ["--security-info"]);
+    await virsh.run(["checkpoint-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"], { stdin: withDescription(xml, "domaincheckpoint", text) });
+}
+
+/** After a failed create, say whether anything was left behind. */
+async function explainFailedCreate(virsh: Virsh, domain: string, name: string, e: unknown): Promise<unknown> {
+    if (!(e instanceof LibvirtError) || e.kind === "invalid") return e;
+    try {
+        await virsh.run(["checkpoint-info", "--domain", domain, "--checkpointname", name], { timeoutMs: 60_000 });
+        return new LibvirtError(e.kind, `${e.message}\n  libvirt still lists checkpoint '${name}' after the failure; refresh, or delete it with virsh checkpoint-delete before retrying`);
+    } catch (probe) {
+        if (isKind(probe, "checkpoint-not-found")) {
+            const [first, ...rest] = e.message.split("\n");
+            return new LibvirtError(e.kind, [first, `  no checkpoint '${name}' was left behind.`, ...rest].join("\n"));
+        }
+        return e;
+    }
+}
+
+export const __testing = { planCheckpoint, differences, describeTarget };
