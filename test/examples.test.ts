@@ -1,0 +1,76 @@
+// Every example program runs in CI without the Pulumi CLI: its own code under
+// setMocks, each dynamic resource forwarded (with the SDK-serialized provider)
+// to the real dynamic-provider server and the real lab, then deleted in reverse
+// order (test/support/run-example.ts). So the examples can't rot.
+import * as assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { PACKAGE_ROOT } from "./harness/engine";
+import { virshOk } from "./support/lab";
+import { extraTranscripts } from "./support/secrets-hook";
+
+interface Result { project: string; created: Array<{ type: string; name: string; id: string; outs: Record<string, unknown>; ran: boolean }>; }
+
+function runExample(dir: string, args: string[] = []): Promise<Result> {
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "example-")), "result.json");
+    return new Promise((resolve, reject) => {
+        execFile(process.execPath, [path.join(PACKAGE_ROOT, ".build/test/support/run-example.js"), dir, out, ...args], { timeout: 240_000 }, (err, _stdout, stderr) => {
+            if (fs.existsSync(`${out}.transcript`)) extraTranscripts.push(...JSON.parse(fs.readFileSync(`${out}.transcript`, "utf8")) as string[]);
+            extraTranscripts.push(stderr);
+            if (err) return reject(new Error(`${dir} failed: ${stderr || err.message}`));
+            resolve(JSON.parse(fs.readFileSync(out, "utf8")) as Result);
+        });
+    });
+}
+
+const snapshotsOf = async (d: string) => (await virshOk(["snapshot-list", "--domain", d, "--name"])).split("\n").filter(Boolean);
+const checkpointsOf = async (d: string) => (await virshOk(["checkpoint-list", "--domain", d, "--name"])).split("\n").filter(Boolean);
+
+describe("examples (run under mocks against the real provider and lab)", function () {
+    this.timeout(300_000);
+    const examples = fs.readdirSync(path.join(PACKAGE_ROOT, "examples")).filter((d) => fs.existsSync(path.join(PACKAGE_ROOT, "examples", d, "Pulumi.yaml")));
+
+    it("has the three documented examples, each with its own Pulumi.yaml, and the root Pulumi.yaml runs the quickstart", () => {
+        for (const e of ["quickstart", "pre-upgrade", "checkpoint-and-backup"]) assert.ok(examples.includes(e), `examples/${e}`);
+        const root = fs.readFileSync(path.join(PACKAGE_ROOT, "Pulumi.yaml"), "utf8");
+        assert.match(root, /^main: examples\/quickstart\/index\.ts$/m);
+    });
+
+    it("quickstart: one DomainSnapshot on the lab, removed again", async () => {
+        const r = await runExample("examples/quickstart");
+        assert.equal(r.created.length, 1);
+        const s = r.created[0]!;
+        assert.equal(s.type, "pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot");
+        assert.equal(s.outs.snapshotName, "before-upgrade");
+        assert.equal(s.outs.domainName, "lab-idle");
+        assert.equal(s.outs.memory, "internal");
+        assert.match(String(s.outs.__provider), /require\("pulumi-libvirt-snapshots\/impl"\)/);
+        assert.deepEqual(await snapshotsOf("lab-idle"), []);
+    });
+
+    it("pre-upgrade with rollback: a RestorePoint, the upgrade step after it, then a SnapshotRevert", async () => {
+        const r = await runExample("examples/pre-upgrade", ["--config", "rollback=true"]);
+        assert.deepEqual(r.created.map((c) => c.type), [
+            "pulumi-nodejs:dynamic/libvirt-snapshots:RestorePoint",
+            "command:remote:Command",
+            "pulumi-nodejs:dynamic/libvirt-snapshots:SnapshotRevert",
+        ]);
+        const [rp, cmd, revert] = r.created;
+        assert.deepEqual((rp!.outs.snapshots as Array<Record<string, unknown>>).map((s) => s.domainName), ["lab-idle"]);
+        assert.equal(cmd!.ran, false, "the remote command is @pulumi/command's, echoed by the mock");
+        assert.equal(revert!.outs.domainState, "running");
+        assert.ok(Date.parse(String(revert!.outs.revertedAt)) > 0);
+        assert.deepEqual(await snapshotsOf("lab-idle"), []);
+        assert.equal((await virshOk(["domstate", "--domain", "lab-idle"])).trim(), "running");
+    });
+
+    it("checkpoint-and-backup: a checkpoint whose changedBytes is reported, removed again", async () => {
+        const r = await runExample("examples/checkpoint-and-backup");
+        const cp = r.created.find((c) => c.type === "pulumi-nodejs:dynamic/libvirt-snapshots:DomainCheckpoint");
+        assert.ok(cp, JSON.stringify(r.created.map((c) => c.type)));
+        assert.equal(typeof cp.outs.changedBytes, "number");
+        assert.deepEqual(await checkpointsOf(String(cp.outs.domainName)), []);
+    });
+});
