@@ -383,11 +383,11 @@ ensure_sudo_user() {
     did "created user $SUDO_USER_NAME"
   fi
   if [[ ! -s $pwfile ]]; then
-    local pw; pw=$(rand_secret)
-    printf '%s:%s\n' "$SUDO_USER_NAME" "$pw" | chpasswd
-    (umask 077; printf '%s' "$pw" >"$pwfile")
-    did "set $SUDO_USER_NAME's password"
+    (umask 077; rand_secret >"$pwfile")
+    did "chose $SUDO_USER_NAME's password"
   fi
+  # Every time: another checkout's lab on this machine may have set its own.
+  printf '%s:%s\n' "$SUDO_USER_NAME" "$(cat "$pwfile")" | chpasswd
   chmod 600 "$pwfile"
   # Only virsh, only as root, no password: the provider runs 'sudo -n virsh ...'.
   local tmp; tmp=$(mktemp /tmp/lab-sudoers.XXXXXX)
