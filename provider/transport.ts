@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Client, type ConnectConfig, type ClientChannel } from "ssh2";
+import type { Client, ConnectConfig, ClientChannel } from "ssh2";
 import { Connection, DEFAULTS, describeTarget, poolKeyOf, secretsOf, type Proxy } from "./connection";
 import { LibvirtError, redact } from "./errors";
 import { verifyHostKey, type Verdict } from "./hostkeys";
@@ -191,7 +191,9 @@ function dialFailureOf(e: Error & { level?: string }, s: Settings, port: number)
 /** Open one authenticated SSH client, checking the host key first. */
 function dialOnce(s: Settings, sock: NodeJS.ReadableStream | undefined, onReady: () => void): Promise<Client> {
     return new Promise((resolve, reject) => {
-        const client = new Client();
+        // Loaded on first use: ssh2 and its dependencies cost ~4 MB of RSS that a local-only provider doesn't need.
+        const { Client: SshClient } = require("ssh2") as typeof import("ssh2");
+        const client = new SshClient();
         let verdict: Verdict | undefined;
         const port = s.port ?? DEFAULTS.port;
         const timeoutMs = (s.perDialTimeout ?? DEFAULTS.perDialTimeout) * 1000;
