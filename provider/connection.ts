@@ -12,9 +12,15 @@ export const CONFIG_NAMESPACE = "libvirt-snapshots";
 
 const noControl = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 
+/** An unpaired UTF-16 surrogate has no UTF-8 form: Node writes it as U+FFFD, so the host would get another string. */
+export const LONE_SURROGATE = /\p{Cs}/u;
+export const NOT_UNICODE = "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so libvirt would get U+FFFD instead";
+const validUnicode = (s: string) => !LONE_SURROGATE.test(s);
+
 const hostName = z.string()
     .min(1, { error: "must not be empty" })
     .refine(noControl, { error: "must not contain control characters" })
+    .refine(validUnicode, { error: NOT_UNICODE })
     .refine((s) => !/\s/.test(s), { error: "must not contain whitespace" })
     .refine((s) => !s.startsWith("-"), { error: "must not start with '-'" })
     .refine((s) => !/[@/]/.test(s), { error: "must be a host name or address, without user@ or a path" });
@@ -24,7 +30,12 @@ const userName = z.string()
     .max(64, { error: "must be at most 64 characters" })
     .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/, { error: "must be a POSIX user name (letters, digits, '_', '.', '-', not starting with '-')" });
 
-const secretText = z.string().refine((s) => !s.includes("\u0000"), { error: "must not contain NUL" });
+const secretText = z.string()
+    .refine((s) => !s.includes("\u0000"), { error: "must not contain NUL" })
+    .refine(validUnicode, { error: NOT_UNICODE });
+const localPath = z.string().min(1)
+    .refine(noControl, { error: "must not contain control characters" })
+    .refine(validUnicode, { error: NOT_UNICODE });
 
 const hostKeyText = z.string().trim()
     .regex(/^(SHA256:[A-Za-z0-9+/]{43}=?|(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,2}( [^\n]*)?)$/, {
@@ -41,9 +52,9 @@ const sshFields = {
     password: secretText.optional(),
     privateKey: secretText.optional(),
     privateKeyPassword: secretText.optional(),
-    agentSocketPath: z.string().min(1).refine(noControl, { error: "must not contain control characters" }).optional(),
+    agentSocketPath: localPath.optional(),
     hostKey: hostKeyText.optional(),
-    knownHostsPath: z.string().min(1).refine(noControl, { error: "must not contain control characters" }).optional(),
+    knownHostsPath: localPath.optional(),
     insecureIgnoreHostKey: z.boolean().optional(),
     dialErrorLimit: z.number().int().min(1, { error: "must be at least 1" }).max(100, { error: "must be at most 100" }).optional(),
     perDialTimeout: z.number().int().min(1, { error: "must be at least 1 (seconds)" }).max(600, { error: "must be at most 600 (seconds)" }).optional(),
@@ -60,6 +71,7 @@ export const ConnectionSchema = z.strictObject({
     libvirtUri: z.string()
         .regex(/^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s]*$/, { error: "must be a libvirt URI such as qemu:///system or qemu+ssh://host/system" })
         .refine(noControl, { error: "must not contain control characters" })
+        .refine(validUnicode, { error: NOT_UNICODE })
         .optional(),
     sudo: z.boolean().optional(),
 });

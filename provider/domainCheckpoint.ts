@@ -7,17 +7,17 @@
 // record back with `checkpoint-create --redefine` instead of planning a new one.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, UNKNOWN, describeTarget, targetOf, type Connection } from "./connection";
+import { ConnectionSchema, describeTarget, type Connection } from "./connection";
 import { LibvirtError, isKind, messageOf } from "./errors";
 import { probeDomain, VERSIONS, type DomainProbe } from "./host";
-import { InputError, domainRef, description, momentName, parseInputs, resolveConnection, timeoutSeconds, type CheckFailure } from "./inputs";
+import { InputError, domainRef, description, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "./inputs";
 import { withDomainLock } from "./locks";
 import { Virsh, type LibvirtVersion } from "./virsh";
 import {
     buildCheckpointXml, parseCheckpointXml, withCheckpointParent, withDescription,
     type CheckpointInfo, type CheckpointSpec,
 } from "./xml";
-import { containsUnknown, lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
+import { compareInputs, containsUnknown, replacesPrevious, lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
 
 /** `checkpoint-create --redefine-validate` arrived in 6.10. */
 const REDEFINE_VALIDATE = 6_010_000;
@@ -405,25 +405,6 @@ async function hostCaps(virsh: Virsh): Promise<HostCaps> {
 const REPLACE_KEYS = ["domain", "checkpointName", "disks", "quiesce"] as const;
 const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds"] as const;
 
-/** The schema's defaults, for comparing inputs that don't validate yet (unknowns at preview). */
-function schemaDefaults(): Partial<Inputs> {
-    const r = DomainCheckpointSchema.safeParse({ domain: "d", checkpointName: "c" });
-    const { domain: _d, checkpointName: _c, ...defaults } = r.success ? r.data : ({} as Partial<Inputs>);
-    return defaults;
-}
-
-/** Would these inputs create a checkpoint (first time, or a replacement)? Else check has nothing to ask the host. */
-function createsCheckpoint(olds: Record<string, unknown>, v: Inputs): boolean {
-    const o = parseInputs(DomainCheckpointSchema, olds, { allowUnknowns: false });
-    if (!o.ok) return true;
-    if (targetOf(resolveConnectionQuiet(o.value.connection)) !== targetOf(resolveConnectionQuiet(v.connection))) return true;
-    return REPLACE_KEYS.some((k) => !same(o.value[k], v[k]));
-}
-
-function resolveConnectionQuiet(c: Connection | undefined): Connection | undefined {
-    try { return resolveConnection(c); } catch { return c; }
-}
-
 export const domainCheckpoint = {
     async check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         const r = parseInputs(DomainCheckpointSchema, news, { allowUnknowns: true });
@@ -433,7 +414,7 @@ export const domainCheckpoint = {
         const v = r.value;
         let virsh: Virsh;
         try { virsh = virshFor(v); } catch (e) { if (e instanceof InputError) return { inputs: news, failures: e.failures }; throw e; }
-        if (Object.keys(olds ?? {}).length > 0 && !createsCheckpoint(olds, v)) return { inputs: news };
+        if (Object.keys(olds ?? {}).length > 0 && !replacesPrevious(DomainCheckpointSchema, olds, v, REPLACE_KEYS)) return { inputs: news };
         let probe: DomainProbe;
         let caps: HostCaps;
         try {
@@ -447,21 +428,7 @@ export const domainCheckpoint = {
     },
 
     async diff(_id: string, olds: DomainCheckpointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
-        const r = parseInputs(DomainCheckpointSchema, news, { allowUnknowns: true });
-        // At preview some values may be unknown; compare what is known, and treat an unknown as a change.
-        const v = (r.ok ? r.value : { ...schemaDefaults(), ...news }) as Record<string, unknown>;
-        const old = (olds.declared ?? {}) as Record<string, unknown>;
-        const replaces: string[] = [];
-        for (const k of REPLACE_KEYS) {
-            const nv = containsUnknown(news[k]) ? UNKNOWN : v[k];
-            if (k === "domain" && typeof nv === "string" && sameDomain(olds, nv)) continue;
-            if (!same(old[k], nv)) replaces.push(k);
-        }
-        const newConn = (containsUnknown(news.connection) ? undefined : v.connection) as Connection | undefined;
-        if (containsUnknown(news.connection) || targetOf(resolveConnection(olds.connection)) !== targetOf(resolveConnection(newConn))) replaces.push("connection");
-        const updates = UPDATE_KEYS.filter((k) => !same(old[k], containsUnknown(news[k]) ? UNKNOWN : v[k]));
-        // New credentials change nothing on the host; an update only records them for later operations.
-        const credentialsChanged = !same(olds.connection, newConn);
+        const { v, replaces, updates, credentialsChanged } = compareInputs(DomainCheckpointSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
 
         // A checkpoint whose record libvirt lost is put back from the state when its
         // bitmaps are still there; only one whose bitmaps are gone is planned anew.

@@ -5,14 +5,14 @@
 import * as path from "node:path";
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, UNKNOWN, describeTarget, targetOf, type Connection } from "./connection";
+import { ConnectionSchema, describeTarget, type Connection } from "./connection";
 import { LibvirtError, isKind, messageOf } from "./errors";
 import { probeDomain, VERSIONS, type DomainProbe } from "./host";
-import { InputError, domainRef, description, failuresOf, hostPath, momentName, parseInputs, resolveConnection, timeoutSeconds, type CheckFailure } from "./inputs";
+import { InputError, domainRef, description, failuresOf, hostPath, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "./inputs";
 import { withDomainLock } from "./locks";
 import { Virsh } from "./virsh";
 import { buildSnapshotXml, parseSnapshotXml, withDescription, type SnapshotInfo, type SnapshotSpec } from "./xml";
-import { lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
+import { compareInputs, lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -178,6 +178,10 @@ export function planSnapshot(v: Inputs, probe: DomainProbe): { plan?: Plan; fail
         fail("live", "live snapshots are only possible for full-system external snapshots of a running domain (kind: 'external', memory: 'external')");
     }
     if (v.halt && !running) fail("halt", `domain '${dom.name}' is already ${probe.state}`);
+    if (probe.checkpointsWhileOff.length) {
+        fail("domain", `domain '${dom.name}' is ${probe.state} and has checkpoints (${probe.checkpointsWhileOff.join(", ")}): libvirt ${probe.version.libvirt} takes no snapshot of it then ` +
+            `('cannot perform block operations while checkpoint exists'). Take the snapshot while the domain runs, or delete its checkpoints first`);
+    }
     if (kind === "external" && v.deletion === "delete" && probe.version.number < VERSIONS.externalSnapshotDelete) {
         fail("kind", `libvirt ${probe.version.libvirt} can't delete external snapshots (9.0 or newer can), so pulumi destroy would fail. Use deletion: 'metadata', or kind: 'internal'`);
     }
@@ -295,24 +299,7 @@ export const domainSnapshot = {
     },
 
     async diff(_id: string, olds: DomainSnapshotOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
-        const r = parseInputs(DomainSnapshotSchema, news, { allowUnknowns: true });
-        // At preview some values may be unknown; compare what is known, and treat an unknown as a change.
-        const v = (r.ok ? r.value : news) as Record<string, unknown>;
-        const old = (olds.declared ?? {}) as Record<string, unknown>;
-        const replaces: string[] = [];
-        for (const k of REPLACE_KEYS) {
-            const nv = news[k] === UNKNOWN ? UNKNOWN : v[k];
-            // Without a successful parse (unknowns at preview) defaults aren't applied: an absent key is no change
-            // here, and the diff at `pulumi up`, with every value known, decides.
-            if (!r.ok && nv === undefined) continue;
-            if (k === "domain" && typeof nv === "string" && sameDomain(olds, nv)) continue;
-            if (!same(old[k], nv)) replaces.push(k);
-        }
-        const newConn = (news.connection === UNKNOWN ? undefined : v.connection) as Connection | undefined;
-        if (news.connection === UNKNOWN || targetOf(resolveConnection(olds.connection)) !== targetOf(resolveConnection(newConn))) replaces.push("connection");
-        const updates = UPDATE_KEYS.filter((k) => !same(old[k], v[k]));
-        // New credentials change nothing on the host; an update only records them for later operations.
-        const credentialsChanged = !same(olds.connection, newConn);
+        const { v, replaces, updates, credentialsChanged } = compareInputs(DomainSnapshotSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
 
         // A snapshot deleted behind Pulumi's back is planned for re-creation now, rather than failing later.
         if (!replaces.length && olds.domainUuid && olds.snapshotName) {

@@ -12,6 +12,8 @@ export interface DomainProbe {
     /** running, paused and the like: qemu is up, so memory exists. */
     active: boolean;
     version: LibvirtVersion;
+    /** Checkpoints of a shut-off domain: while any exists, libvirt refuses every snapshot of it. Not asked of a running domain. */
+    checkpointsWhileOff: string[];
 }
 
 export async function probeDomain(virsh: Virsh, domain: string): Promise<DomainProbe> {
@@ -21,7 +23,12 @@ export async function probeDomain(virsh: Virsh, domain: string): Promise<DomainP
         virsh.version(),
     ]);
     const state = stateOut.trim().split("\n")[0]!.trim();
-    return { info: parseDomainXml(xml), state, active: state !== "shut off" && state !== "crashed" && state !== "no state", version };
+    const info = parseDomainXml(xml);
+    const active = state !== "shut off" && state !== "crashed" && state !== "no state";
+    const checkpointsWhileOff = !active && version.number >= VERSIONS.checkpoints
+        ? (await virsh.run(["checkpoint-list", "--domain", info.uuid, "--name"], { timeoutMs: 60_000 })).split("\n").map((l) => l.trim()).filter(Boolean)
+        : [];
+    return { info, state, active, version, checkpointsWhileOff };
 }
 
 /** Is this string a UUID (so the domain is addressed by UUID)? */

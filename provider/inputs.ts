@@ -3,7 +3,7 @@
 // property. Unknown values (preview) are set aside before validation.
 import * as path from "node:path";
 import { z } from "zod";
-import { ConnectionSchema, UNKNOWN, type Connection, connectionFromConfig, effectiveConnection, secretsOf } from "./connection";
+import { ConnectionSchema, LONE_SURROGATE, NOT_UNICODE, UNKNOWN, type Connection, connectionFromConfig, effectiveConnection, secretsOf } from "./connection";
 
 export interface CheckFailure { property: string; reason: string; }
 
@@ -13,9 +13,6 @@ const NO_CONTROL = /[\u0000-\u001f\u007f]/;
 const XML_FORBIDDEN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/;
 /** U+FFFE and U+FFFF are not XML characters: libvirt's parser rejects the whole document. */
 const XML_NONCHARACTER = /[\ufffe\uffff]/;
-/** An unpaired UTF-16 surrogate has no UTF-8 form: Node writes it as U+FFFD, so libvirt would get another string. */
-const LONE_SURROGATE = /\p{Cs}/u;
-const NOT_UNICODE = "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so libvirt would get U+FFFD instead";
 /** What virsh's domain lookup reads as a domain ID (strtol, base 10, leading blanks and '+' allowed) before it tries names. */
 const DOMAIN_ID = /^ *\+?[0-9]+$/;
 

@@ -7,14 +7,14 @@
 // Preview (check) only reads from the host. Delete leaves the VM alone.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "./connection";
+import { ConnectionSchema, type Connection } from "./connection";
 import { LibvirtError, isKind, messageOf } from "./errors";
 import { probeDomain, VERSIONS, type DomainProbe } from "./host";
-import { InputError, domainRef, momentName, parseInputs, resolveConnection, timeoutSeconds, type CheckFailure } from "./inputs";
+import { InputError, domainRef, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "./inputs";
 import { withDomainLock } from "./locks";
 import { Virsh } from "./virsh";
 import { parseSnapshotXml, type SnapshotInfo } from "./xml";
-import { containsUnknown, lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
+import { compareInputs, containsUnknown, replacesPrevious, lockKey, parseOrThrow, virshFor } from "./resource";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -113,25 +113,6 @@ async function inspect(virsh: Virsh, v: Inputs): Promise<Inspection> {
 const REPLACE_KEYS = ["domain", "snapshot", "triggers", "afterRevert"] as const;
 const UPDATE_KEYS = ["force", "timeoutSeconds"] as const;
 
-/** The schema's defaults, for comparing inputs that don't validate yet (unknowns at preview). */
-function schemaDefaults(): Partial<Inputs> {
-    const r = SnapshotRevertSchema.safeParse({ domain: "d", snapshot: "s" });
-    const { domain: _d, snapshot: _s, ...defaults } = r.success ? r.data : ({} as Partial<Inputs>);
-    return defaults;
-}
-
-function resolveConnectionQuiet(c: Connection | undefined): Connection | undefined {
-    try { return resolveConnection(c); } catch { return c; }
-}
-
-/** Would these inputs revert (first time, or again)? Else check has nothing to ask the host. */
-function reverts(olds: Record<string, unknown>, v: Inputs): boolean {
-    const o = parseInputs(SnapshotRevertSchema, olds, { allowUnknowns: false });
-    if (!o.ok) return true;
-    if (targetOf(resolveConnectionQuiet(o.value.connection)) !== targetOf(resolveConnectionQuiet(v.connection))) return true;
-    return REPLACE_KEYS.some((k) => !same(o.value[k], v[k]));
-}
-
 function revertFlags(v: Inputs): string[] {
     const flags: string[] = [];
     if (v.afterRevert === "running") flags.push("--running");
@@ -153,7 +134,7 @@ export const snapshotRevert = {
         if (["connection", "domain", "snapshot"].some((k) => containsUnknown(news[k]))) return { inputs: news };
         const v = r.value;
         // Nothing to revert (no trigger or target changed): nothing to ask the host.
-        if (Object.keys(olds ?? {}).length > 0 && !containsUnknown(news.triggers) && !containsUnknown(news.afterRevert) && !reverts(olds, v)) return { inputs: news };
+        if (Object.keys(olds ?? {}).length > 0 && !containsUnknown(news.triggers) && !containsUnknown(news.afterRevert) && !replacesPrevious(SnapshotRevertSchema, olds, v, REPLACE_KEYS)) return { inputs: news };
         let virsh: Virsh;
         try { virsh = virshFor(v); } catch (e) { if (e instanceof InputError) return { inputs: news, failures: e.failures }; throw e; }
         try {
@@ -165,20 +146,8 @@ export const snapshotRevert = {
     },
 
     async diff(_id: string, olds: SnapshotRevertOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
-        const r = parseInputs(SnapshotRevertSchema, news, { allowUnknowns: true });
-        const v = (r.ok ? r.value : { ...schemaDefaults(), ...news }) as Record<string, unknown>;
-        const old = (olds.declared ?? {}) as Record<string, unknown>;
-        const replaces: string[] = [];
-        for (const k of REPLACE_KEYS) {
-            const nv = containsUnknown(news[k]) ? UNKNOWN : v[k];
-            if (k === "domain" && typeof nv === "string" && sameDomain(olds, nv)) continue;
-            if (!same(old[k], nv)) replaces.push(k);
-        }
-        const newConn = (containsUnknown(news.connection) ? undefined : v.connection) as Connection | undefined;
-        if (containsUnknown(news.connection) || targetOf(resolveConnection(olds.connection)) !== targetOf(resolveConnection(newConn))) replaces.push("connection");
-        const updates = UPDATE_KEYS.filter((k) => !same(old[k], containsUnknown(news[k]) ? UNKNOWN : v[k]));
         // New credentials for the same host revert nothing: an update only records them.
-        const credentialsChanged = !same(olds.connection, newConn);
+        const { replaces, updates, credentialsChanged } = compareInputs(SnapshotRevertSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
         return {
             changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,
             replaces,

@@ -145,10 +145,16 @@ const SESSION_COMMANDS = new Set([
     "snapshot-dumpxml", "snapshot-info", "snapshot-list", "snapshot-parent",
     "checkpoint-dumpxml", "checkpoint-info", "checkpoint-list", "checkpoint-parent",
 ]);
-/** Sessions per host and virsh invocation. Each holds one of the 8 SSH channels the transport opens (sshd allows 10), leaving 5 for commands that change something. */
+/**
+ * Sessions per connection, over every virsh invocation (URI, sudo) on it. Each
+ * holds one of the 8 SSH channels the transport opens (sshd allows 10), leaving
+ * 5 for commands that change something, however many URIs share the host.
+ */
 const MAX_SESSIONS = 3;
 const START_TIMEOUT_MS = 15_000;
 const IDLE_CLOSE_MS = 30_000;
+/** After a session failed to start, how long to use processes only before trying again. */
+const RETRY_SESSIONS_MS = 60_000;
 /** Every printable ASCII character, round-tripped when a session starts. */
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
 
@@ -241,19 +247,33 @@ class VirshSession {
     busy(on: boolean): void { this.proc.busy(on); }
 }
 
+/** What every pool on one transport shares: the count of live sessions, capped by MAX_SESSIONS. */
+class SessionBudget {
+    live = 0;
+    readonly pools = new Set<SessionPool>();
+    close(): void { for (const p of this.pools) p.close(); }
+    /** Free a place held by another pool's idle session. */
+    evictIdle(except: SessionPool): boolean {
+        for (const p of this.pools) if (p !== except && p.closeOneIdle()) return true;
+        return false;
+    }
+}
+
 /** Sessions for one transport and one virsh invocation (URI, sudo). */
 class SessionPool {
     private idle: VirshSession[] = [];
     private live = 0;
     private queue: Array<(s: VirshSession | undefined) => void> = [];
-    private disabled = false;
+    private disabledUntil = 0;
     private idleTimer?: NodeJS.Timeout;
 
-    constructor(private readonly transport: Transport, private readonly argv: readonly string[]) {}
+    constructor(private readonly transport: Transport, private readonly argv: readonly string[], private readonly budget: SessionBudget) {
+        budget.pools.add(this);
+    }
 
     /** The command's result from a session, or undefined when exec must run it. */
     async run(args: readonly string[], fullArgv: readonly string[], timeoutMs: number): Promise<ExecResult | undefined> {
-        if (this.disabled || !sessionEligible(args)) return undefined;
+        if (Date.now() < this.disabledUntil || !sessionEligible(args)) return undefined;
         const session = await this.acquire();
         if (!session) return undefined;
         let keep = true;
@@ -279,28 +299,47 @@ class SessionPool {
     }
 
     private async acquire(): Promise<VirshSession | undefined> {
-        const s = this.idle.pop();
-        if (s) return s;
-        if (this.live < MAX_SESSIONS) {
+        for (let s = this.idle.pop(); s; s = this.idle.pop()) {
+            if (!s.closed) return s;
+            this.forget(); // ended while idle: the connection dropped or virsh was killed
+        }
+        if (this.budget.live < MAX_SESSIONS || this.budget.evictIdle(this)) {
             this.live++;
+            this.budget.live++;
             try {
                 return await VirshSession.start(this.transport, this.argv);
             } catch (e) {
-                this.live--;
+                this.forget();
                 if (e instanceof LibvirtError) throw e; // the host is unreachable: exec would say the same
-                // virsh's shell doesn't work here (no virsh, sudo needs a tty, credentials asked...): don't try again.
-                this.disabled = true;
+                // virsh's shell doesn't work here (no virsh, sudo needs a tty, credentials asked, too slow to start...).
+                this.disabledUntil = Date.now() + RETRY_SESSIONS_MS;
                 for (const w of this.queue.splice(0)) w(undefined);
                 return undefined;
             }
         }
-        return new Promise((resolve) => this.queue.push(resolve));
+        // Our own sessions are busy: wait for one. Other invocations hold every place: run as a process.
+        if (this.live > 0) return new Promise((resolve) => this.queue.push(resolve));
+        return undefined;
+    }
+
+    private forget(): void {
+        this.live--;
+        this.budget.live--;
+    }
+
+    /** Close one idle session, giving its place to another pool. */
+    closeOneIdle(): boolean {
+        const s = this.idle.pop();
+        if (!s) return false;
+        s.close();
+        this.forget();
+        return true;
     }
 
     private release(s: VirshSession, keep: boolean): void {
         if (!keep || s.closed) {
             s.close();
-            this.live--;
+            this.forget();
             // A waiter takes the freed place with a new session.
             const w = this.queue.shift();
             if (w) void this.acquire().then(w, () => w(undefined));
@@ -316,13 +355,15 @@ class SessionPool {
 
     close(): void {
         clearTimeout(this.idleTimer);
-        for (const s of this.idle.splice(0)) { s.close(); this.live--; }
+        for (const s of this.idle.splice(0)) { s.close(); this.forget(); }
     }
 }
 
 function sessionsFor(transport: Transport, argv: readonly string[]): SessionPool {
+    let budget = transport.attached.get("virsh-sessions") as SessionBudget | undefined;
+    if (!budget) { budget = new SessionBudget(); transport.attached.set("virsh-sessions", budget); }
     const key = `virsh-sessions ${JSON.stringify(argv)}`;
     let p = transport.attached.get(key) as SessionPool | undefined;
-    if (!p) { p = new SessionPool(transport, argv); transport.attached.set(key, p); }
+    if (!p) { p = new SessionPool(transport, argv, budget); transport.attached.set(key, p); }
     return p;
 }

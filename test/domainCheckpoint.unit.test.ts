@@ -57,6 +57,7 @@ describe("planCheckpoint", () => {
         state: over.state ?? "running",
         active: (over.state ?? "running") !== "shut off",
         version: { libvirt: "9.0.0", number: over.version ?? 9_000_000, hypervisor: "QEMU 7.2.0" },
+        checkpointsWhileOff: [],
     });
     const plan = (inputs: Record<string, unknown>, p = probe(), caps?: { backup: "yes" | "no" | "unknown" }) => {
         const r = parseInputs(DomainCheckpointSchema, { domain: "web1", checkpointName: "c1", ...inputs }, { allowUnknowns: false });

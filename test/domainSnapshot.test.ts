@@ -134,6 +134,23 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             assert.match(r.failures[0]!.reason, /an internal snapshot lives inside a qcow2 image, but disk vda .* is raw\. Use kind: 'external'/);
             assert.deepEqual(await snapshotNames(dom.name), []);
         });
+        it("refuses any snapshot of a shut-off domain that has checkpoints at preview, as libvirt would refuse it", async () => {
+            const dom = await newDomain();
+            await virshOk(["start", dom.name]);
+            await virshOk(["checkpoint-create-as", "--domain", dom.name, "--name", "ck1"]);
+            await virshOk(["destroy", dom.name]);
+            for (const kind of ["internal", "external"]) {
+                const news = await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: `x-${kind}`, kind });
+                const r = await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", `ck-${kind}`), {}, news);
+                assert.deepEqual(r.failures.map((f) => f.property), ["domain"]);
+                assert.match(r.failures[0]!.reason, /is shut off and has checkpoints \(ck1\): libvirt 9\.\d+\.\d+ takes no snapshot of it then \('cannot perform block operations while checkpoint exists'\)/);
+                // What libvirt says when asked anyway: the refusal at preview is the same rule.
+                const direct = await virshLocal(["snapshot-create-as", "--domain", dom.name, "--name", "direct", ...(kind === "external" ? ["--disk-only"] : [])]);
+                assert.match(direct.stderr, /cannot perform block operations while checkpoint exists/);
+            }
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            await virshOk(["checkpoint-delete", "--domain", dom.name, "--checkpointname", "ck1", "--metadata"]);
+        });
     });
 
     describe("external snapshots", () => {

@@ -42,7 +42,7 @@ describe("DomainSnapshot inputs", () => {
 });
 
 describe("planSnapshot", () => {
-    const probe = (over: { state?: string; format?: string; agent?: "none" | "connected" | "disconnected"; version?: number } = {}): DomainProbe => ({
+    const probe = (over: { state?: string; format?: string; agent?: "none" | "connected" | "disconnected"; version?: number; checkpoints?: string[] } = {}): DomainProbe => ({
         info: {
             name: "web1", uuid: "11111111-2222-3333-4444-555555555555", guestAgent: over.agent ?? "none",
             disks: [
@@ -53,6 +53,7 @@ describe("planSnapshot", () => {
         state: over.state ?? "running",
         active: (over.state ?? "running") !== "shut off",
         version: { libvirt: "9.0.0", number: over.version ?? 9_000_000, hypervisor: "QEMU 7.2.0" },
+        checkpointsWhileOff: over.checkpoints ?? [],
     });
     const plan = (inputs: Record<string, unknown>, p = probe()) => {
         const r = parseInputs(DomainSnapshotSchema, { domain: "web1", snapshotName: "s1", ...inputs }, { allowUnknowns: false });
@@ -89,6 +90,10 @@ describe("planSnapshot", () => {
         assert.match(why({ disks: [{ name: "vda", snapshot: "no" }] }), /no disk of domain 'web1' would be snapshotted/);
         assert.match(why({ kind: "external" }, probe({ version: 8_000_000 })), /can't delete external snapshots/);
         assert.match(why({ halt: true }, probe({ state: "shut off" })), /^halt: domain 'web1' is already shut off/);
+        for (const kind of ["internal", "external"]) {
+            assert.match(why({ kind }, probe({ state: "shut off", checkpoints: ["c1", "c2"] })),
+                /^domain: domain 'web1' is shut off and has checkpoints \(c1, c2\): libvirt 9\.0\.0 takes no snapshot of it then/);
+        }
     });
 });
 

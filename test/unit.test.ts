@@ -97,6 +97,15 @@ describe("connection input and stack config", () => {
         assert.match(msgs, /hostKey: must be the server's public key line/);
         assert.match(r.error!.issues.map((i) => i.message).join(), /Unrecognized key/);
     });
+    it("refuses unpaired surrogates, which have no UTF-8 form, in the host, the URI, paths and secrets", () => {
+        for (const field of ["host", "libvirtUri", "knownHostsPath", "password"] as const) {
+            const value = field === "libvirtUri" ? "qemu:///sys\udc00tem" : field === "knownHostsPath" ? "/tmp/k\ud800" : "kvm\ud83d1";
+            const r = ConnectionSchema.safeParse({ host: "kvm1", [field]: value });
+            assert.equal(r.success, false, field);
+            assert.deepEqual(r.error!.issues.map((i) => `${i.path.join(".")}: ${i.message}`), [`${field}: must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so libvirt would get U+FFFD instead`]);
+        }
+        assert.equal(ConnectionSchema.safeParse({ host: "kvm1", libvirtUri: "qemu+ssh://h\u00f6st/system", password: "p\ud83d\ude00" }).success, true);
+    });
     it("reads the default connection from stack config, converting strings", () => {
         const cfg: Record<string, string> = { "libvirt-snapshots:host": "kvm1", "libvirt-snapshots:port": "2222", "libvirt-snapshots:sudo": "true", "libvirt-snapshots:proxy": `{"host":"jump"}` };
         const r = connectionFromConfig((k) => cfg[k]);

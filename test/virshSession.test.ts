@@ -107,6 +107,37 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         });
     }
 
+    it("keeps at most 3 sessions per SSH connection however many libvirt URIs share it, so commands that change something still get channels", async () => {
+        // Five spellings of the same libvirtd: five virsh invocations, so five pools on one connection.
+        const uris = ["qemu:///system?mode=legacy", "qemu:///system?mode=auto", "qemu:///system?socket=/run/libvirt/libvirt-sock", "qemu+unix:///system", "qemu+unix:///system?mode=legacy"];
+        const shells = () => {
+            const lines = execFileSync("ps", ["-eo", "args="], { encoding: "utf8" }).split("\n").map((l) => l.trim());
+            return lines.filter((l) => uris.some((u) => l === `virsh -c ${u}`)).length;
+        };
+        const started = virshStats.sessionsStarted, answered = virshStats.sessionCommands;
+        const last = new Virsh({ ...root, libvirtUri: uris[uris.length - 1]! });
+        for (const u of uris) {
+            const v = new Virsh({ ...root, libvirtUri: u });
+            assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]), /^Name: +plain$/m, u);
+        }
+        assert.equal(virshStats.sessionCommands - answered, uris.length, "every query was answered by a session");
+        assert.equal(virshStats.sessionsStarted - started, uris.length, "a URI without a session took an idle one's place");
+        await new Promise((r) => setTimeout(r, 200));
+        assert.ok(shells() <= 3, `${shells()} virsh shells on one connection`);
+        // The transport opens 8 channels; with 3 held by sessions, 5 commands run at once.
+        const token = `${4 + Math.random()}`.slice(0, 10);
+        const burst = Array.from({ length: 5 }, () => last.transport.exec(["sleep", token], { timeoutMs: 60_000 }));
+        let most = 0;
+        for (let i = 0; i < 100 && most < 5; i++) {
+            const n = execFileSync("ps", ["-eo", "args="], { encoding: "utf8" }).split("\n").filter((l) => l.trim() === `sleep ${token}`).length;
+            most = Math.max(most, n);
+            await new Promise((r) => setTimeout(r, 30));
+        }
+        await Promise.all(burst);
+        assert.equal(most, 5, "all five commands ran at the same time");
+        closeAllTransports();
+    });
+
     it("recovers when its virsh is killed: the query still gets the right answer", async () => {
         const v = new Virsh({});
         await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]);
