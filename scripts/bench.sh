@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# npm run bench: (build already done by npm) bring the lab up, compile the benchmark, run it.
+# The table goes to stdout; the last line is one JSON object with the figures.
+# Env: BENCH_ITER, BENCH_SCALE_ITER, BENCH_FANOUT_ROUNDS, BENCH_SKIP, BENCH_PACKAGE_ROOT, BENCH_CPU_PROF...
+# (the header of bench/bench.ts lists them). Results and method: bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/lab.sh up >&2
+npx tsc -p test/tsconfig.json
+exec node .build/bench/bench.js "$@"
