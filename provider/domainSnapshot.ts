@@ -11,7 +11,7 @@ import { probeDomain, VERSIONS, type DomainProbe } from "./host";
 import { InputError, domainRef, description, failuresOf, hostPath, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "./inputs";
 import { withDomainLock } from "./locks";
 import { Virsh } from "./virsh";
-import { buildSnapshotXml, parseSnapshotXml, withDescription, type SnapshotInfo, type SnapshotSpec } from "./xml";
+import { buildSnapshotXml, parseSnapshotXml, snapshotRecordXml, withDescription, type SnapshotInfo, type SnapshotSpec } from "./xml";
 import { compareInputs, lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
 
 // ---- inputs ----------------------------------------------------------------
@@ -366,9 +366,13 @@ export const domainSnapshot = {
 
     async delete(_id: string, props: DomainSnapshotOutputs): Promise<void> {
         const virsh = virshFor(props);
-        await withDomainLock(lockKey(props), () => deleteSnapshot(virsh, {
-            domain: props.domainUuid || props.domain, domainName: props.domainName, snapshotName: props.snapshotName, deletion: props.deletion,
-        }));
+        await withDomainLock(lockKey(props), async () => {
+            // No creationTime: the state a cut-off create left (an init failure).
+            if (!props.creationTime && props.deletion === "delete") await removeCutOffCreate(virsh, props);
+            await deleteSnapshot(virsh, {
+                domain: props.domainUuid || props.domain, domainName: props.domainName, snapshotName: props.snapshotName, deletion: props.deletion,
+            });
+        });
     },
 };
 
@@ -380,7 +384,7 @@ export const domainSnapshot = {
  * `pulumi up` checks and finishes the job, and `pulumi destroy` can remove it.
  */
 async function createLocked(v: Inputs, virsh: Virsh): Promise<DomainSnapshotOutputs> {
-    const probe = await probeDomain(virsh, v.domain);
+    const probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, v.domain));
     const { plan, failures } = planSnapshot(v, probe);
     if (!plan) throw new InputError(failures);
     const domain = probe.info.uuid;
@@ -421,6 +425,72 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<DomainSnapshotOutp
         throw unknownOutcome(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
     }
     return outputsFrom(v, observed, probe.version.libvirt, adopted);
+}
+
+/**
+ * A domain that libvirt left paused by a snapshot or save it never finished is
+ * resumed before the snapshot is taken (again). Why (issue 6, faults; measured
+ * on libvirt 9.0 + qemu 7.2): libvirtd killed while qemu runs `savevm` for an
+ * internal snapshot comes back with the domain `paused (saving)`, no libvirt
+ * metadata and the snapshot inside the qcow2 image; libvirt does not resume the
+ * domain itself. The next `pulumi up` (an update after the init failure, or a
+ * replacement) lands here: without this, the VM would stay paused and the new
+ * snapshot would record it as paused (a revert to it would pause the VM). Taken
+ * again under the same name, qemu replaces the orphan qcow2 snapshot. Only the
+ * reasons libvirt itself sets for a save or snapshot are resumed, and only when
+ * no job runs on the domain (a running job would mean the pause is not over);
+ * a domain paused by a user (`paused (user)`) is left alone.
+ */
+async function resumeAfterInterruptedSnapshot(virsh: Virsh, probe: DomainProbe): Promise<DomainProbe> {
+    if (probe.state !== "paused") return probe;
+    const domain = probe.info.uuid;
+    const reason = (await virsh.run(["domstate", "--domain", domain, "--reason"], { timeoutMs: 60_000 })).trim();
+    if (!/^paused \((saving|snapshot)\)$/.test(reason)) return probe;
+    const job = await virsh.run(["domjobinfo", "--domain", domain], { timeoutMs: 60_000 });
+    if (!/^Job type:\s+None\s*$/m.test(job)) return probe;
+    await virsh.run(["resume", "--domain", domain]);
+    return probeDomain(virsh, domain);
+}
+
+/**
+ * What a create cut off mid-way can leave when libvirt lost track of it
+ * (measured on libvirt 9.0 + qemu 7.2, libvirtd killed during qemu's savevm):
+ * the domain paused by the unfinished job, and the snapshot inside the qcow2
+ * images without a libvirt record. `pulumi destroy` of that state resumes the
+ * domain and gives libvirt the record back (--redefine), so the delete that
+ * follows removes the snapshot from the images the normal way, through qemu.
+ * Where the images hold no such snapshot, libvirt's delete fails and only the
+ * record given here is removed. A cut-off external snapshot is left alone: its
+ * overlay files carry no name to match, and deleting files on a guess is not safe.
+ */
+async function removeCutOffCreate(virsh: Virsh, props: DomainSnapshotOutputs): Promise<void> {
+    const domain = props.domainUuid;
+    if (!domain || !props.declared) return;
+    let probe: DomainProbe;
+    try {
+        probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, domain));
+    } catch (e) {
+        if (isKind(e, "domain-not-found")) return;
+        throw e;
+    }
+    try {
+        await virsh.run(["snapshot-info", "--domain", domain, "--snapshotname", props.snapshotName], { timeoutMs: 60_000 });
+        return; // libvirt has it: the normal delete follows
+    } catch (e) {
+        if (!isKind(e, "snapshot-not-found")) throw e;
+    }
+    // The snapshot as the declared inputs would make it now, with the memory this domain's state allows.
+    const { plan } = planSnapshot({ ...props.declared, memory: undefined, memoryFile: undefined, quiesce: false, live: false, halt: false } as Inputs, probe);
+    if (!plan || plan.kind !== "internal") return;
+    const domainXml = await virsh.run(["dumpxml", "--domain", domain], { timeoutMs: 60_000 });
+    const record = snapshotRecordXml(plan.spec, { state: probe.active ? "running" : "shutoff", creationTime: Math.floor(Date.now() / 1000), domainXml });
+    await virsh.run(["snapshot-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"], { stdin: record });
+    try {
+        await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName]);
+    } catch (e) {
+        if (isKind(e, "connection-failed") || isKind(e, "timeout")) throw e;
+        await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName, "--metadata"]);
+    }
 }
 
 /**

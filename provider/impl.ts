@@ -73,8 +73,16 @@ function guarded<T extends Methods>(impl: T): T {
                 const clean = e instanceof LibvirtError ? new LibvirtError(e.kind, message) : new Error(message);
                 if (e instanceof Error) clean.name = e.name;
                 // A create that may have half-happened reports what exists (an init failure), so the next up converges.
-                const init = e as { id?: string; properties?: unknown; reasons?: string[] };
-                if (init && typeof init === "object" && init.id) Object.assign(clean, { id: init.id, properties: sealSecrets(init.properties), reasons: init.reasons?.map((r) => redact(r, secrets)) });
+                // The dynamic-provider server adds the provider's text (__provider) to the outputs of a success
+                // but stores an init failure's properties as they are; without it the next destroy or
+                // replacement of that resource can't load the provider. So it is carried along here.
+                const init = e as { id?: string; properties?: Record<string, unknown>; reasons?: string[] };
+                if (init && typeof init === "object" && init.id) {
+                    const providerText = args.map((a) => (a && typeof a === "object" ? (a as { __provider?: unknown }).__provider : undefined))
+                        .reverse().find((p): p is string => typeof p === "string");
+                    const properties = { ...(sealSecrets(init.properties ?? {}) as Record<string, unknown>), ...(providerText ? { __provider: providerText } : {}) };
+                    Object.assign(clean, { id: init.id, properties, reasons: init.reasons?.map((r) => redact(r, secrets)) });
+                }
                 throw clean;
             }
         };

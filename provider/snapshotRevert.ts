@@ -51,6 +51,11 @@ export interface SnapshotRevertOutputs {
     libvirtVersion: string;
     /** The validated inputs as declared (defaults applied), for diff. */
     declared: Omit<Inputs, "connection">;
+    /**
+     * Set only in the state a cut-off revert leaves (an init failure): what the
+     * domain was before, so the next `pulumi up` can tell whether libvirt reverted it.
+     */
+    pending?: { domainIdBefore: string; stateBefore: string; at: string };
 }
 
 // ---- checks --------------------------------------------------------------------
@@ -160,37 +165,8 @@ export const snapshotRevert = {
         const v = parseOrThrow(SnapshotRevertSchema, news);
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
-            const { probe, snapshot, failures } = await inspect(virsh, v);
-            if (failures.length || !probe || !snapshot) throw new InputError(failures);
-            const domain = probe.info.uuid;
-            try {
-                await virsh.run(["snapshot-revert", "--domain", domain, "--snapshotname", v.snapshot, ...revertFlags(v)]);
-            } catch (e) {
-                let now = "unknown";
-                try { now = (await virsh.run(["domstate", "--domain", domain, "--reason"], { timeoutMs: 60_000 })).trim(); } catch { /* keep "unknown" */ }
-                const [first, ...rest] = messageOf(e).split("\n");
-                throw new LibvirtError(e instanceof LibvirtError ? e.kind : "failed",
-                    [`reverting domain '${probe.info.name}' to snapshot '${v.snapshot}' failed: ${first}`,
-                        `  the domain was ${probe.state} before and is ${now} now.`, ...rest].join("\n"));
-            }
-            const revertedAt = new Date().toISOString();
-            const domainState = (await virsh.run(["domstate", "--domain", domain], { timeoutMs: 60_000 })).trim().split("\n")[0]!.trim();
-            const outs: SnapshotRevertOutputs = {
-                ...(v.connection ? { connection: v.connection } : {}),
-                domain: v.domain,
-                snapshot: v.snapshot,
-                ...(v.triggers !== undefined ? { triggers: v.triggers } : {}),
-                afterRevert: v.afterRevert,
-                force: v.force,
-                domainName: probe.info.name,
-                domainUuid: domain,
-                revertedAt,
-                domainState,
-                snapshotCreationTime: new Date(snapshot.creationTime * 1000).toISOString(),
-                libvirtVersion: probe.version.libvirt,
-                declared: withoutConnection(v),
-            };
-            return { id: `${domain}/${v.snapshot}@${revertedAt}`, outs };
+            const outs = await revertNow(virsh, v);
+            return { id: `${outs.domainUuid}/${v.snapshot}@${outs.revertedAt}`, outs };
         });
     },
 
@@ -202,6 +178,8 @@ export const snapshotRevert = {
     /** Only force, timeoutSeconds or credentials changed: record them; nothing is reverted. */
     async update(_id: string, olds: SnapshotRevertOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
         const v = parseOrThrow(SnapshotRevertSchema, news);
+        // The state of a revert that was cut off (an init failure): finish it, exactly once.
+        if (olds.pending) return withDomainLock(lockKey(v), async () => ({ outs: await finishCutOffRevert(virshFor(v), v, olds) }));
         const { connection: _c, ...kept } = olds;
         return {
             outs: {
@@ -218,5 +196,98 @@ export const snapshotRevert = {
         return;
     },
 };
+
+// ---- reverting, and a revert whose outcome is unknown ------------------------------
+//
+// Why this exists (issue 6, faults): when the SSH connection dies or a call times
+// out while `virsh snapshot-revert` runs, libvirt finishes the revert without its
+// client (measured on libvirt 9.0: the revert completes on the host), or never got
+// the request. A plain error would make the next `pulumi up` create the resource
+// again and revert a second time, throwing away whatever the VM did in between.
+// So a cut-off revert is an init failure: Pulumi keeps it in the state with what
+// the domain was before, and update() (which the engine calls for a resource with
+// init errors) reverts only if the first attempt did not. The evidence: libvirt 9.0
+// reverts an active domain, and starts a shut-off one to a running snapshot, by
+// starting a new qemu, so the domain id changes; a domain whose id did not change
+// was not reverted. (Shut off before and after: no evidence, and reverting again
+// is what finishing the job means; nothing ran in between.)
+
+async function domainId(virsh: Virsh, domain: string): Promise<string> {
+    return (await virsh.run(["domid", "--domain", domain], { timeoutMs: 60_000 })).trim();
+}
+
+function outputsOf(v: Inputs, probe: DomainProbe, snapshot: SnapshotInfo, revertedAt: string, domainState: string): SnapshotRevertOutputs {
+    return {
+        ...(v.connection ? { connection: v.connection } : {}),
+        domain: v.domain,
+        snapshot: v.snapshot,
+        ...(v.triggers !== undefined ? { triggers: v.triggers } : {}),
+        afterRevert: v.afterRevert,
+        force: v.force,
+        domainName: probe.info.name,
+        domainUuid: probe.info.uuid,
+        revertedAt,
+        domainState,
+        snapshotCreationTime: new Date(snapshot.creationTime * 1000).toISOString(),
+        libvirtVersion: probe.version.libvirt,
+        declared: withoutConnection(v),
+    };
+}
+
+/** Check, revert, read the state back (the caller holds the domain's lock). */
+async function revertNow(virsh: Virsh, v: Inputs): Promise<SnapshotRevertOutputs> {
+    const { probe, snapshot, failures } = await inspect(virsh, v);
+    if (failures.length || !probe || !snapshot) throw new InputError(failures);
+    const domain = probe.info.uuid;
+    const idBefore = await domainId(virsh, domain);
+    const at = new Date().toISOString();
+    try {
+        await virsh.run(["snapshot-revert", "--domain", domain, "--snapshotname", v.snapshot, ...revertFlags(v)]);
+    } catch (e) {
+        let now = "unknown";
+        let idNow = "unknown";
+        try { now = (await virsh.run(["domstate", "--domain", domain, "--reason"], { timeoutMs: 60_000 })).trim(); } catch { /* keep "unknown" */ }
+        try { idNow = await domainId(virsh, domain); } catch { /* keep "unknown" */ }
+        const [first, ...rest] = messageOf(e).split("\n");
+        const cutOff = isKind(e, "connection-failed") || isKind(e, "timeout");
+        const lines = [`reverting domain '${probe.info.name}' to snapshot '${v.snapshot}' failed: ${first}`,
+            `  the domain was ${probe.state} (id ${idBefore}) before and is ${now} (id ${idNow}) now.`];
+        if (cutOff) {
+            lines.push(`  whether libvirt reverted it is unknown. Pulumi keeps the revert in the state: the next pulumi up checks the host ` +
+                `and reverts only if this revert did not happen (libvirt restarts qemu for a revert, so the domain id tells).`);
+        }
+        const message = [...lines, ...rest].join("\n");
+        const err = new LibvirtError(e instanceof LibvirtError ? e.kind : "failed", message);
+        if (!cutOff) throw err;
+        const partial: SnapshotRevertOutputs = {
+            ...outputsOf(v, probe, snapshot, "", now.split(" (")[0]!),
+            pending: { domainIdBefore: idBefore, stateBefore: probe.state, at },
+        };
+        throw Object.assign(err, { id: `${domain}/${v.snapshot}@${at}`, properties: partial, reasons: [message] });
+    }
+    const revertedAt = new Date().toISOString();
+    const domainState = (await virsh.run(["domstate", "--domain", domain], { timeoutMs: 60_000 })).trim().split("\n")[0]!.trim();
+    return outputsOf(v, probe, snapshot, revertedAt, domainState);
+}
+
+/** The next up after a cut-off revert: record it if libvirt did it, else revert now. */
+async function finishCutOffRevert(virsh: Virsh, v: Inputs, olds: SnapshotRevertOutputs): Promise<SnapshotRevertOutputs> {
+    const pending = olds.pending!;
+    const domain = olds.domainUuid || v.domain;
+    const idNow = await domainId(virsh, domain);
+    const happened = pending.domainIdBefore === "-" ? idNow !== "-" : idNow !== pending.domainIdBefore;
+    if (!happened) return revertNow(virsh, v);
+    const { pending: _p, connection: _c, ...kept } = olds;
+    const domainState = (await virsh.run(["domstate", "--domain", domain], { timeoutMs: 60_000 })).trim().split("\n")[0]!.trim();
+    return {
+        ...kept,
+        ...(v.connection ? { connection: v.connection } : {}),
+        force: v.force,
+        // The revert happened during the cut-off attempt, at or after this time.
+        revertedAt: pending.at,
+        domainState,
+        declared: withoutConnection(v),
+    };
+}
 
 export const __testing = { revertFlags, isExternal };

@@ -141,7 +141,7 @@ export function parseVersion(out: string): LibvirtVersion {
 
 /** Commands that only read. Nothing else ever runs in a session. */
 const SESSION_COMMANDS = new Set([
-    "dumpxml", "domstate", "dominfo", "domuuid", "domname", "version", "domcapabilities", "capabilities",
+    "dumpxml", "domstate", "dominfo", "domuuid", "domname", "domid", "domjobinfo", "version", "domcapabilities", "capabilities",
     "snapshot-dumpxml", "snapshot-info", "snapshot-list", "snapshot-parent",
     "checkpoint-dumpxml", "checkpoint-info", "checkpoint-list", "checkpoint-parent",
 ]);

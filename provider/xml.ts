@@ -8,6 +8,8 @@ const ARRAYS = new Set([
     "domain.devices.disk",
     "domain.devices.channel",
     "domainsnapshot.domain.devices.disk",
+    // Without this a snapshot of a domain with exactly one channel (a guest agent) failed to parse.
+    "domainsnapshot.domain.devices.channel",
 ]);
 
 const parser = new XMLParser({
@@ -178,6 +180,19 @@ export function withDescription(xml: string, root: "domainsnapshot" | "domainche
         const nameAt = children.findIndex((n) => "name" in n);
         children.splice(nameAt + 1, 0, node);
     }
+    return orderedBuilder.build(doc) as string;
+}
+
+/**
+ * A snapshot's record for `snapshot-create --redefine`: what buildSnapshotXml
+ * makes, plus the state, creation time and domain libvirt requires of a record.
+ */
+export function snapshotRecordXml(spec: SnapshotSpec, record: { state: string; creationTime: number; domainXml: string }): string {
+    const doc = orderedParser.parse(buildSnapshotXml(spec)) as Node[];
+    const top = doc.find((n) => "domainsnapshot" in n) as Node;
+    const domain = (orderedParser.parse(record.domainXml) as Node[]).find((n) => "domain" in n);
+    if (!domain) throw new Error("not a domain XML document");
+    (top.domainsnapshot as Node[]).push({ state: [{ "#text": record.state }] }, { creationTime: [{ "#text": String(record.creationTime) }] }, domain);
     return orderedBuilder.build(doc) as string;
 }
 

@@ -125,6 +125,15 @@ describe("libvirt XML", () => {
         assert.equal(back.memory.snapshot, "no");
         assert.equal(back.memory.file, undefined);
     });
+    it("parses a snapshot of a domain with exactly one channel (the usual guest agent)", () => {
+        const xml = `<domainsnapshot><name>s</name><state>running</state><creationTime>1764100000</creationTime><memory snapshot='internal'/>` +
+            `<disks><disk name='vda' snapshot='internal'/></disks><domain type='kvm'><name>d</name><uuid>11111111-2222-3333-4444-555555555555</uuid>` +
+            `<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/v/d.qcow2'/><target dev='vda'/></disk>` +
+            `<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='connected'/></channel></devices></domain></domainsnapshot>`;
+        const p = parseSnapshotXml(xml);
+        assert.equal(p.name, "s");
+        assert.deepEqual(p.disks.map((d) => [d.name, d.snapshot]), [["vda", "internal"]]);
+    });
     it("replaces only the top-level description, leaving the domain's own alone", () => {
         const xml = `<domainsnapshot>\n  <name>s</name>\n  <description>old</description>\n  <state>running</state>\n  <domain type='kvm'>\n    <name>d</name>\n    <description>domain's own</description>\n  </domain>\n</domainsnapshot>\n`;
         const out = withDescription(xml, "domainsnapshot", "new <&> text");
