@@ -462,7 +462,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             let downMs = 0;
             await withRestartLock(async () => {
                 const oldPid = libvirtdPid();
-                assert.ok(oldPid, "the lab's libvirtd runs");
+                assert.ok(oldPid, "libvirtd runs, and it is the only one on this host");
                 const pending = settle(engine.create(urn, news));
                 let killedAt = 0;
                 try {

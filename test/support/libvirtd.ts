@@ -2,6 +2,7 @@
 // leaving it down. Other test runs share this libvirtd, so every restart runs
 // under a host-wide lock file, and whatever happens, libvirtd is started again
 // (`bash scripts/lab.sh up` starts it under tini, as the lab always does).
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { loadLab, repoRoot, run, sleep, virshLocal } from "./lab";
@@ -20,13 +21,21 @@ export function pidAlive(pid: number): boolean {
     }
 }
 
-/** The lab's libvirtd PID (from .lab/libvirtd.pid), if it runs. */
+/**
+ * The PID of the libvirtd the lab uses: the one it started (.lab/libvirtd.pid),
+ * else the only libvirtd on this host (one the lab found running: a system
+ * service, or another checkout's lab).
+ */
 export function libvirtdPid(): number | undefined {
     try {
         const pid = Number(fs.readFileSync(path.join(loadLab().labDir, "libvirtd.pid"), "utf8").trim());
-        return pid > 0 && pidAlive(pid) ? pid : undefined;
+        if (pid > 0 && pidAlive(pid)) return pid;
+    } catch { /* no PID file: the lab did not start it */ }
+    try {
+        const pids = execFileSync("pgrep", ["-x", "libvirtd"], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number).filter(pidAlive);
+        return pids.length === 1 ? pids[0] : undefined;
     } catch {
-        return undefined;
+        return undefined; // pgrep found none
     }
 }
 
