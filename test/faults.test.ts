@@ -327,6 +327,55 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true);
     });
 
+    it("libvirtd killed in the middle of deleting an external snapshot (a block commit): destroying again converges, the data merged", async () => {
+        // 300 MiB in the overlay, so the commit into the base image takes long enough to be cut.
+        const d = await makeDomain({ prefix: "labtmp-fault-", sizeMB: 512 });
+        doms.push(d);
+        await qemuIoWrite(d.disk, 0xaa, 0, MiB);
+        const st = await engine.up("mid-commit", DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: "mid-commit", kind: "external", memory: "none" });
+        const overlay = (st.outs.diskFiles as Record<string, string>).vda!;
+        await qemuIoWrite(overlay, 0xcd, MiB, 300 * MiB);
+        await virshOk(["start", d.name]);
+        const baseSize = fs.statSync(d.disk).size;
+        let how = "none";
+        let res: { r: void } | { e: ProviderCallError } | undefined;
+        await withRestartLock(async () => {
+            const pid = libvirtdPid();
+            assert.ok(pid, "libvirtd runs, and it is the only one on this host");
+            const pending = settle(engine.destroy(st));
+            try {
+                // The commit has started once the base image grows: freeze libvirtd there (so it can't pivot), then kill it.
+                for (const until = Date.now() + 30_000; Date.now() < until && !pending.done();) {
+                    if (fs.statSync(d.disk).size > baseSize + 20 * MiB) {
+                        process.kill(pid, "SIGSTOP");
+                        process.kill(pid, "SIGKILL");
+                        how = "mid-commit";
+                        break;
+                    }
+                    await sleep(2);
+                }
+                for (let i = 0; i < 200 && pidAlive(pid); i++) await sleep(10);
+            } finally {
+                await startLibvirtd();
+            }
+            res = await pending.result;
+        });
+        assert.equal(how, "mid-commit", "libvirtd was killed while qemu committed the overlay");
+        assert.ok(res && "e" in res, "the delete failed: libvirtd died before it answered");
+        assert.match(res.e.message, /End of file while reading data|Disconnected from qemu:\/\/system/);
+        // What libvirt 9.0 leaves: the snapshot still recorded, the domain still on the overlay.
+        assert.deepEqual(await snapshotNames(d.name), ["mid-commit"]);
+        // pulumi destroy again: the delete runs again and finishes.
+        await engine.destroy(st);
+        assert.deepEqual(await snapshotNames(d.name), []);
+        const blk = await virshOk(["domblklist", "--domain", d.name]);
+        assert.ok(blk.includes(d.disk), `back on the base disk: ${blk}`);
+        assert.equal(fs.existsSync(overlay), false, "the overlay is merged and removed");
+        assert.equal(await state(d.name), "running");
+        assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true, "the data before the snapshot is intact");
+        assert.equal(await qemuIoRead(d.disk, 0xcd, MiB, 300 * MiB), true, "the data written after the snapshot is merged into the base");
+    });
+
     it("a domain destroyed while its snapshot is taken: libvirt refuses, nothing half-made is left, and the next up converges", async () => {
         const d = await runningDomainWithData();
         const fifo = path.join(d.dir, "gone.fifo");
