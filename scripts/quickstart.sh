@@ -19,7 +19,8 @@ if ! command -v pulumi >/dev/null 2>&1; then
   npx tsc -p test/tsconfig.json
   out=$(mktemp)
   node .build/test/support/run-example.js examples/quickstart "$out"
-  node -e "const r=require('$out'); for (const c of r.created) console.log('  ' + c.type.split(':').pop() + ' ' + c.name + ': ' + JSON.stringify({snapshotName: c.outs.snapshotName, domain: c.outs.domainName, state: c.outs.state, memory: c.outs.memory, creationTime: c.outs.creationTime}))"
+  # The result file has no .json suffix, so it is read as JSON explicitly (require would parse it as JavaScript).
+  node -e "const r=JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8')); for (const c of r.created) console.log('  ' + c.type.split(':').pop() + ' ' + c.name + ': ' + JSON.stringify({snapshotName: c.outs.snapshotName, domain: c.outs.domainName, state: c.outs.state, memory: c.outs.memory, creationTime: c.outs.creationTime}))" "$out"
   rm -f "$out"
   exit 0
 fi

@@ -50,6 +50,24 @@ describe("examples (run under mocks against the real provider and lab)", functio
         assert.deepEqual(await snapshotsOf("lab-idle"), []);
     });
 
+    it("npm run quickstart without the Pulumi CLI: says how to install it, then runs the quickstart through the dynamic-provider server", async () => {
+        // The README's first command, as a user without the CLI runs it: no `pulumi` on PATH.
+        const withoutPulumi = (process.env.PATH ?? "").split(":").filter((d) => d && !fs.existsSync(path.join(d, "pulumi"))).join(":");
+        const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+            execFile("bash", [path.join(PACKAGE_ROOT, "scripts/quickstart.sh")], { cwd: PACKAGE_ROOT, timeout: 280_000, env: { ...process.env, PATH: withoutPulumi } },
+                (err, out, errOut) => resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout: out, stderr: errOut }));
+        });
+        extraTranscripts.push(stdout, stderr);
+        assert.equal(code, 0, stderr);
+        assert.match(stdout, /The Pulumi CLI is not installed\. Install it with: curl -fsSL https:\/\/get\.pulumi\.com \| sh/);
+        const line = /^ {2}DomainSnapshot before-upgrade: (\{.*\})$/m.exec(stdout);
+        assert.ok(line, stdout);
+        const shown = JSON.parse(line[1]!) as Record<string, unknown>;
+        assert.deepEqual({ ...shown, creationTime: undefined }, { snapshotName: "before-upgrade", domain: "lab-idle", state: "running", memory: "internal", creationTime: undefined });
+        assert.ok(Date.parse(String(shown.creationTime)) > 0);
+        assert.deepEqual(await snapshotsOf("lab-idle"), []);
+    });
+
     it("pre-upgrade with rollback: a RestorePoint, the upgrade step after it, then a SnapshotRevert", async () => {
         const r = await runExample("examples/pre-upgrade", ["--config", "rollback=true"]);
         assert.deepEqual(r.created.map((c) => c.type), [
