@@ -17,7 +17,7 @@ import {
     buildCheckpointXml, parseCheckpointXml, withCheckpointParent, withDescription,
     type CheckpointInfo, type CheckpointSpec,
 } from "./xml";
-import { compareInputs, containsUnknown, replacesPrevious, lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
+import { compareInputs, containsUnknown, replacesPrevious, lockKey, parseOrThrow, same, sameDomain, virshFor, withoutConnection } from "./resource";
 
 /** `checkpoint-create --redefine-validate` arrived in 6.10. */
 const REDEFINE_VALIDATE = 6_010_000;
@@ -283,11 +283,6 @@ function outputsFrom(v: Inputs, o: Observed, version: string, extra: { probe: Do
         restoredAt: extra.restoredAt,
         declared: withoutConnection(v),
     };
-}
-
-function withoutConnection(v: Inputs): Omit<Inputs, "connection"> {
-    const { connection: _c, ...rest } = v;
-    return rest;
 }
 
 /** How an existing checkpoint differs from the plan; empty when adopting is safe. */

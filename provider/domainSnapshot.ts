@@ -12,7 +12,7 @@ import { InputError, domainRef, description, failuresOf, hostPath, momentName, p
 import { withDomainLock } from "./locks";
 import { Virsh } from "./virsh";
 import { buildSnapshotXml, parseSnapshotXml, snapshotRecordXml, withDescription, type SnapshotInfo, type SnapshotSpec } from "./xml";
-import { compareInputs, lockKey, parseOrThrow, same, sameDomain, virshFor } from "./resource";
+import { compareInputs, lockKey, parseOrThrow, same, sameDomain, virshFor, withoutConnection } from "./resource";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -250,11 +250,6 @@ function outputsFrom(v: Inputs, o: Observed, version: string, adopted: boolean):
         adopted,
         declared: withoutConnection(v),
     };
-}
-
-function withoutConnection(v: Inputs): Omit<Inputs, "connection"> {
-    const { connection: _c, ...rest } = v;
-    return rest;
 }
 
 /** How an existing snapshot differs from the plan; empty when adopting is safe. */

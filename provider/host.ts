@@ -17,18 +17,22 @@ export interface DomainProbe {
 }
 
 export async function probeDomain(virsh: Virsh, domain: string): Promise<DomainProbe> {
-    const [xml, stateOut, version] = await Promise.all([
+    const [xml, state, version] = await Promise.all([
         virsh.run(["dumpxml", "--domain", domain], { timeoutMs: 60_000 }),
-        virsh.run(["domstate", "--domain", domain], { timeoutMs: 60_000 }),
+        stateOf(virsh, domain),
         virsh.version(),
     ]);
-    const state = stateOut.trim().split("\n")[0]!.trim();
     const info = parseDomainXml(xml);
     const active = state !== "shut off" && state !== "crashed" && state !== "no state";
     const checkpointsWhileOff = !active && version.number >= VERSIONS.checkpoints
         ? (await virsh.run(["checkpoint-list", "--domain", info.uuid, "--name"], { timeoutMs: 60_000 })).split("\n").map((l) => l.trim()).filter(Boolean)
         : [];
     return { info, state, active, version, checkpointsWhileOff };
+}
+
+/** The domain's state as `virsh domstate` names it: running, paused, shut off... */
+export async function stateOf(virsh: Virsh, domain: string): Promise<DomainState> {
+    return (await virsh.run(["domstate", "--domain", domain], { timeoutMs: 60_000 })).trim().split("\n")[0]!.trim();
 }
 
 /** Is this string a UUID (so the domain is addressed by UUID)? */

@@ -97,3 +97,9 @@ export function replacesPrevious(schema: z.ZodObject, olds: Record<string, unkno
     if (target(prev.connection) !== target(v.connection)) return true;
     return replaceKeys.some((k) => !same(prev[k], v[k]));
 }
+
+/** The declared inputs as a resource records them for diff: the connection is kept apart, as a secret. */
+export function withoutConnection<T extends { connection?: unknown }>(v: T): Omit<T, "connection"> {
+    const { connection: _c, ...rest } = v;
+    return rest;
+}

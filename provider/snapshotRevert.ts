@@ -9,12 +9,13 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "./connection";
 import { LibvirtError, isKind, messageOf } from "./errors";
-import { probeDomain, VERSIONS, type DomainProbe } from "./host";
+import { kindOf } from "./domainSnapshot";
+import { probeDomain, stateOf, VERSIONS, type DomainProbe } from "./host";
 import { InputError, domainRef, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "./inputs";
 import { withDomainLock } from "./locks";
 import { Virsh } from "./virsh";
 import { parseSnapshotXml, type SnapshotInfo } from "./xml";
-import { compareInputs, containsUnknown, replacesPrevious, lockKey, parseOrThrow, virshFor } from "./resource";
+import { compareInputs, containsUnknown, replacesPrevious, lockKey, parseOrThrow, virshFor, withoutConnection } from "./resource";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -60,10 +61,6 @@ export interface SnapshotRevertOutputs {
 
 // ---- checks --------------------------------------------------------------------
 
-export function isExternal(s: SnapshotInfo): boolean {
-    return s.memory.snapshot === "external" || s.disks.some((d) => d.snapshot === "external");
-}
-
 interface Inspection {
     probe?: DomainProbe;
     snapshot?: SnapshotInfo;
@@ -100,7 +97,7 @@ async function inspect(virsh: Virsh, v: Inputs): Promise<Inspection> {
         return { probe, failures };
     }
     const snapshot = parseSnapshotXml(snapshotXml);
-    if (isExternal(snapshot) && probe.version.number < VERSIONS.externalSnapshotRevert) {
+    if (kindOf(snapshot) === "external" && probe.version.number < VERSIONS.externalSnapshotRevert) {
         failures.push({ property: "snapshot", reason: `'${v.snapshot}' is an external snapshot, and libvirt ${probe.version.libvirt} can't revert to external snapshots ` +
             `('revert to external snapshot not supported yet'; libvirt 9.9 and newer can). Revert to an internal snapshot, or upgrade libvirt on the host` });
     }
@@ -124,11 +121,6 @@ function revertFlags(v: Inputs): string[] {
     if (v.afterRevert === "paused") flags.push("--paused");
     if (v.force) flags.push("--force");
     return flags;
-}
-
-function withoutConnection(v: Inputs): Omit<Inputs, "connection"> {
-    const { connection: _c, ...rest } = v;
-    return rest;
 }
 
 export const snapshotRevert = {
@@ -266,7 +258,7 @@ async function revertNow(virsh: Virsh, v: Inputs): Promise<SnapshotRevertOutputs
         throw Object.assign(err, { id: `${domain}/${v.snapshot}@${at}`, properties: partial, reasons: [message] });
     }
     const revertedAt = new Date().toISOString();
-    const domainState = (await virsh.run(["domstate", "--domain", domain], { timeoutMs: 60_000 })).trim().split("\n")[0]!.trim();
+    const domainState = await stateOf(virsh, domain);
     return outputsOf(v, probe, snapshot, revertedAt, domainState);
 }
 
@@ -278,7 +270,7 @@ async function finishCutOffRevert(virsh: Virsh, v: Inputs, olds: SnapshotRevertO
     const happened = pending.domainIdBefore === "-" ? idNow !== "-" : idNow !== pending.domainIdBefore;
     if (!happened) return revertNow(virsh, v);
     const { pending: _p, connection: _c, ...kept } = olds;
-    const domainState = (await virsh.run(["domstate", "--domain", domain], { timeoutMs: 60_000 })).trim().split("\n")[0]!.trim();
+    const domainState = await stateOf(virsh, domain);
     return {
         ...kept,
         ...(v.connection ? { connection: v.connection } : {}),
@@ -290,4 +282,4 @@ async function finishCutOffRevert(virsh: Virsh, v: Inputs, olds: SnapshotRevertO
     };
 }
 
-export const __testing = { revertFlags, isExternal };
+export const __testing = { revertFlags };
