@@ -14,7 +14,7 @@ const noControl = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 
 /** An unpaired UTF-16 surrogate has no UTF-8 form: Node writes it as U+FFFD, so the host would get another string. */
 export const LONE_SURROGATE = /\p{Cs}/u;
-export const NOT_UNICODE = "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so libvirt would get U+FFFD instead";
+export const NOT_UNICODE = "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so it would reach the host as U+FFFD";
 const validUnicode = (s: string) => !LONE_SURROGATE.test(s);
 
 const hostName = z.string()

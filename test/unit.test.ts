@@ -102,7 +102,7 @@ describe("connection input and stack config", () => {
             const value = field === "libvirtUri" ? "qemu:///sys\udc00tem" : field === "knownHostsPath" ? "/tmp/k\ud800" : "kvm\ud83d1";
             const r = ConnectionSchema.safeParse({ host: "kvm1", [field]: value });
             assert.equal(r.success, false, field);
-            assert.deepEqual(r.error!.issues.map((i) => `${i.path.join(".")}: ${i.message}`), [`${field}: must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so libvirt would get U+FFFD instead`]);
+            assert.deepEqual(r.error!.issues.map((i) => `${i.path.join(".")}: ${i.message}`), [`${field}: must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so it would reach the host as U+FFFD`]);
         }
         assert.equal(ConnectionSchema.safeParse({ host: "kvm1", libvirtUri: "qemu+ssh://h\u00f6st/system", password: "p\ud83d\ude00" }).success, true);
     });
