@@ -289,6 +289,10 @@ export interface MakeDomainOptions {
   format?: "qcow2" | "raw";
   /** Disk size in MiB. Default 64 (the writer needs 64: its slots end just below 64 MiB). */
   sizeMB?: number;
+  /** An exact name instead of prefix + random suffix (recorded state names its domains). */
+  name?: string;
+  /** A fixed UUID instead of libvirt's random one. */
+  uuid?: string;
 }
 
 export interface TestDomain {
@@ -340,9 +344,9 @@ function xmlEscape(s: string): string {
 }
 
 /** The same shape as the lab domains (scripts/lab.sh): 64 MiB, 1 vcpu, pc, virtio disk, no NIC. */
-export function domainXml(o: { name: string; title: string; virtType: string; disk: string; format: string }): string {
+export function domainXml(o: { name: string; title: string; virtType: string; disk: string; format: string; uuid?: string }): string {
   return `<domain type='${xmlEscape(o.virtType)}'>
-  <name>${xmlEscape(o.name)}</name>
+  <name>${xmlEscape(o.name)}</name>${o.uuid ? `\n  <uuid>${xmlEscape(o.uuid)}</uuid>` : ""}
   <title>${xmlEscape(o.title)}</title>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
@@ -382,7 +386,8 @@ export async function makeDomain(opts: MakeDomainOptions = {}): Promise<TestDoma
   if (!/^[A-Za-z0-9_.+-]*$/.test(prefix)) throw new Error(`makeDomain: prefix ${JSON.stringify(prefix)} has unsafe characters`);
   const format = opts.format ?? "qcow2";
   const sizeMB = opts.sizeMB ?? 64;
-  const name = prefix + crypto.randomBytes(4).toString("hex");
+  const name = opts.name ?? prefix + crypto.randomBytes(4).toString("hex");
+  if (opts.name !== undefined && !/^[A-Za-z0-9_.+-]+$/.test(opts.name)) throw new Error(`makeDomain: name ${JSON.stringify(opts.name)} has unsafe characters`);
   const dir = path.join(lab.tmpDiskDir, name);
   const disk = path.join(dir, `disk.${format}`);
   fs.mkdirSync(dir, { recursive: true });
@@ -398,7 +403,7 @@ export async function makeDomain(opts: MakeDomainOptions = {}): Promise<TestDoma
       await runOk("/usr/bin/qemu-io", ["-f", format, "-c", `write -q -s ${lab.bootSectorPath} 0 512`, disk]);
     }
     const xmlPath = path.join(dir, "domain.xml");
-    fs.writeFileSync(xmlPath, domainXml({ name, title: `${TMP_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format }));
+    fs.writeFileSync(xmlPath, domainXml({ name, title: `${TMP_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format, uuid: opts.uuid }));
     await virshOk(["define", xmlPath]);
     if (opts.running) await virshOk(["start", name]);
     const uuid = (await virshOk(["domuuid", name])).trim();

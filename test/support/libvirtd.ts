@@ -21,10 +21,20 @@ export function pidAlive(pid: number): boolean {
     }
 }
 
+/** A process in this host's own root, not one chrooted into another lab host's. */
+function inOurRoot(pid: number): boolean {
+    try {
+        return fs.readlinkSync(`/proc/${pid}/root`) === "/";
+    } catch {
+        return false;
+    }
+}
+
 /**
  * The PID of the libvirtd the lab uses: the one it started (.lab/libvirtd.pid),
- * else the only libvirtd on this host (one the lab found running: a system
- * service, or another checkout's lab).
+ * else the only libvirtd of this host's root (one the lab found running: a
+ * system service, or another checkout's lab). Another lab host's libvirtd runs
+ * chrooted and is never this one.
  */
 export function libvirtdPid(): number | undefined {
     try {
@@ -32,7 +42,7 @@ export function libvirtdPid(): number | undefined {
         if (pid > 0 && pidAlive(pid)) return pid;
     } catch { /* no PID file: the lab did not start it */ }
     try {
-        const pids = execFileSync("pgrep", ["-x", "libvirtd"], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number).filter(pidAlive);
+        const pids = execFileSync("pgrep", ["-x", "libvirtd"], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number).filter((p) => pidAlive(p) && inOurRoot(p));
         return pids.length === 1 ? pids[0] : undefined;
     } catch {
         return undefined; // pgrep found none
