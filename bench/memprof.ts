@@ -1,5 +1,5 @@
 // Preloaded into the provider server with NODE_OPTIONS=--require when
-// BENCH_MEM_PROF=DIR is set (bench.ts adds it): what the server's memory is
+// BENCH_MEM_PROF=DIR is set (provider-server.ts adds it): what the server's memory is
 // made of, measured from inside, without changing it (no forced GC, no flags).
 //   - process.memoryUsage() every 10 ms (rss, heapTotal, heapUsed, external,
 //     arrayBuffers), and V8's heap spaces at the highest RSS seen;
@@ -20,7 +20,7 @@ import * as v8 from "node:v8";
 const dir = process.env.BENCH_MEM_PROF;
 if (dir) {
     const t0 = performance.now();
-    const startEpochMs = Date.now(); // bench.ts writes its phase marks (<label>-<pid>.marks.json) in epoch ms
+    const startEpochMs = Date.now(); // phases/fanout.ts writes its marks (<label>-<pid>.marks.json) in epoch ms
     const mb = (x: number) => Math.round((x / 2 ** 20) * 10) / 10;
     const snap = () => { const m = process.memoryUsage(); return { t: Math.round(performance.now() - t0), rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) }; };
     type Sample = ReturnType<typeof snap>;

@@ -1,0 +1,91 @@
+// The references the provider is compared against: the same virsh commands run locally
+// with execFile (baseline A) and through a fresh `ssh` process each (baseline B, what a
+// local-exec or @pulumi/command user gets), and local virsh with the fan-out's and the
+// refresh's parallelism.
+import { run, type TestDomain } from "../test/support/lab";
+import { PARALLEL, URI, VIRSH, lab } from "./config";
+import { now, pool, type Trio } from "./measure";
+import type { State } from "./provider-server";
+import type { BenchSshd } from "./sshd";
+
+/** One snapshot of the fan-out: which domain, which name. */
+export interface SnapshotJob { dom: TestDomain; name: string; }
+
+export async function virshLocalOk(args: readonly string[]): Promise<string> {
+    const r = await run(VIRSH, ["-c", URI, ...args], { timeoutMs: 300_000 });
+    if (r.code !== 0) throw new Error(`virsh ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
+    return r.stdout;
+}
+
+/** Baseline A: the same virsh commands, run locally with execFile. */
+export async function localTrio(domainUuid: string, name: string): Promise<Trio> {
+    const t0 = now();
+    await virshLocalOk(["snapshot-create-as", "--domain", domainUuid, "--name", name, "--atomic"]);
+    const t1 = now();
+    await virshLocalOk(["snapshot-dumpxml", "--domain", domainUuid, "--snapshotname", name]);
+    const t2 = now();
+    await virshLocalOk(["snapshot-delete", "--domain", domainUuid, "--snapshotname", name]);
+    const t3 = now();
+    return { create: t1 - t0, read: t2 - t1, del: t3 - t2, total: t3 - t0 };
+}
+
+/** POSIX single quoting for the fresh-ssh baseline's command string. */
+function q(a: string): string { return /^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`; }
+
+function sshArgv(sshd: BenchSshd): string[] {
+    return ["-F", "/dev/null", "-p", String(sshd.port), "-i", lab.privateKeyPath, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${sshd.knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR", `root@${lab.host}`];
+}
+
+async function sshVirsh(sshd: BenchSshd, args: readonly string[]): Promise<void> {
+    const line = ["env", "LC_ALL=C", "virsh", "-c", URI, ...args].map(q).join(" ");
+    const r = await run("/usr/bin/ssh", [...sshArgv(sshd), "--", line], { timeoutMs: 300_000 });
+    if (r.code !== 0) throw new Error(`ssh virsh ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
+}
+
+/** Baseline B: the same commands through a fresh ssh process each (a local-exec / @pulumi/command user). */
+export async function sshTrio(sshd: BenchSshd, domainUuid: string, name: string): Promise<Trio> {
+    const t0 = now();
+    await sshVirsh(sshd, ["snapshot-create-as", "--domain", domainUuid, "--name", name, "--atomic"]);
+    const t1 = now();
+    await sshVirsh(sshd, ["snapshot-dumpxml", "--domain", domainUuid, "--snapshotname", name]);
+    const t2 = now();
+    await sshVirsh(sshd, ["snapshot-delete", "--domain", domainUuid, "--snapshotname", name]);
+    const t3 = now();
+    return { create: t1 - t0, read: t2 - t1, del: t3 - t2, total: t3 - t0 };
+}
+
+/**
+ * The fan-out's ideal: each domain's creates one after another, domains in perfect
+ * parallel, i.e. the longest per-domain sum of local creates run one at a time (ms).
+ */
+export async function idealFanoutMs(jobs: readonly SnapshotJob[]): Promise<number> {
+    const localTimes = new Map<string, number>();
+    for (const j of jobs) {
+        const t0 = now();
+        await virshLocalOk(["snapshot-create-as", "--domain", j.dom.uuid, "--name", j.name, "--atomic"]);
+        localTimes.set(j.dom.uuid, (localTimes.get(j.dom.uuid) ?? 0) + now() - t0);
+    }
+    return Math.max(...localTimes.values());
+}
+
+/** What local virsh itself achieves with the fan-out's parallelism, one create at a time per domain (ms). */
+export async function timedLocalFanout(jobs: readonly SnapshotJob[]): Promise<number> {
+    const tails = new Map<string, Promise<unknown>>();
+    const t0 = now();
+    await pool(PARALLEL, jobs, (j) => {
+        const prev = tails.get(j.dom.uuid) ?? Promise.resolve();
+        const p = prev.then(() => virshLocalOk(["snapshot-create-as", "--domain", j.dom.uuid, "--name", j.name, "--atomic"]));
+        tails.set(j.dom.uuid, p);
+        return p;
+    });
+    return now() - t0;
+}
+
+/** The refresh's reads done with local virsh (snapshot-dumpxml), same parallelism (ms). */
+export async function timedLocalReads(states: readonly State[]): Promise<number> {
+    const t0 = now();
+    await pool(PARALLEL, states, (s) => virshLocalOk(["snapshot-dumpxml", "--domain", String(s.outs.domainUuid), "--snapshotname", String(s.outs.snapshotName)]));
+    return now() - t0;
+}

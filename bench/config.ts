@@ -1,0 +1,21 @@
+// The benchmark's settings: the env variables listed in the header of bench.ts, the
+// fixed sizes of each phase, and the lab it runs against.
+import { PACKAGE_ROOT, dynamicType } from "../test/harness/engine";
+import { loadLab, type LabInfo } from "../test/support/lab";
+
+export const TYPE = dynamicType("libvirt-snapshots", "DomainSnapshot");
+export const ITER = Number(process.env.BENCH_ITER ?? 30);
+export const WARMUP = 3;
+export const SCALE_ITER = Number(process.env.BENCH_SCALE_ITER ?? 15);
+export const SCALE_COUNTS = [1, 50, 200];
+export const FANOUT_DOMAINS = 5, FANOUT_SNAPSHOTS = 50, PARALLEL = 10, REFRESH_COUNT = 100;
+export const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 3);
+export const SKIP = new Set((process.env.BENCH_SKIP ?? "").split(",").filter(Boolean));
+export const PROF_DIR = process.env.BENCH_CPU_PROF;
+export const MEM_DIR = process.env.BENCH_MEM_PROF;
+export const VIRSH = "/usr/bin/virsh";
+/** Where the provider server runs from, and so which build of the provider it loads. */
+export const SERVER_CWD = process.env.BENCH_PACKAGE_ROOT ?? PACKAGE_ROOT;
+
+export const lab: LabInfo = loadLab();
+export const URI = lab.libvirtUri;
