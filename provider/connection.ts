@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 
-/** Unknown values at preview arrive as this string (NOTES §5). */
+/** Unknown values at preview arrive as this string (the engine's marker for "not known yet"). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 /** The stack-config namespace: `pulumi config set libvirt-snapshots:host kvm1`. */

@@ -57,7 +57,7 @@ export function isKind(e: unknown, kind: ErrorKind): e is LibvirtError {
     return e instanceof LibvirtError && e.kind === kind;
 }
 
-// libvirt's messages with LC_ALL=C (libvirt 9.0, measured; see NOTES §3). The
+// libvirt's messages with LC_ALL=C (measured on libvirt 9.0). The
 // order matters: "already exists" wins over "not found" in odd combinations.
 const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
     [/already exists/i, "already-exists"],

@@ -1,102 +1,50 @@
-// The implementation behind the thin provider objects in index.ts. They load
-// this module by package name inside each call (NOTES §5), so this file's
-// exports are a stable API: state written by any version calls into them.
+// The frozen ABI. The shims that index.ts serializes into every user's state
+// load this module by package name ("pulumi-libvirt-snapshots/impl") inside
+// each call, so state written by any release runs today's code through it.
+// Every name and signature in `Impl` stays, for ever: add, never rename or remove.
+// test/abi.test.ts pins the shim texts of each release and the methods they call.
 import type * as pulumi from "@pulumi/pulumi";
-import { SECRET_FIELDS, secretsOf, type Connection } from "./connection";
-import { LibvirtError, redact } from "./errors";
-import { setStackConfig, stackSecrets } from "./inputs";
-import { domainSnapshot } from "./domainSnapshot";
-import { domainCheckpoint } from "./domainCheckpoint";
-import { snapshotRevert } from "./snapshotRevert";
-import { restorePoint as restorePointImpl } from "./restorePoint";
+import { guarded } from "./guard";
+import { setStackConfig } from "./stackConfig";
+import { domainSnapshot } from "./resources/domainSnapshot";
+import { domainCheckpoint } from "./resources/domainCheckpoint";
+import { snapshotRevert } from "./resources/snapshotRevert";
+import { restorePoint as restorePointResource } from "./resources/restorePoint";
 
-export async function configure(req: pulumi.dynamic.ConfigureRequest): Promise<void> {
+/** What the engine passes: plain JSON, validated inside each method. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Wire = any;
+
+/** One resource's CRUD, as the shims call it. */
+export interface ResourceImpl {
+    check(olds: Wire, news: Wire): Promise<pulumi.dynamic.CheckResult>;
+    diff(id: string, olds: Wire, news: Wire): Promise<pulumi.dynamic.DiffResult>;
+    create(inputs: Wire): Promise<pulumi.dynamic.CreateResult>;
+    read(id: string, props: Wire): Promise<pulumi.dynamic.ReadResult>;
+    update(id: string, olds: Wire, news: Wire): Promise<pulumi.dynamic.UpdateResult>;
+    delete(id: string, props: Wire): Promise<void>;
+}
+
+/** The module's exports, as the shims of every release call them. */
+export interface Impl {
+    configure(req: pulumi.dynamic.ConfigureRequest): Promise<void>;
+    snapshot: ResourceImpl;
+    checkpoint: ResourceImpl;
+    revert: ResourceImpl;
+    restorePoint: ResourceImpl;
+}
+
+/** The resources' keys in `Impl`, one per shim. */
+export type ResourceKey = Exclude<keyof Impl, "configure">;
+
+export const configure: Impl["configure"] = async (req) => {
     setStackConfig((key) => {
         const v = req.config.get(key) as unknown;
         return v === undefined || v === null ? undefined : typeof v === "string" ? v : JSON.stringify(v);
     });
-}
+};
 
-type Methods = Record<string, (...args: any[]) => Promise<unknown>>;
-
-// Pulumi's wire marker for a secret value (the SDK's specialSigKey / specialSecretSig).
-const SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d";
-const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
-
-/**
- * Outputs carry the connection, because delete and refresh get nothing else.
- * Its password and keys leave the provider only wrapped as Pulumi secrets, so
- * the engine keeps them encrypted in state whatever the program passed in.
- */
-function sealSecrets(v: unknown): unknown {
-    if (Array.isArray(v)) return v.map(sealSecrets);
-    if (!v || typeof v !== "object" || SECRET_SIG_KEY in v) return v;
-    const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) {
-        out[k] = (SECRET_FIELDS as readonly string[]).includes(k) && typeof x === "string" ? { [SECRET_SIG_KEY]: SECRET_SIG, value: x } : sealSecrets(x);
-    }
-    return out;
-}
-
-/** The engine strips secret markers before calling a provider that doesn't accept secrets; do the same for any that reach us. */
-function openSecrets(v: unknown): unknown {
-    if (Array.isArray(v)) return v.map(openSecrets);
-    if (!v || typeof v !== "object") return v;
-    const o = v as Record<string, unknown>;
-    if (o[SECRET_SIG_KEY] === SECRET_SIG) return openSecrets(o.value);
-    const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(o)) out[k] = openSecrets(x);
-    return out;
-}
-
-/** Whatever goes wrong, no password or key text leaves the provider in an error. */
-function guarded<T extends Methods>(impl: T): T {
-    const out: Methods = {};
-    for (const [name, fn] of Object.entries(impl)) {
-        out[name] = async (...raw: unknown[]) => {
-            const args = raw.map(openSecrets);
-            try {
-                const result = await fn(...args) as Record<string, unknown> | undefined;
-                if (result && typeof result === "object") {
-                    for (const key of ["outs", "props", "inputs"]) if (key in result) result[key] = sealSecrets(result[key]);
-                }
-                return result;
-            } catch (e) {
-                const secrets = args.flatMap((a) => {
-                    const c = (a && typeof a === "object" ? (a as { connection?: unknown }).connection : undefined) as Connection | undefined;
-                    const targets = (a && typeof a === "object" ? (a as { targets?: Array<{ connection?: Connection }> }).targets : undefined) ?? [];
-                    return [...secretsOf(typeof c === "object" ? c : undefined), ...(Array.isArray(targets) ? targets.flatMap((t) => secretsOf(t?.connection)) : [])];
-                }).concat(stackSecrets());
-                // Always a fresh Error without a numeric `code`: the dynamic-provider server
-                // turns such a code into the gRPC status, and a non-Error is never answered.
-                const message = redact(e instanceof Error ? e.message : String(e), secrets);
-                const clean = e instanceof LibvirtError ? new LibvirtError(e.kind, message) : new Error(message);
-                if (e instanceof Error) clean.name = e.name;
-                // A create that may have half-happened reports what exists (an init failure), so the next up converges.
-                // The dynamic-provider server adds the provider's text (__provider) to the outputs of a success
-                // but stores an init failure's properties as they are; without it the next destroy or
-                // replacement of that resource can't load the provider. So it is carried along here.
-                const init = e as { id?: string; properties?: Record<string, unknown>; reasons?: string[] };
-                if (init && typeof init === "object" && init.id) {
-                    const providerText = args.map((a) => (a && typeof a === "object" ? (a as { __provider?: unknown }).__provider : undefined))
-                        .reverse().find((p): p is string => typeof p === "string");
-                    const properties = { ...(sealSecrets(init.properties ?? {}) as Record<string, unknown>), ...(providerText ? { __provider: providerText } : {}) };
-                    Object.assign(clean, { id: init.id, properties, reasons: init.reasons?.map((r) => redact(r, secrets)) });
-                }
-                throw clean;
-            }
-        };
-    }
-    return out as T;
-}
-
-export const snapshot = guarded(domainSnapshot);
-export { sshStats, handshakeCount, closeAllTransports } from "./transport";
-export { virshStats } from "./virsh";
-
-// ---- DomainCheckpoint and SnapshotRevert (issue 4) ----
-export const checkpoint = guarded(domainCheckpoint);
-export const revert = guarded(snapshotRevert);
-
-// ---- RestorePoint (issue 5) ----
-export const restorePoint = guarded(restorePointImpl);
+export const snapshot: Impl["snapshot"] = guarded(domainSnapshot);
+export const checkpoint: Impl["checkpoint"] = guarded(domainCheckpoint);
+export const revert: Impl["revert"] = guarded(snapshotRevert);
+export const restorePoint: Impl["restorePoint"] = guarded(restorePointResource);

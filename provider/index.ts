@@ -1,38 +1,237 @@
-// Public API: the resources a Pulumi program declares, and the provider
-// objects behind them. The provider objects are what Pulumi serializes into
-// state; each is a thin shim that loads the implementation by package name at
-// call time, so its text stays small and stable (NOTES §5).
+// Public API: the resources a Pulumi program declares, their arguments and
+// outputs, and the provider objects behind them. The provider objects are what
+// Pulumi serializes into state; each is a thin shim that loads the
+// implementation by package name at call time, so its text stays small and
+// stable, and old state runs new code.
 import * as pulumi from "@pulumi/pulumi";
-import type { Connection } from "./connection";
-import type { DomainSnapshotInputs } from "./domainSnapshot";
-import type { CheckpointDiskState, DomainCheckpointInputs } from "./domainCheckpoint";
-import type { SnapshotRevertInputs } from "./snapshotRevert";
-import type { MemberSnapshot, RestorePointInputs } from "./restorePoint";
+import type { z } from "zod";
+import type { Connection, ConnectionSchema, ProxySchema } from "./connection";
+import type { ResourceKey } from "./impl";
+import type { DomainSnapshotOutputs, DomainSnapshotSchema } from "./resources/domainSnapshot";
+import type { CheckpointDiskState, DomainCheckpointOutputs, DomainCheckpointSchema } from "./resources/domainCheckpoint";
+import type { SnapshotRevertOutputs, SnapshotRevertSchema } from "./resources/snapshotRevert";
+import type { MemberSnapshot, RestorePointOutputs, RestorePointSchema } from "./resources/restorePoint";
 
-/** Every field may be a plain value or a Pulumi Output. */
-export type DeepInput<T> =
-    T extends string | number | boolean | undefined | null ? pulumi.Input<T> :
-    T extends ReadonlyArray<infer U> ? pulumi.Input<ReadonlyArray<DeepInput<U>>> :
-    T extends object ? pulumi.Input<{ [K in keyof T]: DeepInput<T[K]> }> :
-    pulumi.Input<T>;
+export type { Connection, CheckpointDiskState, MemberSnapshot, DomainSnapshotOutputs, DomainCheckpointOutputs, SnapshotRevertOutputs, RestorePointOutputs };
 
-export type ConnectionArgs = DeepInput<Connection>;
+/**
+ * The provider object for one resource. Its text is stored in every user's
+ * state and calls `require("pulumi-libvirt-snapshots/impl")` by package name
+ * for ever (see impl.ts): never change what it calls.
+ */
+// prettier-ignore
+function shim(resource: ResourceKey): pulumi.dynamic.ResourceProvider {
+    return {
+        async configure(req) { return require("pulumi-libvirt-snapshots/impl").configure(req); },
+        async check(olds, news) { return require("pulumi-libvirt-snapshots/impl")[resource].check(olds, news); },
+        async diff(id, olds, news) { return require("pulumi-libvirt-snapshots/impl")[resource].diff(id, olds, news); },
+        async create(inputs) { return require("pulumi-libvirt-snapshots/impl")[resource].create(inputs); },
+        async read(id, props) { return require("pulumi-libvirt-snapshots/impl")[resource].read(id, props); },
+        async update(id, olds, news) { return require("pulumi-libvirt-snapshots/impl")[resource].update(id, olds, news); },
+        async delete(id, props) { return require("pulumi-libvirt-snapshots/impl")[resource].delete(id, props); },
+    };
+}
 
-export const DomainSnapshotProvider: pulumi.dynamic.ResourceProvider = {
-    async configure(req) { return require("pulumi-libvirt-snapshots/impl").configure(req); },
-    async check(olds, news) { return require("pulumi-libvirt-snapshots/impl").snapshot.check(olds, news); },
-    async diff(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").snapshot.diff(id, olds, news); },
-    async create(inputs) { return require("pulumi-libvirt-snapshots/impl").snapshot.create(inputs); },
-    async read(id, props) { return require("pulumi-libvirt-snapshots/impl").snapshot.read(id, props); },
-    async update(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").snapshot.update(id, olds, news); },
-    async delete(id, props) { return require("pulumi-libvirt-snapshots/impl").snapshot.delete(id, props); },
-};
+export const DomainSnapshotProvider = shim("snapshot");
+export const DomainCheckpointProvider = shim("checkpoint");
+export const SnapshotRevertProvider = shim("revert");
+export const RestorePointProvider = shim("restorePoint");
 
-/** A resource's arguments: its schema's input type, each field a Pulumi Input; the name field optional (it defaults to the logical name). */
-export type ArgsOf<T, NameKey extends keyof T> = InputsOf<Omit<T, NameKey>> & { [K in NameKey]?: pulumi.Input<string> };
-type InputsOf<T> = { [K in keyof T]: DeepInput<T[K]> };
+// ---- arguments ------------------------------------------------------------------
 
-export type DomainSnapshotArgs = ArgsOf<DomainSnapshotInputs, "snapshotName">;
+/** The SSH fields of a connection, for the target and for a jump host alike. */
+export interface SshArgs {
+    /** SSH host of the hypervisor. Without it, virsh runs on the machine that runs Pulumi. */
+    host?: pulumi.Input<string>;
+    /** Default 22. */
+    port?: pulumi.Input<number>;
+    /** Default `root`. */
+    user?: pulumi.Input<string>;
+    /** A secret. */
+    password?: pulumi.Input<string>;
+    /** The key's text (not its path); a secret. */
+    privateKey?: pulumi.Input<string>;
+    /** The key's passphrase; a secret. */
+    privateKeyPassword?: pulumi.Input<string>;
+    /** An ssh-agent to authenticate with. Default `$SSH_AUTH_SOCK`. */
+    agentSocketPath?: pulumi.Input<string>;
+    /** The server's public key line (`ssh-ed25519 AAAA…`) or fingerprint (`SHA256:…`). */
+    hostKey?: pulumi.Input<string>;
+    /** Where to look when no `hostKey` is pinned. Default `~/.ssh/known_hosts`. */
+    knownHostsPath?: pulumi.Input<string>;
+    /** Turns the host-key check off; for throwaway test hosts only. Default false. */
+    insecureIgnoreHostKey?: pulumi.Input<boolean>;
+    /** Dial attempts before giving up (authentication and host-key failures are not retried). Default 10. */
+    dialErrorLimit?: pulumi.Input<number>;
+    /** Seconds per dial attempt. Default 15. */
+    perDialTimeout?: pulumi.Input<number>;
+}
+
+/** A jump host: the same SSH fields, with a host. */
+export interface ProxyArgs extends SshArgs {
+    host: pulumi.Input<string>;
+}
+
+/** Where virsh runs and how to reach it. Without one, the stack config (`libvirt-snapshots:host` and so on) is used. */
+export interface ConnectionArgs extends SshArgs {
+    /** A jump host. */
+    proxy?: pulumi.Input<ProxyArgs>;
+    /** Passed to `virsh -c`. Default `qemu:///system`. */
+    libvirtUri?: pulumi.Input<string>;
+    /** Run `sudo -n virsh` (the login user needs a NOPASSWD rule for virsh, and for rm and qemu-img where they run). Default false. */
+    sudo?: pulumi.Input<boolean>;
+}
+
+export interface DomainSnapshotArgs {
+    /** Where the domain lives. Default: the stack config. */
+    connection?: pulumi.Input<ConnectionArgs>;
+    /** The domain's name or UUID. */
+    domain: pulumi.Input<string>;
+    /**
+     * The snapshot's name. Default: the resource's logical name. Refused: empty, `/`, `"`, `\`, a leading `-`,
+     * control characters, more than 247 bytes (libvirt accepts some of these and then breaks).
+     */
+    snapshotName?: pulumi.Input<string>;
+    /** Free text; changing it updates the snapshot in place (`--redefine`). */
+    description?: pulumi.Input<string>;
+    /** `internal` (inside the qcow2 image, the default) or `external` (an overlay file per disk; new writes go there). */
+    kind?: pulumi.Input<"internal" | "external">;
+    /** `none` (disk only), `internal` or `external`. Default: saved while the domain runs, skipped when it is shut off. */
+    memory?: pulumi.Input<"none" | "internal" | "external">;
+    /** With memory `external`. Default: beside the first disk, `DOMAIN.SNAPSHOT.mem`. */
+    memoryFile?: pulumi.Input<string>;
+    /** Per-disk overrides, by target (`vda`) or source path. Default: every writable disk by `kind`. */
+    disks?: pulumi.Input<pulumi.Input<SnapshotDiskArgs>[]>;
+    /** Freeze the guest's filesystems for the snapshot (a connected guest agent, disk-only). Default false. */
+    quiesce?: pulumi.Input<boolean>;
+    /** All disks or none. Default true. */
+    atomic?: pulumi.Input<boolean>;
+    /** A live full-system external snapshot. Default false. */
+    live?: pulumi.Input<boolean>;
+    /** Stop the domain after the snapshot. Default false. */
+    halt?: pulumi.Input<boolean>;
+    /** `delete` (the default) merges the data into the child on destroy; `metadata` drops libvirt's record and keeps the data. */
+    deletion?: pulumi.Input<"delete" | "metadata">;
+    /** Take over an existing snapshot of this name, if it matches what is declared (`pulumi import` does not work for dynamic providers). Default false. */
+    adopt?: pulumi.Input<boolean>;
+    /** The time limit for each virsh command. Default 300. */
+    timeoutSeconds?: pulumi.Input<number>;
+}
+
+export interface SnapshotDiskArgs {
+    /** A disk target (`vda`) or its source path. */
+    name: pulumi.Input<string>;
+    /** `internal`, `external` (an overlay file) or `no` (leave the disk out). */
+    snapshot: pulumi.Input<"internal" | "external" | "no">;
+    /** The overlay file, with `external`. */
+    file?: pulumi.Input<string>;
+    /** The overlay's format, with `external`. */
+    driverType?: pulumi.Input<"qcow2" | "raw" | "qed">;
+}
+
+export interface DomainCheckpointArgs {
+    /** Where the domain lives. Default: the stack config. */
+    connection?: pulumi.Input<ConnectionArgs>;
+    /** The domain's name or UUID. */
+    domain: pulumi.Input<string>;
+    /**
+     * The checkpoint's name. Default: the resource's logical name. Letters, digits, `_`, `-` and `.`, not starting
+     * with `.` or `-`: libvirt's checkpoint schema is stricter than its snapshot schema.
+     */
+    checkpointName?: pulumi.Input<string>;
+    /** Changed in place (`checkpoint-create --redefine`), without a new checkpoint. */
+    description?: pulumi.Input<string>;
+    /** Per-disk overrides. Default: every writable disk gets a bitmap. */
+    disks?: pulumi.Input<pulumi.Input<CheckpointDiskArgs>[]>;
+    /** libvirt's QEMU driver rejects it, so true is refused at check; a checkpoint copies no data. Default false. */
+    quiesce?: pulumi.Input<boolean>;
+    /** `delete` (the default) removes the bitmaps, and the parent keeps covering their changes; `metadata` drops only libvirt's record. */
+    deletion?: pulumi.Input<"delete" | "metadata">;
+    /** Take over an existing checkpoint of that name, if its disks match the declaration. Default false. */
+    adopt?: pulumi.Input<boolean>;
+    /** The time limit for each virsh command. Default 300. */
+    timeoutSeconds?: pulumi.Input<number>;
+}
+
+export interface CheckpointDiskArgs {
+    /** A disk target (`vda`) or its source path. */
+    name: pulumi.Input<string>;
+    /** `bitmap` (track the disk's changes) or `no` (leave the disk out, for example a raw one). */
+    checkpoint: pulumi.Input<"bitmap" | "no">;
+    /** libvirt's QEMU driver names every bitmap after its checkpoint, so this may only be the checkpoint name. */
+    bitmap?: pulumi.Input<string>;
+}
+
+export interface SnapshotRevertArgs {
+    /** Where the domain lives. Default: the stack config. */
+    connection?: pulumi.Input<ConnectionArgs>;
+    /** The domain's name or UUID. */
+    domain: pulumi.Input<string>;
+    /** The snapshot's name, or a DomainSnapshot's `snapshotName` output. */
+    snapshot: pulumi.Input<string>;
+    /** A change in any value reverts again. */
+    triggers?: pulumi.Input<unknown[]>;
+    /** The state after the revert: `running`, `paused`, or `as-snapshotted` (the default: the state the snapshot was taken in). */
+    afterRevert?: pulumi.Input<"running" | "paused" | "as-snapshotted">;
+    /** `--force`, for risky reverts, for example to a snapshot without a domain definition. Default false. */
+    force?: pulumi.Input<boolean>;
+    /** The time limit for each virsh command. Default 300. */
+    timeoutSeconds?: pulumi.Input<number>;
+}
+
+export interface RestorePointTargetArgs {
+    /** Where these domains live. Default: the stack config. */
+    connection?: pulumi.Input<ConnectionArgs>;
+    /** Names or UUIDs. */
+    domains: pulumi.Input<pulumi.Input<string>[]>;
+}
+
+export interface RestorePointArgs {
+    /** The one connection, with `domains`. Default: the stack config. */
+    connection?: pulumi.Input<ConnectionArgs>;
+    /** The domains on the one connection. Give either this or `targets`. */
+    domains?: pulumi.Input<pulumi.Input<string>[]>;
+    /** One entry per host, to span hosts. Give either this or `domains`. */
+    targets?: pulumi.Input<pulumi.Input<RestorePointTargetArgs>[]>;
+    /** The snapshot's name on every domain. Default: the resource's logical name. */
+    snapshotName?: pulumi.Input<string>;
+    /** As for DomainSnapshot. */
+    description?: pulumi.Input<string>;
+    /** As for DomainSnapshot. */
+    kind?: pulumi.Input<"internal" | "external">;
+    /** `none` or `internal`; external memory needs a file per domain (use DomainSnapshot). */
+    memory?: pulumi.Input<"none" | "internal" | "external">;
+    /** `simultaneous` (the default) pauses every running domain, snapshots each and resumes them all; `independent` doesn't pause. */
+    consistency?: pulumi.Input<"simultaneous" | "independent">;
+    /** As for DomainSnapshot. */
+    deletion?: pulumi.Input<"delete" | "metadata">;
+    /** The time limit for each virsh command. Default 300. */
+    timeoutSeconds?: pulumi.Input<number>;
+}
+
+// Each interface above is exactly its schema's input type, with every value a
+// Pulumi Input and the name (which defaults to the logical name) optional.
+type Resolved<T> =
+    T extends pulumi.OutputInstance<infer U> ? Resolved<U> :
+    T extends Promise<infer U> ? Resolved<U> :
+    T extends ReadonlyArray<infer E> ? Resolved<E>[] :
+    T extends object ? { [K in keyof T]: Resolved<T[K]> } :
+    T;
+/** Exactly the same type, optional fields included (mutual assignability would not see a missing optional field). */
+type Same<A, B> = (<T>() => T extends Resolved<A> ? 1 : 2) extends (<T>() => T extends Resolved<B> ? 1 : 2) ? true : false;
+type Assert<T extends true> = T;
+type WithOptional<T, K extends keyof T> = Omit<T, K> & { [P in K]?: T[P] };
+// eslint-disable-next-line @typescript-eslint/no-unused-vars
+type ArgsMatchSchemas = [
+    Assert<Same<ConnectionArgs, z.input<typeof ConnectionSchema>>>,
+    Assert<Same<ProxyArgs, z.input<typeof ProxySchema>>>,
+    Assert<Same<DomainSnapshotArgs, WithOptional<z.input<typeof DomainSnapshotSchema>, "snapshotName">>>,
+    Assert<Same<DomainCheckpointArgs, WithOptional<z.input<typeof DomainCheckpointSchema>, "checkpointName">>>,
+    Assert<Same<SnapshotRevertArgs, z.input<typeof SnapshotRevertSchema>>>,
+    Assert<Same<RestorePointArgs, WithOptional<z.input<typeof RestorePointSchema>, "snapshotName">>>,
+];
+
+// ---- resources --------------------------------------------------------------------
 
 const MODULE = "libvirt-snapshots";
 
@@ -41,21 +240,23 @@ function secretInput(v: unknown): pulumi.Output<unknown> | undefined {
     return v === undefined ? undefined : pulumi.secret(v);
 }
 
-function secretOpts(opts: pulumi.CustomResourceOptions | undefined): pulumi.CustomResourceOptions {
-    // The connection may hold a password or key: keep it encrypted in state even when given in plain text.
-    return { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connection"] };
+/** The connection may hold a password or key: keep it encrypted in the outputs too, even when given in plain text. */
+function secretOpts(opts: pulumi.CustomResourceOptions | undefined, keys: string[] = ["connection"]): pulumi.CustomResourceOptions {
+    return { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), ...keys] };
 }
 
+type Outputs<T> = { readonly [K in keyof T]-?: pulumi.Output<T[K]> };
+
 /** A libvirt snapshot of one domain: taken on create, removed (merged into its child) on delete. */
-export class DomainSnapshot extends pulumi.dynamic.Resource {
+export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<DomainSnapshotOutputs> {
     declare public readonly connection: pulumi.Output<Connection | undefined>;
     declare public readonly domain: pulumi.Output<string>;
     declare public readonly snapshotName: pulumi.Output<string>;
     declare public readonly description: pulumi.Output<string | undefined>;
-    declare public readonly kind: pulumi.Output<"internal" | "external">;
-    declare public readonly memory: pulumi.Output<"none" | "internal" | "external">;
+    declare public readonly kind: pulumi.Output<DomainSnapshotOutputs["kind"]>;
+    declare public readonly memory: pulumi.Output<DomainSnapshotOutputs["memory"]>;
     declare public readonly memoryFile: pulumi.Output<string | undefined>;
-    declare public readonly deletion: pulumi.Output<"delete" | "metadata">;
+    declare public readonly deletion: pulumi.Output<DomainSnapshotOutputs["deletion"]>;
     declare public readonly domainName: pulumi.Output<string>;
     declare public readonly domainUuid: pulumi.Output<string>;
     declare public readonly creationTime: pulumi.Output<string>;
@@ -78,30 +279,16 @@ export class DomainSnapshot extends pulumi.dynamic.Resource {
     }
 }
 
-// ---- DomainCheckpoint and SnapshotRevert (issue 4) ----
-
-export const DomainCheckpointProvider: pulumi.dynamic.ResourceProvider = {
-    async configure(req) { return require("pulumi-libvirt-snapshots/impl").configure(req); },
-    async check(olds, news) { return require("pulumi-libvirt-snapshots/impl").checkpoint.check(olds, news); },
-    async diff(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").checkpoint.diff(id, olds, news); },
-    async create(inputs) { return require("pulumi-libvirt-snapshots/impl").checkpoint.create(inputs); },
-    async read(id, props) { return require("pulumi-libvirt-snapshots/impl").checkpoint.read(id, props); },
-    async update(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").checkpoint.update(id, olds, news); },
-    async delete(id, props) { return require("pulumi-libvirt-snapshots/impl").checkpoint.delete(id, props); },
-};
-
-export type DomainCheckpointArgs = ArgsOf<DomainCheckpointInputs, "checkpointName">;
-
 /**
  * A libvirt checkpoint of one running domain: qcow2 dirty bitmaps that track
  * every block written since. `changedBytes` is measured again on every refresh.
  */
-export class DomainCheckpoint extends pulumi.dynamic.Resource {
+export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs<DomainCheckpointOutputs> {
     declare public readonly connection: pulumi.Output<Connection | undefined>;
     declare public readonly domain: pulumi.Output<string>;
     declare public readonly checkpointName: pulumi.Output<string>;
     declare public readonly description: pulumi.Output<string | undefined>;
-    declare public readonly deletion: pulumi.Output<"delete" | "metadata">;
+    declare public readonly deletion: pulumi.Output<DomainCheckpointOutputs["deletion"]>;
     declare public readonly domainName: pulumi.Output<string>;
     declare public readonly domainUuid: pulumi.Output<string>;
     declare public readonly creationTime: pulumi.Output<string>;
@@ -110,7 +297,7 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource {
     declare public readonly changedBytes: pulumi.Output<number | null>;
     declare public readonly changedBytesAt: pulumi.Output<string | null>;
     declare public readonly xml: pulumi.Output<string>;
-    declare public readonly lineage: pulumi.Output<Array<{ name: string; xml: string }>>;
+    declare public readonly lineage: pulumi.Output<DomainCheckpointOutputs["lineage"]>;
     declare public readonly libvirtVersion: pulumi.Output<string>;
     declare public readonly adopted: pulumi.Output<boolean>;
     declare public readonly restoredAt: pulumi.Output<string | null>;
@@ -128,28 +315,16 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource {
     }
 }
 
-export const SnapshotRevertProvider: pulumi.dynamic.ResourceProvider = {
-    async configure(req) { return require("pulumi-libvirt-snapshots/impl").configure(req); },
-    async check(olds, news) { return require("pulumi-libvirt-snapshots/impl").revert.check(olds, news); },
-    async diff(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").revert.diff(id, olds, news); },
-    async create(inputs) { return require("pulumi-libvirt-snapshots/impl").revert.create(inputs); },
-    async read(id, props) { return require("pulumi-libvirt-snapshots/impl").revert.read(id, props); },
-    async update(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").revert.update(id, olds, news); },
-    async delete(id, props) { return require("pulumi-libvirt-snapshots/impl").revert.delete(id, props); },
-};
-
-export type SnapshotRevertArgs = InputsOf<SnapshotRevertInputs>;
-
 /**
  * Reverts a domain to a snapshot when created, and again whenever `triggers`
  * (or the snapshot, domain or afterRevert) change. Deleting it leaves the VM as it is.
  */
-export class SnapshotRevert extends pulumi.dynamic.Resource {
+export class SnapshotRevert extends pulumi.dynamic.Resource implements Outputs<SnapshotRevertOutputs> {
     declare public readonly connection: pulumi.Output<Connection | undefined>;
     declare public readonly domain: pulumi.Output<string>;
     declare public readonly snapshot: pulumi.Output<string>;
     declare public readonly triggers: pulumi.Output<unknown[] | undefined>;
-    declare public readonly afterRevert: pulumi.Output<"running" | "paused" | "as-snapshotted">;
+    declare public readonly afterRevert: pulumi.Output<SnapshotRevertOutputs["afterRevert"]>;
     declare public readonly force: pulumi.Output<boolean>;
     declare public readonly domainName: pulumi.Output<string>;
     declare public readonly domainUuid: pulumi.Output<string>;
@@ -169,29 +344,19 @@ export class SnapshotRevert extends pulumi.dynamic.Resource {
     }
 }
 
-// ---- RestorePoint (issue 5) ----
-export const RestorePointProvider: pulumi.dynamic.ResourceProvider = {
-    async configure(req) { return require("pulumi-libvirt-snapshots/impl").configure(req); },
-    async check(olds, news) { return require("pulumi-libvirt-snapshots/impl").restorePoint.check(olds, news); },
-    async diff(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").restorePoint.diff(id, olds, news); },
-    async create(inputs) { return require("pulumi-libvirt-snapshots/impl").restorePoint.create(inputs); },
-    async read(id, props) { return require("pulumi-libvirt-snapshots/impl").restorePoint.read(id, props); },
-    async update(id, olds, news) { return require("pulumi-libvirt-snapshots/impl").restorePoint.update(id, olds, news); },
-    async delete(id, props) { return require("pulumi-libvirt-snapshots/impl").restorePoint.delete(id, props); },
-};
-
-export type RestorePointArgs = ArgsOf<RestorePointInputs, "snapshotName">;
-
 /**
  * One restore point across several domains, on one host (domains) or several
  * (targets). "simultaneous" pauses them all, snapshots each and resumes them;
  * all or nothing either way.
  */
-export class RestorePoint extends pulumi.dynamic.Resource {
+export class RestorePoint extends pulumi.dynamic.Resource implements Outputs<RestorePointOutputs> {
+    declare public readonly connection: pulumi.Output<Connection | undefined>;
+    declare public readonly targets: pulumi.Output<RestorePointOutputs["targets"]>;
+    declare public readonly domains: pulumi.Output<string[] | undefined>;
     declare public readonly snapshotName: pulumi.Output<string>;
     declare public readonly description: pulumi.Output<string | undefined>;
-    declare public readonly consistency: pulumi.Output<"simultaneous" | "independent">;
-    declare public readonly deletion: pulumi.Output<"delete" | "metadata">;
+    declare public readonly consistency: pulumi.Output<RestorePointOutputs["consistency"]>;
+    declare public readonly deletion: pulumi.Output<RestorePointOutputs["deletion"]>;
     declare public readonly snapshots: pulumi.Output<MemberSnapshot[]>;
     declare public readonly pausedMilliseconds: pulumi.Output<number>;
 
@@ -202,6 +367,6 @@ export class RestorePoint extends pulumi.dynamic.Resource {
             snapshotName: args.snapshotName ?? name,
             description: args.description, consistency: args.consistency, deletion: args.deletion,
             snapshots: undefined, pausedMilliseconds: undefined, declared: undefined,
-        }, { ...secretOpts(opts), additionalSecretOutputs: [...(secretOpts(opts).additionalSecretOutputs ?? []), "targets"] }, MODULE, "RestorePoint");
+        }, secretOpts(opts, ["connection", "targets"]), MODULE, "RestorePoint");
     }
 }

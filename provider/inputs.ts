@@ -3,7 +3,7 @@
 // property. Unknown values (preview) are set aside before validation.
 import * as path from "node:path";
 import { z } from "zod";
-import { ConnectionSchema, LONE_SURROGATE, NOT_UNICODE, UNKNOWN, type Connection, connectionFromConfig, effectiveConnection, secretsOf } from "./connection";
+import { LONE_SURROGATE, NOT_UNICODE, UNKNOWN } from "./connection";
 
 export interface CheckFailure { property: string; reason: string; }
 
@@ -18,7 +18,7 @@ const DOMAIN_ID = /^ *\+?[0-9]+$/;
 
 /**
  * A snapshot or checkpoint name. libvirt accepts some names and then breaks
- * on them (NOTES §3): '"' and '\' corrupt a running domain's snapshot, and
+ * on them (measured on libvirt 9.0): '"' and '\' corrupt a running domain's snapshot, and
  * names over 247 bytes leave an orphan qcow2 snapshot behind.
  */
 export function momentName(what: string) {
@@ -69,8 +69,6 @@ export const hostPath = z.string({ error: "must be a string (an absolute path on
 
 export const timeoutSeconds = z.number({ error: "must be a number of seconds" })
     .int({ error: "must be a whole number of seconds" }).min(1, { error: "must be at least 1" }).max(86400, { error: "must be at most 86400 (a day)" });
-
-export { ConnectionSchema };
 
 /** Drop unknown values (preview) so the known part can still be validated. */
 export function withoutUnknowns(v: unknown): { value: unknown; unknownPaths: string[] } {
@@ -130,27 +128,4 @@ export class InputError extends Error {
         super(failures.map((f) => f.property ? `${f.property}: ${f.reason}` : f.reason).join("; "));
         this.name = "InvalidInputError";
     }
-}
-
-// ---- the stack's default connection ---------------------------------------
-
-let stackDefault: { connection?: Connection; errors: string[] } = { errors: [] };
-
-export function setStackConfig(get: (key: string) => string | undefined): void {
-    stackDefault = connectionFromConfig(get);
-}
-
-export function stackConnectionErrors(): string[] { return stackDefault.errors; }
-
-/** The connection a resource uses: its own, else the stack's default. */
-export function resolveConnection(own: Connection | undefined): Connection {
-    if (!own && stackDefault.errors.length) {
-        // configure() must not throw (the server would keep an unconfigured provider), so bad stack config surfaces here.
-        throw new InputError(stackDefault.errors.map((reason) => ({ property: "connection", reason: `from stack config: ${reason}` })));
-    }
-    return effectiveConnection(own, stackDefault.connection);
-}
-
-export function stackSecrets(): string[] {
-    return secretsOf(stackDefault.connection);
 }

@@ -1,9 +1,70 @@
-// What every resource's CRUD shares: parsing inputs for create/update, the
-// runner and lock key for a resource, and how diff compares values.
+// What every resource's CRUD shares: the check skeleton, parsing inputs for
+// create/update, the runner and lock key for a resource, and how diff compares values.
+import type * as pulumi from "@pulumi/pulumi";
 import type { z } from "zod";
 import { UNKNOWN, targetOf, type Connection } from "./connection";
-import { InputError, parseInputs, resolveConnection } from "./inputs";
-import { Virsh } from "./virsh";
+import { isKind, messageOf } from "./errors";
+import { InputError, parseInputs, type CheckFailure } from "./inputs";
+import { resolveConnection } from "./stackConfig";
+import { probeDomain, type DomainProbe } from "./host/probe";
+import { Virsh } from "./host/virsh";
+
+/**
+ * When check asks the host. Bad input fails without it. The host is asked
+ * only when every input the plan reads is known (`planKeys`, and the
+ * connection), and only when the inputs would make something on the host:
+ * a first create, or another place, or a changed (or still unknown) `createKeys`
+ * input. So an update that changes nothing on the host never fails at preview
+ * because of what the host would say about a new one.
+ */
+export interface CheckRule<V> {
+    planKeys: readonly string[];
+    createKeys: readonly string[];
+    /** What the host says about these inputs, as failures that name the property. */
+    ask(v: V): Promise<CheckFailure[]>;
+}
+
+export async function checkInputs<S extends z.ZodObject>(
+    schema: S, olds: Record<string, unknown>, news: Record<string, unknown>, rule: CheckRule<z.infer<S>>,
+): Promise<pulumi.dynamic.CheckResult> {
+    const r = parseInputs(schema, news, { allowUnknowns: true });
+    if (!r.ok) return { inputs: news, failures: r.failures };
+    if (["connection", ...rule.planKeys].some((k) => containsUnknown(news[k]))) return { inputs: news };
+    const creates = Object.keys(olds ?? {}).length === 0 || rule.createKeys.some((k) => containsUnknown(news[k])) ||
+        replacesPrevious(schema, olds, r.value as Record<string, unknown>, rule.createKeys);
+    if (!creates) return { inputs: news };
+    try {
+        return { inputs: news, failures: await rule.ask(r.value) };
+    } catch (e) {
+        // Bad stack config surfaces when the connection is resolved.
+        if (e instanceof InputError) return { inputs: news, failures: e.failures };
+        throw e;
+    }
+}
+
+/**
+ * The usual question for check: probe the domain, then ask `more` about it.
+ * A missing domain, or a host that can't be read, is a failure, never a crash.
+ */
+export async function askAboutDomain(
+    v: { connection?: Connection; domain: string; timeoutSeconds?: number }, subject: string,
+    more: (virsh: Virsh, probe: DomainProbe) => Promise<CheckFailure[]> | CheckFailure[],
+): Promise<CheckFailure[]> {
+    const virsh = virshFor(v);
+    const cannot = (e: unknown) => [{ property: "connection", reason: `cannot check ${subject} against ${virsh.where}: ${messageOf(e)}` }];
+    let probe: DomainProbe;
+    try {
+        probe = await probeDomain(virsh, v.domain);
+    } catch (e) {
+        if (isKind(e, "domain-not-found")) return [{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}` }];
+        return cannot(e);
+    }
+    try {
+        return await more(virsh, probe);
+    } catch (e) {
+        return cannot(e);
+    }
+}
 
 /** Validated inputs, or the failures as one clear error (create and update; check reports them instead). */
 export function parseOrThrow<S extends z.ZodType>(schema: S, news: Record<string, unknown>): z.infer<S> {
@@ -88,8 +149,8 @@ export function compareInputs(
     return { v, replaces, updates, credentialsChanged: !same(olds.connection, newConn) };
 }
 
-/** Do these valid inputs make a new one (another place or a replace key changed) against the previous inputs? Check asks the host only then. */
-export function replacesPrevious(schema: z.ZodObject, olds: Record<string, unknown>, v: Record<string, unknown> & { connection?: Connection }, replaceKeys: readonly string[]): boolean {
+/** Do these valid inputs make a new one (another place or a replace key changed) against the previous inputs? */
+function replacesPrevious(schema: z.ZodObject, olds: Record<string, unknown>, v: Record<string, unknown> & { connection?: Connection }, replaceKeys: readonly string[]): boolean {
     const o = parseInputs(schema, olds, { allowUnknowns: false });
     if (!o.ok) return true;
     const prev = o.value as Record<string, unknown> & { connection?: Connection };

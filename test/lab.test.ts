@@ -26,6 +26,7 @@ import {
   sleep,
   ExecResult,
 } from "./support/lab";
+import { findLeaks, labSecrets } from "./support/secrets-hook";
 
 function connect(cfg: ConnectConfig): Promise<Client> {
   return new Promise((resolve, reject) => {
@@ -294,5 +295,15 @@ describe("lab", function () {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /failed to get domain 'no-such-domain-xyz'/);
     await assert.rejects(virshOk(["domstate", "no-such-domain-xyz"]), /failed to get domain/);
+  });
+
+  it("the secrets check knows the lab's key, its lines, the passphrase and the password", function () {
+    const lab = loadLab();
+    const secrets = labSecrets();
+    const key = fs.readFileSync(lab.privateKeyPath, "utf8");
+    assert.ok(secrets.length >= 4, `secrets known: ${secrets.map(([w]) => w).join(", ")}`);
+    assert.deepEqual(findLeaks(`error: ... ${key.split("\n")[1]} ...`), ["line 1 of the lab's private key"]);
+    assert.deepEqual(findLeaks(`pass=${lab.sudoUser.password}`), ["labuser's password"]);
+    assert.deepEqual(findLeaks("nothing to see"), []);
   });
 });

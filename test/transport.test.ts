@@ -5,10 +5,10 @@ import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { Connection } from "pulumi-libvirt-snapshots/internal/connection";
-import { LibvirtError } from "pulumi-libvirt-snapshots/internal/errors";
-import { closeAllTransports, handshakeCount, transportFor } from "pulumi-libvirt-snapshots/internal/transport";
-import { Virsh } from "pulumi-libvirt-snapshots/internal/virsh";
+import type { Connection } from "../provider/connection";
+import { LibvirtError } from "../provider/errors";
+import { closeAllTransports, handshakeCount, transportFor } from "../provider/host/transport";
+import { Virsh } from "../provider/host/virsh";
 import { loadLab, makeDomain, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();

@@ -4,10 +4,11 @@
 import * as assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
-import type { Connection } from "pulumi-libvirt-snapshots/internal/connection";
-import { LibvirtError } from "pulumi-libvirt-snapshots/internal/errors";
-import { closeAllTransports } from "pulumi-libvirt-snapshots/internal/transport";
-import { Virsh, virshStats } from "pulumi-libvirt-snapshots/internal/virsh";
+import type { Connection } from "../provider/connection";
+import { LibvirtError } from "../provider/errors";
+import { closeAllTransports } from "../provider/host/transport";
+import { Virsh } from "../provider/host/virsh";
+import { virshStats } from "../provider/host/virshSessions";
 import { loadLab, makeDomain, virshLocal, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();

@@ -7,15 +7,15 @@
 // Preview (check) only reads from the host. Delete leaves the VM alone.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, type Connection } from "./connection";
-import { LibvirtError, isKind, messageOf } from "./errors";
-import { kindOf } from "./domainSnapshot";
-import { probeDomain, stateOf, VERSIONS, type DomainProbe } from "./host";
-import { InputError, domainRef, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "./inputs";
-import { withDomainLock } from "./locks";
-import { Virsh } from "./virsh";
-import { parseSnapshotXml, type SnapshotInfo } from "./xml";
-import { compareInputs, containsUnknown, replacesPrevious, lockKey, parseOrThrow, virshFor, withoutConnection } from "./resource";
+import { ConnectionSchema, type Connection } from "../connection";
+import { LibvirtError, isKind, messageOf } from "../errors";
+import { InputError, domainRef, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
+import { withDomainLock } from "../locks";
+import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virshFor, withoutConnection } from "../resource";
+import { listCheckpoints, listSnapshots, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
+import type { Virsh } from "../host/virsh";
+import { parseSnapshotXml, type SnapshotInfo } from "../host/xml";
+import { kindOf } from "./moments";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -30,27 +30,35 @@ export const SnapshotRevertSchema = z.strictObject({
 });
 
 /** What a user may pass: the schema's input type. */
-export type SnapshotRevertInputs = z.input<typeof SnapshotRevertSchema>;
 type Inputs = z.infer<typeof SnapshotRevertSchema>;
 
-/** What the resource records and exposes. */
+/** What a SnapshotRevert exposes. */
 export interface SnapshotRevertOutputs {
+    /** The connection it ran through (stored as a secret). */
     connection?: Connection;
+    /** The domain as declared: name or UUID. */
     domain: string;
+    /** The snapshot it reverted to. */
     snapshot: string;
+    /** The values whose change reverts again. */
     triggers?: unknown[];
+    /** The state asked for after the revert. */
     afterRevert: "running" | "paused" | "as-snapshotted";
     force: boolean;
     domainName: string;
     domainUuid: string;
     /** When the revert finished (ISO 8601). */
     revertedAt: string;
-    /** The domain's state right after the revert: running, paused, shut off... */
+    /** The domain's state right after the revert: `running`, `paused` or `shut off`. */
     domainState: string;
-    /** ISO 8601, the snapshot's creationTime. */
+    /** When the snapshot was taken (ISO 8601). */
     snapshotCreationTime: string;
+    /** The libvirt version of the host's daemon. */
     libvirtVersion: string;
-    /** The validated inputs as declared (defaults applied), for diff. */
+}
+
+/** What the resource records: its outputs, the inputs as declared (defaults applied) for diff, and what a cut-off revert left. */
+interface Recorded extends SnapshotRevertOutputs {
     declared: Omit<Inputs, "connection">;
     /**
      * Set only in the state a cut-off revert leaves (an init failure): what the
@@ -62,39 +70,29 @@ export interface SnapshotRevertOutputs {
 // ---- checks --------------------------------------------------------------------
 
 interface Inspection {
-    probe?: DomainProbe;
     snapshot?: SnapshotInfo;
     failures: CheckFailure[];
 }
 
 /**
  * Everything that decides whether this host can do the revert, read without
- * changing anything: the domain, the snapshot, its kind, the libvirt version
- * and the domain's checkpoints. Used by check (as failures) and create (thrown).
+ * changing anything: the snapshot, its kind, the libvirt version and the
+ * domain's checkpoints. Check reports the failures; create throws them.
  */
-async function inspect(virsh: Virsh, v: Inputs): Promise<Inspection> {
-    let probe: DomainProbe;
-    try {
-        probe = await probeDomain(virsh, v.domain);
-    } catch (e) {
-        if (isKind(e, "domain-not-found")) return { failures: [{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}` }] };
-        throw e;
-    }
+async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Inspection> {
     const domain = probe.info.uuid;
     const [snapshotXml, checkpoints] = await Promise.all([
-        virsh.run(["snapshot-dumpxml", "--domain", domain, "--snapshotname", v.snapshot], { timeoutMs: 60_000 }).catch((e) => {
+        virsh.query(["snapshot-dumpxml", "--domain", domain, "--snapshotname", v.snapshot]).catch((e) => {
             if (isKind(e, "snapshot-not-found")) return undefined;
             throw e;
         }),
-        probe.version.number >= VERSIONS.checkpoints
-            ? virsh.run(["checkpoint-list", "--domain", domain, "--name"], { timeoutMs: 60_000 }).then((out) => out.split("\n").map((l) => l.trim()).filter(Boolean))
-            : Promise.resolve([] as string[]),
+        probe.version.number >= VERSIONS.checkpoints ? listCheckpoints(virsh, domain) : Promise.resolve([] as string[]),
     ]);
     const failures: CheckFailure[] = [];
     if (snapshotXml === undefined) {
-        const names = (await virsh.run(["snapshot-list", "--domain", domain, "--name"], { timeoutMs: 60_000 })).split("\n").map((l) => l.trim()).filter(Boolean);
+        const names = await listSnapshots(virsh, domain);
         failures.push({ property: "snapshot", reason: `domain '${probe.info.name}' has no snapshot '${v.snapshot}' (${names.length ? `its snapshots: ${names.map((n) => `'${n}'`).join(", ")}` : "it has no snapshots"})` });
-        return { probe, failures };
+        return { failures };
     }
     const snapshot = parseSnapshotXml(snapshotXml);
     if (kindOf(snapshot) === "external" && probe.version.number < VERSIONS.externalSnapshotRevert) {
@@ -106,7 +104,7 @@ async function inspect(virsh: Virsh, v: Inputs): Promise<Inspection> {
             `dirty bitmaps fails ('Device has active dirty bitmaps'): qemu refuses to load the snapshot, and on a running domain libvirt ${probe.version.libvirt} leaves it shut off (failed). ` +
             `Nothing was changed. Delete the checkpoints first (destroy their DomainCheckpoint resources, or virsh checkpoint-delete), then revert` });
     }
-    return { probe, snapshot, failures };
+    return { snapshot, failures };
 }
 
 // ---- the provider ------------------------------------------------------------
@@ -115,34 +113,26 @@ async function inspect(virsh: Virsh, v: Inputs): Promise<Inspection> {
 const REPLACE_KEYS = ["domain", "snapshot", "triggers", "afterRevert"] as const;
 const UPDATE_KEYS = ["force", "timeoutSeconds"] as const;
 
-function revertFlags(v: Inputs): string[] {
-    const flags: string[] = [];
-    if (v.afterRevert === "running") flags.push("--running");
-    if (v.afterRevert === "paused") flags.push("--paused");
-    if (v.force) flags.push("--force");
-    return flags;
+/** The whole virsh command for the revert. */
+export function revertArgv(domain: string, v: Pick<Inputs, "snapshot" | "afterRevert" | "force">): string[] {
+    const argv = ["snapshot-revert", "--domain", domain, "--snapshotname", v.snapshot];
+    if (v.afterRevert === "running") argv.push("--running");
+    if (v.afterRevert === "paused") argv.push("--paused");
+    if (v.force) argv.push("--force");
+    return argv;
 }
 
 export const snapshotRevert = {
-    async check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
-        const r = parseInputs(SnapshotRevertSchema, news, { allowUnknowns: true });
-        if (!r.ok) return { inputs: news, failures: r.failures };
-        // The snapshot is often another resource's output, unknown at the first preview: check it once it is known.
-        if (["connection", "domain", "snapshot"].some((k) => containsUnknown(news[k]))) return { inputs: news };
-        const v = r.value;
-        // Nothing to revert (no trigger or target changed): nothing to ask the host.
-        if (Object.keys(olds ?? {}).length > 0 && !containsUnknown(news.triggers) && !containsUnknown(news.afterRevert) && !replacesPrevious(SnapshotRevertSchema, olds, v, REPLACE_KEYS)) return { inputs: news };
-        let virsh: Virsh;
-        try { virsh = virshFor(v); } catch (e) { if (e instanceof InputError) return { inputs: news, failures: e.failures }; throw e; }
-        try {
-            const { failures } = await inspect(virsh, v);
-            return { inputs: news, failures };
-        } catch (e) {
-            return { inputs: news, failures: [{ property: "connection", reason: `cannot check the revert against ${virsh.where}: ${messageOf(e)}` }] };
-        }
+    check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+        // The snapshot is often another resource's output, unknown at the first preview: it is checked once it is known.
+        return checkInputs(SnapshotRevertSchema, olds, news, {
+            planKeys: ["domain", "snapshot"],
+            createKeys: REPLACE_KEYS,
+            ask: (v) => askAboutDomain(v, "the revert", async (virsh, probe) => (await inspect(virsh, v, probe)).failures),
+        });
     },
 
-    async diff(_id: string, olds: SnapshotRevertOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+    async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         // New credentials for the same host revert nothing: an update only records them.
         const { replaces, updates, credentialsChanged } = compareInputs(SnapshotRevertSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
         return {
@@ -163,12 +153,12 @@ export const snapshotRevert = {
     },
 
     /** A revert is an event in the past: refresh keeps what it recorded, without asking the host. */
-    async read(id: string, props: SnapshotRevertOutputs): Promise<pulumi.dynamic.ReadResult> {
+    async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
         return { id, props };
     },
 
     /** Only force, timeoutSeconds or credentials changed: record them; nothing is reverted. */
-    async update(_id: string, olds: SnapshotRevertOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+    async update(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
         const v = parseOrThrow(SnapshotRevertSchema, news);
         // The state of a revert that was cut off (an init failure): finish it, exactly once.
         if (olds.pending) return withDomainLock(lockKey(v), async () => ({ outs: await finishCutOffRevert(virshFor(v), v, olds) }));
@@ -184,14 +174,14 @@ export const snapshotRevert = {
     },
 
     /** Removing the resource leaves the VM as it is. */
-    async delete(_id: string, _props: SnapshotRevertOutputs): Promise<void> {
+    async delete(_id: string, _props: Recorded): Promise<void> {
         return;
     },
 };
 
 // ---- reverting, and a revert whose outcome is unknown ------------------------------
 //
-// Why this exists (issue 6, faults): when the SSH connection dies or a call times
+// Why this exists: when the SSH connection dies or a call times
 // out while `virsh snapshot-revert` runs, libvirt finishes the revert without its
 // client (measured on libvirt 9.0: the revert completes on the host), or never got
 // the request. A plain error would make the next `pulumi up` create the resource
@@ -205,10 +195,10 @@ export const snapshotRevert = {
 // is what finishing the job means; nothing ran in between.)
 
 async function domainId(virsh: Virsh, domain: string): Promise<string> {
-    return (await virsh.run(["domid", "--domain", domain], { timeoutMs: 60_000 })).trim();
+    return (await virsh.query(["domid", "--domain", domain])).trim();
 }
 
-function outputsOf(v: Inputs, probe: DomainProbe, snapshot: SnapshotInfo, revertedAt: string, domainState: string): SnapshotRevertOutputs {
+function outputsOf(v: Inputs, probe: DomainProbe, snapshot: SnapshotInfo, revertedAt: string, domainState: string): Recorded {
     return {
         ...(v.connection ? { connection: v.connection } : {}),
         domain: v.domain,
@@ -227,18 +217,25 @@ function outputsOf(v: Inputs, probe: DomainProbe, snapshot: SnapshotInfo, revert
 }
 
 /** Check, revert, read the state back (the caller holds the domain's lock). */
-async function revertNow(virsh: Virsh, v: Inputs): Promise<SnapshotRevertOutputs> {
-    const { probe, snapshot, failures } = await inspect(virsh, v);
-    if (failures.length || !probe || !snapshot) throw new InputError(failures);
+async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
+    let probe: DomainProbe;
+    try {
+        probe = await probeDomain(virsh, v.domain);
+    } catch (e) {
+        if (isKind(e, "domain-not-found")) throw new InputError([{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}` }]);
+        throw e;
+    }
+    const { snapshot, failures } = await inspect(virsh, v, probe);
+    if (failures.length || !snapshot) throw new InputError(failures);
     const domain = probe.info.uuid;
     const idBefore = await domainId(virsh, domain);
     const at = new Date().toISOString();
     try {
-        await virsh.run(["snapshot-revert", "--domain", domain, "--snapshotname", v.snapshot, ...revertFlags(v)]);
+        await virsh.run(revertArgv(domain, v));
     } catch (e) {
         let now = "unknown";
         let idNow = "unknown";
-        try { now = (await virsh.run(["domstate", "--domain", domain, "--reason"], { timeoutMs: 60_000 })).trim(); } catch { /* keep "unknown" */ }
+        try { now = (await virsh.query(["domstate", "--domain", domain, "--reason"])).trim(); } catch { /* keep "unknown" */ }
         try { idNow = await domainId(virsh, domain); } catch { /* keep "unknown" */ }
         const [first, ...rest] = messageOf(e).split("\n");
         const cutOff = isKind(e, "connection-failed") || isKind(e, "timeout");
@@ -251,7 +248,7 @@ async function revertNow(virsh: Virsh, v: Inputs): Promise<SnapshotRevertOutputs
         const message = [...lines, ...rest].join("\n");
         const err = new LibvirtError(e instanceof LibvirtError ? e.kind : "failed", message);
         if (!cutOff) throw err;
-        const partial: SnapshotRevertOutputs = {
+        const partial: Recorded = {
             ...outputsOf(v, probe, snapshot, "", now.split(" (")[0]!),
             pending: { domainIdBefore: idBefore, stateBefore: probe.state, at },
         };
@@ -263,7 +260,7 @@ async function revertNow(virsh: Virsh, v: Inputs): Promise<SnapshotRevertOutputs
 }
 
 /** The next up after a cut-off revert: record it if libvirt did it, else revert now. */
-async function finishCutOffRevert(virsh: Virsh, v: Inputs, olds: SnapshotRevertOutputs): Promise<SnapshotRevertOutputs> {
+async function finishCutOffRevert(virsh: Virsh, v: Inputs, olds: Recorded): Promise<Recorded> {
     const pending = olds.pending!;
     const domain = olds.domainUuid || v.domain;
     const idNow = await domainId(virsh, domain);
@@ -282,4 +279,3 @@ async function finishCutOffRevert(virsh: Virsh, v: Inputs, olds: SnapshotRevertO
     };
 }
 
-export const __testing = { revertFlags };

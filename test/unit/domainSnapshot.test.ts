@@ -1,9 +1,10 @@
 // DomainSnapshot's validation and planning, without a host: what check reports
 // and what create would run. The engine-path tests prove the same against the lab.
 import * as assert from "node:assert/strict";
-import { parseInputs } from "pulumi-libvirt-snapshots/internal/inputs";
-import { DomainSnapshotSchema, planSnapshot } from "pulumi-libvirt-snapshots/internal/domainSnapshot";
-import type { DomainProbe } from "pulumi-libvirt-snapshots/internal/host";
+import { parseInputs } from "../../provider/inputs";
+import { DomainSnapshotSchema } from "../../provider/resources/domainSnapshot";
+import { planSnapshot } from "../../provider/resources/moments";
+import type { DomainProbe } from "../../provider/host/probe";
 
 describe("DomainSnapshot inputs", () => {
     const ok = (over: Record<string, unknown>) => parseInputs(DomainSnapshotSchema, { domain: "web1", snapshotName: "s1", ...over }, { allowUnknowns: true });
@@ -55,6 +56,7 @@ describe("planSnapshot", () => {
         version: { libvirt: "9.0.0", number: over.version ?? 9_000_000, hypervisor: "QEMU 7.2.0" },
         checkpointsWhileOff: over.checkpoints ?? [],
     });
+    const CREATE = ["snapshot-create", "--domain", "11111111-2222-3333-4444-555555555555", "--xmlfile", "/dev/stdin"];
     const plan = (inputs: Record<string, unknown>, p = probe()) => {
         const r = parseInputs(DomainSnapshotSchema, { domain: "web1", snapshotName: "s1", ...inputs }, { allowUnknowns: false });
         assert.ok(r.ok, JSON.stringify(r));
@@ -62,18 +64,18 @@ describe("planSnapshot", () => {
     };
     it("defaults to internal with memory on a running domain, disk-only offline; skips the cdrom", () => {
         const a = plan({});
-        assert.deepEqual(a.plan!.flags, ["--atomic"]);
+        assert.deepEqual(a.plan!.argv, [...CREATE, "--atomic"], "the whole command, by the domain's UUID");
         assert.equal(a.plan!.memory, "internal");
         assert.deepEqual(a.plan!.spec.disks, [{ name: "vda", snapshot: "internal" }]);
         const b = plan({}, probe({ state: "shut off" }));
         assert.equal(b.plan!.memory, "none");
-        assert.deepEqual(b.plan!.flags, ["--atomic"]);
+        assert.deepEqual(b.plan!.argv, [...CREATE, "--atomic"]);
     });
     it("puts external memory beside the disk by default, and uses --disk-only without memory", () => {
         const a = plan({ kind: "external" });
         assert.equal(a.plan!.spec.memory.file, "/var/lib/libvirt/images/web1.s1.mem");
         const b = plan({ kind: "external", memory: "none" });
-        assert.deepEqual(b.plan!.flags, ["--disk-only", "--atomic"]);
+        assert.deepEqual(b.plan!.argv, [...CREATE, "--disk-only", "--atomic"]);
     });
     it("refuses what libvirt 9.0 refuses, with the reason, at plan time", () => {
         const why = (inputs: Record<string, unknown>, p?: DomainProbe) => plan(inputs, p).failures.map((f) => `${f.property}: ${f.reason}`).join("\n");

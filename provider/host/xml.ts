@@ -196,7 +196,7 @@ export function snapshotRecordXml(spec: SnapshotSpec, record: { state: string; c
     return orderedBuilder.build(doc) as string;
 }
 
-// ---- checkpoint (issue 4) -----------------------------------------------------
+// ---- checkpoint ---------------------------------------------------------------
 
 // Its own parser, so a checkpoint's embedded <domain> always yields lists of
 // disks and channels, even when there is only one.

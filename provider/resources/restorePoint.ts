@@ -7,16 +7,17 @@
 // same code as DomainSnapshot.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, UNKNOWN, describeTarget, targetOf, type Connection } from "./connection";
-import { LibvirtError, isKind, messageOf } from "./errors";
-import { probeDomain, type DomainProbe } from "./host";
-import { InputError, domainRef, description, momentName, parseInputs, resolveConnection, timeoutSeconds, type CheckFailure } from "./inputs";
-import { withDomainLock } from "./locks";
-import { Virsh } from "./virsh";
+import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "../connection";
+import { LibvirtError, isKind, messageOf } from "../errors";
+import { InputError, domainRef, description, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "../inputs";
+import { withDomainLock } from "../locks";
+import { checkInputs, domainLockKey, parseOrThrow, same } from "../resource";
+import { resolveConnection } from "../stackConfig";
+import { probeDomain, type DomainProbe } from "../host/probe";
+import { Virsh } from "../host/virsh";
 import {
-    DomainSnapshotSchema, deleteSnapshot, kindOf, memoryOf, observe, planSnapshot, redefineDescription, takeSnapshot, type Plan,
-} from "./domainSnapshot";
-import { domainLockKey, parseOrThrow, same } from "./resource";
+    deleteSnapshot, kindOf, memoryOf, observeSnapshot, planSnapshot, redefineDescription, takeSnapshot, type SnapshotPlan, type SnapshotRequest,
+} from "./moments";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -54,7 +55,6 @@ export const RestorePointSchema = z.strictObject({
     }
 });
 
-export type RestorePointInputs = z.input<typeof RestorePointSchema>;
 type Inputs = z.infer<typeof RestorePointSchema>;
 
 /** One entry per target, whichever way the user wrote it. */
@@ -63,6 +63,7 @@ function entriesOf(v: Pick<Inputs, "connection" | "domains" | "targets">): Array
     return [{ connection: v.connection, domains: v.domains ?? [], path: (i: number) => `domains[${i}]` }];
 }
 
+/** One domain's snapshot in a restore point. */
 export interface MemberSnapshot {
     /** Where the domain lives, e.g. root@kvm1:22 (qemu:///system). */
     host: string;
@@ -71,23 +72,33 @@ export interface MemberSnapshot {
     domainName: string;
     domainUuid: string;
     snapshotName: string;
+    /** ISO 8601, from libvirt. */
     creationTime: string;
+    /** The domain's state in the snapshot: `running`, `shutoff`, `paused`... */
     state: string;
     kind: "internal" | "external";
     memory: "none" | "internal" | "external";
 }
 
+/** What a RestorePoint exposes. */
 export interface RestorePointOutputs {
+    /** The one connection, when the domains are on one host (stored as a secret). */
     connection?: Connection;
-    targets?: Inputs["targets"];
+    /** One entry per host, when the restore point spans hosts (stored as a secret). */
+    targets?: Array<{ connection?: Connection; domains: string[] }>;
     domains?: string[];
     snapshotName: string;
     description?: string;
     consistency: "simultaneous" | "independent";
     deletion: "delete" | "metadata";
+    /** One entry per domain, in the declared order. */
     snapshots: MemberSnapshot[];
     /** Wall time from the first pause to the last resume (simultaneous), else 0. */
     pausedMilliseconds: number;
+}
+
+/** What the resource records: its outputs, and the inputs as declared (defaults applied) for diff. */
+interface Recorded extends RestorePointOutputs {
     declared: Omit<Inputs, "connection" | "targets">;
 }
 
@@ -114,11 +125,12 @@ function memberKey(m: { connection: Connection; domain: string }): string {
     return domainLockKey(m.connection, m.domain);
 }
 
-function snapshotInputs(v: Inputs, domain: string) {
-    return DomainSnapshotSchema.parse({ domain, snapshotName: v.snapshotName, description: v.description, kind: v.kind, memory: v.memory, atomic: true, deletion: v.deletion });
+/** Every member's snapshot: atomic, no quiesce, live or halt. */
+function snapshotRequest(v: Inputs): SnapshotRequest {
+    return { snapshotName: v.snapshotName, description: v.description, kind: v.kind, memory: v.memory, quiesce: false, atomic: true, live: false, halt: false, deletion: v.deletion };
 }
 
-async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; plan?: Plan; failures: CheckFailure[] }> {
+async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; plan?: SnapshotPlan; failures: CheckFailure[] }> {
     let probe: DomainProbe;
     try {
         probe = await probeDomain(m.virsh, m.domain);
@@ -126,7 +138,7 @@ async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; 
         const reason = isKind(e, "domain-not-found") ? `no domain '${m.domain}' on ${m.virsh.where}` : `cannot check domain '${m.domain}' on ${m.virsh.where}: ${messageOf(e)}`;
         return { failures: [{ property: m.property, reason }] };
     }
-    const { plan, failures } = planSnapshot(snapshotInputs(v, m.domain), probe);
+    const { plan, failures } = planSnapshot(snapshotRequest(v), probe);
     return { probe, plan, failures: failures.map((f) => ({ property: m.property, reason: `domain '${probe.info.name}': ${f.property}: ${f.reason}` })) };
 }
 
@@ -164,7 +176,7 @@ async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: M
             // Different domains snapshot in parallel; libvirt serializes per domain itself.
             await Promise.all(members.map(async (m, i) => {
                 try {
-                    await takeSnapshot(m.virsh, planned[i]!.probe!.info.uuid, planned[i]!.plan!);
+                    await takeSnapshot(m.virsh, planned[i]!.plan!);
                     taken.push({ m, probe: planned[i]!.probe! });
                 } catch (e) { failure ??= { m, error: e }; }
             }));
@@ -202,7 +214,7 @@ async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: M
 }
 
 async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {
-    const o = await observe(m.virsh, domainUuid, name);
+    const o = await observeSnapshot(m.virsh, domainUuid, name);
     return {
         host: m.virsh.where, domain: m.domain, domainName: o.info.domain?.name ?? m.domain, domainUuid, snapshotName: o.info.name,
         creationTime: new Date(o.info.creationTime * 1000).toISOString(), state: o.info.state, kind: kindOf(o.info), memory: memoryOf(o.info),
@@ -213,7 +225,7 @@ function order(members: Member[], snaps: MemberSnapshot[]): MemberSnapshot[] {
     return members.map((m) => snaps.find((s) => s.domain === m.domain && s.host === m.virsh.where)).filter((s): s is MemberSnapshot => !!s);
 }
 
-function outputsOf(v: Inputs, snapshots: MemberSnapshot[], pausedMilliseconds: number): RestorePointOutputs {
+function outputsOf(v: Inputs, snapshots: MemberSnapshot[], pausedMilliseconds: number): Recorded {
     const { connection: _c, targets: _t, ...declared } = v;
     return {
         ...(v.connection ? { connection: v.connection } : {}),
@@ -230,7 +242,7 @@ function outputsOf(v: Inputs, snapshots: MemberSnapshot[], pausedMilliseconds: n
 }
 
 /** Members recorded in state, with the connection each was made through. */
-function recordedMembers(olds: RestorePointOutputs): Array<Member & { snap: MemberSnapshot }> {
+function recordedMembers(olds: Recorded): Array<Member & { snap: MemberSnapshot }> {
     const members = membersOf({ connection: olds.connection, domains: olds.domains, targets: olds.targets, timeoutSeconds: olds.declared?.timeoutSeconds });
     return olds.snapshots.flatMap((snap) => {
         const m = members.find((x) => x.domain === snap.domain && x.virsh.where === snap.host);
@@ -250,6 +262,8 @@ async function deleteMembers(members: Array<Member & { snap: MemberSnapshot }>, 
 }
 
 const REPLACE_KEYS = ["snapshotName", "kind", "memory", "consistency"] as const;
+/** Changing these makes snapshots on the host: a replacement, or new members. */
+const CREATE_KEYS = [...REPLACE_KEYS, "domains", "targets"] as const;
 
 function memberIds(v: Pick<Inputs, "connection" | "domains" | "targets">): string[] {
     return entriesOf(v).flatMap((e) => e.domains.map((d) => `${targetOf(resolveConnection(e.connection))}|${d}`));
@@ -258,17 +272,15 @@ function memberIds(v: Pick<Inputs, "connection" | "domains" | "targets">): strin
 // ---- the provider ------------------------------------------------------------
 
 export const restorePoint = {
-    async check(_olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
-        const r = parseInputs(RestorePointSchema, news, { allowUnknowns: true });
-        if (!r.ok) return { inputs: news, failures: r.failures };
-        if (r.hasUnknowns) return { inputs: news };
-        let members: Member[];
-        try { members = membersOf(r.value); } catch (e) { if (e instanceof InputError) return { inputs: news, failures: e.failures }; throw e; }
-        const planned = await Promise.all(members.map((m) => planMember(r.value, m)));
-        return { inputs: news, failures: planned.flatMap((p) => p.failures) };
+    check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+        return checkInputs(RestorePointSchema, olds, news, {
+            planKeys: ["domains", "targets", "snapshotName", "description", "kind", "memory", "deletion"],
+            createKeys: CREATE_KEYS,
+            ask: async (v) => (await Promise.all(membersOf(v).map((m) => planMember(v, m)))).flatMap((p) => p.failures),
+        });
     },
 
-    async diff(_id: string, olds: RestorePointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+    async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         const r = parseInputs(RestorePointSchema, news, { allowUnknowns: true });
         const v = (r.ok ? r.value : news) as Record<string, unknown>;
         const old = (olds.declared ?? {}) as Record<string, unknown>;
@@ -289,7 +301,7 @@ export const restorePoint = {
         return { id: `restorepoint/${v.snapshotName}/${snapshots.map((s) => s.domainUuid).join(",")}`, outs: outputsOf(v, snapshots, pausedMilliseconds) };
     },
 
-    async read(id: string, props: RestorePointOutputs): Promise<pulumi.dynamic.ReadResult> {
+    async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
         const members = recordedMembers(props);
         const snapshots: MemberSnapshot[] = [];
         for (const m of members) {
@@ -302,7 +314,7 @@ export const restorePoint = {
         return { id, props: { ...props, snapshots } };
     },
 
-    async update(_id: string, olds: RestorePointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+    async update(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
         const v = parseOrThrow(RestorePointSchema, news);
         const wanted = membersOf(v);
         const recorded = recordedMembers(olds);
@@ -320,7 +332,7 @@ export const restorePoint = {
             pausedMilliseconds = res.pausedMilliseconds;
         }
         if (!same(olds.description, v.description)) {
-            await Promise.all(kept.map((m) => withDomainLock(memberKey(m), () => redefineDescription(m.virsh, m.snap.domainUuid, m.snap.snapshotName, v.description))));
+            await Promise.all(kept.map((m) => withDomainLock(memberKey(m), () => redefineDescription(m.virsh, "snapshot", m.snap.domainUuid, m.snap.snapshotName, v.description))));
         }
         const keptSnaps = await Promise.all(kept.map(async (m) => {
             try { return await describeMember(m, m.snap.domainUuid, m.snap.snapshotName); } catch { return m.snap; }
@@ -329,9 +341,8 @@ export const restorePoint = {
         return { outs: outputsOf(v, all, pausedMilliseconds) };
     },
 
-    async delete(_id: string, props: RestorePointOutputs): Promise<void> {
+    async delete(_id: string, props: Recorded): Promise<void> {
         await deleteMembers(recordedMembers(props), props.deletion);
     },
 };
 
-export const __testing = { describeTarget };

@@ -1,16 +1,16 @@
 // SnapshotRevert's validation, flags and diff, without a host. The engine-path
 // tests (snapshotRevert.test.ts) prove the same against the lab.
 import * as assert from "node:assert/strict";
-import { parseInputs } from "pulumi-libvirt-snapshots/internal/inputs";
-import { SnapshotRevertSchema, snapshotRevert, __testing as revertTesting } from "pulumi-libvirt-snapshots/internal/snapshotRevert";
-import type { SnapshotRevertOutputs } from "pulumi-libvirt-snapshots/internal/snapshotRevert";
+import { parseInputs } from "../../provider/inputs";
+import { SnapshotRevertSchema, revertArgv, snapshotRevert } from "../../provider/resources/snapshotRevert";
+
 
 const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 describe("SnapshotRevert", () => {
     const ok = (over: Record<string, unknown>) => parseInputs(SnapshotRevertSchema, { domain: "web1", snapshot: "s1", ...over }, { allowUnknowns: true });
     const reasons = (over: Record<string, unknown>) => { const r = ok(over); return r.ok ? "" : r.failures.map((f) => `${f.property}|${f.reason}`).join("\n"); };
-    const flags = (over: Record<string, unknown>) => { const r = ok(over); assert.ok(r.ok); return revertTesting.revertFlags(r.value); };
+    const argv = (over: Record<string, unknown>) => { const r = ok(over); assert.ok(r.ok); return revertArgv("u-u-i-d", r.value); };
 
     it("validates its inputs, naming the property", () => {
         assert.match(reasons({ afterRevert: "stopped" }), /^afterRevert\|must be 'running', 'paused' or 'as-snapshotted'/);
@@ -20,16 +20,17 @@ describe("SnapshotRevert", () => {
         assert.match(reasons({ snapshotName: "s1" }), /unknown property 'snapshotName'/);
         assert.equal(ok({ snapshot: "with space ✓", triggers: [1, "a", { b: [null] }] }).ok, true);
     });
-    it("maps afterRevert and force to virsh flags (--running and --paused never together)", () => {
-        assert.deepEqual(flags({}), []);
-        assert.deepEqual(flags({ afterRevert: "running" }), ["--running"]);
-        assert.deepEqual(flags({ afterRevert: "paused", force: true }), ["--paused", "--force"]);
+    it("plans the whole virsh command: afterRevert and force as flags (--running and --paused never together)", () => {
+        const base = ["snapshot-revert", "--domain", "u-u-i-d", "--snapshotname", "s1"];
+        assert.deepEqual(argv({}), base);
+        assert.deepEqual(argv({ afterRevert: "running" }), [...base, "--running"]);
+        assert.deepEqual(argv({ afterRevert: "paused", force: true }), [...base, "--paused", "--force"]);
     });
 
     const olds = {
         domain: "web1", snapshot: "s1", domainName: "web1", domainUuid: "11111111-2222-3333-4444-555555555555",
         declared: { domain: "web1", snapshot: "s1", triggers: ["1"], afterRevert: "as-snapshotted", force: false },
-    } as unknown as SnapshotRevertOutputs;
+    } as unknown as Parameters<typeof snapshotRevert.diff>[1];
     const diff = (news: Record<string, unknown>) => snapshotRevert.diff("id", olds, { domain: "web1", snapshot: "s1", triggers: ["1"], ...news });
 
     it("diff: reverts again when triggers, snapshot, domain or afterRevert change, or a trigger is unknown", async () => {

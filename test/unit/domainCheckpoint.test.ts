@@ -1,11 +1,11 @@
 // DomainCheckpoint's validation, planning, XML and diff, without a host. The
 // engine-path tests (domainCheckpoint.test.ts) prove the same against the lab.
 import * as assert from "node:assert/strict";
-import { parseInputs } from "pulumi-libvirt-snapshots/internal/inputs";
-import { DomainCheckpointSchema, planCheckpoint, domainCheckpoint } from "pulumi-libvirt-snapshots/internal/domainCheckpoint";
-import { buildCheckpointXml, parseCheckpointXml, withCheckpointParent, withDescription } from "pulumi-libvirt-snapshots/internal/xml";
-import type { DomainProbe } from "pulumi-libvirt-snapshots/internal/host";
-import type { DomainCheckpointOutputs } from "pulumi-libvirt-snapshots/internal/domainCheckpoint";
+import { parseInputs } from "../../provider/inputs";
+import { DomainCheckpointSchema, planCheckpoint, domainCheckpoint } from "../../provider/resources/domainCheckpoint";
+import { buildCheckpointXml, parseCheckpointXml, withCheckpointParent, withDescription } from "../../provider/host/xml";
+import type { DomainProbe } from "../../provider/host/probe";
+
 
 const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
@@ -157,7 +157,7 @@ describe("DomainCheckpoint diff (replacements need no host)", () => {
     const olds = {
         domain: "web1", checkpointName: "c1", domainName: "web1", domainUuid: "11111111-2222-3333-4444-555555555555",
         declared: { domain: "web1", checkpointName: "c1", quiesce: false, deletion: "delete", adopt: false },
-    } as unknown as DomainCheckpointOutputs;
+    } as unknown as Parameters<typeof domainCheckpoint.diff>[1];
     it("replaces on a new name, domain, disks or host; deleteBeforeReplace only when name and domain stay", async () => {
         let d = await domainCheckpoint.diff("id", olds, { domain: "web1", checkpointName: "c2" });
         assert.deepEqual([d.replaces, d.deleteBeforeReplace], [["checkpointName"], false]);

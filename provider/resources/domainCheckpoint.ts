@@ -7,17 +7,15 @@
 // record back with `checkpoint-create --redefine` instead of planning a new one.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, describeTarget, type Connection } from "./connection";
-import { LibvirtError, isKind, messageOf } from "./errors";
-import { probeDomain, VERSIONS, type DomainProbe } from "./host";
-import { InputError, domainRef, description, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "./inputs";
-import { withDomainLock } from "./locks";
-import { Virsh, type LibvirtVersion } from "./virsh";
-import {
-    buildCheckpointXml, parseCheckpointXml, withCheckpointParent, withDescription,
-    type CheckpointInfo, type CheckpointSpec,
-} from "./xml";
-import { compareInputs, containsUnknown, replacesPrevious, lockKey, parseOrThrow, same, sameDomain, virshFor, withoutConnection } from "./resource";
+import { ConnectionSchema, type Connection } from "../connection";
+import { LibvirtError, isKind, messageOf } from "../errors";
+import { InputError, domainRef, description, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
+import { withDomainLock } from "../locks";
+import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, same, sameDomain, virshFor, withoutConnection } from "../resource";
+import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
+import type { LibvirtVersion, Virsh } from "../host/virsh";
+import { buildCheckpointXml, parseCheckpointXml, withCheckpointParent, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
+import { adoptOrRefuse, coveredDisks, explainFailedCreate, redefineDescription, unknownOutcome, type Fail } from "./moments";
 
 /** `checkpoint-create --redefine-validate` arrived in 6.10. */
 const REDEFINE_VALIDATE = 6_010_000;
@@ -68,7 +66,6 @@ export const DomainCheckpointSchema = z.strictObject({
 });
 
 /** What a user may pass: the schema's input type. */
-export type DomainCheckpointInputs = z.input<typeof DomainCheckpointSchema>;
 type Inputs = z.infer<typeof DomainCheckpointSchema>;
 
 export interface CheckpointDiskState {
@@ -84,33 +81,47 @@ export interface CheckpointDiskState {
 /** A kept checkpoint document, enough to redefine it. */
 export interface KeptCheckpoint { name: string; xml: string; }
 
-/** What the resource records and exposes. */
+/** What a DomainCheckpoint exposes. */
 export interface DomainCheckpointOutputs {
+    /** The connection it was made through (stored as a secret). */
     connection?: Connection;
+    /** The domain as declared: name or UUID. */
     domain: string;
     checkpointName: string;
     description?: string;
+    /** What destroy does: `delete` removes the bitmaps (the parent keeps covering their changes); `metadata` drops only libvirt's record. */
     deletion: "delete" | "metadata";
     domainName: string;
+    /** Used from then on, so renaming the domain doesn't matter. */
     domainUuid: string;
-    /** ISO 8601, from libvirt's creationTime. */
+    /** ISO 8601, from libvirt. */
     creationTime: string;
+    /** The parent checkpoint, or null. Deleting a middle checkpoint re-parents its child, and refresh shows the new parent. */
     parent: string | null;
+    /** Per disk: its bitmap and the bytes written since the checkpoint. */
     disks: CheckpointDiskState[];
-    /** Sum over the disks that could be measured; null when none could (not yet running, or every bitmap missing or broken). */
+    /**
+     * Bytes written since the checkpoint, summed over the disks that could be measured. Refresh measures it again
+     * while the domain runs; when it is shut off, the last measured value stays. Null when no disk could be
+     * measured, never a reassuring 0.
+     */
     changedBytes: number | null;
-    /** When changedBytes was measured (ISO 8601). Refresh measures again while the domain runs. */
+    /** When changedBytes was measured (ISO 8601). */
     changedBytesAt: string | null;
-    /** libvirt's checkpoint XML with its <domain>, as `checkpoint-create --redefine` takes it. */
+    /** libvirt's checkpoint XML with its `<domain>`, as `checkpoint-create --redefine` takes it (dumped without --security-info). */
     xml: string;
     /** The ancestors' XML, oldest first, so a lost chain is restored in order. */
     lineage: KeptCheckpoint[];
+    /** The libvirt version of the host's daemon. */
     libvirtVersion: string;
-    /** True when this resource took over an existing checkpoint instead of creating it. */
+    /** True when it took over an existing checkpoint instead of creating it. */
     adopted: boolean;
     /** When the provider last put libvirt's lost record back from this state (ISO 8601), else null. */
     restoredAt: string | null;
-    /** The validated inputs as declared (defaults applied), for diff. */
+}
+
+/** What the resource records: its outputs, and the inputs as declared (defaults applied) for diff. */
+interface Recorded extends DomainCheckpointOutputs {
     declared: Omit<Inputs, "connection">;
 }
 
@@ -119,14 +130,12 @@ export interface DomainCheckpointOutputs {
 export interface CheckpointPlan {
     spec: CheckpointSpec;
     xml: string;
+    /** The whole virsh argument vector; the XML goes on its stdin. */
+    argv: string[];
 }
 
 /** What the host's QEMU can do, from `virsh domcapabilities`; unknown when libvirt doesn't say. */
 export interface HostCaps { backup: "yes" | "no" | "unknown"; }
-
-function isWritableDisk(d: DomainProbe["info"]["disks"][number]): boolean {
-    return d.device === "disk" && !d.readonly;
-}
 
 function isQemu(probe: DomainProbe): boolean {
     return /qemu|kvm/i.test(probe.version.hypervisor);
@@ -138,7 +147,7 @@ function isQemu(probe: DomainProbe): boolean {
  */
 export function planCheckpoint(v: Inputs, probe: DomainProbe, caps: HostCaps = { backup: "unknown" }): { plan?: CheckpointPlan; failures: CheckFailure[] } {
     const failures: CheckFailure[] = [];
-    const fail = (property: string, reason: string) => failures.push({ property, reason });
+    const fail: Fail = (property, reason) => failures.push({ property, reason });
     const dom = probe.info;
     const lib = probe.version.libvirt;
 
@@ -153,17 +162,8 @@ export function planCheckpoint(v: Inputs, probe: DomainProbe, caps: HostCaps = {
         fail("domain", `domain '${dom.name}' is ${probe.state}: libvirt ${lib} creates checkpoints only while the domain runs ('cannot create checkpoint for inactive domain'). Start the domain first`);
     }
 
-    const overrides = new Map<string, number>();
-    v.disks?.forEach((d, i) => {
-        const disk = dom.disks.find((x) => x.target === d.name || x.source === d.name);
-        if (!disk) fail(`disks[${i}].name`, `domain '${dom.name}' has no disk '${d.name}' (its disks: ${dom.disks.map((x) => x.target).join(", ") || "none"})`);
-        else overrides.set(disk.target, i);
-    });
     const disks: CheckpointSpec["disks"] = [];
-    for (const d of dom.disks) {
-        const i = overrides.get(d.target);
-        const o = i === undefined ? undefined : v.disks![i]!;
-        if (!o && !isWritableDisk(d)) continue;
+    for (const { disk: d, entry: o, index: i } of coveredDisks(v.disks, dom, fail)) {
         const mode = o?.checkpoint ?? "bitmap";
         if (mode === "bitmap") {
             const prop = i === undefined ? "disks" : `disks[${i}].checkpoint`;
@@ -184,7 +184,7 @@ export function planCheckpoint(v: Inputs, probe: DomainProbe, caps: HostCaps = {
     }
     if (failures.length) return { failures };
     const spec: CheckpointSpec = { name: v.checkpointName, description: v.description, disks };
-    return { plan: { spec, xml: buildCheckpointXml(spec) }, failures };
+    return { plan: { spec, xml: buildCheckpointXml(spec), argv: ["checkpoint-create", "--domain", dom.uuid, "--xmlfile", "/dev/stdin"] }, failures };
 }
 
 // ---- reading a checkpoint back ------------------------------------------------
@@ -241,10 +241,6 @@ async function lineageOf(virsh: Virsh, domain: string, parent: string | undefine
     return out;
 }
 
-async function listCheckpoints(virsh: Virsh, domain: string): Promise<string[]> {
-    return (await virsh.run(["checkpoint-list", "--domain", domain, "--name"])).split("\n").map((l) => l.trim()).filter(Boolean);
-}
-
 function disksFrom(o: Observed, previous?: CheckpointDiskState[]): CheckpointDiskState[] {
     return o.info.disks.map((d) => {
         const mode = d.checkpoint === "no" ? "no" : "bitmap";
@@ -258,7 +254,7 @@ function disksFrom(o: Observed, previous?: CheckpointDiskState[]): CheckpointDis
     });
 }
 
-function outputsFrom(v: Inputs, o: Observed, version: string, extra: { probe: DomainProbe; adopted: boolean; restoredAt: string | null; previous?: DomainCheckpointOutputs }): DomainCheckpointOutputs {
+function outputsFrom(v: Inputs, o: Observed, version: string, extra: { probe: DomainProbe; adopted: boolean; restoredAt: string | null; previous?: Recorded }): Recorded {
     const c = o.info;
     const disks = disksFrom(o, extra.previous?.disks);
     const measured = disks.filter((d) => d.changedBytes !== null);
@@ -353,8 +349,8 @@ async function redefineIfBitmapsExist(virsh: Virsh, probe: DomainProbe, xml: str
 }
 
 /**
- * A shut-off domain's images, read with `qemu-img info -U` on the libvirt host
- * (through the same transport and sudo as virsh): which of the checkpoint's
+ * A shut-off domain's images, read with `qemu-img info -U` on the libvirt host:
+ * which of the checkpoint's
  * bitmaps are missing or marked in-use (inconsistent).
  */
 async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: CheckpointInfo): Promise<string[]> {
@@ -369,12 +365,11 @@ async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: Checkp
                 `cannot check whether bitmap '${bitmap}' is still in disk ${d.name} of the shut-off domain '${probe.info.name}': it is a ${disk.type} disk. ` +
                 `Start the domain and try again, so libvirt can check it`);
         }
-        const argv = [...(virsh.connection.sudo ? ["sudo", "-n"] : []), "env", "LC_ALL=C", "qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", disk.source];
-        const r = await virsh.transport.exec(argv, { timeoutMs: 60_000 });
+        const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", disk.source]);
         if (r.code !== 0) {
             throw new LibvirtError("failed",
                 `cannot check whether bitmap '${bitmap}' is still in ${disk.source} (domain '${probe.info.name}' is shut off, so libvirt can't): ` +
-                `${r.stderr.trim() || `qemu-img exited with ${r.code}`}. Start the domain and try again`, { command: argv.join(" "), exitCode: r.code, stderr: r.stderr });
+                `${r.stderr.trim() || `qemu-img exited with ${r.code}`}. Start the domain and try again`, { command: r.command, exitCode: r.code, stderr: r.stderr });
         }
         type Img = { "format-specific"?: { data?: { bitmaps?: Array<{ name: string; flags?: string[] }> } } };
         const images = JSON.parse(r.stdout) as Img[];
@@ -389,7 +384,7 @@ async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: Checkp
 
 async function hostCaps(virsh: Virsh): Promise<HostCaps> {
     try {
-        const out = await virsh.run(["domcapabilities"], { timeoutMs: 60_000 });
+        const out = await virsh.query(["domcapabilities"]);
         const m = /<backup supported='(yes|no)'/.exec(out);
         return { backup: m ? (m[1] as "yes" | "no") : "unknown" };
     } catch {
@@ -401,28 +396,15 @@ const REPLACE_KEYS = ["domain", "checkpointName", "disks", "quiesce"] as const;
 const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds"] as const;
 
 export const domainCheckpoint = {
-    async check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
-        const r = parseInputs(DomainCheckpointSchema, news, { allowUnknowns: true });
-        if (!r.ok) return { inputs: news, failures: r.failures };
-        // The host is asked only about what is known, and only when a checkpoint would be created.
-        if (["connection", "domain", "checkpointName", "disks", "quiesce"].some((k) => containsUnknown(news[k]))) return { inputs: news };
-        const v = r.value;
-        let virsh: Virsh;
-        try { virsh = virshFor(v); } catch (e) { if (e instanceof InputError) return { inputs: news, failures: e.failures }; throw e; }
-        if (Object.keys(olds ?? {}).length > 0 && !replacesPrevious(DomainCheckpointSchema, olds, v, REPLACE_KEYS)) return { inputs: news };
-        let probe: DomainProbe;
-        let caps: HostCaps;
-        try {
-            [probe, caps] = await Promise.all([probeDomain(virsh, v.domain), hostCaps(virsh)]);
-        } catch (e) {
-            if (isKind(e, "domain-not-found")) return { inputs: news, failures: [{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}` }] };
-            return { inputs: news, failures: [{ property: "connection", reason: `cannot check the checkpoint against ${virsh.where}: ${messageOf(e)}` }] };
-        }
-        const { failures } = planCheckpoint(v, probe, caps);
-        return { inputs: news, failures };
+    check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+        return checkInputs(DomainCheckpointSchema, olds, news, {
+            planKeys: REPLACE_KEYS,
+            createKeys: REPLACE_KEYS,
+            ask: (v) => askAboutDomain(v, "the checkpoint", async (virsh, probe) => planCheckpoint(v, probe, await hostCaps(virsh)).failures),
+        });
     },
 
-    async diff(_id: string, olds: DomainCheckpointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+    async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         const { v, replaces, updates, credentialsChanged } = compareInputs(DomainCheckpointSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
 
         // A checkpoint whose record libvirt lost is put back from the state when its
@@ -434,7 +416,7 @@ export const domainCheckpoint = {
             try {
                 await withDomainLock(lockKey(olds), async () => {
                     try {
-                        await virsh.run(["checkpoint-info", "--domain", olds.domainUuid, "--checkpointname", olds.checkpointName], { timeoutMs: 60_000 });
+                        await virsh.query(["checkpoint-info", "--domain", olds.domainUuid, "--checkpointname", olds.checkpointName]);
                         return;
                     } catch (e) {
                         if (!isKind(e, "checkpoint-not-found")) throw e;
@@ -466,7 +448,7 @@ export const domainCheckpoint = {
         });
     },
 
-    async read(id: string, props: DomainCheckpointOutputs): Promise<pulumi.dynamic.ReadResult> {
+    async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
         const virsh = virshFor(props);
         return withDomainLock(lockKey(props), async () => {
             let probe: DomainProbe;
@@ -486,7 +468,7 @@ export const domainCheckpoint = {
         });
     },
 
-    async update(_id: string, olds: DomainCheckpointOutputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+    async update(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
         const v = parseOrThrow(DomainCheckpointSchema, news);
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
@@ -499,14 +481,14 @@ export const domainCheckpoint = {
                     `checkpoint '${olds.checkpointName}' of domain '${probe.info.name}' is gone and can't be restored (${restored.reason}). ` +
                     `Run pulumi refresh, then pulumi up to create it again.`);
             }
-            if (!same(olds.description, v.description)) await redefineDescription(virsh, probe.info.uuid, olds.checkpointName, v.description);
+            if (!same(olds.description, v.description)) await redefineDescription(virsh, "checkpoint", probe.info.uuid, olds.checkpointName, v.description);
             const observed = await observe(virsh, probe.info.uuid, olds.checkpointName, { measure: probe.active, version: probe.version });
             const restoredAt = restored.status === "restored" ? new Date().toISOString() : olds.restoredAt ?? null;
             return { outs: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: olds.adopted, restoredAt, previous: olds }) };
         });
     },
 
-    async delete(_id: string, props: DomainCheckpointOutputs): Promise<void> {
+    async delete(_id: string, props: Recorded): Promise<void> {
         const virsh = virshFor(props);
         const name = props.checkpointName;
         await withDomainLock(lockKey(props), async () => {
@@ -555,32 +537,22 @@ export const domainCheckpoint = {
     },
 };
 
-/**
- * Create the checkpoint and read it back (the caller holds the domain's lock).
- * When the connection is lost or a call times out, whether libvirt made the
- * checkpoint is unknown: the error then carries the resource's id and what is
- * known (an init failure), so Pulumi keeps it in the state, the next
- * `pulumi up` checks the host and finishes the job, and `pulumi destroy`
- * removes it if it exists.
- */
-async function createLocked(v: Inputs, virsh: Virsh): Promise<DomainCheckpointOutputs> {
+/** Create the checkpoint and read it back (the caller holds the domain's lock). */
+async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     const [probe, caps] = await Promise.all([probeDomain(virsh, v.domain), hostCaps(virsh)]);
     const { plan, failures } = planCheckpoint(v, probe, caps);
     if (!plan) throw new InputError(failures);
     const domain = probe.info.uuid;
-    const unknownOutcome = (e: unknown, what: string): unknown => {
-        if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return undefined;
-        const partial: Partial<DomainCheckpointOutputs> = {
+    const cutOff = (e: unknown, what: string) => unknownOutcome(e, {
+        kind: "checkpoint", name: v.checkpointName, domainName: probe.info.name, id: `${domain}/${v.checkpointName}`, what,
+        partial: {
             ...(v.connection ? { connection: v.connection } : {}), domain: v.domain, checkpointName: v.checkpointName, deletion: v.deletion,
             domainName: probe.info.name, domainUuid: domain, libvirtVersion: probe.version.libvirt, adopted: false, restoredAt: null, declared: withoutConnection(v),
-        };
-        const message = `${messageOf(e)}\n  ${what}: whether checkpoint '${v.checkpointName}' of domain '${probe.info.name}' exists now is unknown. ` +
-            `Pulumi keeps it in the state: the next pulumi up checks the host and finishes (or re-creates) it, and pulumi destroy removes it if it exists.`;
-        return Object.assign(new LibvirtError((e as LibvirtError).kind, message), { id: `${domain}/${v.checkpointName}`, properties: partial, reasons: [message] });
-    };
+        } satisfies Partial<Recorded>,
+    });
     let adopted = false;
     try {
-        await virsh.run(["checkpoint-create", "--domain", domain, "--xmlfile", "/dev/stdin"], { stdin: plan.xml });
+        await virsh.run(plan.argv, { stdin: plan.xml });
     } catch (e) {
         if (e instanceof LibvirtError && /Bitmap already exists/i.test(e.message)) {
             throw new LibvirtError("already-exists",
@@ -590,53 +562,23 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<DomainCheckpointOu
                 `'qemu-img bitmap --remove IMAGE ${v.checkpointName}' while the domain is shut off.`, { command: e.command ?? "", stderr: e.stderr });
         }
         if (!(isKind(e, "already-exists") && /domain moment .* already exists/.test(e.message))) {
-            throw unknownOutcome(e, "the create was cut off") ?? await explainFailedCreate(virsh, domain, v.checkpointName, e);
+            throw cutOff(e, "the create was cut off") ?? await explainFailedCreate(virsh, "checkpoint", domain, v.checkpointName, e);
         }
-        if (!v.adopt) {
-            throw new LibvirtError("already-exists",
-                `checkpoint '${v.checkpointName}' already exists on domain '${probe.info.name}' (${virsh.where}). ` +
-                `Set adopt: true to take it over, or choose another checkpointName.`, { command: e.command ?? "", stderr: e.stderr });
-        }
-        const existing = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName));
-        const diffs = differences(plan, existing);
-        if (diffs.length) {
-            throw new LibvirtError("already-exists",
-                `cannot adopt checkpoint '${v.checkpointName}' of domain '${probe.info.name}': it differs from what is declared: ${diffs.join("; ")}. ` +
-                `Change the declaration to match, or choose another checkpointName.`);
-        }
+        let existing: CheckpointInfo | undefined;
+        await adoptOrRefuse({
+            kind: "checkpoint", name: v.checkpointName, domainName: probe.info.name, where: virsh.where, adopt: v.adopt, error: e,
+            differences: async () => differences(plan, (existing = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName)))),
+        });
         adopted = true;
-        if (v.description !== undefined && existing.description !== v.description) await redefineDescription(virsh, domain, v.checkpointName, v.description);
+        if (v.description !== undefined && existing!.description !== v.description) await redefineDescription(virsh, "checkpoint", domain, v.checkpointName, v.description);
     }
     let observed: Observed;
     try {
         observed = await observe(virsh, domain, v.checkpointName, { measure: true, version: probe.version });
     } catch (e) {
-        throw unknownOutcome(e, `the checkpoint was ${adopted ? "adopted" : "created"}, but reading it back failed`) ?? new LibvirtError("failed",
+        throw cutOff(e, `the checkpoint was ${adopted ? "adopted" : "created"}, but reading it back failed`) ?? new LibvirtError("failed",
             `checkpoint '${v.checkpointName}' was ${adopted ? "adopted" : "created"} on domain '${probe.info.name}', but reading it back failed: ${messageOf(e)}. ` +
             `It exists on the host; run the update again with adopt: true to take it over.`);
     }
     return outputsFrom(v, observed, probe.version.libvirt, { probe, adopted, restoredAt: null });
 }
-
-async function redefineDescription(virsh: Virsh, domain: string, name: string, text: string | undefined): Promise<void> {
-    // --security-info: the record libvirt keeps is the secure one; don't strip it by redefining.
-    const xml = await dumpXml(virsh, domain, name, ["--security-info"]);
-    await virsh.run(["checkpoint-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"], { stdin: withDescription(xml, "domaincheckpoint", text) });
-}
-
-/** After a failed create, say whether anything was left behind. */
-async function explainFailedCreate(virsh: Virsh, domain: string, name: string, e: unknown): Promise<unknown> {
-    if (!(e instanceof LibvirtError) || e.kind === "invalid") return e;
-    try {
-        await virsh.run(["checkpoint-info", "--domain", domain, "--checkpointname", name], { timeoutMs: 60_000 });
-        return new LibvirtError(e.kind, `${e.message}\n  libvirt still lists checkpoint '${name}' after the failure; refresh, or delete it with virsh checkpoint-delete before retrying`);
-    } catch (probe) {
-        if (isKind(probe, "checkpoint-not-found")) {
-            const [first, ...rest] = e.message.split("\n");
-            return new LibvirtError(e.kind, [first, `  no checkpoint '${name}' was left behind.`, ...rest].join("\n"));
-        }
-        return e;
-    }
-}
-
-export const __testing = { planCheckpoint, differences, describeTarget };

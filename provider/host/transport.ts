@@ -7,8 +7,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Client, ConnectConfig, ClientChannel } from "ssh2";
-import { Connection, DEFAULTS, describeTarget, poolKeyOf, secretsOf, type Proxy } from "./connection";
-import { LibvirtError, redact } from "./errors";
+import { Connection, DEFAULTS, describeTarget, poolKeyOf, secretsOf, type Proxy } from "../connection";
+import { LibvirtError, redact } from "../errors";
 import { verifyHostKey, type Verdict } from "./hostkeys";
 
 export interface ExecResult {

@@ -18,26 +18,34 @@ export interface DomainProbe {
 
 export async function probeDomain(virsh: Virsh, domain: string): Promise<DomainProbe> {
     const [xml, state, version] = await Promise.all([
-        virsh.run(["dumpxml", "--domain", domain], { timeoutMs: 60_000 }),
+        virsh.query(["dumpxml", "--domain", domain]),
         stateOf(virsh, domain),
         virsh.version(),
     ]);
     const info = parseDomainXml(xml);
     const active = state !== "shut off" && state !== "crashed" && state !== "no state";
     const checkpointsWhileOff = !active && version.number >= VERSIONS.checkpoints
-        ? (await virsh.run(["checkpoint-list", "--domain", info.uuid, "--name"], { timeoutMs: 60_000 })).split("\n").map((l) => l.trim()).filter(Boolean)
+        ? await listCheckpoints(virsh, info.uuid)
         : [];
     return { info, state, active, version, checkpointsWhileOff };
 }
 
 /** The domain's state as `virsh domstate` names it: running, paused, shut off... */
 export async function stateOf(virsh: Virsh, domain: string): Promise<DomainState> {
-    return (await virsh.run(["domstate", "--domain", domain], { timeoutMs: 60_000 })).trim().split("\n")[0]!.trim();
+    return (await virsh.query(["domstate", "--domain", domain])).trim().split("\n")[0]!.trim();
 }
 
-/** Is this string a UUID (so the domain is addressed by UUID)? */
-export function isUuid(s: string): boolean {
-    return /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i.test(s);
+/** The names virsh lists, one per line (`--name` listings end with a blank line). */
+export function names(out: string): string[] {
+    return out.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+export async function listCheckpoints(virsh: Virsh, domain: string): Promise<string[]> {
+    return names(await virsh.query(["checkpoint-list", "--domain", domain, "--name"]));
+}
+
+export async function listSnapshots(virsh: Virsh, domain: string): Promise<string[]> {
+    return names(await virsh.query(["snapshot-list", "--domain", domain, "--name"]));
 }
 
 export const VERSIONS = {

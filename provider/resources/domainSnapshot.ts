@@ -1,0 +1,340 @@
+// DomainSnapshot: the whole life of one libvirt snapshot.
+//   inputs (zod) → plan (XML and virsh command, checked against the live domain)
+//   → virsh snapshot-create → read back (snapshot-dumpxml, snapshot-info) → outputs
+// Preview (check/diff) only reads from the host.
+import type * as pulumi from "@pulumi/pulumi";
+import { z } from "zod";
+import { ConnectionSchema, type Connection } from "../connection";
+import { isKind } from "../errors";
+import { InputError, domainRef, description, hostPath, momentName, timeoutSeconds } from "../inputs";
+import { withDomainLock } from "../locks";
+import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, same, sameDomain, virshFor, withoutConnection } from "../resource";
+import { probeDomain, type DomainProbe } from "../host/probe";
+import type { Virsh } from "../host/virsh";
+import { snapshotRecordXml, type SnapshotInfo } from "../host/xml";
+import {
+    adoptOrRefuse, deleteSnapshot, kindOf, memoryOf, observeSnapshot, planSnapshot, redefineDescription, takeSnapshot, unknownOutcome,
+    type ObservedSnapshot, type SnapshotPlan,
+} from "./moments";
+
+// ---- inputs ----------------------------------------------------------------
+
+const diskMode = z.enum(["internal", "external", "no"], { error: "must be 'internal', 'external' or 'no'" });
+
+export const DiskSchema = z.strictObject({
+    name: z.string({ error: "must be a string (a disk target such as vda, or its source path)" }).min(1, { error: "must not be empty" }),
+    snapshot: diskMode,
+    file: hostPath.optional(),
+    driverType: z.enum(["qcow2", "raw", "qed"], { error: "must be 'qcow2', 'raw' or 'qed'" }).optional(),
+});
+
+export const DomainSnapshotSchema = z.strictObject({
+    connection: ConnectionSchema.optional(),
+    domain: domainRef,
+    snapshotName: momentName("snapshot"),
+    description: description.optional(),
+    kind: z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
+    memory: z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
+    memoryFile: hostPath.optional(),
+    disks: z.array(DiskSchema, { error: "must be a list of { name, snapshot, file?, driverType? }" }).optional(),
+    quiesce: z.boolean({ error: "must be true or false" }).default(false),
+    atomic: z.boolean({ error: "must be true or false" }).default(true),
+    live: z.boolean({ error: "must be true or false" }).default(false),
+    halt: z.boolean({ error: "must be true or false" }).default(false),
+    deletion: z.enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" }).default("delete"),
+    adopt: z.boolean({ error: "must be true or false" }).default(false),
+    timeoutSeconds: timeoutSeconds.optional(),
+}).superRefine((v, ctx) => {
+    if (v.memoryFile !== undefined && v.memory !== "external") {
+        ctx.addIssue({ code: "custom", path: ["memoryFile"], message: "is only used with memory: 'external'" });
+    }
+    const seen = new Set<string>();
+    v.disks?.forEach((d, i) => {
+        if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+        seen.add(d.name);
+        if (d.file !== undefined && d.snapshot !== "external") ctx.addIssue({ code: "custom", path: ["disks", i, "file"], message: "is only used with snapshot: 'external' (an overlay file)" });
+        if (d.driverType !== undefined && d.snapshot !== "external") ctx.addIssue({ code: "custom", path: ["disks", i, "driverType"], message: "is only used with snapshot: 'external'" });
+    });
+});
+
+/** What a user may pass: the schema's input type. */
+type Inputs = z.infer<typeof DomainSnapshotSchema>;
+
+/** What a DomainSnapshot exposes. */
+export interface DomainSnapshotOutputs {
+    /** The connection it was made through (stored as a secret). */
+    connection?: Connection;
+    /** The domain as declared: name or UUID. */
+    domain: string;
+    snapshotName: string;
+    description?: string;
+    /** What libvirt made: `internal` (inside the qcow2 image) or `external` (an overlay file per disk). */
+    kind: "internal" | "external";
+    /** Where the memory went: `none` (disk only), `internal` or `external`. */
+    memory: "none" | "internal" | "external";
+    /** The memory file of an external snapshot with memory. */
+    memoryFile?: string;
+    /** What destroy does: `delete` merges the data into the child; `metadata` keeps it. */
+    deletion: "delete" | "metadata";
+    domainName: string;
+    /** Used from then on, so renaming the domain doesn't matter. */
+    domainUuid: string;
+    /** ISO 8601, from libvirt. */
+    creationTime: string;
+    /** The domain's state in the snapshot: `running`, `shutoff`, `paused`, `disk-snapshot`... */
+    state: string;
+    /** The parent snapshot, or null. */
+    parent: string | null;
+    /** Whether it is the domain's current snapshot. */
+    isCurrent: boolean;
+    /** The overlay file per disk, for external snapshots. */
+    diskFiles: Record<string, string>;
+    /** The libvirt version of the host's daemon. */
+    libvirtVersion: string;
+    /** True when it took over an existing snapshot instead of creating it. */
+    adopted: boolean;
+}
+
+/** What the resource records: its outputs, and the inputs as declared (defaults applied) for diff. */
+interface Recorded extends DomainSnapshotOutputs {
+    declared: Omit<Inputs, "connection">;
+}
+
+// ---- outputs ------------------------------------------------------------------
+
+function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, adopted: boolean): Recorded {
+    const s = o.info;
+    const diskFiles: Record<string, string> = {};
+    for (const d of s.disks) if (d.snapshot === "external" && d.file) diskFiles[d.name] = d.file;
+    return {
+        ...(v.connection ? { connection: v.connection } : {}),
+        domain: v.domain,
+        snapshotName: s.name,
+        ...(s.description !== undefined ? { description: s.description } : {}),
+        kind: kindOf(s),
+        memory: memoryOf(s),
+        ...(s.memory.file ? { memoryFile: s.memory.file } : {}),
+        deletion: v.deletion,
+        domainName: s.domain?.name ?? "",
+        domainUuid: s.domain?.uuid ?? "",
+        creationTime: new Date(s.creationTime * 1000).toISOString(),
+        state: s.state,
+        parent: s.parent ?? null,
+        isCurrent: o.isCurrent,
+        diskFiles,
+        libvirtVersion: version,
+        adopted,
+        declared: withoutConnection(v),
+    };
+}
+
+/** How an existing snapshot differs from the plan; empty when adopting is safe. */
+function differences(plan: SnapshotPlan, s: SnapshotInfo): string[] {
+    const out: string[] = [];
+    if (kindOf(s) !== plan.kind) out.push(`kind is '${kindOf(s)}', declared '${plan.kind}'`);
+    if (memoryOf(s) !== plan.memory) out.push(`memory is '${memoryOf(s)}', declared '${plan.memory}'`);
+    if (plan.spec.memory.file && s.memory.file !== plan.spec.memory.file) out.push(`memoryFile is '${s.memory.file ?? "none"}', declared '${plan.spec.memory.file}'`);
+    for (const d of plan.spec.disks) {
+        const have = s.disks.find((x) => x.name === d.name);
+        const mode = have?.snapshot ?? "no";
+        if (mode !== d.snapshot) out.push(`disk ${d.name} is '${mode}', declared '${d.snapshot}'`);
+        if (d.file && have?.file !== d.file) out.push(`disk ${d.name} overlay is '${have?.file ?? "none"}', declared '${d.file}'`);
+    }
+    return out;
+}
+
+// ---- the provider ------------------------------------------------------------
+
+/** A change in any of these is another snapshot. */
+const REPLACE_KEYS = ["domain", "snapshotName", "kind", "disks", "memory", "memoryFile", "quiesce", "atomic", "live"] as const;
+const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds", "halt"] as const;
+/** Everything the plan reads; while one is unknown at preview, check can't plan. */
+const PLAN_KEYS = [...REPLACE_KEYS, "description", "deletion", "halt"] as const;
+
+export const domainSnapshot = {
+    check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+        return checkInputs(DomainSnapshotSchema, olds, news, {
+            planKeys: PLAN_KEYS,
+            createKeys: REPLACE_KEYS,
+            ask: (v) => askAboutDomain(v, "the snapshot", (_virsh, probe) => planSnapshot(v, probe).failures),
+        });
+    },
+
+    async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+        const { v, replaces, updates, credentialsChanged } = compareInputs(DomainSnapshotSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
+
+        // A snapshot deleted behind Pulumi's back is planned for re-creation now, rather than failing later.
+        if (!replaces.length && olds.domainUuid && olds.snapshotName) {
+            try {
+                await virshFor({ connection: olds.connection, timeoutSeconds: olds.declared?.timeoutSeconds })
+                    .query(["snapshot-info", "--domain", olds.domainUuid, "--snapshotname", olds.snapshotName]);
+            } catch (e) {
+                if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) replaces.push("snapshotName");
+                // An unreachable host is not a diff: the operation that needs the host reports it.
+            }
+        }
+        const sameSpot = !replaces.includes("connection") && typeof v.domain === "string" && sameDomain(olds, v.domain) && olds.snapshotName === v.snapshotName;
+        return {
+            changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,
+            replaces,
+            // The replacement would have the same name on the same domain: the old one must go first.
+            deleteBeforeReplace: replaces.length > 0 && sameSpot,
+        };
+    },
+
+    async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
+        const v = parseOrThrow(DomainSnapshotSchema, news);
+        const virsh = virshFor(v);
+        return withDomainLock(lockKey(v), async () => {
+            const outs = await createLocked(v, virsh);
+            return { id: `${outs.domainUuid}/${outs.snapshotName}`, outs };
+        });
+    },
+
+    async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
+        const virsh = virshFor(props);
+        const domain = props.domainUuid || props.domain;
+        try {
+            const observed = await observeSnapshot(virsh, domain, props.snapshotName);
+            const v = { ...props.declared, connection: props.connection } as Inputs;
+            return { id, props: outputsFrom(v, observed, (await virsh.version()).libvirt, props.adopted) };
+        } catch (e) {
+            // Gone from the host: an empty id makes refresh drop the resource.
+            if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return { id: "", props: {} };
+            throw e;
+        }
+    },
+
+    async update(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+        const v = parseOrThrow(DomainSnapshotSchema, news);
+        const virsh = virshFor(v);
+        return withDomainLock(lockKey(v), async () => {
+            const domain = olds.domainUuid;
+            let observed: ObservedSnapshot;
+            try {
+                observed = await observeSnapshot(virsh, domain, olds.snapshotName);
+            } catch (e) {
+                // An earlier create was cut off before libvirt made the snapshot (an init failure): finish the job.
+                if (isKind(e, "snapshot-not-found")) return { outs: await createLocked(v, virsh) };
+                throw e;
+            }
+            if (!same(observed.info.description, v.description)) {
+                await redefineDescription(virsh, "snapshot", domain, olds.snapshotName, v.description);
+                observed = await observeSnapshot(virsh, domain, olds.snapshotName);
+            }
+            return { outs: outputsFrom(v, observed, (await virsh.version()).libvirt, olds.adopted) };
+        });
+    },
+
+    async delete(_id: string, props: Recorded): Promise<void> {
+        const virsh = virshFor(props);
+        await withDomainLock(lockKey(props), async () => {
+            // No creationTime: the state a cut-off create left (an init failure).
+            if (!props.creationTime && props.deletion === "delete") await removeCutOffCreate(virsh, props);
+            await deleteSnapshot(virsh, {
+                domain: props.domainUuid || props.domain, domainName: props.domainName, snapshotName: props.snapshotName, deletion: props.deletion,
+            });
+        });
+    },
+};
+
+/** Take the snapshot and read it back (the caller holds the domain's lock). */
+async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
+    const probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, v.domain));
+    const { plan, failures } = planSnapshot(v, probe);
+    if (!plan) throw new InputError(failures);
+    const domain = probe.info.uuid;
+    const cutOff = (e: unknown, what: string) => unknownOutcome(e, {
+        kind: "snapshot", name: v.snapshotName, domainName: probe.info.name, id: `${domain}/${v.snapshotName}`, what,
+        partial: {
+            ...(v.connection ? { connection: v.connection } : {}), domain: v.domain, snapshotName: v.snapshotName, deletion: v.deletion,
+            domainName: probe.info.name, domainUuid: domain, libvirtVersion: probe.version.libvirt, adopted: false, declared: withoutConnection(v),
+        } satisfies Partial<Recorded>,
+    }) ?? e;
+    let adopted = false;
+    try {
+        await takeSnapshot(virsh, plan);
+    } catch (e) {
+        if (!isKind(e, "already-exists")) throw cutOff(e, "the create was cut off");
+        let existing: ObservedSnapshot | undefined;
+        await adoptOrRefuse({
+            kind: "snapshot", name: v.snapshotName, domainName: probe.info.name, where: virsh.where, adopt: v.adopt, error: e,
+            differences: async () => differences(plan, (existing = await observeSnapshot(virsh, domain, v.snapshotName)).info),
+        });
+        adopted = true;
+        if (v.description !== undefined && existing!.info.description !== v.description) await redefineDescription(virsh, "snapshot", domain, v.snapshotName, v.description);
+    }
+    let observed: ObservedSnapshot;
+    try {
+        observed = await observeSnapshot(virsh, domain, v.snapshotName);
+    } catch (e) {
+        throw cutOff(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
+    }
+    return outputsFrom(v, observed, probe.version.libvirt, adopted);
+}
+
+/**
+ * A domain that libvirt left paused by a snapshot or save it never finished is
+ * resumed before the snapshot is taken (again). Why (measured on libvirt 9.0 +
+ * qemu 7.2): libvirtd killed while qemu runs `savevm` for an
+ * internal snapshot comes back with the domain `paused (saving)`, no libvirt
+ * metadata and the snapshot inside the qcow2 image; libvirt does not resume the
+ * domain itself. The next `pulumi up` (an update after the init failure, or a
+ * replacement) lands here: without this, the VM would stay paused and the new
+ * snapshot would record it as paused (a revert to it would pause the VM). Taken
+ * again under the same name, qemu replaces the orphan qcow2 snapshot. Only the
+ * reasons libvirt itself sets for a save or snapshot are resumed, and only when
+ * no job runs on the domain (a running job would mean the pause is not over);
+ * a domain paused by a user (`paused (user)`) is left alone.
+ */
+async function resumeAfterInterruptedSnapshot(virsh: Virsh, probe: DomainProbe): Promise<DomainProbe> {
+    if (probe.state !== "paused") return probe;
+    const domain = probe.info.uuid;
+    const reason = (await virsh.query(["domstate", "--domain", domain, "--reason"])).trim();
+    if (!/^paused \((saving|snapshot)\)$/.test(reason)) return probe;
+    const job = await virsh.query(["domjobinfo", "--domain", domain]);
+    if (!/^Job type:\s+None\s*$/m.test(job)) return probe;
+    await virsh.run(["resume", "--domain", domain]);
+    return probeDomain(virsh, domain);
+}
+
+/**
+ * What a create cut off mid-way can leave when libvirt lost track of it
+ * (measured on libvirt 9.0 + qemu 7.2, libvirtd killed during qemu's savevm):
+ * the domain paused by the unfinished job, and the snapshot inside the qcow2
+ * images without a libvirt record. `pulumi destroy` of that state resumes the
+ * domain and gives libvirt the record back (--redefine), so the delete that
+ * follows removes the snapshot from the images the normal way, through qemu.
+ * Where the images hold no such snapshot, libvirt's delete fails and only the
+ * record given here is removed. A cut-off external snapshot is left alone: its
+ * overlay files carry no name to match, and deleting files on a guess is not safe.
+ */
+async function removeCutOffCreate(virsh: Virsh, props: Recorded): Promise<void> {
+    const domain = props.domainUuid;
+    if (!domain || !props.declared) return;
+    let probe: DomainProbe;
+    try {
+        probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, domain));
+    } catch (e) {
+        if (isKind(e, "domain-not-found")) return;
+        throw e;
+    }
+    try {
+        await virsh.query(["snapshot-info", "--domain", domain, "--snapshotname", props.snapshotName]);
+        return; // libvirt has it: the normal delete follows
+    } catch (e) {
+        if (!isKind(e, "snapshot-not-found")) throw e;
+    }
+    // The snapshot as the declared inputs would make it now, with the memory this domain's state allows.
+    const { plan } = planSnapshot({ ...props.declared, memory: undefined, memoryFile: undefined, quiesce: false, live: false, halt: false } as Inputs, probe);
+    if (!plan || plan.kind !== "internal") return;
+    const domainXml = await virsh.query(["dumpxml", "--domain", domain]);
+    const record = snapshotRecordXml(plan.spec, { state: probe.active ? "running" : "shutoff", creationTime: Math.floor(Date.now() / 1000), domainXml });
+    await virsh.run(["snapshot-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"], { stdin: record });
+    try {
+        await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName]);
+    } catch (e) {
+        if (isKind(e, "connection-failed") || isKind(e, "timeout")) throw e;
+        await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName, "--metadata"]);
+    }
+}

@@ -1,0 +1,307 @@
+// What snapshots and checkpoints share ("domain moments", as libvirt calls
+// both): the disks a moment covers, what a failed or cut-off create left
+// behind, adopting an existing one or refusing to, and a new description.
+// Then the snapshot operations that DomainSnapshot, RestorePoint and
+// SnapshotRevert all use: plan, take, read back, delete.
+import * as path from "node:path";
+import { LibvirtError, isKind, messageOf } from "../errors";
+import type { CheckFailure } from "../inputs";
+import { VERSIONS, stateOf, type DomainProbe } from "../host/probe";
+import type { Virsh } from "../host/virsh";
+import { buildSnapshotXml, parseSnapshotXml, withDescription, type DomainDisk, type DomainInfo, type SnapshotInfo, type SnapshotSpec } from "../host/xml";
+
+export type MomentKind = "snapshot" | "checkpoint";
+
+/** The virsh commands and XML root of each kind. */
+const VIRSH = {
+    snapshot: { info: "snapshot-info", dump: "snapshot-dumpxml", create: "snapshot-create", del: "snapshot-delete", nameFlag: "--snapshotname", root: "domainsnapshot" },
+    checkpoint: { info: "checkpoint-info", dump: "checkpoint-dumpxml", create: "checkpoint-create", del: "checkpoint-delete", nameFlag: "--checkpointname", root: "domaincheckpoint" },
+} as const;
+
+// ---- the disks a moment covers ---------------------------------------------------
+
+export function isWritableDisk(d: DomainDisk): boolean {
+    return d.device === "disk" && !d.readonly;
+}
+
+export type Fail = (property: string, reason: string) => void;
+
+/**
+ * The domain's disks a moment is planned for: every writable disk, and any
+ * other disk a `disks[i]` entry names (by target or source path), each with
+ * that entry. An entry that names no disk of the domain is a failure.
+ */
+export function coveredDisks<T extends { name: string }>(requested: readonly T[] | undefined, dom: DomainInfo, fail: Fail): Array<{ disk: DomainDisk; entry?: T; index?: number }> {
+    const overrides = new Map<string, number>();
+    requested?.forEach((d, i) => {
+        const disk = dom.disks.find((x) => x.target === d.name || x.source === d.name);
+        if (!disk) fail(`disks[${i}].name`, `domain '${dom.name}' has no disk '${d.name}' (its disks: ${dom.disks.map((x) => x.target).join(", ") || "none"})`);
+        else overrides.set(disk.target, i);
+    });
+    const out: Array<{ disk: DomainDisk; entry?: T; index?: number }> = [];
+    for (const disk of dom.disks) {
+        const index = overrides.get(disk.target);
+        if (index === undefined && !isWritableDisk(disk)) continue;
+        out.push({ disk, ...(index === undefined ? {} : { entry: requested![index]!, index }) });
+    }
+    return out;
+}
+
+// ---- failed, cut-off and existing creates -------------------------------------------
+
+/** After a failed create, say whether anything was left behind. */
+export async function explainFailedCreate(virsh: Virsh, kind: MomentKind, domain: string, name: string, e: unknown): Promise<unknown> {
+    if (!(e instanceof LibvirtError) || e.kind === "invalid") return e;
+    const cmd = VIRSH[kind];
+    try {
+        await virsh.query([cmd.info, "--domain", domain, cmd.nameFlag, name]);
+        return new LibvirtError(e.kind, `${e.message}\n  libvirt still lists ${kind} '${name}' after the failure; refresh, or delete it with virsh ${cmd.del} before retrying`);
+    } catch (probe) {
+        if (!isKind(probe, `${kind}-not-found`)) return e;
+        const [first, ...rest] = e.message.split("\n");
+        return new LibvirtError(e.kind, [first, `  no ${kind} '${name}' was left behind.`, ...rest].join("\n"));
+    }
+}
+
+/**
+ * A create cut off by a lost connection or a timeout may or may not have
+ * happened: it becomes an init failure that carries the resource's id and
+ * what is known, so Pulumi keeps it in the state, the next `pulumi up` checks
+ * the host and finishes the job, and `pulumi destroy` removes it if it exists.
+ * Undefined for any other error.
+ */
+export function unknownOutcome(e: unknown, o: { kind: MomentKind; name: string; domainName: string; id: string; what: string; partial: object }): LibvirtError | undefined {
+    if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return undefined;
+    const message = `${messageOf(e)}\n  ${o.what}: whether ${o.kind} '${o.name}' of domain '${o.domainName}' exists now is unknown. ` +
+        `Pulumi keeps it in the state: the next pulumi up checks the host and finishes (or re-creates) it, and pulumi destroy removes it if it exists.`;
+    return Object.assign(new LibvirtError(e.kind, message), { id: o.id, properties: o.partial, reasons: [message] });
+}
+
+/**
+ * The declared name exists already: take it over only when `adopt` is set and
+ * it matches what is declared (`differences` lists how it doesn't); else say why not.
+ */
+export async function adoptOrRefuse(o: {
+    kind: MomentKind; name: string; domainName: string; where: string; adopt: boolean; error: LibvirtError; differences: () => Promise<string[]>;
+}): Promise<void> {
+    const nameInput = `${o.kind}Name`;
+    if (!o.adopt) {
+        throw new LibvirtError("already-exists",
+            `${o.kind} '${o.name}' already exists on domain '${o.domainName}' (${o.where}). Set adopt: true to take it over, or choose another ${nameInput}.`,
+            { command: o.error.command ?? "", stderr: o.error.stderr });
+    }
+    const diffs = await o.differences();
+    if (diffs.length) {
+        throw new LibvirtError("already-exists",
+            `cannot adopt ${o.kind} '${o.name}' of domain '${o.domainName}': it differs from what is declared: ${diffs.join("; ")}. ` +
+            `Change the declaration to match, or choose another ${nameInput}.`);
+    }
+}
+
+/** A new description, in place: libvirt's own record of the moment, redefined with the text changed. */
+export async function redefineDescription(virsh: Virsh, kind: MomentKind, domain: string, name: string, text: string | undefined): Promise<void> {
+    const cmd = VIRSH[kind];
+    // --security-info: the record libvirt keeps is the secure one; don't strip it by redefining.
+    const [xml, info] = await Promise.all([
+        virsh.run([cmd.dump, "--domain", domain, cmd.nameFlag, name, "--security-info"]),
+        kind === "snapshot" ? virsh.run([cmd.info, "--domain", domain, cmd.nameFlag, name]) : Promise.resolve(""),
+    ]);
+    // A snapshot redefined without --current stops being the current one.
+    const current = /^Current:\s+yes/m.test(info);
+    await virsh.run([cmd.create, "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine", ...(current ? ["--current"] : [])],
+        { stdin: withDescription(xml, cmd.root, text) });
+}
+
+// ---- snapshots: plan ------------------------------------------------------------
+
+/** What a snapshot is asked to be: DomainSnapshot's inputs, or one member of a RestorePoint. */
+export interface SnapshotRequest {
+    snapshotName: string;
+    description?: string;
+    kind: "internal" | "external";
+    memory?: "none" | "internal" | "external";
+    memoryFile?: string;
+    disks?: Array<{ name: string; snapshot: "internal" | "external" | "no"; file?: string; driverType?: "qcow2" | "raw" | "qed" }>;
+    quiesce: boolean;
+    atomic: boolean;
+    live: boolean;
+    halt: boolean;
+    deletion: "delete" | "metadata";
+}
+
+export interface SnapshotPlan {
+    spec: SnapshotSpec;
+    xml: string;
+    /** The whole virsh argument vector; the XML goes on its stdin. */
+    argv: string[];
+    /** The domain's UUID. */
+    domain: string;
+    memory: "none" | "internal" | "external";
+    kind: "internal" | "external";
+}
+
+function defaultMemoryFile(probe: DomainProbe, snapshotName: string): string | undefined {
+    const first = probe.info.disks.find((d) => isWritableDisk(d) && d.source?.startsWith("/"));
+    if (!first?.source) return undefined;
+    const safe = snapshotName.replace(/[^A-Za-z0-9._-]/g, "_");
+    return path.posix.join(path.posix.dirname(first.source), `${probe.info.name.replace(/[^A-Za-z0-9._-]/g, "_")}.${safe}.mem`);
+}
+
+/**
+ * Decide the snapshot XML and the virsh command, or say exactly why this
+ * domain and this libvirt can't take it. Check reports the failures; create throws them.
+ */
+export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: SnapshotPlan; failures: CheckFailure[] } {
+    const failures: CheckFailure[] = [];
+    const fail: Fail = (property, reason) => failures.push({ property, reason });
+    const dom = probe.info;
+    const running = probe.active;
+
+    // Per-disk mode: explicit override, else the kind; cdroms and read-only disks are left to libvirt.
+    const disks: SnapshotSpec["disks"] = [];
+    for (const { disk: d, entry: o, index: i } of coveredDisks(v.disks, dom, fail)) {
+        const mode = o?.snapshot ?? v.kind;
+        const prop = i === undefined ? "kind" : `disks[${i}].snapshot`;
+        if (mode === "internal" && d.format !== "qcow2") {
+            fail(prop, `an internal snapshot lives inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
+                `Use kind: 'external', or leave the disk out with disks: [{ name: '${d.target}', snapshot: 'no' }]`);
+        }
+        disks.push({ name: d.target, snapshot: mode, ...(o?.file ? { file: o.file } : {}), ...(o?.driverType ? { driverType: o.driverType } : {}) });
+    }
+    const modes = new Set(disks.map((d) => d.snapshot).filter((m) => m !== "no"));
+    if (modes.size === 0) fail(v.disks ? "disks" : "kind", `no disk of domain '${dom.name}' would be snapshotted`);
+    if (modes.has("internal") && modes.has("external")) {
+        fail("disks", `libvirt ${probe.version.libvirt} cannot mix internal and external disk snapshots in one snapshot`);
+    }
+    const kind: "internal" | "external" = modes.has("external") ? "external" : "internal";
+
+    // Memory: saved by default while the domain runs, in the same place as the disks.
+    const memory = v.memory ?? (running ? (kind === "internal" ? "internal" : "external") : "none");
+    const memProp = v.memory ? "memory" : "kind";
+    if (memory !== "none" && !running) {
+        fail("memory", `domain '${dom.name}' is ${probe.state}, so there is no memory state to save. Use memory: 'none', or leave memory unset`);
+    }
+    if (running && memory === "none" && kind === "internal") {
+        fail(memProp, `libvirt can't take a disk-only internal snapshot of a running domain ('active qemu domains require external disk snapshots'). ` +
+            `Use memory: 'internal', or kind: 'external'`);
+    }
+    if (memory === "external" && kind === "internal") {
+        fail(memProp, `libvirt ${probe.version.libvirt} does not support internal disk snapshots with an external memory file ('mixing internal and external targets'). Use memory: 'internal', or kind: 'external'`);
+    }
+    if (memory === "internal" && kind === "external") {
+        fail(memProp, `libvirt ${probe.version.libvirt} can't save memory inside the disk image when the disks are external. Use memory: 'external' with memoryFile, or memory: 'none'`);
+    }
+    let memoryFile: string | undefined;
+    if (memory === "external") {
+        memoryFile = v.memoryFile ?? defaultMemoryFile(probe, v.snapshotName);
+        if (!memoryFile) fail("memoryFile", "is required with memory: 'external' when the domain has no file-backed disk to put it beside");
+    }
+    if (v.quiesce) {
+        if (!running) fail("quiesce", `domain '${dom.name}' is ${probe.state}: quiescing needs a running guest agent`);
+        else if (dom.guestAgent !== "connected") {
+            fail("quiesce", dom.guestAgent === "none"
+                ? `domain '${dom.name}' has no QEMU guest agent channel, so its filesystems can't be frozen. Add a guest agent, or set quiesce: false`
+                : `the QEMU guest agent of domain '${dom.name}' is not connected. Start qemu-guest-agent in the guest, or set quiesce: false`);
+        }
+        if (memory !== "none") fail("quiesce", "libvirt quiesces only disk-only snapshots: set memory: 'none' (with kind: 'external' on a running domain)");
+    }
+    if (v.live && !(running && memory === "external" && kind === "external")) {
+        fail("live", "live snapshots are only possible for full-system external snapshots of a running domain (kind: 'external', memory: 'external')");
+    }
+    if (v.halt && !running) fail("halt", `domain '${dom.name}' is already ${probe.state}`);
+    if (probe.checkpointsWhileOff.length) {
+        fail("domain", `domain '${dom.name}' is ${probe.state} and has checkpoints (${probe.checkpointsWhileOff.join(", ")}): libvirt ${probe.version.libvirt} takes no snapshot of it then ` +
+            `('cannot perform block operations while checkpoint exists'). Take the snapshot while the domain runs, or delete its checkpoints first`);
+    }
+    if (kind === "external" && v.deletion === "delete" && probe.version.number < VERSIONS.externalSnapshotDelete) {
+        fail("kind", `libvirt ${probe.version.libvirt} can't delete external snapshots (9.0 or newer can), so pulumi destroy would fail. Use deletion: 'metadata', or kind: 'internal'`);
+    }
+    if (failures.length) return { failures };
+
+    const spec: SnapshotSpec = {
+        name: v.snapshotName,
+        description: v.description,
+        memory: { snapshot: memory === "none" ? "no" : memory, ...(memoryFile ? { file: memoryFile } : {}) },
+        disks,
+    };
+    const argv = ["snapshot-create", "--domain", dom.uuid, "--xmlfile", "/dev/stdin"];
+    if (memory === "none" && (running || kind === "external")) argv.push("--disk-only");
+    if (v.atomic) argv.push("--atomic");
+    if (v.quiesce) argv.push("--quiesce");
+    if (v.live) argv.push("--live");
+    if (v.halt) argv.push("--halt");
+    return { plan: { spec, xml: buildSnapshotXml(spec), argv, domain: dom.uuid, memory, kind }, failures };
+}
+
+// ---- snapshots: take, read back, delete ------------------------------------------------
+
+/** Run the planned snapshot-create; on failure, say whether anything was left behind. */
+export async function takeSnapshot(virsh: Virsh, plan: SnapshotPlan): Promise<void> {
+    try {
+        await virsh.run(plan.argv, { stdin: plan.xml });
+    } catch (e) {
+        // After a lost connection or a timeout libvirt may still be working: asking now could hang or mislead.
+        if (isKind(e, "already-exists") || isKind(e, "connection-failed") || isKind(e, "timeout")) throw e;
+        throw await explainFailedCreate(virsh, "snapshot", plan.domain, plan.spec.name, e);
+    }
+}
+
+export interface ObservedSnapshot { info: SnapshotInfo; isCurrent: boolean; children: number; }
+
+export async function observeSnapshot(virsh: Virsh, domain: string, name: string): Promise<ObservedSnapshot> {
+    const [xml, info] = await Promise.all([
+        virsh.run(["snapshot-dumpxml", "--domain", domain, "--snapshotname", name]),
+        virsh.run(["snapshot-info", "--domain", domain, "--snapshotname", name]),
+    ]);
+    return {
+        info: parseSnapshotXml(xml),
+        isCurrent: /^Current:\s+yes/m.test(info),
+        children: Number(/^Children:\s+(\d+)/m.exec(info)?.[1] ?? 0),
+    };
+}
+
+export function kindOf(s: SnapshotInfo): "internal" | "external" {
+    return s.memory.snapshot === "external" || s.disks.some((d) => d.snapshot === "external") ? "external" : "internal";
+}
+
+export function memoryOf(s: SnapshotInfo): "none" | "internal" | "external" {
+    return s.memory.snapshot === "no" ? "none" : s.memory.snapshot === "external" ? "external" : "internal";
+}
+
+/**
+ * Delete one snapshot safely (the caller holds the domain's lock): never with
+ * --children, which crashes libvirtd 9.0 when there are several children;
+ * a non-leaf external snapshot of a shut-off domain is refused before
+ * anything changes; the memory file libvirt leaves behind is removed.
+ * A snapshot that is already gone is deleted successfully.
+ */
+export async function deleteSnapshot(virsh: Virsh, t: { domain: string; domainName: string; snapshotName: string; deletion: "delete" | "metadata" }): Promise<void> {
+    let observed: ObservedSnapshot;
+    try {
+        observed = await observeSnapshot(virsh, t.domain, t.snapshotName);
+    } catch (e) {
+        if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return;
+        throw e;
+    }
+    if (t.deletion === "metadata") {
+        await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName, "--metadata"]);
+        return;
+    }
+    if (kindOf(observed.info) === "external" && observed.children > 0 && await stateOf(virsh, t.domain) === "shut off") {
+        const version = (await virsh.version()).libvirt;
+        throw new LibvirtError("unsupported",
+            `cannot delete external snapshot '${t.snapshotName}' of domain '${t.domainName}': the domain is shut off and the snapshot has ` +
+            `${observed.children} child snapshot(s). libvirt ${version} can merge a non-leaf external snapshot only while the domain runs. ` +
+            `Nothing was changed. Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`);
+    }
+    await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
+    const memoryFile = observed.info.memory.snapshot === "external" ? observed.info.memory.file : undefined;
+    if (memoryFile) {
+        const r = await virsh.host(["rm", "-f", "--", memoryFile]);
+        if (r.code !== 0) {
+            throw new LibvirtError("failed",
+                `snapshot '${t.snapshotName}' was deleted, but its memory file could not be removed: ${memoryFile} (${r.stderr.trim() || `rm exited with ${r.code}`}). ` +
+                `Remove it by hand; running destroy again is safe`, { command: r.command, exitCode: r.code, stderr: r.stderr });
+        }
+    }
+}
