@@ -58,13 +58,16 @@ export function isKind(e: unknown, kind: ErrorKind): e is LibvirtError {
 }
 
 // libvirt's messages with LC_ALL=C (measured on libvirt 9.0). The
-// order matters: "already exists" wins over "not found" in odd combinations.
+// order matters: "already exists" wins over "not found" in odd combinations,
+// and a block job still running ("Operation not supported: ... another active
+// block job", seen when qemu goes on committing after libvirtd restarted) is
+// busy, to wait for, not unsupported.
 const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
     [/already exists/i, "already-exists"],
     [/Domain snapshot not found|no domain snapshot with matching name|domain has no current snapshot/i, "snapshot-not-found"],
     [/Domain checkpoint not found|no domain checkpoint with matching name/i, "checkpoint-not-found"],
     [/failed to get domain|Domain not found|no domain with matching (name|uuid|id)/i, "domain-not-found"],
-    [/cannot acquire state change lock|another (migration )?job is already running|job .* is already active|domain is already being (snapshotted|modified)|has active block job/i, "domain-busy"],
+    [/cannot acquire state change lock|another (migration )?job is already running|job .* is already active|domain is already being (snapshotted|modified)|has active block job|another active block job/i, "domain-busy"],
     [/failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data/i, "connection-failed"],
     [/not supported|unsupported|Operation not supported|this function is not supported/i, "unsupported"],
 ];

@@ -33,6 +33,7 @@ describe("errors", () => {
         assert.equal(classifyStderr("error: Domain snapshot not found: no domain snapshot with matching name 'x'"), "snapshot-not-found");
         assert.equal(classifyStderr("error: Domain checkpoint not found: no domain checkpoint with matching name 'c'"), "checkpoint-not-found");
         assert.equal(classifyStderr("error: Timed out during operation: cannot acquire state change lock (held by monitor=remoteDispatchDomainSnapshotCreateXML)"), "domain-busy");
+        assert.equal(classifyStderr("error: Operation not supported: cannot delete external snapshots when there is another active block job"), "domain-busy");
         assert.equal(classifyStderr("error: Operation not supported: internal snapshot for disk vda unsupported for storage type raw"), "unsupported");
         assert.equal(classifyStderr("error: failed to connect to the hypervisor"), "connection-failed");
         assert.equal(classifyStderr("error: something else"), "failed");
