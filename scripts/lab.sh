@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test lab: libvirtd + an sshd on loopback + four small domains, all state in <repo>/.lab.
+# The test lab, all state in <repo>/.lab: the Debian 12 host (libvirtd + an sshd on loopback +
+# four small domains) and, through scripts/lab/host13.sh, a Debian 13 host in its own network
+# namespace with the same domains; each host also runs a real Linux guest (scripts/lab/guest).
 #
 #   bash scripts/lab.sh [up]    install what is missing, start what is not running (idempotent)
 #   bash scripts/lab.sh down    stop what `up` started (lab domains, our libvirtd, our sshd)
@@ -596,8 +598,20 @@ write_lab_json() {
   ]
 }
 EOF
-  replace_if_changed "$tmp" "$LAB/lab.json" && did "wrote .lab/lab.json"
+  # The Debian 12 host's fields; ensure_second_host_and_guests adds every host's entry to make lab.json.
+  replace_if_changed "$tmp" "$LAB/lab-base.json" && did "wrote .lab/lab-base.json"
   return 0
+}
+
+# ------------------------------------------- the second host, the real guests ---
+ensure_second_host_and_guests() {
+  local out g12 g13
+  out=$(bash "$REPO/scripts/lab/host13.sh" up "$LAB" 2>&1) || { printf '%s\n' "$out" >&2; die "the Debian 13 host did not come up"; }
+  grep -q "already up" <<<"$out" || did "debian13: $(tail -n 1 <<<"$out" | sed 's/^[a-z0-9.]*: //')"
+  out=$(bash "$REPO/scripts/lab/guest/build.sh" "$LAB/guest" 2>&1) || { printf '%s\n' "$out" >&2; die "building the real guest failed"; }
+  g12=$(bash "$REPO/scripts/lab/guest/ensure.sh" base "$LAB") || die "lab-guest did not start on debian12"
+  g13=$(bash "$REPO/scripts/lab/guest/ensure.sh" host13 "$LAB") || die "lab-guest did not start on debian13"
+  [[ $(node "$REPO/scripts/lab/hosts.cjs" "$LAB" "$g12" "$g13") == same ]] || did "wrote .lab/lab.json (hosts debian12, debian13)"
 }
 
 # ------------------------------------------------------------ commands ---
@@ -624,6 +638,7 @@ cmd_up() {
   ensure_domains "$recreate" "$listing"
   echo "$VIRT_TYPE" >"$LAB/virt_type"
   write_lab_json
+  ensure_second_host_and_guests
   # Full check (encrypted key, password user + sudo) when anything changed; the key check always.
   if ((${#CHANGED[@]})) || ((!sshd_was_running)); then verify_ssh 1; else verify_ssh 0; fi
   if ((${#CHANGED[@]})); then
@@ -637,6 +652,8 @@ cmd_up() {
 
 cmd_down() {
   [[ -d $LAB ]] || { say "nothing to stop (no $LAB)"; return 0; }
+  # The second host first: its root has LABDIR bound into it.
+  bash "$REPO/scripts/lab/host13.sh" down "$LAB" >&2 || die "the Debian 13 host did not come down cleanly"
   if [[ -n $(ours_libvirtd_pid) ]]; then
     destroy_running_domains
     stop_libvirtd
@@ -673,6 +690,7 @@ cmd_status() {
     done < <(list_domains)
   fi
   [[ -f $LAB/lab.json ]] && say "lab.json: $LAB/lab.json" || say "lab.json: missing"
+  bash "$REPO/scripts/lab/host13.sh" status "$LAB" || rc=1
   return $rc
 }
 
