@@ -14,7 +14,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { DomainSnapshotProvider } from "pulumi-libvirt-snapshots";
 import { EngineHarness, PACKAGE_ROOT, dynamicType, type ResourceState } from "./harness/engine";
-import { makeDomain, qemuImgInfo, virshOk, type TestDomain } from "./support/lab";
+import { limiter, qcow2Snapshots, snapshotNames } from "./support/helpers";
+import { makeDomain, type TestDomain } from "./support/lab";
 
 const TYPE = dynamicType("libvirt-snapshots", "DomainSnapshot");
 
@@ -32,26 +33,6 @@ if [ -n "$timed" ]; then printf '%s %s %s %s\\n' "$start" "$(date +%s%3N)" "$3" 
 rm -f "$err"
 exit $rc
 `;
-
-function limiter(n: number) {
-    let active = 0, peak = 0;
-    const waiting: Array<() => void> = [];
-    const run = async <T>(fn: () => Promise<T>): Promise<T> => {
-        while (active >= n) await new Promise<void>((r) => waiting.push(r));
-        active++;
-        peak = Math.max(peak, active);
-        try { return await fn(); } finally { active--; waiting.shift()?.(); }
-    };
-    return Object.assign(run, { peak: () => peak });
-}
-
-async function snapshotNames(domain: string): Promise<string[]> {
-    return (await virshOk(["snapshot-list", "--domain", domain, "--name"])).split("\n").filter((l) => l !== "").sort();
-}
-async function qcow2Names(disk: string): Promise<string[]> {
-    return ((await qemuImgInfo(disk)).snapshots ?? []).map((s) => s.name).sort();
-}
-
 /** Run every task, collecting failures instead of stopping at the first. */
 async function settle<T>(tasks: Array<() => Promise<T>>): Promise<{ ok: T[]; errors: string[] }> {
     const results = await Promise.allSettled(tasks.map((t) => t()));
@@ -111,16 +92,16 @@ describe("concurrency (engine path, real running domains)", function () {
         assert.deepEqual(created.errors, [], `creates failed:\n${created.errors.join("\n")}\nvirsh failures:\n${failuresIn(logs[0]!)}`);
         for (const d of doms) {
             const want = plan.filter((p) => p.dom === d).map((p) => p.name).sort();
-            assert.deepEqual(await snapshotNames(d.uuid), want, `libvirt's snapshots of ${d.name}`);
-            assert.deepEqual(await qcow2Names(d.disk), want, `qcow2 snapshots of ${d.name}`);
+            assert.deepEqual((await snapshotNames(d.uuid)).sort(), want, `libvirt's snapshots of ${d.name}`);
+            assert.deepEqual((await qcow2Snapshots(d.disk)).sort(), want, `qcow2 snapshots of ${d.name}`);
         }
         const t1 = Date.now();
         const deleted = await settle(created.ok.map((s: ResourceState) => () => slots(() => engine.destroy(s))));
         const tDelete = Date.now() - t1;
         assert.deepEqual(deleted.errors, [], `deletes failed:\n${deleted.errors.join("\n")}\nvirsh failures:\n${failuresIn(logs[0]!)}`);
         for (const d of doms) {
-            assert.deepEqual(await snapshotNames(d.uuid), [], `no snapshot left on ${d.name}`);
-            assert.deepEqual(await qcow2Names(d.disk), [], `no orphan qcow2 snapshot on ${d.name}`);
+            assert.deepEqual((await snapshotNames(d.uuid)).sort(), [], `no snapshot left on ${d.name}`);
+            assert.deepEqual((await qcow2Snapshots(d.disk)).sort(), [], `no orphan qcow2 snapshot on ${d.name}`);
         }
         assert.equal(slots.peak(), 10, "10 operations were in flight at once");
         const busy = failuresIn(logs[0]!);
@@ -141,8 +122,8 @@ describe("concurrency (engine path, real running domains)", function () {
         if (seen) console.log(seen.split("\n").slice(0, 6).map((l) => `        ${l}`).join("\n"));
         assert.deepEqual([...created.errors, ...deleted.errors], [], `operations failed:\n${[...created.errors, ...deleted.errors].join("\n")}`);
         for (const d of doms) {
-            assert.deepEqual(await snapshotNames(d.uuid), []);
-            assert.deepEqual(await qcow2Names(d.disk), []);
+            assert.deepEqual((await snapshotNames(d.uuid)).sort(), []);
+            assert.deepEqual((await qcow2Snapshots(d.disk)).sort(), []);
         }
     });
 
@@ -161,15 +142,15 @@ describe("concurrency (engine path, real running domains)", function () {
         const seenCreate = failuresIn(logs[0]!).slice(before) + failuresIn(logs[1]!);
         assert.deepEqual(created.errors, [], `creates failed:\n${created.errors.join("\n")}\nvirsh failures:\n${seenCreate}`);
         const all = [...names(1), ...names(2)].sort();
-        assert.deepEqual(await snapshotNames(dom.uuid), all);
-        assert.deepEqual(await qcow2Names(dom.disk), all);
+        assert.deepEqual((await snapshotNames(dom.uuid)).sort(), all);
+        assert.deepEqual((await qcow2Snapshots(dom.disk)).sort(), all);
         const t1 = Date.now();
         const deleted = await settle(created.ok.map((s: ResourceState) => () => (s.urn.includes("proc1-") ? p1 : p2).destroy(s)));
         const tDelete = Date.now() - t1;
         const seen = failuresIn(logs[0]!).slice(before) + failuresIn(logs[1]!);
         assert.deepEqual(deleted.errors, [], `deletes failed:\n${deleted.errors.join("\n")}\nvirsh failures:\n${seen}`);
-        assert.deepEqual(await snapshotNames(dom.uuid), []);
-        assert.deepEqual(await qcow2Names(dom.disk), [], "no orphan qcow2 snapshot");
+        assert.deepEqual((await snapshotNames(dom.uuid)).sort(), []);
+        assert.deepEqual((await qcow2Snapshots(dom.disk)).sort(), [], "no orphan qcow2 snapshot");
         const lockHits = seen.split("\n").filter((l) => /cannot acquire state change lock|another job|already being/i.test(l)).length;
         const [i1, i2] = [intervals(logs[0]!, since), intervals(logs[1]!, since)];
         const overlap = overlapping(i1, i2) + overlapping(i2, i1);
@@ -191,10 +172,10 @@ describe("concurrency (engine path, real running domains)", function () {
         assert.equal(created.errors.length, 1);
         assert.match(created.errors[0]!, /snapshot 'same-name' already exists on domain '.*'.*Set adopt: true to take it over, or choose another snapshotName/s);
         console.log(`      (c) the loser's error: ${created.errors[0]!.split("\n")[0]}`);
-        assert.deepEqual(await snapshotNames(dom.uuid), ["same-name"]);
-        assert.deepEqual(await qcow2Names(dom.disk), ["same-name"], "one qcow2 snapshot, no duplicate or orphan");
+        assert.deepEqual((await snapshotNames(dom.uuid)).sort(), ["same-name"]);
+        assert.deepEqual((await qcow2Snapshots(dom.disk)).sort(), ["same-name"], "one qcow2 snapshot, no duplicate or orphan");
         await (created.ok[0]!.urn ? p1! : p2!).destroy(created.ok[0]!);
-        assert.deepEqual(await snapshotNames(dom.uuid), []);
-        assert.deepEqual(await qcow2Names(dom.disk), []);
+        assert.deepEqual((await snapshotNames(dom.uuid)).sort(), []);
+        assert.deepEqual((await qcow2Snapshots(dom.disk)).sort(), []);
     });
 });

@@ -7,20 +7,13 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DomainCheckpointProvider } from "pulumi-libvirt-snapshots";
-import { EngineHarness, PACKAGE_ROOT, UNKNOWN, type ResourceState } from "./harness/engine";
-import { loadLab, makeDomain, qemuImgInfo, readGuestCounter, virshLocal, virshOk, waitGuestCounter, type TestDomain } from "./support/lab";
+import { UNKNOWN, type ResourceState } from "./harness/engine";
+import { engineSuite } from "./support/fixture";
+import { checkpointNames, domstate, expectCallError, sshConnection } from "./support/helpers";
+import { loadLab, qemuImgInfo, readGuestCounter, virshLocal, virshOk, waitGuestCounter, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
 const CLUSTER = 65536;
-
-const sshConnection = () => ({
-    host: lab.host, port: lab.port, user: "root",
-    privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey,
-});
-
-async function checkpointNames(domain: string): Promise<string[]> {
-    return (await virshOk(["checkpoint-list", "--domain", domain, "--name"])).split("\n").filter(Boolean);
-}
 
 async function parentOf(domain: string, name: string): Promise<string | null> {
     const r = await virshLocal(["checkpoint-parent", "--domain", domain, "--checkpointname", name]);
@@ -51,19 +44,6 @@ async function imageBitmaps(disk: string): Promise<Array<{ name: string; flags: 
     return (info["format-specific"]?.data.bitmaps ?? []).map((b) => ({ name: b.name, flags: b.flags })).sort((a, b) => a.name.localeCompare(b.name));
 }
 
-async function expectCallError(p: Promise<unknown>, re: RegExp): Promise<string> {
-    try { await p; } catch (e) {
-        assert.ok(e instanceof Error);
-        assert.match(e.message, re);
-        return e.message;
-    }
-    assert.fail(`expected an error matching ${re}`);
-}
-
-async function domstate(domain: string): Promise<string> {
-    return (await virshOk(["domstate", "--domain", domain])).trim();
-}
-
 /** Let the writer guest put `n` more counters on its disk (each lands in a fresh 64 KiB cluster). */
 async function guestWrites(dom: TestDomain, n: number): Promise<void> {
     const start = await readGuestCounter(dom.disk);
@@ -88,20 +68,11 @@ async function loseMetadata(dom: TestDomain, opts: { start: boolean }): Promise<
 
 describe("DomainCheckpoint (engine path, real lab)", function () {
     this.timeout(180_000);
-    let engine: EngineHarness;
-    const doms: TestDomain[] = [];
-    const newDomain = async (o: Parameters<typeof makeDomain>[0] = {}) => { const d = await makeDomain({ prefix: "labtmp-ckpt-", ...o }); doms.push(d); return d; };
+    const suite = engineSuite("labtmp-ckpt-");
+    const { newDomain } = suite;
 
-    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
-    after(async () => {
-        await engine?.close();
-        for (const d of doms) await d.dispose().catch(() => undefined);
-    });
-
-    const up = (name: string, inputs: Record<string, unknown>) => engine.up(name, DomainCheckpointProvider, inputs);
-    const failuresOf = async (inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) =>
-        (await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", "ckpt-check"), olds, await engine.programInputs(DomainCheckpointProvider, inputs)))
-            .failures.map((f) => `${f.property}: ${f.reason}`).join("\n");
+    const up = (name: string, inputs: Record<string, unknown>) => suite.up(name, DomainCheckpointProvider, inputs);
+    const failuresOf = (inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) => suite.failuresOf(DomainCheckpointProvider, inputs, olds);
 
     it("on a running domain whose guest writes: changedBytes grows, and refresh shows it", async () => {
         const dom = await newDomain({ running: true, writer: true });
@@ -127,17 +98,17 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], ["before-upgrade"]);
 
         await guestWrites(dom, 4);
-        const r1 = (await engine.refresh(s))!;
+        const r1 = (await suite.engine.refresh(s))!;
         const c1 = r1.outs.changedBytes as number;
         assert.ok(c1 >= c0 + 4 * CLUSTER, `changedBytes grew from ${c0} to ${c1} after 4 guest writes`);
         assert.equal(c1 % CLUSTER, 0, "bitmaps count whole 64 KiB clusters");
         assert.ok(Date.parse(r1.outs.changedBytesAt as string) > Date.parse(s.outs.changedBytesAt as string));
         assert.equal(r1.outs.creationTime, s.outs.creationTime);
         await guestWrites(dom, 4);
-        const c2 = (await engine.refresh(r1))!.outs.changedBytes as number;
+        const c2 = (await suite.engine.refresh(r1))!.outs.changedBytes as number;
         assert.ok(c2 >= c1 + 4 * CLUSTER, `changedBytes grew from ${c1} to ${c2}`);
 
-        await engine.destroy(r1);
+        await suite.engine.destroy(r1);
         assert.deepEqual(await checkpointNames(dom.name), []);
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], [], "the bitmap is removed from the image");
         assert.equal(await domstate(dom.name), "running");
@@ -159,10 +130,10 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual([...before.keys()].sort(), ["chain-1", "chain-2", "chain-3"]);
         assert.ok(before.get("chain-1")! > before.get("chain-2")! && before.get("chain-2")! > before.get("chain-3")!, JSON.stringify([...before]));
 
-        await engine.destroy(c2);
+        await suite.engine.destroy(c2);
         assert.deepEqual(await checkpointNames(dom.name), ["chain-1", "chain-3"]);
         assert.equal(await parentOf(dom.name, "chain-3"), "chain-1");
-        const r3 = (await engine.refresh(c3))!;
+        const r3 = (await suite.engine.refresh(c3))!;
         assert.equal(r3.outs.parent, "chain-1", "the child is re-parented");
         assert.deepEqual((r3.outs.lineage as Array<{ name: string }>).map((l) => l.name), ["chain-1"]);
         const after = await qmpBitmaps(dom.name);
@@ -175,21 +146,21 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual(await imageBitmaps(dom.disk), [{ name: "chain-1", flags: ["auto"] }, { name: "chain-3", flags: ["auto"] }]);
 
         // Deleting on a shut-off domain is refused before anything is done.
-        const msg = await expectCallError(engine.destroy(r3),
+        const msg = await expectCallError(suite.engine.destroy(r3),
             /cannot delete checkpoint 'chain-3' of domain '.*': the domain is shut off, and libvirt 9\.0\.0 removes a checkpoint's bitmaps only while the domain runs .*Nothing was changed\. Start the domain and run destroy again, or set deletion: 'metadata'/);
         assert.ok(!/\bat \S+\.js/.test(msg), "no stack trace in the message");
         assert.deepEqual(await checkpointNames(dom.name), ["chain-1", "chain-3"]);
         assert.deepEqual((await imageBitmaps(dom.disk)).map((b) => b.name), ["chain-1", "chain-3"]);
 
         // deletion: 'metadata' works on a shut-off domain and leaves the bitmap in the image.
-        const ch = await engine.change(r3, DomainCheckpointProvider, { domain: dom.name, checkpointName: "chain-3", deletion: "metadata" });
+        const ch = await suite.engine.change(r3, DomainCheckpointProvider, { domain: dom.name, checkpointName: "chain-3", deletion: "metadata" });
         assert.equal(ch.op, "update");
-        await engine.destroy(ch.state);
+        await suite.engine.destroy(ch.state);
         assert.deepEqual(await checkpointNames(dom.name), ["chain-1"]);
         assert.deepEqual((await imageBitmaps(dom.disk)).map((b) => b.name), ["chain-1", "chain-3"]);
 
         await virshOk(["start", "--domain", dom.name]);
-        await engine.destroy(c1);
+        await suite.engine.destroy(c1);
         assert.deepEqual(await checkpointNames(dom.name), []);
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], ["chain-3"], "only the bitmap deletion: 'metadata' left behind");
     });
@@ -205,7 +176,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()].sort(), ["ml-1", "ml-2"], "the bitmaps are still in the image");
 
         // diff of the child restores its parent first (libvirt needs it), then itself.
-        const d = await engine.diff(m2.urn, m2.id, m2.outs, m2.inputs);
+        const d = await suite.engine.diff(m2.urn, m2.id, m2.outs, m2.inputs);
         assert.equal(d.changes, "none");
         assert.deepEqual(d.replaces, []);
         assert.deepEqual(await checkpointNames(dom.name), ["ml-1", "ml-2"]);
@@ -216,19 +187,19 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
 
         // Again, now through refresh.
         await loseMetadata(dom, { start: true });
-        const r2 = (await engine.refresh(m2))!;
+        const r2 = (await suite.engine.refresh(m2))!;
         assert.ok(r2, "refresh keeps the checkpoint");
         assert.equal(r2.outs.parent, "ml-1");
         assert.ok(Date.parse(r2.outs.restoredAt as string) > 0, "restoredAt records the restore");
         assert.equal(typeof r2.outs.changedBytes, "number");
         assert.ok((r2.outs.changedBytes as number) >= 2 * CLUSTER, "the bitmap kept what was written before the loss");
         assert.deepEqual(await checkpointNames(dom.name), ["ml-1", "ml-2"]);
-        const r1 = (await engine.refresh(m1))!;
+        const r1 = (await suite.engine.refresh(m1))!;
         assert.equal(r1.outs.restoredAt, null, "ml-1 was already back (restored as ml-2's parent)");
 
         // And a later delete works: the bitmaps are removed, not leaked.
-        await engine.destroy(r2);
-        await engine.destroy(r1);
+        await suite.engine.destroy(r2);
+        await suite.engine.destroy(r1);
         assert.deepEqual(await checkpointNames(dom.name), []);
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], []);
     });
@@ -239,7 +210,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         await guestWrites(dom, 1);
         await loseMetadata(dom, { start: false });
         assert.deepEqual((await imageBitmaps(dom.disk)).map((b) => b.name), ["off-restore"]);
-        const r = (await engine.refresh(s))!;
+        const r = (await suite.engine.refresh(s))!;
         assert.ok(r, "refresh keeps the checkpoint");
         assert.ok(Date.parse(r.outs.restoredAt as string) > 0);
         assert.equal(r.outs.changedBytes, s.outs.changedBytes, "shut off: the last measured value stays");
@@ -250,16 +221,16 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         await loseMetadata(dom, { start: true });
         await removeBitmapBehindLibvirt(dom.name, "off-restore");
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], []);
-        const d = await engine.diff(r.urn, r.id, r.outs, r.inputs);
+        const d = await suite.engine.diff(r.urn, r.id, r.outs, r.inputs);
         assert.deepEqual(d.replaces, ["checkpointName"]);
         assert.equal(d.deleteBeforeReplace, true);
         assert.deepEqual(await checkpointNames(dom.name), [], "no record without its bitmap");
-        assert.equal(await engine.refresh(r), undefined, "refresh drops it");
+        assert.equal(await suite.engine.refresh(r), undefined, "refresh drops it");
         // Replacing it: the old one deletes as already gone, the new one is a fresh checkpoint.
-        const ch = await engine.change(r, DomainCheckpointProvider, { connection: sshConnection(), domain: dom.name, checkpointName: "off-restore" });
+        const ch = await suite.engine.change(r, DomainCheckpointProvider, { connection: sshConnection(), domain: dom.name, checkpointName: "off-restore" });
         assert.equal(ch.op, "replace");
         assert.notEqual(ch.state.outs.creationTime, s.outs.creationTime);
-        await engine.destroy(ch.state);
+        await suite.engine.destroy(ch.state);
         assert.deepEqual(await checkpointNames(dom.name), []);
     });
 
@@ -284,7 +255,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.equal(await failuresOf({ domain: UNKNOWN, checkpointName: "x" }), "");
         assert.match(await failuresOf({ domain: UNKNOWN, checkpointName: "x", deletion: "never" }), /^deletion: must be 'delete'/);
         // An existing checkpoint of a domain that is shut off now is no failure: nothing would be created.
-        const olds = await engine.programInputs(DomainCheckpointProvider, { domain: off.name, checkpointName: "x" });
+        const olds = await suite.engine.programInputs(DomainCheckpointProvider, { domain: off.name, checkpointName: "x" });
         assert.equal(await failuresOf({ domain: off.name, checkpointName: "x", description: "new text" }, olds), "");
         // Nothing happened to any VM.
         for (const d of [off, raw, run]) assert.deepEqual(await checkpointNames(d.name), []);
@@ -301,21 +272,21 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         it("updates the description in place (redefine), without replacing; replaces on a new name", async () => {
             const s = await up("desc", { domain: dom.name, checkpointName: "desc", description: "first" });
             const hostile = "quotes \" ' `x` $(touch /tmp/ckpt-canary) ; | & > < ]]> \n second line ✓";
-            const ch = await engine.change(s, DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc", description: hostile });
+            const ch = await suite.engine.change(s, DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc", description: hostile });
             assert.equal(ch.op, "update");
             assert.deepEqual(ch.diff.replaces, []);
             assert.equal(ch.state.outs.description, hostile);
             assert.equal(ch.state.outs.creationTime, s.outs.creationTime);
             assert.match(await virshOk(["checkpoint-dumpxml", "--domain", dom.name, "--checkpointname", "desc"]), /second line ✓/);
             assert.equal(fs.existsSync("/tmp/ckpt-canary"), false);
-            let d = await engine.diff(s.urn, s.id, ch.state.outs, await engine.programInputs(DomainCheckpointProvider, { domain: dom.uuid, checkpointName: "desc", description: hostile }));
+            let d = await suite.engine.diff(s.urn, s.id, ch.state.outs, await suite.engine.programInputs(DomainCheckpointProvider, { domain: dom.uuid, checkpointName: "desc", description: hostile }));
             assert.equal(d.changes, "none", "the same domain by UUID is no change");
-            d = await engine.diff(s.urn, s.id, ch.state.outs, await engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc2", description: hostile }));
+            d = await suite.engine.diff(s.urn, s.id, ch.state.outs, await suite.engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc2", description: hostile }));
             assert.deepEqual(d.replaces, ["checkpointName"]);
             assert.equal(d.deleteBeforeReplace, false);
-            d = await engine.diff(s.urn, s.id, ch.state.outs, await engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc", description: hostile, connection: {} }));
+            d = await suite.engine.diff(s.urn, s.id, ch.state.outs, await suite.engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc", description: hostile, connection: {} }));
             assert.deepEqual(d.replaces, [], "new credentials for the same host: no new checkpoint");
-            await engine.destroy(ch.state);
+            await suite.engine.destroy(ch.state);
             assert.deepEqual(await checkpointNames(dom.name), []);
         });
 
@@ -326,13 +297,13 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
             const s = await up("adopt", { domain: dom.name, checkpointName: "existing", adopt: true, description: "adopted" });
             assert.equal(s.outs.adopted, true);
             assert.equal(s.outs.description, "adopted");
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.deepEqual(await checkpointNames(dom.name), []);
         });
 
         it("deletion: 'metadata' keeps the bitmap; creating that name again then says why it can't", async () => {
             const s = await up("meta", { domain: dom.name, checkpointName: "meta", deletion: "metadata" });
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.deepEqual(await checkpointNames(dom.name), []);
             assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], ["meta"], "the bitmap stays");
             await expectCallError(up("meta-again", { domain: dom.name, checkpointName: "meta" }),
@@ -344,10 +315,10 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         it("a bitmap lost behind libvirt's back: refresh reports changedBytes null (never 0), and delete still removes the record", async () => {
             const s = await up("broken", { domain: dom.name, checkpointName: "broken" });
             await removeBitmapBehindLibvirt(dom.name, "broken");
-            const r = (await engine.refresh(s))!;
+            const r = (await suite.engine.refresh(s))!;
             assert.equal(r.outs.changedBytes, null);
             assert.deepEqual((r.outs.disks as Array<Record<string, unknown>>).map((d) => [d.name, d.changedBytes]), [["vda", null]]);
-            await engine.destroy(r);
+            await suite.engine.destroy(r);
             assert.deepEqual(await checkpointNames(dom.name), []);
         });
 
@@ -359,33 +330,33 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
                 declared: { domain: dom.name, checkpointName: name, quiesce: false, deletion: "delete", adopt: false },
             });
             const stateOf = async (name: string) => {
-                const inputs = await engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: name });
-                return { urn: engine.urn("pulumi-nodejs:dynamic:Resource", name), id: `${dom.uuid}/${name}`, inputs, outs: { ...partial(name), __provider: inputs.__provider } };
+                const inputs = await suite.engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: name });
+                return { urn: suite.engine.urn("pulumi-nodejs:dynamic:Resource", name), id: `${dom.uuid}/${name}`, inputs, outs: { ...partial(name), __provider: inputs.__provider } };
             };
             // (a) libvirt never made it: the update creates it.
             const a = await stateOf("cut-a");
-            let ch = await engine.change(a, DomainCheckpointProvider, { domain: dom.name, checkpointName: "cut-a" });
+            let ch = await suite.engine.change(a, DomainCheckpointProvider, { domain: dom.name, checkpointName: "cut-a" });
             assert.equal(ch.op, "update");
             assert.deepEqual(await checkpointNames(dom.name), ["cut-a"]);
             assert.match(ch.state.outs.xml as string, /<name>cut-a<\/name>/);
-            await engine.destroy(ch.state);
+            await suite.engine.destroy(ch.state);
             // (b) libvirt made it, the read-back was cut off: the update reads it.
             await virshOk(["checkpoint-create-as", "--domain", dom.name, "--name", "cut-b"]);
             const b = await stateOf("cut-b");
-            ch = await engine.change(b, DomainCheckpointProvider, { domain: dom.name, checkpointName: "cut-b" });
+            ch = await suite.engine.change(b, DomainCheckpointProvider, { domain: dom.name, checkpointName: "cut-b" });
             assert.equal(ch.op, "update");
             assert.equal(typeof ch.state.outs.changedBytes, "number");
             assert.deepEqual(await checkpointNames(dom.name), ["cut-b"]);
             // Destroy of a partial state: removes what exists, and succeeds when nothing does.
-            await engine.destroy(b);
-            await engine.destroy(await stateOf("cut-c"));
+            await suite.engine.destroy(b);
+            await suite.engine.destroy(await stateOf("cut-c"));
             assert.deepEqual(await checkpointNames(dom.name), []);
         });
 
         it("a checkpoint already deleted by hand deletes successfully", async () => {
             const s = await up("gone", { domain: dom.name, checkpointName: "gone" });
             await virshOk(["checkpoint-delete", "--domain", dom.name, "--checkpointname", "gone"]);
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.deepEqual(await checkpointNames(dom.name), []);
         });
     });
@@ -394,7 +365,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         const dom = await newDomain({ running: true });
         const states = await Promise.all(Array.from({ length: 6 }, (_, i) => up(`par-${i}`, { domain: dom.name, checkpointName: `par-${i}` })));
         assert.equal((await checkpointNames(dom.name)).length, 6);
-        await Promise.all(states.map((s) => engine.destroy(s)));
+        await Promise.all(states.map((s) => suite.engine.destroy(s)));
         assert.deepEqual(await checkpointNames(dom.name), []);
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], []);
         assert.equal(await domstate(dom.name), "running");

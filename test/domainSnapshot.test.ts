@@ -5,54 +5,20 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DomainSnapshotProvider } from "pulumi-libvirt-snapshots";
-import { EngineHarness, PACKAGE_ROOT, ProviderCallError, type ResourceState } from "./harness/engine";
-import { loadLab, makeDomain, run, qemuImgCheck, qemuImgInfo, qemuIoRead, qemuIoWrite, virshLocal, virshOk, type TestDomain } from "./support/lab";
+import { PACKAGE_ROOT, type ResourceState } from "./harness/engine";
+import { engineSuite } from "./support/fixture";
+import { MiB, expectCallError, qcow2Snapshots, shutOff, snapshotNames, sshConnection } from "./support/helpers";
+import { loadLab, run, qemuImgCheck, qemuImgInfo, qemuIoRead, qemuIoWrite, virshLocal, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
-const MiB = 1024 * 1024;
 const A = 0xaa, B = 0xbb, C = 0xcc;
-
-const sshConnection = () => ({
-    host: lab.host, port: lab.port, user: "root",
-    privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey,
-});
-
-async function snapshotNames(domain: string): Promise<string[]> {
-    return (await virshOk(["snapshot-list", "--domain", domain, "--name"])).split("\n").filter(Boolean);
-}
-
-async function qcow2Snapshots(disk: string): Promise<string[]> {
-    const info = await qemuImgInfo(disk) as unknown as { snapshots?: Array<{ name: string }> };
-    return (info.snapshots ?? []).map((s) => s.name);
-}
-
-async function expectCallError(p: Promise<unknown>, re: RegExp): Promise<string> {
-    try { await p; } catch (e) {
-        assert.ok(e instanceof ProviderCallError || e instanceof Error);
-        assert.match((e as Error).message, re);
-        return (e as Error).message;
-    }
-    assert.fail(`expected an error matching ${re}`);
-}
-
-async function shutOff(dom: TestDomain): Promise<void> {
-    const r = await virshLocal(["domstate", "--domain", dom.name]);
-    if (r.stdout.trim() !== "shut off") await virshOk(["destroy", "--domain", dom.name]);
-}
 
 describe("DomainSnapshot (engine path, real lab)", function () {
     this.timeout(120_000);
-    let engine: EngineHarness;
-    const doms: TestDomain[] = [];
-    const newDomain = async (o: Parameters<typeof makeDomain>[0] = {}) => { const d = await makeDomain({ prefix: "labtmp-snap-", ...o }); doms.push(d); return d; };
+    const suite = engineSuite("labtmp-snap-");
+    const { newDomain } = suite;
 
-    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
-    after(async () => {
-        await engine?.close();
-        for (const d of doms) await d.dispose().catch(() => undefined);
-    });
-
-    const up = (name: string, inputs: Record<string, unknown>) => engine.up(name, DomainSnapshotProvider, inputs);
+    const up = (name: string, inputs: Record<string, unknown>) => suite.up(name, DomainSnapshotProvider, inputs);
 
     describe("internal snapshots", () => {
         it("shut-off domain: write A, snapshot, write B, revert, read A; outputs describe it", async () => {
@@ -77,7 +43,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             await virshOk(["snapshot-revert", "--domain", dom.name, "--snapshotname", "before upgrade"]);
             assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
 
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.deepEqual(await snapshotNames(dom.name), []);
             assert.deepEqual(await qcow2Snapshots(dom.disk), []);
         });
@@ -98,7 +64,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             await virshOk(["snapshot-revert", "--domain", dom.name, "--snapshotname", "run-a"]);
             assert.equal((await virshOk(["domstate", "--domain", dom.name])).trim(), "running");
             assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.deepEqual(await snapshotNames(dom.name), []);
         });
 
@@ -111,24 +77,24 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             }
             assert.equal(states[1]!.outs.parent, "chain-0");
             assert.equal(states[2]!.outs.parent, "chain-1");
-            await engine.destroy(states[1]!);
+            await suite.engine.destroy(states[1]!);
             assert.deepEqual(await snapshotNames(dom.name), ["chain-0", "chain-2"]);
-            const refreshed = await engine.refresh(states[2]!);
+            const refreshed = await suite.engine.refresh(states[2]!);
             assert.equal(refreshed!.outs.parent, "chain-0", "the child is re-parented");
             await qemuIoWrite(dom.disk, 0x11, 0, 3 * MiB);
             await virshOk(["snapshot-revert", "--domain", dom.name, "--snapshotname", "chain-2"]);
             for (const [i, p] of [A, B, C].entries()) assert.equal(await qemuIoRead(dom.disk, p, i * MiB, MiB), true, `region ${i}`);
             const check = await qemuImgCheck(dom.disk);
             assert.equal(check.ok, true, check.stderr);
-            await engine.destroy(states[2]!);
-            await engine.destroy(states[0]!);
+            await suite.engine.destroy(states[2]!);
+            await suite.engine.destroy(states[0]!);
             assert.deepEqual(await qcow2Snapshots(dom.disk), []);
         });
 
         it("refuses an internal snapshot of a raw disk at preview, naming the property", async () => {
             const dom = await newDomain({ format: "raw" });
-            const news = await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "x" });
-            const r = await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", "raw"), {}, news);
+            const news = await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "x" });
+            const r = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "raw"), {}, news);
             assert.equal(r.failures.length, 1);
             assert.equal(r.failures[0]!.property, "kind");
             assert.match(r.failures[0]!.reason, /an internal snapshot lives inside a qcow2 image, but disk vda .* is raw\. Use kind: 'external'/);
@@ -140,8 +106,8 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             await virshOk(["checkpoint-create-as", "--domain", dom.name, "--name", "ck1"]);
             await virshOk(["destroy", dom.name]);
             for (const kind of ["internal", "external"]) {
-                const news = await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: `x-${kind}`, kind });
-                const r = await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", `ck-${kind}`), {}, news);
+                const news = await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: `x-${kind}`, kind });
+                const r = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", `ck-${kind}`), {}, news);
                 assert.deepEqual(r.failures.map((f) => f.property), ["domain"]);
                 assert.match(r.failures[0]!.reason, /is shut off and has checkpoints \(ck1\): libvirt 9\.\d+\.\d+ takes no snapshot of it then \('cannot perform block operations while checkpoint exists'\)/);
                 // What libvirt says when asked anyway: the refusal at preview is the same rule.
@@ -170,7 +136,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             assert.deepEqual(chain.map((c) => c.filename), [overlay, dom.disk]);
             // The base keeps A, read-only now; new writes go to the overlay.
             assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.deepEqual(await snapshotNames(dom.name), []);
             assert.equal(fs.existsSync(overlay), false, "libvirt committed and removed the overlay");
             assert.equal(fs.existsSync(memoryFile), false, "the memory file we created is gone");
@@ -187,7 +153,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             assert.equal(s.outs.memory, "none");
             const overlay = (s.outs.diskFiles as Record<string, string>).vda!;
             assert.equal(overlay, path.join(dom.dir, "disk.ext-disk"));
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.equal(fs.existsSync(overlay), false);
         });
 
@@ -200,13 +166,13 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             const s2 = await up("off-ext2", { domain: dom.name, snapshotName: "off-ext2", kind: "external" });
             const o2 = (s2.outs.diskFiles as Record<string, string>).vda!;
             assert.deepEqual((await qemuImgInfo(o2, { backingChain: true })).map((c) => c.filename), [o2, o1, dom.disk]);
-            const msg = await expectCallError(engine.destroy(s1), /cannot delete external snapshot 'off-ext1' .*the domain is shut off and the snapshot has 1 child snapshot\(s\).*Nothing was changed/);
+            const msg = await expectCallError(suite.engine.destroy(s1), /cannot delete external snapshot 'off-ext1' .*the domain is shut off and the snapshot has 1 child snapshot\(s\).*Nothing was changed/);
             assert.ok(!/stack|at /.test(msg.split("\n")[0]!));
             assert.deepEqual(await snapshotNames(dom.name), ["off-ext1", "off-ext2"]);
             assert.equal(await qemuIoRead(o2, A, 0, MiB), true);
             assert.equal(await qemuIoRead(o2, B, MiB, MiB), true);
-            await engine.destroy(s2);
-            await engine.destroy(s1);
+            await suite.engine.destroy(s2);
+            await suite.engine.destroy(s1);
             assert.deepEqual(await snapshotNames(dom.name), []);
             assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
         });
@@ -220,7 +186,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             const s = await up("desc", { domain: dom.name, snapshotName: "desc", description: "first" });
             const created = s.outs.creationTime;
             const hostile = "quotes \" ' `x` $(touch /tmp/desc-canary) ; | & > < ]]> \n second line ✓ \u202e";
-            const ch = await engine.change(s, DomainSnapshotProvider, { domain: dom.name, snapshotName: "desc", description: hostile });
+            const ch = await suite.engine.change(s, DomainSnapshotProvider, { domain: dom.name, snapshotName: "desc", description: hostile });
             assert.equal(ch.op, "update");
             assert.deepEqual(ch.diff.replaces, []);
             assert.equal(ch.state.outs.description, hostile);
@@ -228,42 +194,42 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             const xml = await virshOk(["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", "desc"]);
             assert.match(xml, /second line/);
             assert.equal(fs.existsSync("/tmp/desc-canary"), false);
-            await engine.destroy(ch.state);
+            await suite.engine.destroy(ch.state);
         });
 
         it("replaces on a change of name, kind or memory; deleteBeforeReplace only when the name stays", async () => {
             const s = await up("rep", { domain: dom.name, snapshotName: "rep" });
-            const news = await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep2" });
-            let d = await engine.diff(s.urn, s.id, s.outs, news);
+            const news = await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep2" });
+            let d = await suite.engine.diff(s.urn, s.id, s.outs, news);
             assert.deepEqual(d.replaces, ["snapshotName"]);
             assert.equal(d.deleteBeforeReplace, false);
-            d = await engine.diff(s.urn, s.id, s.outs, await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", atomic: false }));
+            d = await suite.engine.diff(s.urn, s.id, s.outs, await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", atomic: false }));
             assert.deepEqual(d.replaces, ["atomic"]);
             assert.equal(d.deleteBeforeReplace, true);
-            d = await engine.diff(s.urn, s.id, s.outs, await engine.programInputs(DomainSnapshotProvider, { domain: dom.uuid, snapshotName: "rep" }));
+            d = await suite.engine.diff(s.urn, s.id, s.outs, await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.uuid, snapshotName: "rep" }));
             assert.equal(d.changes, "none", "the same domain by UUID is no change");
-            d = await engine.diff(s.urn, s.id, s.outs, await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", deletion: "metadata" }));
+            d = await suite.engine.diff(s.urn, s.id, s.outs, await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", deletion: "metadata" }));
             assert.equal(d.changes, "some");
             assert.deepEqual(d.replaces, []);
             // New credentials for the same host change nothing on the host: an in-place update only records them.
-            d = await engine.diff(s.urn, s.id, s.outs, await engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", connection: {} }));
+            d = await suite.engine.diff(s.urn, s.id, s.outs, await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", connection: {} }));
             assert.deepEqual(d.replaces, []);
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
         });
 
         it("drift: a snapshot deleted behind Pulumi's back is planned for re-creation, and refresh drops it", async () => {
             const s = await up("drift", { domain: dom.name, snapshotName: "drift" });
             await virshOk(["snapshot-delete", "--domain", dom.name, "--snapshotname", "drift"]);
-            const d = await engine.diff(s.urn, s.id, s.outs, s.inputs);
+            const d = await suite.engine.diff(s.urn, s.id, s.outs, s.inputs);
             assert.equal(d.changes, "some");
             assert.deepEqual(d.replaces, ["snapshotName"]);
             assert.equal(d.deleteBeforeReplace, true);
-            assert.equal(await engine.refresh(s), undefined);
+            assert.equal(await suite.engine.refresh(s), undefined);
             // Delete of an already-gone snapshot succeeds; a replace recreates it.
-            const ch = await engine.change(s, DomainSnapshotProvider, { domain: dom.name, snapshotName: "drift" });
+            const ch = await suite.engine.change(s, DomainSnapshotProvider, { domain: dom.name, snapshotName: "drift" });
             assert.equal(ch.op, "replace");
             assert.deepEqual(await snapshotNames(dom.name), ["drift"]);
-            await engine.destroy(ch.state);
+            await suite.engine.destroy(ch.state);
         });
 
         it("adopts a matching existing snapshot, refuses a different one saying what differs, and fails without adopt", async () => {
@@ -275,22 +241,20 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             const s = await up("adopt", { domain: dom.name, snapshotName: "existing", adopt: true, description: "adopted" });
             assert.equal(s.outs.adopted, true);
             assert.equal(s.outs.description, "adopted");
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.deepEqual(await snapshotNames(dom.name), []);
         });
 
         it("keeps the data with deletion: 'metadata'", async () => {
             const s = await up("meta", { domain: dom.name, snapshotName: "meta", deletion: "metadata" });
-            await engine.destroy(s);
+            await suite.engine.destroy(s);
             assert.deepEqual(await snapshotNames(dom.name), []);
             assert.deepEqual(await qcow2Snapshots(dom.disk), ["meta"], "the qcow2 snapshot stays");
             await run("/usr/bin/qemu-img", ["snapshot", "-d", "meta", dom.disk]);
         });
 
         it("check reports every impossible combination with the property and the reason, and never touches the VM", async () => {
-            const urn = engine.urn("pulumi-nodejs:dynamic:Resource", "bad");
-            const failures = async (inputs: Record<string, unknown>) =>
-                (await engine.check(urn, {}, await engine.programInputs(DomainSnapshotProvider, inputs))).failures.map((f) => `${f.property}: ${f.reason}`).join("\n");
+            const failures = (inputs: Record<string, unknown>) => suite.failuresOf(DomainSnapshotProvider, inputs);
             assert.match(await failures({ domain: dom.name, snapshotName: "m", memory: "internal" }), /^memory: domain '.*' is shut off, so there is no memory state to save/);
             assert.match(await failures({ domain: dom.name, snapshotName: "q", kind: "external", quiesce: true }), /quiesce: domain '.*' is shut off/);
             assert.match(await failures({ domain: "no-such-domain", snapshotName: "x" }), /^domain: no domain 'no-such-domain' on local virsh/);
@@ -310,7 +274,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
                 const s = await up(`h-${names.indexOf(n)}`, { domain: dom.name, snapshotName: n, description: n });
                 assert.equal(s.outs.snapshotName, n);
                 assert.deepEqual(await snapshotNames(dom.name), [n]);
-                await engine.destroy(s);
+                await suite.engine.destroy(s);
             }
             assert.equal(fs.existsSync("name-canary") || fs.existsSync(path.join(PACKAGE_ROOT, "name-canary")), false);
             await expectCallError(up("dash", { domain: dom.name, snapshotName: "--" }), /snapshotName: must not start with '-'/);
@@ -321,7 +285,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
         const dom = await newDomain({ running: true });
         const states = await Promise.all(Array.from({ length: 10 }, (_, i) => up(`par-${i}`, { domain: dom.name, snapshotName: `par-${i}` })));
         assert.equal((await snapshotNames(dom.name)).length, 10);
-        await Promise.all(states.map((s) => engine.destroy(s)));
+        await Promise.all(states.map((s) => suite.engine.destroy(s)));
         assert.deepEqual(await snapshotNames(dom.name), []);
         assert.deepEqual(await qcow2Snapshots(dom.disk), []);
         assert.equal((await virshOk(["domstate", "--domain", dom.name])).trim(), "running");

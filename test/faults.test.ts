@@ -20,17 +20,15 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
-import { EngineHarness, PACKAGE_ROOT, ProviderCallError, type ResourceState } from "./harness/engine";
-import { loadLab, makeDomain, qemuImgInfo, qemuIoRead, qemuIoWrite, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
+import { ProviderCallError, type ResourceState } from "./harness/engine";
+import { engineSuite } from "./support/fixture";
+import { MiB, domstate, qcow2Snapshots, snapshotNames } from "./support/helpers";
+import { loadLab, qemuIoRead, qemuIoWrite, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
 import { libvirtdAnswers, libvirtdPid, pidAlive, recoverHungLibvirtd, startLibvirtd, withRestartLock } from "./support/libvirtd";
 
 const lab = loadLab();
-const MiB = 1024 * 1024;
 const ssh = () => ({ host: lab.host, port: lab.port, privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey });
 
-const snapshotNames = async (d: string) => (await virshOk(["snapshot-list", "--domain", d, "--name"])).split("\n").filter(Boolean);
-const qcow2Snapshots = async (disk: string) => ((await qemuImgInfo(disk)) as unknown as { snapshots?: Array<{ name: string }> }).snapshots?.map((s) => s.name) ?? [];
-const state = async (d: string) => (await virshOk(["domstate", "--domain", d])).trim();
 
 /**
  * Wait until a virsh process with this text in its command line runs on the host.
@@ -203,17 +201,10 @@ async function expectFailure(p: Promise<unknown>): Promise<ProviderCallError> {
 
 describe("faults (slow suite): nothing is lost, and the next pulumi up converges", function () {
     this.timeout(240_000);
-    let engine: EngineHarness;
-    const doms: TestDomain[] = [];
-    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
-    after(async () => {
-        await engine?.close();
-        for (const d of doms) await d.dispose().catch(() => undefined);
-    });
+    const suite = engineSuite("labtmp-fault-");
 
     async function runningDomainWithData(): Promise<TestDomain> {
-        const d = await makeDomain({ prefix: "labtmp-fault-" });
-        doms.push(d);
+        const d = await suite.newDomain();
         await qemuIoWrite(d.disk, 0xaa, 0, MiB);
         await virshOk(["start", d.name]);
         return d;
@@ -221,11 +212,11 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
 
     /** What the engine does on the next `pulumi up` for a resource whose create failed half-way (an init failure). */
     async function nextUp(st: ResourceState, inputs: Record<string, unknown>, provider = DomainSnapshotProvider): Promise<ResourceState> {
-        const news = await engine.programInputs(provider, inputs);
-        const d = await engine.diff(st.urn, st.id, st.outs, news);
-        if (d.replaces.length) return (await engine.change(st, provider, inputs)).state;
+        const news = await suite.engine.programInputs(provider, inputs);
+        const d = await suite.engine.diff(st.urn, st.id, st.outs, news);
+        if (d.replaces.length) return (await suite.engine.change(st, provider, inputs)).state;
         // Init errors make the engine update even without changes, so the provider can finish the job.
-        const { outs } = await engine.update(st.urn, st.id, st.outs, news);
+        const { outs } = await suite.engine.update(st.urn, st.id, st.outs, news);
         return { ...st, inputs: news, outs };
     }
 
@@ -233,8 +224,8 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         assert.deepEqual(await snapshotNames(d.name), [name], "exactly one snapshot, no duplicate");
         assert.equal(st.outs.snapshotName, name);
         assert.ok(st.outs.creationTime, "outputs are complete again");
-        assert.equal(await state(d.name), "running", "no domain left paused");
-        await engine.destroy(st);
+        assert.equal(await domstate(d.name), "running", "no domain left paused");
+        await suite.engine.destroy(st);
         assert.deepEqual(await snapshotNames(d.name), []);
         assert.deepEqual(await qcow2Snapshots(d.disk), [], "no orphan qcow2 snapshot");
         const blk = await virshOk(["domblklist", "--domain", d.name]);
@@ -249,19 +240,19 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         for (let attempt = 0; attempt < 6 && converged === 0; attempt++) {
             const name = `mid-create-${attempt}`;
             const inputs = { connection: ssh(), domain: d.name, snapshotName: name, memory: "internal" };
-            const urn = engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", name);
-            const news = (await engine.check(urn, {}, await engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
-            const pending = settle(engine.create(urn, news));
+            const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", name);
+            const news = (await suite.engine.check(urn, {}, await suite.engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
+            const pending = settle(suite.engine.create(urn, news));
             await waitForProcess(`snapshot-create --domain ${d.uuid}`, 20_000, pending.done);
             killSessionOf(`snapshot-create --domain ${d.uuid}`);
             const res = await pending.result;
-            if ("r" in res) { await engine.destroy({ urn, id: res.r.id, inputs: news, outs: res.r.outs }); continue; } // the kill came too late
+            if ("r" in res) { await suite.engine.destroy({ urn, id: res.r.id, inputs: news, outs: res.r.outs }); continue; } // the kill came too late
             const e = res.e;
             assert.match(e.message, /SSH connection to root@127\.0\.0\.1:\d+ .* was lost while the command ran; whether it took effect is unknown/);
             assert.match(e.message, new RegExp(`whether snapshot '${name}' of domain '.*' exists now is unknown\\. Pulumi keeps it in the state: the next pulumi up checks`));
             assert.ok(e.initFailure, "the engine is told the resource may exist (ErrorResourceInitFailed)");
             assert.equal(e.initFailure.id, `${d.uuid}/${name}`);
-            for (let i = 0; i < 100 && (await state(d.name)) !== "running"; i++) await sleep(100);
+            for (let i = 0; i < 100 && (await domstate(d.name)) !== "running"; i++) await sleep(100);
             const st = await nextUp({ urn, id: e.initFailure.id, inputs: news, outs: e.initFailure.properties }, inputs);
             await assertConverged(d, st, name);
             converged++;
@@ -274,11 +265,11 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         const proxy = await delayingProxy(lab.port);
         try {
             const inputs = { connection: { ...ssh(), port: proxy.port }, domain: d.name, snapshotName: "slow", timeoutSeconds: 2 };
-            const urn = engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", "slow");
-            const news = (await engine.check(urn, {}, await engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
+            const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", "slow");
+            const news = (await suite.engine.check(urn, {}, await suite.engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
             proxy.delayMs = 4000; // replies from the host now arrive 4 s late
             const t0 = Date.now();
-            const e = await expectFailure(engine.create(urn, news));
+            const e = await expectFailure(suite.engine.create(urn, news));
             assert.ok(Date.now() - t0 < 30_000);
             assert.match(e.message, /timed out after 2 s on root@127\.0\.0\.1:\d+ .*; the command may still be running there/);
             assert.match(e.message, /whether snapshot 'slow' of domain '.*' exists now is unknown/);
@@ -292,12 +283,12 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
 
     it("the connection dropped between two operations: refresh and delete reconnect", async () => {
         const d = await runningDomainWithData();
-        const st = await engine.up("between", DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: "between" });
-        assert.ok(killSessionsOfClient(engine.pid) > 0, "the provider's SSH connection was killed");
+        const st = await suite.engine.up("between", DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: "between" });
+        assert.ok(killSessionsOfClient(suite.engine.pid) > 0, "the provider's SSH connection was killed");
         await sleep(100);
-        const refreshed = await engine.refresh(st);
+        const refreshed = await suite.engine.refresh(st);
         assert.equal(refreshed?.outs.snapshotName, "between");
-        await engine.destroy(st);
+        await suite.engine.destroy(st);
         assert.deepEqual(await snapshotNames(d.name), []);
         assert.deepEqual(await qcow2Snapshots(d.disk), []);
     });
@@ -307,8 +298,8 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         let killedMidway = false;
         for (let attempt = 0; attempt < 5 && !killedMidway; attempt++) {
             const name = `mid-delete-${attempt}`;
-            const st = await engine.up(name, DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: name, kind: "external", memory: "none" });
-            const pending = settle(engine.destroy(st));
+            const st = await suite.engine.up(name, DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: name, kind: "external", memory: "none" });
+            const pending = settle(suite.engine.destroy(st));
             await waitForProcess(`snapshot-delete --domain ${d.uuid}`, 20_000, pending.done);
             killSessionOf(`snapshot-delete --domain ${d.uuid}`);
             const res = await pending.result;
@@ -317,22 +308,21 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
                 killedMidway = true;
                 assert.match(err.message, /was lost while the command ran; whether it took effect is unknown|cannot start a command/);
             }
-            await engine.destroy(st); // the next destroy converges, whatever the first one did
+            await suite.engine.destroy(st); // the next destroy converges, whatever the first one did
             assert.deepEqual(await snapshotNames(d.name), []);
             const blk = await virshOk(["domblklist", "--domain", d.name]);
             assert.ok(blk.includes(d.disk), `back on the base disk: ${blk}`);
         }
         assert.ok(killedMidway, "the kill landed while virsh snapshot-delete ran, at least once in 5 tries");
-        assert.equal(await state(d.name), "running");
+        assert.equal(await domstate(d.name), "running");
         assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true);
     });
 
     it("libvirtd killed in the middle of deleting an external snapshot (a block commit): destroying again converges, the data merged", async () => {
         // 300 MiB in the overlay, so the commit into the base image takes long enough to be cut.
-        const d = await makeDomain({ prefix: "labtmp-fault-", sizeMB: 512 });
-        doms.push(d);
+        const d = await suite.newDomain({ sizeMB: 512 });
         await qemuIoWrite(d.disk, 0xaa, 0, MiB);
-        const st = await engine.up("mid-commit", DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: "mid-commit", kind: "external", memory: "none" });
+        const st = await suite.engine.up("mid-commit", DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: "mid-commit", kind: "external", memory: "none" });
         const overlay = (st.outs.diskFiles as Record<string, string>).vda!;
         await qemuIoWrite(overlay, 0xcd, MiB, 300 * MiB);
         await virshOk(["start", d.name]);
@@ -342,7 +332,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         await withRestartLock(async () => {
             const pid = libvirtdPid();
             assert.ok(pid, "libvirtd runs, and it is the only one on this host");
-            const pending = settle(engine.destroy(st));
+            const pending = settle(suite.engine.destroy(st));
             try {
                 // The commit has started once the base image grows: freeze libvirtd there (so it can't pivot), then kill it.
                 for (const until = Date.now() + 30_000; Date.now() < until && !pending.done();) {
@@ -366,12 +356,12 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         // What libvirt 9.0 leaves: the snapshot still recorded, the domain still on the overlay.
         assert.deepEqual(await snapshotNames(d.name), ["mid-commit"]);
         // pulumi destroy again: the delete runs again and finishes.
-        await engine.destroy(st);
+        await suite.engine.destroy(st);
         assert.deepEqual(await snapshotNames(d.name), []);
         const blk = await virshOk(["domblklist", "--domain", d.name]);
         assert.ok(blk.includes(d.disk), `back on the base disk: ${blk}`);
         assert.equal(fs.existsSync(overlay), false, "the overlay is merged and removed");
-        assert.equal(await state(d.name), "running");
+        assert.equal(await domstate(d.name), "running");
         assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true, "the data before the snapshot is intact");
         assert.equal(await qemuIoRead(d.disk, 0xcd, MiB, 300 * MiB), true, "the data written after the snapshot is merged into the base");
     });
@@ -386,9 +376,9 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         let draining: Promise<number> | undefined;
         try {
             const inputs = { domain: d.name, snapshotName: "gone", kind: "external", memory: "external", memoryFile: fifo };
-            const urn = engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", "gone");
-            const news = (await engine.check(urn, {}, await engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
-            const pending = engine.create(urn, news).then(() => undefined, (e: unknown) => e as ProviderCallError);
+            const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", "gone");
+            const news = (await suite.engine.check(urn, {}, await suite.engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
+            const pending = suite.engine.create(urn, news).then(() => undefined, (e: unknown) => e as ProviderCallError);
             await waitForProcess(`snapshot-create --domain ${d.uuid}`);
             await sleep(200);
             // qemu dies under the blocked save; the FIFO reader then sees EOF.
@@ -397,18 +387,18 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const e = await pending;
             assert.ok(e, "the create failed");
             assert.match(e.message, /snapshot 'gone'|no snapshot 'gone' was left behind|domain is not running|monitor|qemu/i);
-            for (let i = 0; i < 50 && (await state(d.name)) !== "shut off"; i++) await sleep(100);
-            assert.equal(await state(d.name), "shut off");
+            for (let i = 0; i < 50 && (await domstate(d.name)) !== "shut off"; i++) await sleep(100);
+            assert.equal(await domstate(d.name), "shut off");
             assert.deepEqual(await snapshotNames(d.name), [], "no half-made snapshot in libvirt");
             assert.deepEqual(await qcow2Snapshots(d.disk), []);
             assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true, "the disk data is intact");
             // The next up: the domain is shut off now, so the declared memory snapshot is refused at preview...
-            const again = await engine.check(urn, {}, news);
+            const again = await suite.engine.check(urn, {}, news);
             assert.match(again.failures.map((f) => `${f.property}: ${f.reason}`).join(), /memory: domain '.*' is shut off/);
             // ...and a disk-only one is taken.
-            const st = await engine.up("gone2", DomainSnapshotProvider, { domain: d.name, snapshotName: "gone" });
+            const st = await suite.engine.up("gone2", DomainSnapshotProvider, { domain: d.name, snapshotName: "gone" });
             assert.equal(st.outs.state, "shutoff");
-            await engine.destroy(st);
+            await suite.engine.destroy(st);
             assert.equal((await virshLocal(["domstate", "--domain", d.name])).stdout.trim(), "shut off");
         } finally {
             // Whatever failed: qemu (the FIFO's writer) is gone, and the FIFO is read to its end.
@@ -436,9 +426,9 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const pidBefore = qemuPid(d.name);
             const name = `mid-revert-${attempt}`;
             const inputs = { connection: ssh(), domain: d.name, snapshot: "base", triggers: [attempt] };
-            const urn = engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:SnapshotRevert", name);
-            const news = (await engine.check(urn, {}, await engine.programInputs(SnapshotRevertProvider, inputs))).inputs;
-            const pending = settle(engine.create(urn, news));
+            const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:SnapshotRevert", name);
+            const news = (await suite.engine.check(urn, {}, await suite.engine.programInputs(SnapshotRevertProvider, inputs))).inputs;
+            const pending = settle(suite.engine.create(urn, news));
             const pattern = `snapshot-revert --domain ${d.uuid}`;
             if (cut === "freeze") {
                 await sleep(10); // the Create request is on its way; the provider inspects the domain first
@@ -453,7 +443,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             }
             const res = await pending.result;
             // Let whatever libvirt still does without its client finish.
-            for (let i = 0; i < 100 && (await state(d.name)) !== "running"; i++) await sleep(100);
+            for (let i = 0; i < 100 && (await domstate(d.name)) !== "running"; i++) await sleep(100);
             await sleep(500);
             const pidAfterCut = qemuPid(d.name);
             let st: ResourceState;
@@ -480,12 +470,12 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             assert.notEqual(qemuPid(d.name), pidBefore, "reverted (a revert of a running domain starts a new qemu)");
             assert.equal(st.outs.snapshot, "base");
             assert.equal(st.outs.domainState, "running");
-            assert.equal(await state(d.name), "running", "not left paused");
+            assert.equal(await domstate(d.name), "running", "not left paused");
             assert.match((await virshOk(["domstate", "--domain", d.name, "--reason"])).trim(), /^running \(from snapshot\)$/);
             assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true, "the disk holds the snapshot's data again");
             assert.deepEqual(await snapshotNames(d.name), ["base"]);
-            await engine.destroy(st); // a revert's delete leaves the VM alone
-            assert.equal(await state(d.name), "running");
+            await suite.engine.destroy(st); // a revert's delete leaves the VM alone
+            assert.equal(await domstate(d.name), "running");
         }
         assert.ok(outcomes.has("reverted without its client") && outcomes.has("not reverted"),
             `both cut-offs were seen: libvirt reverted without its client, and it never got the request (outcomes: ${[...outcomes].join(", ")})`);
@@ -502,8 +492,8 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         for (let attempt = 0; attempt < 3 && !done; attempt++) {
             const name = `restart-${attempt}`;
             const inputs = { connection: ssh(), domain: d.name, snapshotName: name, memory: "internal" };
-            const urn = engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", name);
-            const news = (await engine.check(urn, {}, await engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
+            const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", name);
+            const news = (await suite.engine.check(urn, {}, await suite.engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
             const before = (await qcow2Snapshots(d.disk)).length;
             const qemu = qemuPid(d.name);
             let res: { r: { id: string; outs: Record<string, unknown> } } | { e: ProviderCallError } | undefined;
@@ -512,7 +502,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             await withRestartLock(async () => {
                 const oldPid = libvirtdPid();
                 assert.ok(oldPid, "libvirtd runs, and it is the only one on this host");
-                const pending = settle(engine.create(urn, news));
+                const pending = settle(suite.engine.create(urn, news));
                 let killedAt = 0;
                 try {
                     await waitForProcess(`snapshot-create --domain ${d.uuid}`, 20_000, pending.done);
@@ -554,7 +544,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const cutOff: ResourceState = { urn, id: e.initFailure.id, inputs: news, outs: e.initFailure.properties };
             if (then === "destroy") {
                 // pulumi destroy of that state: the domain is resumed and the orphan removed from the image.
-                await engine.destroy(cutOff);
+                await suite.engine.destroy(cutOff);
                 assert.deepEqual(await snapshotNames(d.name), [], "no libvirt snapshot left");
                 assert.deepEqual(await qcow2Snapshots(d.disk), [], "no orphan qcow2 snapshot left");
                 assert.equal((await virshOk(["domstate", "--domain", d.name, "--reason"])).trim().split(" ")[0], "running", "not left paused");

@@ -13,11 +13,15 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createRequire } from "node:module";
-import { XMLParser } from "fast-xml-parser";
 import { DomainCheckpointProvider, DomainSnapshotProvider, RestorePointProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
-import { EngineHarness, PACKAGE_ROOT, dynamicType, type Props, type ResourceState } from "./harness/engine";
-import { disposeAllTestDomains, domainXml, loadLab, makeDomain, qemuImgInfo, qemuIoRead, qemuIoWrite, run, sleep, virshLocal, virshOk as virshOnce, type TestDomain } from "./support/lab";
+import { PACKAGE_ROOT, dynamicType, type Props, type ResourceState } from "./harness/engine";
+import { engineSuite } from "./support/fixture";
+import { disposeAllTestDomains, loadLab, qemuImgInfo, qemuIoRead, qemuIoWrite, virshLocal, type TestDomain } from "./support/lab";
+import { xmlEscape } from "./support/xml";
+import {
+    argvProblems, checkpointList, checkpointShapeProblems, defineHostileDomain, diskSource, dropRunLock, type HostileDomain, type Provider, qcow2Snapshots, readVirshLog, removeStaleHostileDomains, SESSION_READ_ONLY, show, snapshotList, snapshotShapeProblems, takeRunLock, undefineByUuid, VIRSH_WRAPPER, virshOk, wire,
+} from "./support/hostile";
+import { limiter, sshConnection } from "./support/helpers";
 import { RELATIVE_CANARY_PREFIX, hostileCorpus, type HostileEntry } from "./support/hostile-corpus";
 
 const lab = loadLab();
@@ -28,369 +32,6 @@ const TYPE = {
     checkpoint: dynamicType(MODULE, "DomainCheckpoint"),
     revert: dynamicType(MODULE, "SnapshotRevert"),
 };
-type Provider = typeof DomainSnapshotProvider;
-
-// What a string is once it crossed gRPC, encoded by the very protobuf library the
-// SDK uses: google-protobuf drops a high surrogate that has no partner, and passes
-// a lone low surrogate through (as CESU-8), which Node later writes as U+FFFD.
-const structpb = createRequire(require.resolve("@pulumi/pulumi/package.json"))("google-protobuf/google/protobuf/struct_pb") as typeof import("google-protobuf/google/protobuf/struct_pb");
-const wire = (s: string): string => structpb.Struct.deserializeBinary(structpb.Struct.fromJavaScript({ v: s }).serializeBinary()).toJavaScript().v as string;
-
-const show = (s: string): string => JSON.stringify(s.length > 60 ? `${s.slice(0, 57)}...` : s);
-
-const sshConnection = () => ({
-    host: lab.host, port: lab.port, user: lab.user,
-    privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey,
-});
-
-// ---- small helpers -----------------------------------------------------------------
-
-function limiter(n: number) {
-    let active = 0;
-    const waiting: Array<() => void> = [];
-    return async <T>(fn: () => Promise<T>): Promise<T> => {
-        while (active >= n) await new Promise<void>((r) => waiting.push(r));
-        active++;
-        try { return await fn(); } finally { active--; waiting.shift()?.(); }
-    };
-}
-
-const lines = (out: string) => out.split("\n").filter((l) => l !== "");
-
-/** The suite's own virsh reads, patient with a libvirtd that another test run is restarting. */
-async function virshOk(args: readonly string[]): Promise<string> {
-    for (let attempt = 0; ; attempt++) {
-        try { return await virshOnce(args); } catch (e) {
-            if (attempt >= 20 || !/failed to connect to the hypervisor/.test((e as Error).message)) throw e;
-            await sleep(500);
-        }
-    }
-}
-
-async function snapshotList(domain: string): Promise<string[]> {
-    return lines(await virshOk(["snapshot-list", "--domain", domain, "--name"])).sort();
-}
-async function checkpointList(domain: string): Promise<string[]> {
-    return lines(await virshOk(["checkpoint-list", "--domain", domain, "--name"])).sort();
-}
-async function qcow2Snapshots(disk: string): Promise<string[]> {
-    return ((await qemuImgInfo(disk)).snapshots ?? []).map((s) => s.name).sort();
-}
-
-const ordered = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "", preserveOrder: true, parseTagValue: false, parseAttributeValue: false, trimValues: false });
-type XNode = Record<string, unknown>;
-const tagOf = (n: XNode) => Object.keys(n).find((k) => k !== ":@")!;
-const attrsOf = (n: XNode) => (n[":@"] ?? {}) as Record<string, string>;
-const kids = (n: XNode) => (n[tagOf(n)] as XNode[]) ?? [];
-const elements = (n: XNode) => kids(n).filter((k) => tagOf(k) !== "#text");
-const textOf = (n: XNode) => kids(n).filter((k) => tagOf(k) === "#text").map((k) => String(k["#text"])).join("");
-
-function rootOf(xml: string, tag: string): XNode {
-    const doc = (ordered.parse(xml) as XNode[]).filter((n) => tagOf(n) !== "#text" && tagOf(n) !== "?xml");
-    assert.equal(doc.length, 1, "one root element");
-    assert.equal(tagOf(doc[0]!), tag);
-    return doc[0]!;
-}
-
-/** Problems with a structure: stray text, unexpected elements or attributes. */
-function structural(node: XNode, where: string, allowed: Record<string, [number, number]>, attrs: string[]): string[] {
-    const out: string[] = [];
-    for (const k of kids(node)) if (tagOf(k) === "#text" && String(k["#text"]).trim() !== "") out.push(`${where}: stray text ${show(String(k["#text"]))}`);
-    const counts = new Map<string, number>();
-    for (const e of elements(node)) counts.set(tagOf(e), (counts.get(tagOf(e)) ?? 0) + 1);
-    for (const [tag, n] of counts) if (!(tag in allowed)) out.push(`${where}: unexpected element <${tag}> (x${n})`);
-    for (const [tag, [min, max]] of Object.entries(allowed)) {
-        const n = counts.get(tag) ?? 0;
-        if (n < min || n > max) out.push(`${where}: <${tag}> appears ${n} times, expected ${min === max ? min : `${min}..${max}`}`);
-    }
-    for (const a of Object.keys(attrsOf(node))) if (!attrs.includes(a)) out.push(`${where}: unexpected attribute ${a}=${show(attrsOf(node)[a]!)}`);
-    return out;
-}
-
-interface SnapshotShape {
-    name: string;
-    description?: string;
-    domainName: string;
-    memory: { snapshot: string; file?: string };
-    disks: Array<{ name: string; snapshot: string; file?: string }>;
-}
-
-/** The snapshot XML libvirt reports has exactly the declared structure, and the declared strings, literally. */
-function snapshotShapeProblems(xml: string, want: SnapshotShape): string[] {
-    const root = rootOf(xml, "domainsnapshot");
-    const out = structural(root, "<domainsnapshot>", {
-        name: [1, 1], description: want.description === undefined ? [0, 0] : [1, 1], state: [1, 1], parent: [0, 1], creationTime: [1, 1],
-        memory: [1, 1], disks: [1, 1], domain: [1, 1], active: [0, 1], cookie: [0, 1], inactiveDomain: [0, 1],
-    }, []);
-    const el = (tag: string) => elements(root).find((e) => tagOf(e) === tag);
-    if (el("name") && textOf(el("name")!) !== want.name) out.push(`<name> is ${show(textOf(el("name")!))}, declared ${show(want.name)}`);
-    if (want.description !== undefined && el("description") && textOf(el("description")!) !== want.description) {
-        out.push(`<description> is ${show(textOf(el("description")!))}, declared ${show(want.description)}`);
-    }
-    const memory = el("memory");
-    if (memory) {
-        out.push(...structural(memory, "<memory>", {}, ["snapshot", "file"]));
-        if (attrsOf(memory).snapshot !== want.memory.snapshot) out.push(`<memory snapshot=${show(attrsOf(memory).snapshot ?? "")}>, declared ${want.memory.snapshot}`);
-        if (attrsOf(memory).file !== want.memory.file) out.push(`<memory file=${show(attrsOf(memory).file ?? "(none)")}>, declared ${show(want.memory.file ?? "(none)")}`);
-    }
-    const disks = el("disks");
-    if (disks) {
-        out.push(...structural(disks, "<disks>", { disk: [want.disks.length, want.disks.length] }, []));
-        for (const d of elements(disks)) {
-            const a = attrsOf(d);
-            const w = want.disks.find((x) => x.name === a.name);
-            if (!w) { out.push(`<disk name=${show(a.name ?? "")}> was not declared`); continue; }
-            out.push(...structural(d, `<disk ${a.name}>`, { driver: [0, 1], source: [0, 1] }, ["name", "snapshot", "type"]));
-            if (a.snapshot !== w.snapshot) out.push(`<disk ${a.name}> snapshot=${a.snapshot}, declared ${w.snapshot}`);
-            const source = elements(d).find((e) => tagOf(e) === "source");
-            if (w.file !== undefined && attrsOf(source ?? {}).file !== w.file) out.push(`<disk ${a.name}> source file ${show(attrsOf(source ?? {}).file ?? "(none)")}, declared ${show(w.file)}`);
-        }
-    }
-    const domain = el("domain");
-    const domainName = domain && elements(domain).find((e) => tagOf(e) === "name");
-    if (!domainName || textOf(domainName) !== want.domainName) out.push(`<domain><name> is ${show(domainName ? textOf(domainName) : "(none)")}, expected ${show(want.domainName)}`);
-    return out;
-}
-
-function checkpointShapeProblems(xml: string, want: { name: string; description?: string; bitmap: string }): string[] {
-    const root = rootOf(xml, "domaincheckpoint");
-    const out = structural(root, "<domaincheckpoint>", {
-        name: [1, 1], description: want.description === undefined ? [0, 0] : [1, 1], parent: [0, 1], creationTime: [1, 1], disks: [1, 1], domain: [0, 0],
-    }, []);
-    const el = (tag: string) => elements(root).find((e) => tagOf(e) === tag);
-    if (el("name") && textOf(el("name")!) !== want.name) out.push(`<name> is ${show(textOf(el("name")!))}, declared ${show(want.name)}`);
-    if (want.description !== undefined && el("description") && textOf(el("description")!) !== want.description) {
-        out.push(`<description> is ${show(textOf(el("description")!))}, declared ${show(want.description)}`);
-    }
-    const disks = el("disks");
-    if (disks) {
-        out.push(...structural(disks, "<disks>", { disk: [1, 1] }, []));
-        const d = elements(disks)[0];
-        if (d) {
-            out.push(...structural(d, "<disk>", {}, ["name", "checkpoint", "bitmap", "size"]));
-            const a = attrsOf(d);
-            if (a.name !== "vda" || a.checkpoint !== "bitmap" || a.bitmap !== want.bitmap) out.push(`<disk> is ${JSON.stringify(a)}, expected vda with bitmap ${show(want.bitmap)}`);
-        }
-    }
-    return out;
-}
-
-/** The first disk's source file, as the domain XML says now. */
-async function diskSource(domain: string, inactive: boolean): Promise<string> {
-    const root = rootOf(await virshOk(["dumpxml", "--domain", domain, ...(inactive ? ["--inactive"] : [])]), "domain");
-    const devices = elements(root).find((e) => tagOf(e) === "devices")!;
-    const disk = elements(devices).find((e) => tagOf(e) === "disk")!;
-    return attrsOf(elements(disk).find((e) => tagOf(e) === "source")!).file!;
-}
-
-function xmlEscape(s: string): string {
-    return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/'/g, "&apos;").replace(/"/g, "&quot;");
-}
-
-// ---- process identity, for leftovers of a crashed run --------------------------------------
-
-function procStart(pid: number): string | undefined {
-    try {
-        const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-        return f[0] === "Z" || f[0] === "X" ? undefined : f[19];
-    } catch { return undefined; }
-}
-const ownerTag = () => `pid=${process.pid} start=${procStart(process.pid) ?? "0"}`;
-function ownerAlive(tag: string): boolean {
-    const m = /pid=(\d+) start=(\d+)/.exec(tag);
-    return !!m && procStart(Number(m[1])) === m[2];
-}
-
-/**
- * Domain names are global on the host, so two runs of this suite (two checkouts,
- * two sessions) can't both define the hostile-named domains: the second waits.
- */
-const RUN_LOCK = path.join(os.tmpdir(), "pulumi-libvirt-hostile.lock");
-
-async function takeRunLock(maxWaitMs: number): Promise<void> {
-    const deadline = Date.now() + maxWaitMs;
-    for (;;) {
-        try {
-            fs.writeFileSync(RUN_LOCK, ownerTag() + "\n", { flag: "wx" });
-            return;
-        } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-            let holder = "";
-            try { holder = fs.readFileSync(RUN_LOCK, "utf8"); } catch { continue; }
-            if (!ownerAlive(holder)) { fs.rmSync(RUN_LOCK, { force: true }); continue; }
-            if (Date.now() > deadline) throw new Error(`another run of the hostile suite (${holder.trim()}) holds ${RUN_LOCK}`);
-            await sleep(2000);
-        }
-    }
-}
-
-function dropRunLock(): void {
-    try { if (fs.readFileSync(RUN_LOCK, "utf8").trim() === ownerTag()) fs.rmSync(RUN_LOCK, { force: true }); } catch { /* not ours or gone */ }
-}
-
-// Hostile-named domains get their own title, so the lab's cleanup (which goes by
-// name) never hands one of these names to virsh.
-const HOSTILE_TITLE = "pulumi-libvirt-hostile-tmp";
-
-interface HostileDomain { name: string; uuid: string; dir: string; disk: string; }
-
-async function defineHostileDomain(value: string): Promise<HostileDomain | undefined> {
-    const name = wire(value);
-    if (name === "" || name.includes("\u0000")) return undefined;
-    const dir = path.join(lab.tmpDiskDir, `labtmp-hostiledom-${crypto.randomBytes(4).toString("hex")}`);
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, "owner"), ownerTag() + "\n");
-    const disk = path.join(dir, "disk.qcow2");
-    const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
-    const made = await run("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"]);
-    if (made.code !== 0) { cleanup(); throw new Error(`qemu-img create: ${made.stderr}`); }
-    const uuid = crypto.randomUUID();
-    // The first raw "</name>" closes the element: the name itself is escaped.
-    const xml = domainXml({ name, title: `${HOSTILE_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format: "qcow2" })
-        .replace("</name>", `</name>\n  <uuid>${uuid}</uuid>`);
-    const file = path.join(dir, "domain.xml");
-    fs.writeFileSync(file, xml);
-    const r = await virshLocal(["define", "--file", file]);
-    if (r.code !== 0) { cleanup(); return undefined; } // libvirt won't take this name: the provider must refuse it too
-    const got = textOf(elements(rootOf(await virshOk(["dumpxml", "--domain", uuid]), "domain")).find((e) => tagOf(e) === "name")!);
-    if (got !== name) { await undefineByUuid(uuid); cleanup(); return undefined; }
-    return { name, uuid, dir, disk };
-}
-
-async function undefineByUuid(uuid: string): Promise<void> {
-    await virshLocal(["destroy", "--domain", uuid]);
-    await virshLocal(["undefine", "--domain", uuid, "--snapshots-metadata", "--checkpoints-metadata"]);
-}
-
-/** Hostile-named domains of runs that died before their cleanup. */
-async function removeStaleHostileDomains(): Promise<void> {
-    for (const uuid of lines(await virshOk(["list", "--all", "--uuid"]))) {
-        const r = await virshLocal(["dumpxml", "--domain", uuid.trim()]);
-        if (r.code !== 0) continue;
-        const root = rootOf(r.stdout, "domain");
-        const title = textOf(elements(root).find((e) => tagOf(e) === "title") ?? {});
-        if (!title.startsWith(`${HOSTILE_TITLE} `) || ownerAlive(title)) continue;
-        await undefineByUuid(uuid.trim());
-    }
-    for (const name of fs.existsSync(lab.tmpDiskDir) ? fs.readdirSync(lab.tmpDiskDir) : []) {
-        if (!name.startsWith("labtmp-hostiledom-")) continue;
-        let tag = "";
-        try { tag = fs.readFileSync(path.join(lab.tmpDiskDir, name, "owner"), "utf8"); } catch { /* none */ }
-        if (!ownerAlive(tag)) fs.rmSync(path.join(lab.tmpDiskDir, name), { recursive: true, force: true });
-    }
-}
-
-// ---- the virsh wrapper: every argument vector the provider gives virsh (local transport) ----------
-
-const VIRSH_WRAPPER = `#!/bin/sh
-# Logs its argument vector (NUL-separated, count first), then runs the real virsh.
-# Without a command (only -c URI) virsh is a shell reading commands from stdin:
-# those lines are logged too.
-exec 3>>"$HOSTILE_VIRSH_LOG_DIR/$$"
-printf '%s\\0' "$#" "$@" >&3
-exec 3>&-
-if [ "$#" -le 2 ]; then
-  tee -a "$HOSTILE_VIRSH_LOG_DIR/$$.stdin" | /usr/bin/virsh "$@"
-  exit $?
-fi
-exec /usr/bin/virsh "$@"
-`;
-
-const VALUE_OPTIONS = new Set(["--domain", "--snapshotname", "--checkpointname", "--xmlfile"]);
-/** The flags each command may get in this suite (deletion is always "delete", so never --metadata). */
-const FLAGS: Record<string, string[]> = {
-    "version": [], "domcapabilities": [], "dumpxml": ["--inactive", "--security-info"], "domstate": ["--reason"],
-    "snapshot-create": ["--atomic", "--disk-only", "--redefine", "--current"], "snapshot-delete": [],
-    "snapshot-dumpxml": ["--security-info"], "snapshot-info": [], "snapshot-list": ["--name"], "snapshot-revert": [],
-    "checkpoint-create": ["--redefine", "--redefine-validate"], "checkpoint-delete": [], "checkpoint-dumpxml": ["--size", "--no-domain"],
-    "checkpoint-info": [], "checkpoint-list": ["--name"], "suspend": [], "resume": [], "domid": [], "domjobinfo": [],
-};
-
-/** Every command virsh ran: argument vectors of processes, and the commands of its shell sessions. */
-function readVirshLog(dir: string): { processes: string[][]; sessions: string[][]; sessionLines: number } {
-    const processes = readArgvLog(dir).filter((a) => a.length > 2);
-    const sessions: string[][] = [];
-    let sessionLines = 0;
-    for (const f of fs.readdirSync(dir).filter((x) => x.endsWith(".stdin"))) {
-        for (const line of fs.readFileSync(path.join(dir, f), "utf8").split("\n")) {
-            if (line === "") continue;
-            sessionLines++;
-            sessions.push(...virshShellCommands(line));
-        }
-    }
-    return { processes, sessions, sessionLines };
-}
-
-/**
- * A line of virsh's shell split into commands the way virsh's tokenizer does it
- * (libvirt 9.0 vshCommandStringGetArg): blanks separate arguments, an unquoted
- * ';' separates commands, '...' is literal, "..." and a backslash escape.
- */
-function virshShellCommands(line: string): string[][] {
-    const commands: string[][] = [];
-    let cmd: string[] = [];
-    let i = 0;
-    while (i < line.length) {
-        while (line[i] === " " || line[i] === "\t") i++;
-        if (i >= line.length) break;
-        if (line[i] === ";") { commands.push(cmd); cmd = []; i++; continue; }
-        if (line[i] === "#") break;
-        let tok = "", single = false, double = false;
-        while (i < line.length) {
-            const c = line[i]!;
-            if (!single && !double && (c === " " || c === "\t" || c === ";")) break;
-            if (!double && c === "'") { single = !single; i++; continue; }
-            if (!single && c === "\\") { tok += line[i + 1] ?? ""; i += 2; continue; }
-            if (!single && c === "\"") { double = !double; i++; continue; }
-            tok += c; i++;
-        }
-        cmd.push(tok);
-    }
-    if (cmd.length) commands.push(cmd);
-    // The session's own handshake (every printable character, echoed) and markers: echo [--err] --xml '<S|E|P><nonce>x<n><'
-    return commands.filter((c) => !(c[0] === "echo" && (/^(--err --xml|--xml) [SEP][0-9a-f]+x\d+<$/.test(c.slice(1).join(" ")) || (c.length === 2 && c[1] === PRINTABLE))));
-}
-
-function readArgvLog(dir: string): string[][] {
-    const out: string[][] = [];
-    for (const f of fs.readdirSync(dir).filter((x) => !x.endsWith(".stdin"))) {
-        const parts = fs.readFileSync(path.join(dir, f), "utf8").split("\0");
-        parts.pop(); // after the last NUL
-        for (let i = 0; i < parts.length;) {
-            const n = Number(parts[i]);
-            out.push(parts.slice(i + 1, i + 1 + n));
-            i += 1 + n;
-        }
-    }
-    return out;
-}
-
-const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
-const SESSION_READ_ONLY = new Set(["dumpxml", "domstate", "dominfo", "domuuid", "domname", "domid", "domjobinfo", "version", "domcapabilities", "capabilities",
-    "snapshot-dumpxml", "snapshot-info", "snapshot-list", "snapshot-parent", "checkpoint-dumpxml", "checkpoint-info", "checkpoint-list", "checkpoint-parent"]);
-
-function argvProblems(argv: string[], declared: { uris: Set<string>; domains: Set<string>; names: Set<string> }): string[] {
-    const where = `virsh ${argv.map((a) => show(a)).join(" ")}`;
-    if (argv[0] !== "-c" || !declared.uris.has(argv[1] ?? "")) return [`${where}: does not start with -c and a declared URI`];
-    const cmd = argv[2] ?? "";
-    const flags = FLAGS[cmd];
-    if (!flags) return [`${where}: command ${show(cmd)} is not one the provider runs`];
-    const out: string[] = [];
-    for (let i = 3; i < argv.length; i++) {
-        const a = argv[i]!;
-        if (VALUE_OPTIONS.has(a)) {
-            const v = argv[++i];
-            if (v === undefined) { out.push(`${where}: ${a} without a value`); continue; }
-            if (v.startsWith("-")) out.push(`${where}: the value of ${a} starts with '-'`);
-            const ok = a === "--xmlfile" ? v === "/dev/stdin" : a === "--domain" ? declared.domains.has(v) : declared.names.has(v);
-            if (!ok) out.push(`${where}: ${a} ${show(v)} was never declared`);
-        } else if (!flags.includes(a)) {
-            out.push(`${where}: ${show(a)} is not an option ${cmd} is meant to get here`);
-        }
-    }
-    return out;
-}
 
 // ---- specs: one per string input -------------------------------------------------------------
 
@@ -417,11 +58,9 @@ interface Tally { tried: number; refused: number; refusedAtHost: number; literal
 
 describe("hostile input (engine path, real lab)", function () {
     this.timeout(600_000);
-    let engine: EngineHarness;
     let corpus: HostileEntry[];
     let canaryDir: string, logDir: string, wrapDir: string;
     const token = crypto.randomBytes(4).toString("hex");
-    const doms: TestDomain[] = [];
     let victim: TestDomain;
     const hostileDomains = new Map<string, HostileDomain>();
     const tallies = new Map<string, Tally>();
@@ -469,23 +108,20 @@ describe("hostile input (engine path, real lab)", function () {
             const hd = await defineHostileDomain(e.value);
             if (hd) { hostileDomains.set(e.id, hd); declareDomain(hd.uuid); }
         })));
-        engine = await EngineHarness.start({
-            cwd: PACKAGE_ROOT,
-            env: { PATH: `${wrapDir}:${process.env.PATH ?? "/usr/bin:/bin"}`, HOSTILE_VIRSH_LOG_DIR: logDir },
-        });
-        timings.push(["setup (domains, hostile-named domains, server)", Date.now() - t0]);
+        timings.push(["setup (domains, hostile-named domains)", Date.now() - t0]);
         console.log(`      corpus: ${corpus.length} strings; ${hostileDomains.size} of them accepted by libvirt as domain names; running domain id used as a trap: ${victimId}`);
     });
 
+    // Registered after the setup hook, so the server starts with the wrapper on its PATH.
+    const suite = engineSuite("labtmp-hostile-", () => ({ env: { PATH: `${wrapDir}:${process.env.PATH ?? "/usr/bin:/bin"}`, HOSTILE_VIRSH_LOG_DIR: logDir } }));
+
     after(async function () {
         this.timeout(300_000);
-        await engine?.close();
         const undef = limiter(6);
         await Promise.all([...hostileDomains.values()].map((hd) => undef(async () => {
             await undefineByUuid(hd.uuid).catch(() => undefined);
             fs.rmSync(hd.dir, { recursive: true, force: true });
         })));
-        for (const d of doms) await d.dispose().catch(() => undefined);
         for (const d of [canaryDir, logDir, wrapDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
         dropRunLock();
         if (tallies.size) {
@@ -502,8 +138,7 @@ describe("hostile input (engine path, real lab)", function () {
 
     /** Throwaway domains for one test; the final test checks them all, after() removes them. */
     async function fresh(n: number, running = false): Promise<TestDomain[]> {
-        const ds = await Promise.all(Array.from({ length: n }, () => makeDomain({ prefix: "labtmp-hostile-", running })));
-        doms.push(...ds);
+        const ds = await suite.newDomains(n, { running });
         for (const d of ds) { declareDomain(d.name); declareDomain(d.uuid); }
         return ds;
     }
@@ -526,15 +161,15 @@ describe("hostile input (engine path, real lab)", function () {
     }
     /** Check reports a lost connection as a failure naming 'connection': ask once more. */
     async function checkAgain(urn: string, news: Props) {
-        const r = await engine.check(urn, {}, news);
+        const r = await suite.engine.check(urn, {}, news);
         if (!r.failures.some((f) => LOST.test(f.reason))) return r;
         connectionRetries++;
-        return engine.check(urn, {}, news);
+        return suite.engine.check(urn, {}, news);
     }
-    const destroy = (s: ResourceState) => again(() => engine.destroy(s));
+    const destroy = (s: ResourceState) => again(() => suite.engine.destroy(s));
 
     async function createChecked(urn: string, checked: Props): Promise<ResourceState> {
-        const { id, outs } = await engine.create(urn, checked);
+        const { id, outs } = await suite.engine.create(urn, checked);
         return { urn, id, inputs: checked, outs };
     }
 
@@ -585,8 +220,8 @@ describe("hostile input (engine path, real lab)", function () {
         const where = `${spec.input} ← ${e.id} (${e.label}) ${show(e.value)}`;
         const value = wire(e.value);
         try {
-            const urn = engine.urn(spec.type, `h-${e.id}-${lane.index}`);
-            const news = await engine.programInputs(spec.provider, spec.build(e, lane));
+            const urn = suite.engine.urn(spec.type, `h-${e.id}-${lane.index}`);
+            const news = await suite.engine.programInputs(spec.provider, spec.build(e, lane));
             const r = await checkAgain(urn, news);
             if (r.failures.length) {
                 const named = r.failures.every((f) => spec.properties.includes(f.property));
@@ -914,9 +549,9 @@ describe("hostile input (engine path, real lab)", function () {
                 t.tried++;
                 await slots(async () => {
                     try {
-                        const urn = engine.urn(spec.type, `h-${e.id}`);
-                        const news = await engine.programInputs(SnapshotRevertProvider, spec.build(e, lane));
-                        const before = await engine.check(urn, {}, news);
+                        const urn = suite.engine.urn(spec.type, `h-${e.id}`);
+                        const news = await suite.engine.programInputs(SnapshotRevertProvider, spec.build(e, lane));
+                        const before = await suite.engine.check(urn, {}, news);
                         assert.ok(before.failures.length > 0, "check accepted a snapshot that does not exist");
                         assert.deepEqual([...new Set(before.failures.map((f) => f.property))], ["snapshot"], `failures name 'snapshot': ${JSON.stringify(before.failures)}`);
                         const noSuch = before.failures.every((f) => /has no snapshot/.test(f.reason) && f.reason.includes(value));
@@ -930,9 +565,9 @@ describe("hostile input (engine path, real lab)", function () {
                         if (made.code !== 0) { t.refusedAtHost++; return; } // libvirt itself won't take the name
                         try {
                             await qemuIoWrite(dom.disk, q, 0, region);
-                            const r = await engine.check(urn, {}, news);
+                            const r = await suite.engine.check(urn, {}, news);
                             assert.deepEqual(r.failures, [], "check accepts a snapshot that exists");
-                            const { outs } = await engine.create(urn, r.inputs);
+                            const { outs } = await suite.engine.create(urn, r.inputs);
                             assert.equal(outs.snapshot, value, "outputs: snapshot");
                             assert.equal(outs.domainUuid, dom.uuid, "outputs: domainUuid");
                             assert.equal(await qemuIoRead(dom.disk, p, 0, region), true, "the disk holds the snapshot's data again");
@@ -970,10 +605,10 @@ describe("hostile input (engine path, real lab)", function () {
             const p = path.join(dir, d.name);
             return [...(d.name.startsWith(bare) ? [p] : []), ...(d.isDirectory() ? walk(p) : [])];
         });
-        for (const d of [...doms.map((x) => x.dir), ...[...hostileDomains.values()].map((h) => h.dir)]) problems.push(...walk(d).map((p) => `canary ${p} exists`));
+        for (const d of [...suite.domains.map((x) => x.dir), ...[...hostileDomains.values()].map((h) => h.dir)]) problems.push(...walk(d).map((p) => `canary ${p} exists`));
 
         // Our domains: no snapshot, checkpoint or overlay left; qcow2 holds no snapshot.
-        for (const d of doms) {
+        for (const d of suite.domains) {
             if ((await snapshotList(d.uuid)).length) problems.push(`domain ${d.name} still has snapshots ${JSON.stringify(await snapshotList(d.uuid))}`);
             if ((await checkpointList(d.uuid)).length) problems.push(`domain ${d.name} still has checkpoints ${JSON.stringify(await checkpointList(d.uuid))}`);
             if ((await qcow2Snapshots(d.disk)).length) problems.push(`disk of ${d.name} still holds qcow2 snapshots ${JSON.stringify(await qcow2Snapshots(d.disk))}`);

@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import { Client, ConnectConfig } from "ssh2";
 import {
   LabInfo,
+  allLabHosts,
   loadLab,
   virshLocal,
   virshOk,
@@ -64,20 +65,21 @@ describe("lab", function () {
     await disposeAllTestDomains(); // leftovers of crashed earlier runs
   });
 
-  it("lab.json has every field", function () {
+  it("lab.json has every field, and an entry per host with what a client needs", function () {
     const strings = ["host", "user", "privateKeyPath", "encryptedKeyPath", "keyPassphrase", "hostKey", "hostKeyPath",
       "knownHostsPath", "libvirtUri", "virtType", "libvirtVersion", "bootSectorPath", "labDir", "tmpDiskDir"] as const;
     for (const k of strings) assert.equal(typeof lab[k], "string", k);
     for (const k of strings) assert.ok(lab[k].length > 0, `${k} is empty`);
-    assert.equal(lab.host, "127.0.0.1");
     assert.equal(lab.user, "root");
-    assert.ok(Number.isInteger(lab.port) && lab.port > 0 && lab.port !== 22, "port");
+    assert.ok(Number.isInteger(lab.port) && lab.port > 0, "port");
     assert.equal(lab.libvirtUri, "qemu:///system");
     assert.ok(lab.virtType === "kvm" || lab.virtType === "qemu", lab.virtType);
     assert.match(lab.libvirtVersion, /^\d+\.\d+\.\d+$/);
+    assert.match(lab.qemuVersion, /^\d+\.\d+\.\d+$/);
     assert.match(lab.hostKey, /^ssh-ed25519 [A-Za-z0-9+/=]+$/);
     assert.equal(fs.readFileSync(lab.hostKeyPath, "utf8").split(" ").slice(0, 2).join(" "), lab.hostKey);
-    assert.ok(fs.readFileSync(lab.knownHostsPath, "utf8").includes(`[127.0.0.1]:${lab.port} ${lab.hostKey}`));
+    const known = lab.port === 22 ? `${lab.host} ${lab.hostKey}` : `[${lab.host}]:${lab.port} ${lab.hostKey}`;
+    assert.ok(fs.readFileSync(lab.knownHostsPath, "utf8").includes(known), known);
     for (const key of [lab.privateKeyPath, lab.encryptedKeyPath]) {
       assert.equal(fs.statSync(key).mode & 0o077, 0, `${key} must be private`);
     }
@@ -89,15 +91,35 @@ describe("lab", function () {
     assert.equal(boot.readUInt16LE(510), 0xaa55);
     assert.equal(lab.writerLayout.magic, "LABCOUNT");
     assert.deepEqual(
-      lab.domains.map((d) => [d.name, d.state, d.format, d.writer]),
+      lab.domains.map((d) => [d.name, d.state, d.format, d.writer, d.guest ?? false]),
       [
-        ["lab-writer", "running", "qcow2", true],
-        ["lab-idle", "running", "qcow2", false],
-        ["lab-off", "shut off", "qcow2", false],
-        ["lab-raw", "shut off", "raw", false],
+        ["lab-writer", "running", "qcow2", true, false],
+        ["lab-idle", "running", "qcow2", false, false],
+        ["lab-off", "shut off", "qcow2", false, false],
+        ["lab-raw", "shut off", "raw", false, false],
+        ["lab-guest", "running", "qcow2", false, true],
       ],
     );
     for (const d of lab.domains) assert.ok(fs.existsSync(d.disk), d.disk);
+
+    // Two hosts: Debian 12's here, Debian 13's in its own network namespace, each its own machine to the provider.
+    const hosts = allLabHosts();
+    assert.deepEqual(hosts.map((h) => [h.name, h.local]), [["debian12", true], ["debian13", false]]);
+    for (const h of hosts) {
+      for (const k of ["name", "host", "port", "user", "privateKeyPath", "hostKey", "libvirtUri", "libvirtVersion", "qemuVersion", "domains"] as const) {
+        assert.ok(h[k] !== undefined && h[k] !== "", `${h.name}.${k}`);
+      }
+    }
+    const [d12, d13] = hosts;
+    assert.equal(d12!.host, "127.0.0.1");
+    assert.notEqual(d13!.hostKey, d12!.hostKey, "each host has its own host key");
+    assert.notEqual(`${d13!.host}:${d13!.port}`, `${d12!.host}:${d12!.port}`);
+    assert.match(d12!.libvirtVersion, /^9\.0\./);
+    assert.match(d13!.libvirtVersion, /^11\.3\./);
+    assert.match(d13!.qemuVersion, /^10\.0\./);
+    // The top-level fields stay the Debian 12 host's, for tools that read them.
+    const top = JSON.parse(fs.readFileSync(path.join(lab.labDir, "lab.json"), "utf8")) as LabInfo;
+    assert.equal(`${top.host}:${top.port}`, `${d12!.host}:${d12!.port}`);
   });
 
   it("the lab domains are in their wanted states, with the disks lab.json names", async function () {
@@ -107,10 +129,26 @@ describe("lab", function () {
       assert.match(blk, new RegExp(`vda\\s+${d.disk.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`), `${d.name} disk`);
       const info = await qemuImgInfo(d.disk);
       assert.equal(info.format, d.format, d.name);
-      assert.equal(info["virtual-size"], 64 * 1024 * 1024, d.name);
+      assert.equal(info["virtual-size"], (d.guest ? 256 : 64) * 1024 * 1024, d.name);
       const xml = await virshOk(["dumpxml", "--inactive", d.name]);
-      assert.match(xml, new RegExp(`<domain type='${lab.virtType}'`), `${d.name} virt type`);
+      // The real guest always runs under TCG: this machine's nested KVM can't boot Linux.
+      assert.match(xml, new RegExp(`<domain type='${d.guest ? "qemu" : lab.virtType}'`), `${d.name} virt type`);
     }
+  });
+
+  it("lab-guest runs a real Linux whose agent answers and freezes and thaws its ext4", async function () {
+    const agent = async (cmd: string) => JSON.parse(await virshOk(["qemu-agent-command", "lab-guest", JSON.stringify({ execute: cmd })])) as { return: unknown };
+    assert.deepEqual((await agent("guest-ping")).return, {});
+    const fs0 = (await agent("guest-get-fsinfo")).return as Array<{ mountpoint: string; type: string }>;
+    assert.ok(fs0.some((f) => f.mountpoint === "/data" && f.type === "ext4"), JSON.stringify(fs0));
+    assert.equal((await agent("guest-fsfreeze-status")).return, "thawed");
+    try {
+      await virshOk(["domfsfreeze", "lab-guest"]);
+      assert.equal((await agent("guest-fsfreeze-status")).return, "frozen");
+    } finally {
+      await virshOk(["domfsthaw", "lab-guest"]);
+    }
+    assert.equal((await agent("guest-fsfreeze-status")).return, "thawed");
   });
 
   it("ssh with the key runs virsh remotely (system ssh, strict host key checking)", async function () {

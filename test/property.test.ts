@@ -15,8 +15,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import fc from "fast-check";
 import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
-import { EngineHarness, PACKAGE_ROOT, dynamicType, type ResourceState } from "./harness/engine";
-import { makeDomain, qemuImgCheck, qemuImgInfo, qemuIoRead, qemuIoWrite, run, virshOk, type TestDomain } from "./support/lab";
+import { dynamicType, type EngineHarness, type ResourceState } from "./harness/engine";
+import { engineSuite } from "./support/fixture";
+import { qemuImgCheck, qemuImgInfo, qemuIoRead, qemuIoWrite, run, virshOk, type TestDomain } from "./support/lab";
 
 const REGION = 256 * 1024;
 const REGIONS = 4;
@@ -137,22 +138,14 @@ const step: fc.Arbitrary<Step> = fc.oneof(
 
 describe("data safety: random write/snapshot/delete/revert sequences against a model (fast-check, engine path)", function () {
     this.timeout(600_000);
-    let engine: EngineHarness;
-    const leftovers: TestDomain[] = [];
-
-    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
-    after(async () => {
-        await engine?.close();
-        for (const d of leftovers) await d.dispose().catch(() => undefined);
-    });
+    const suite = engineSuite("labtmp-prop-");
 
     it(`${RUNS} random sequences of up to ${MAX_STEPS} steps: the disk and every snapshot always match the model`, async () => {
         const t0 = Date.now();
         console.log(`      fast-check seed ${SEED} (replay: PROPERTY_SEED=${SEED}), ${RUNS} runs, up to ${MAX_STEPS} steps each`);
         await fc.assert(fc.asyncProperty(fc.array(step, { minLength: 3, maxLength: MAX_STEPS }), async (steps) => {
-            const dom = await makeDomain({ prefix: "labtmp-prop-" });
-            leftovers.push(dom);
-            const real: Real = { dom, engine, states: new Map() };
+            const dom = await suite.newDomain();
+            const real: Real = { dom, engine: suite.engine, states: new Map() };
             const model: Model = { current: Array<number>(REGIONS).fill(0), snaps: new Map() };
             const log: string[] = [];
             try {
@@ -163,7 +156,7 @@ describe("data safety: random write/snapshot/delete/revert sequences against a m
                 // Whatever the sequence, the image stays consistent, and destroying what is left leaves nothing behind.
                 const check = await qemuImgCheck(dom.disk);
                 assert.equal(check.ok, true, `qemu-img check: ${check.stderr}`);
-                for (const s of real.states.values()) await engine.destroy(s);
+                for (const s of real.states.values()) await suite.engine.destroy(s);
                 assert.deepEqual(await libvirtSnapshots(dom), []);
                 assert.deepEqual((await qemuImgInfo(dom.disk)).snapshots ?? [], []);
             } catch (e) {
@@ -171,8 +164,7 @@ describe("data safety: random write/snapshot/delete/revert sequences against a m
                 throw e;
             }
             stats.runs++;
-            await dom.dispose();
-            leftovers.splice(leftovers.indexOf(dom), 1);
+            await suite.dispose(dom);
         }), { seed: SEED, numRuns: RUNS, endOnFailure: true });
         console.log(`      ${stats.runs} sequences, ${stats.steps} steps (${stats.write} writes, ${stats.create} creates, ${stats.delete} deletes, ` +
             `${stats.revert} reverts; ${stats.skipped} generated creates found every name taken), ${stats.snapshotReads} snapshot contents read, ${((Date.now() - t0) / 1000).toFixed(1)} s`);

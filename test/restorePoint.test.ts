@@ -3,18 +3,11 @@ import * as assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
-import { EngineHarness, PACKAGE_ROOT } from "./harness/engine";
-import { loadLab, makeDomain, qemuIoRead, qemuIoWrite, readGuestCounter, sleep, virshOk, waitGuestCounter, type TestDomain } from "./support/lab";
+import { engineSuite } from "./support/fixture";
+import { MiB, domstate, snapshotNames } from "./support/helpers";
+import { loadLab, qemuIoRead, qemuIoWrite, readGuestCounter, sleep, virshOk, waitGuestCounter } from "./support/lab";
 
 const lab = loadLab();
-const MiB = 1024 * 1024;
-
-async function snapshotNames(domain: string): Promise<string[]> {
-    return (await virshOk(["snapshot-list", "--domain", domain, "--name"])).split("\n").filter(Boolean);
-}
-async function state(domain: string): Promise<string> {
-    return (await virshOk(["domstate", "--domain", domain])).trim();
-}
 
 /** libvirt's own lifecycle events with timestamps, as `virsh event` prints them. */
 class EventLog {
@@ -39,18 +32,8 @@ class EventLog {
 
 describe("RestorePoint (engine path, real lab)", function () {
     this.timeout(180_000);
-    let engine: EngineHarness;
-    const doms: TestDomain[] = [];
-    const newDomains = async (n: number, o: Parameters<typeof makeDomain>[0] = {}) => {
-        const ds = await Promise.all(Array.from({ length: n }, () => makeDomain({ prefix: "labtmp-rp-", ...o })));
-        doms.push(...ds);
-        return ds;
-    };
-    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
-    after(async () => {
-        await engine?.close();
-        for (const d of doms) await d.dispose().catch(() => undefined);
-    });
+    const suite = engineSuite("labtmp-rp-");
+    const { newDomains } = suite;
 
     it("simultaneous: three running guests are paused together, snapshotted, resumed; each snapshot reverts correctly", async () => {
         const ds = await newDomains(3, { running: true, writer: true });
@@ -59,14 +42,14 @@ describe("RestorePoint (engine path, real lab)", function () {
         await sleep(300);
         let rp;
         try {
-            rp = await engine.up("pg17", RestorePointProvider, { domains: ds.map((d) => d.name), snapshotName: "pg17", memory: "internal", description: "before PostgreSQL 17" });
+            rp = await suite.engine.up("pg17", RestorePointProvider, { domains: ds.map((d) => d.name), snapshotName: "pg17", memory: "internal", description: "before PostgreSQL 17" });
             await sleep(300);
         } finally { await events.stop(); }
         const snaps = rp.outs.snapshots as Array<Record<string, unknown>>;
         assert.deepEqual(snaps.map((s) => s.domainName), ds.map((d) => d.name));
         assert.ok(snaps.every((s) => s.snapshotName === "pg17" && s.memory === "internal" && s.state === "paused"), JSON.stringify(snaps));
         assert.ok((rp.outs.pausedMilliseconds as number) > 0);
-        for (const d of ds) assert.equal(await state(d.name), "running", "no VM is left paused");
+        for (const d of ds) assert.equal(await domstate(d.name), "running", "no VM is left paused");
 
         // There was one instant when all three were paused: the last pause came before the first resume.
         const pauses = ds.map((d) => events.events(d.name).find((e) => e.what === "Suspended")!);
@@ -85,7 +68,7 @@ describe("RestorePoint (engine path, real lab)", function () {
             await virshOk(["resume", "--domain", d.name]);
             await waitGuestCounter(d.disk, reverted, 30_000);
         }
-        await engine.destroy(rp);
+        await suite.engine.destroy(rp);
         for (const d of ds) assert.deepEqual(await snapshotNames(d.name), []);
     });
 
@@ -94,12 +77,12 @@ describe("RestorePoint (engine path, real lab)", function () {
         await virshOk(["snapshot-create-as", "--domain", ds[2]!.name, "--name", "midway"]);
         let message = "";
         try {
-            await engine.up("midway", RestorePointProvider, { domains: ds.map((d) => d.name), snapshotName: "midway" });
+            await suite.engine.up("midway", RestorePointProvider, { domains: ds.map((d) => d.name), snapshotName: "midway" });
         } catch (e) { message = (e as Error).message; }
         assert.match(message, new RegExp(`restore point 'midway' failed on domain '${ds[2]!.name}' \\(domains\\[2\\]\\) on local virsh.*already exists`));
         assert.match(message, new RegExp(`rolled back: (${ds[0]!.name}, ${ds[1]!.name}|${ds[1]!.name}, ${ds[0]!.name})`));
         assert.match(message, /every paused domain was resumed/);
-        for (const d of ds) assert.equal(await state(d.name), "running");
+        for (const d of ds) assert.equal(await domstate(d.name), "running");
         assert.deepEqual(await snapshotNames(ds[0]!.name), []);
         assert.deepEqual(await snapshotNames(ds[1]!.name), []);
         assert.deepEqual(await snapshotNames(ds[2]!.name), ["midway"], "the pre-existing snapshot is untouched");
@@ -108,26 +91,26 @@ describe("RestorePoint (engine path, real lab)", function () {
     it("refuses a missing domain or a raw disk at preview; a domain that vanished after preview fails before anything is paused", async () => {
         const [ok] = await newDomains(1, { running: true });
         const [raw] = await newDomains(1, { format: "raw" });
-        const news = await engine.programInputs(RestorePointProvider, { domains: [ok!.name, "no-such-domain", raw!.name], snapshotName: "pre" });
-        const r = await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), {}, news);
+        const news = await suite.engine.programInputs(RestorePointProvider, { domains: [ok!.name, "no-such-domain", raw!.name], snapshotName: "pre" });
+        const r = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), {}, news);
         const failures = r.failures.map((f) => `${f.property}: ${f.reason}`);
         assert.equal(failures.length, 2, failures.join("\n"));
         assert.match(failures[0]!, /^domains\[1\]: no domain 'no-such-domain' on local virsh/);
         assert.match(failures[1]!, /^domains\[2\]: domain '.*': kind: an internal snapshot lives inside a qcow2 image/);
-        await assert.rejects(engine.create(engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), news), /domains\[1\]: no domain 'no-such-domain'/);
-        assert.equal(await state(ok!.name), "running");
+        await assert.rejects(suite.engine.create(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), news), /domains\[1\]: no domain 'no-such-domain'/);
+        assert.equal(await domstate(ok!.name), "running");
         assert.deepEqual(await snapshotNames(ok!.name), []);
-        const both = await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", "x"), {},
-            await engine.programInputs(RestorePointProvider, { domains: [ok!.name], targets: [{ domains: [ok!.name] }], snapshotName: "x" }));
+        const both = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "x"), {},
+            await suite.engine.programInputs(RestorePointProvider, { domains: [ok!.name], targets: [{ domains: [ok!.name] }], snapshotName: "x" }));
         assert.match(both.failures.map((f) => `${f.property}: ${f.reason}`).join(), /give either domains .* or targets/);
     });
 
     it("adding and removing a domain changes only those domains' snapshots", async () => {
         const [a, b, c] = await newDomains(3);
-        const rp = await engine.up("members", RestorePointProvider, { domains: [a!.name, b!.name], snapshotName: "members" });
+        const rp = await suite.engine.up("members", RestorePointProvider, { domains: [a!.name, b!.name], snapshotName: "members" });
         const createdA = (rp.outs.snapshots as Array<Record<string, unknown>>)[0]!.creationTime;
         await sleep(1100); // creation times have one-second resolution
-        const ch = await engine.change(rp, RestorePointProvider, { domains: [a!.name, c!.name], snapshotName: "members" });
+        const ch = await suite.engine.change(rp, RestorePointProvider, { domains: [a!.name, c!.name], snapshotName: "members" });
         assert.equal(ch.op, "update");
         assert.deepEqual(await snapshotNames(a!.name), ["members"]);
         assert.deepEqual(await snapshotNames(b!.name), []);
@@ -135,37 +118,37 @@ describe("RestorePoint (engine path, real lab)", function () {
         const snaps = ch.state.outs.snapshots as Array<Record<string, unknown>>;
         assert.deepEqual(snaps.map((s) => s.domainName), [a!.name, c!.name]);
         assert.equal(snaps[0]!.creationTime, createdA, "the kept domain's snapshot is the same one");
-        await engine.destroy(ch.state);
+        await suite.engine.destroy(ch.state);
         for (const d of [a!, b!, c!]) assert.deepEqual(await snapshotNames(d.name), []);
     });
 
     it("deleting a restore point while a later DomainSnapshot exists keeps the later one's data", async () => {
         const [a, b] = await newDomains(2);
         await qemuIoWrite(a!.disk, 0xaa, 0, MiB);
-        const rp = await engine.up("rp-first", RestorePointProvider, { domains: [a!.name, b!.name], snapshotName: "rp-first", consistency: "independent" });
+        const rp = await suite.engine.up("rp-first", RestorePointProvider, { domains: [a!.name, b!.name], snapshotName: "rp-first", consistency: "independent" });
         assert.equal(rp.outs.pausedMilliseconds, 0);
         await qemuIoWrite(a!.disk, 0xbb, MiB, MiB);
-        const later = await engine.up("later", DomainSnapshotProvider, { domain: a!.name, snapshotName: "later" });
+        const later = await suite.engine.up("later", DomainSnapshotProvider, { domain: a!.name, snapshotName: "later" });
         assert.equal(later.outs.parent, "rp-first");
-        await engine.destroy(rp);
+        await suite.engine.destroy(rp);
         assert.deepEqual(await snapshotNames(a!.name), ["later"]);
         await qemuIoWrite(a!.disk, 0xcc, 0, 2 * MiB);
         await virshOk(["snapshot-revert", "--domain", a!.name, "--snapshotname", "later"]);
         assert.equal(await qemuIoRead(a!.disk, 0xaa, 0, MiB), true, "data from before the restore point");
         assert.equal(await qemuIoRead(a!.disk, 0xbb, MiB, MiB), true, "data from after it");
-        assert.equal((await engine.refresh(later))!.outs.parent, null);
-        await engine.destroy(later);
+        assert.equal((await suite.engine.refresh(later))!.outs.parent, null);
+        await suite.engine.destroy(later);
     });
 
     it("spans hosts with targets (here the lab over SSH and locally, as two targets)", async () => {
         const [a, b] = await newDomains(2, { running: true });
         const ssh = { host: lab.host, port: lab.port, privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey };
-        const rp = await engine.up("multi", RestorePointProvider, { targets: [{ connection: ssh, domains: [a!.name] }, { domains: [b!.name] }], snapshotName: "multi" });
+        const rp = await suite.engine.up("multi", RestorePointProvider, { targets: [{ connection: ssh, domains: [a!.name] }, { domains: [b!.name] }], snapshotName: "multi" });
         const snaps = rp.outs.snapshots as Array<Record<string, unknown>>;
         assert.match(String(snaps[0]!.host), /^root@127\.0\.0\.1:\d+/);
         assert.match(String(snaps[1]!.host), /^local virsh/);
-        assert.equal(await state(a!.name), "running");
-        await engine.destroy(rp);
+        assert.equal(await domstate(a!.name), "running");
+        await suite.engine.destroy(rp);
         assert.deepEqual(await snapshotNames(a!.name), []);
         assert.deepEqual(await snapshotNames(b!.name), []);
     });

@@ -5,50 +5,25 @@
 import * as assert from "node:assert/strict";
 import * as path from "node:path";
 import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
-import { EngineHarness, PACKAGE_ROOT, UNKNOWN } from "./harness/engine";
-import { makeDomain, qemuIoRead, qemuIoWrite, virshLocal, virshOk, type TestDomain } from "./support/lab";
+import { UNKNOWN } from "./harness/engine";
+import { engineSuite } from "./support/fixture";
+import { MiB, domstate, expectCallError, shutOff } from "./support/helpers";
+import { qemuIoRead, qemuIoWrite, virshLocal, virshOk } from "./support/lab";
 
-const MiB = 1024 * 1024;
 const A = 0xaa, B = 0xbb;
-
-async function domstate(domain: string): Promise<string> {
-    return (await virshOk(["domstate", "--domain", domain])).trim();
-}
-
-async function shutOff(dom: TestDomain): Promise<void> {
-    if ((await domstate(dom.name)) !== "shut off") await virshOk(["destroy", "--domain", dom.name]);
-}
-
-async function expectCallError(p: Promise<unknown>, re: RegExp): Promise<string> {
-    try { await p; } catch (e) {
-        assert.ok(e instanceof Error);
-        assert.match(e.message, re);
-        return e.message;
-    }
-    assert.fail(`expected an error matching ${re}`);
-}
 
 describe("SnapshotRevert (engine path, real lab)", function () {
     this.timeout(180_000);
-    let engine: EngineHarness;
-    const doms: TestDomain[] = [];
-    const newDomain = async (o: Parameters<typeof makeDomain>[0] = {}) => { const d = await makeDomain({ prefix: "labtmp-rev-", ...o }); doms.push(d); return d; };
+    const suite = engineSuite("labtmp-rev-");
+    const { newDomain } = suite;
 
-    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
-    after(async () => {
-        await engine?.close();
-        for (const d of doms) await d.dispose().catch(() => undefined);
-    });
-
-    const revert = (name: string, inputs: Record<string, unknown>) => engine.up(name, SnapshotRevertProvider, inputs);
-    const failuresOf = async (inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) =>
-        (await engine.check(engine.urn("pulumi-nodejs:dynamic:Resource", "rev-check"), olds, await engine.programInputs(SnapshotRevertProvider, inputs)))
-            .failures.map((f) => `${f.property}: ${f.reason}`).join("\n");
+    const revert = (name: string, inputs: Record<string, unknown>) => suite.up(name, SnapshotRevertProvider, inputs);
+    const failuresOf = (inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) => suite.failuresOf(SnapshotRevertProvider, inputs, olds);
 
     it("shut-off domain: data written after the snapshot is gone; triggers revert again, nothing else does", async () => {
         const dom = await newDomain();
         await qemuIoWrite(dom.disk, A, 0, MiB);
-        const snap = await engine.up("snap-a", DomainSnapshotProvider, { domain: dom.name, snapshotName: "before upgrade" });
+        const snap = await suite.engine.up("snap-a", DomainSnapshotProvider, { domain: dom.name, snapshotName: "before upgrade" });
         await qemuIoWrite(dom.disk, B, 0, MiB);
 
         const r = await revert("rollback", { domain: dom.name, snapshot: snap.outs.snapshotName, triggers: ["1"] });
@@ -62,18 +37,18 @@ describe("SnapshotRevert (engine path, real lab)", function () {
 
         // Nothing changed: no revert. New credentials for the same host: no revert either.
         await qemuIoWrite(dom.disk, B, 0, MiB);
-        let ch = await engine.change(r, SnapshotRevertProvider, { domain: dom.name, snapshot: "before upgrade", triggers: ["1"] });
+        let ch = await suite.engine.change(r, SnapshotRevertProvider, { domain: dom.name, snapshot: "before upgrade", triggers: ["1"] });
         assert.equal(ch.op, "same");
-        ch = await engine.change(ch.state, SnapshotRevertProvider, { domain: dom.uuid, snapshot: "before upgrade", triggers: ["1"], connection: {} });
+        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, { domain: dom.uuid, snapshot: "before upgrade", triggers: ["1"], connection: {} });
         assert.equal(ch.op, "update");
         assert.deepEqual(ch.diff.replaces, []);
         assert.equal(ch.state.outs.revertedAt, r.outs.revertedAt);
-        ch = await engine.change(ch.state, SnapshotRevertProvider, { domain: dom.uuid, snapshot: "before upgrade", triggers: ["1"], connection: {}, force: true });
+        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, { domain: dom.uuid, snapshot: "before upgrade", triggers: ["1"], connection: {}, force: true });
         assert.equal(ch.op, "update", "force alone doesn't revert");
         assert.equal(await qemuIoRead(dom.disk, B, 0, MiB), true, "B stays: nothing reverted");
 
         // A new trigger value reverts again.
-        ch = await engine.change(ch.state, SnapshotRevertProvider, { domain: dom.name, snapshot: "before upgrade", triggers: ["2"] });
+        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, { domain: dom.name, snapshot: "before upgrade", triggers: ["2"] });
         assert.equal(ch.op, "replace");
         assert.deepEqual(ch.diff.replaces, ["triggers"]);
         assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true, "A is back again");
@@ -81,7 +56,7 @@ describe("SnapshotRevert (engine path, real lab)", function () {
 
         // afterRevert: 'running' starts it.
         await qemuIoWrite(dom.disk, B, 0, MiB);
-        ch = await engine.change(ch.state, SnapshotRevertProvider, { domain: dom.name, snapshot: "before upgrade", triggers: ["2"], afterRevert: "running" });
+        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, { domain: dom.name, snapshot: "before upgrade", triggers: ["2"], afterRevert: "running" });
         assert.equal(ch.op, "replace");
         assert.deepEqual(ch.diff.replaces, ["afterRevert"]);
         assert.equal(ch.state.outs.domainState, "running");
@@ -89,19 +64,19 @@ describe("SnapshotRevert (engine path, real lab)", function () {
         assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
 
         // Refresh asks nothing and changes nothing; destroy leaves the VM alone.
-        assert.deepEqual((await engine.refresh(ch.state))!.outs, ch.state.outs);
-        await engine.destroy(ch.state);
+        assert.deepEqual((await suite.engine.refresh(ch.state))!.outs, ch.state.outs);
+        await suite.engine.destroy(ch.state);
         assert.equal(await domstate(dom.name), "running");
         await shutOff(dom);
         assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
-        await engine.destroy(snap);
+        await suite.engine.destroy(snap);
     });
 
     it("running domain: reverting a running snapshot with afterRevert 'paused' restarts qemu and ends paused, with the snapshot's disk", async () => {
         const dom = await newDomain();
         await qemuIoWrite(dom.disk, A, 0, MiB);
         await virshOk(["start", "--domain", dom.name]);
-        const snap = await engine.up("run-snap", DomainSnapshotProvider, { domain: dom.name, snapshotName: "running-a" });
+        const snap = await suite.engine.up("run-snap", DomainSnapshotProvider, { domain: dom.name, snapshotName: "running-a" });
         assert.equal(snap.outs.state, "running");
         await shutOff(dom);
         await qemuIoWrite(dom.disk, B, 0, MiB);
@@ -113,13 +88,13 @@ describe("SnapshotRevert (engine path, real lab)", function () {
         assert.equal(await domstate(dom.name), "paused");
         assert.notEqual((await virshOk(["domid", "--domain", dom.name])).trim(), idBefore, "qemu was restarted: the domain id changed");
 
-        const ch = await engine.change(r, SnapshotRevertProvider, { domain: dom.name, snapshot: "running-a", afterRevert: "as-snapshotted" });
+        const ch = await suite.engine.change(r, SnapshotRevertProvider, { domain: dom.name, snapshot: "running-a", afterRevert: "as-snapshotted" });
         assert.equal(ch.op, "replace");
         assert.equal(ch.state.outs.domainState, "running", "as-snapshotted: it was running");
         await shutOff(dom);
         assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true, "the disk is the snapshot's");
-        await engine.destroy(ch.state);
-        await engine.destroy(snap);
+        await suite.engine.destroy(ch.state);
+        await suite.engine.destroy(snap);
     });
 
     it("refuses at preview, with the reason, what libvirt 9.0 can't revert; the VM keeps running", async () => {
@@ -148,7 +123,7 @@ describe("SnapshotRevert (engine path, real lab)", function () {
         assert.match(why, /^domain: domain '.*' has checkpoints \('cp-1'\), and reverting a disk that carries dirty bitmaps fails \('Device has active dirty bitmaps'\): qemu refuses to load the snapshot, and on a running domain libvirt 9\.0\.0 leaves it shut off \(failed\)\. Nothing was changed\. Delete the checkpoints first/);
         await expectCallError(revert("refused", { domain: dom.name, snapshot: "internal-1", afterRevert: "running" }), /check failed .*has checkpoints/);
         // A revert that already happened, with nothing changed, is no failure: it would not revert again.
-        const olds = await engine.programInputs(SnapshotRevertProvider, { domain: dom.name, snapshot: "internal-1", triggers: ["1"] });
+        const olds = await suite.engine.programInputs(SnapshotRevertProvider, { domain: dom.name, snapshot: "internal-1", triggers: ["1"] });
         assert.equal(await failuresOf({ domain: dom.name, snapshot: "internal-1", triggers: ["1"], force: true }, olds), "");
         assert.match(await failuresOf({ domain: dom.name, snapshot: "internal-1", triggers: ["2"] }, olds), /has checkpoints/);
 

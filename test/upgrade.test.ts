@@ -9,7 +9,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as pulumi from "@pulumi/pulumi";
 import * as pkg from "pulumi-libvirt-snapshots";
-import { EngineHarness, PACKAGE_ROOT, PROVIDER_KEY, type ResourceState } from "./harness/engine";
+import { PACKAGE_ROOT, PROVIDER_KEY, type ResourceState } from "./harness/engine";
+import { engineSuite } from "./support/fixture";
 import { virshOk, type TestDomain } from "./support/lab";
 import type { RecordedResource, RecordedState } from "./upgrade/record";
 import { UPGRADE_RESOURCES, recreateHostObjects, upgradeDomains } from "./upgrade/scenario";
@@ -38,14 +39,10 @@ async function hostObjects(r: RecordedResource): Promise<string[]> {
 
 describe("recorded state of earlier releases (engine path, real lab)", function () {
     this.timeout(180_000);
-    let engine: EngineHarness;
+    const suite = engineSuite("labtmp-upgrade-");
+    // The recorded ids name fixed domains, so each test redefines them rather than making fresh ones.
     let domains: TestDomain[] = [];
-
-    before(async () => { engine = await EngineHarness.start({ cwd: PACKAGE_ROOT }); });
-    after(async () => {
-        await engine?.close();
-        for (const d of domains) await d.dispose().catch(() => undefined);
-    });
+    after(async () => { for (const d of domains) await d.dispose().catch(() => undefined); });
 
     it("has a recording of 0.1.0, with each resource's inputs and outputs and the shim text of that release", () => {
         assert.ok(recordings.includes("0.1.0.json"), `recordings: ${recordings.join(", ")}`);
@@ -69,7 +66,7 @@ describe("recorded state of earlier releases (engine path, real lab)", function 
 
             it("refresh keeps every resource, then destroy with the recorded shim removes what it made", async () => {
                 for (const r of rec.resources) {
-                    const refreshed = await engine.refresh(r);
+                    const refreshed = await suite.engine.refresh(r);
                     assert.ok(refreshed, `${r.name}: refresh kept it`);
                     assert.equal(refreshed.id, r.id, r.name);
                     assert.equal(refreshed.outs[PROVIDER_KEY], r.outs[PROVIDER_KEY], `${r.name}: refresh keeps the stored shim`);
@@ -77,7 +74,7 @@ describe("recorded state of earlier releases (engine path, real lab)", function 
                 }
                 for (const r of [...rec.resources].reverse()) {
                     const before = await hostObjects(r);
-                    await engine.destroy(r);
+                    await suite.engine.destroy(r);
                     assert.deepEqual(await hostObjects(r), [], `${r.name}: destroy removed ${before.join(", ") || "nothing (none listed)"}`);
                 }
                 assert.deepEqual(await lines(["snapshot-list", "--domain", "labtmp-upgrade-off", "--name"]), []);
@@ -88,17 +85,17 @@ describe("recorded state of earlier releases (engine path, real lab)", function 
             it("pulumi up with today's program: no change for the same inputs, an in-place update for a new description, then destroy", async () => {
                 for (const r of rec.resources) {
                     const inputs = programInputs(r);
-                    const same = await engine.change(r, providerOf(r.type), inputs);
+                    const same = await suite.engine.change(r, providerOf(r.type), inputs);
                     assert.equal(same.op, "same", `${r.name}: the same inputs are no change (diff: ${JSON.stringify(same.diff)})`);
                     let state: ResourceState = same.state;
                     if ("description" in inputs) {
-                        const updated = await engine.change(state, providerOf(r.type), { ...inputs, description: `${String(inputs.description)}, upgraded` });
+                        const updated = await suite.engine.change(state, providerOf(r.type), { ...inputs, description: `${String(inputs.description)}, upgraded` });
                         assert.equal(updated.op, "update", `${r.name}: a new description updates in place (diff: ${JSON.stringify(updated.diff)})`);
                         assert.equal(updated.state.id, r.id, r.name);
                         state = updated.state;
                         assert.equal(await descriptionOnHost(r), `${String(inputs.description)}, upgraded`, `${r.name}: libvirt has the new description`);
                     } else {
-                        const again = await engine.change(state, providerOf(r.type), { ...inputs, triggers: ["second"] });
+                        const again = await suite.engine.change(state, providerOf(r.type), { ...inputs, triggers: ["second"] });
                         assert.equal(again.op, "replace", `${r.name}: a new trigger reverts again`);
                         state = again.state;
                     }
@@ -107,7 +104,7 @@ describe("recorded state of earlier releases (engine path, real lab)", function 
                     (r as ResourceState).id = state.id;
                 }
                 for (const r of [...rec.resources].reverse()) {
-                    await engine.destroy(r);
+                    await suite.engine.destroy(r);
                     assert.deepEqual(await hostObjects(r), [], `${r.name}: destroyed`);
                 }
             });

@@ -168,6 +168,8 @@ export interface StartOptions {
     callTimeoutMs?: number;
     /** How long to wait for the port line. */
     startTimeoutMs?: number;
+    /** The dynamic-provider server to run; default: the one of the SDK this repo installs. */
+    serverScript?: string;
 }
 
 export type DiffChanges = "none" | "some" | "unknown";
@@ -299,7 +301,7 @@ export class EngineHarness {
             PULUMI_NODEJS_STACK: stack,
         };
         // The engine address is required by main() but never dialled.
-        const proc = childProcess.spawn(process.execPath, [SERVER_SCRIPT, "127.0.0.1:1"], {
+        const proc = childProcess.spawn(process.execPath, [opts.serverScript ?? SERVER_SCRIPT, "127.0.0.1:1"], {
             cwd: opts.cwd,
             env,
             stdio: ["pipe", "pipe", "pipe"],

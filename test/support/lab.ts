@@ -3,9 +3,9 @@
 // (never a shell), with LC_ALL=C so error texts are stable.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import * as os from "node:os";
 import * as crypto from "node:crypto";
 import { execFile } from "node:child_process";
+import { xmlEscape } from "./xml";
 
 export const PACKAGE_NAME = "pulumi-libvirt-snapshots";
 /** <title> prefix of throwaway domains; scripts/lab.sh knows it too (status, down). */
@@ -19,6 +19,8 @@ export interface LabDomain {
   disk: string;
   format: "qcow2" | "raw";
   writer: boolean;
+  /** The real Linux guest with qemu-guest-agent (scripts/lab/guest). */
+  guest?: boolean;
 }
 
 /** Where the writer guest puts its counter; see scripts/lab/bootsector.cjs. */
@@ -53,6 +55,24 @@ export interface LabInfo {
   labDir: string;
   tmpDiskDir: string;
   domains: LabDomain[];
+  /** Every lab host; the top-level fields are the Debian 12 host's. */
+  hosts?: LabHost[];
+  // The fields below describe the host this test run is on (LAB_HOST), filled in by loadLab().
+  /** "debian12", "debian13". */
+  name: string;
+  /** This machine: the provider can also reach its libvirt without SSH. */
+  local: boolean;
+  /** A host in its own root: tests run its own virsh, qemu-img and qemu-io through `chroot rootDir`. */
+  rootDir?: string;
+}
+
+export type LabHost = Pick<LabInfo, "name" | "host" | "port" | "user" | "privateKeyPath" | "encryptedKeyPath" | "hostKey" | "hostKeyPath"
+  | "knownHostsPath" | "libvirtUri" | "libvirtVersion" | "qemuVersion" | "virtType" | "tmpDiskDir" | "bootSectorPath" | "writerLayout"
+  | "domains" | "local" | "rootDir">;
+
+/** The host this run tests: LAB_HOST names one of lab.json's hosts (default: the first, Debian 12). */
+export function currentHostName(): string {
+  return process.env.LAB_HOST ?? "debian12";
 }
 
 let cachedRoot: string | undefined;
@@ -84,11 +104,31 @@ export function loadLab(): LabInfo {
   } catch (e) {
     throw new Error(`${file} is missing: bring the lab up with 'npm run lab' (${(e as Error).message})`);
   }
-  const lab = JSON.parse(text) as LabInfo;
-  for (const k of ["host", "port", "privateKeyPath", "hostKey", "knownHostsPath", "libvirtUri", "virtType", "domains"] as const) {
-    if (lab[k] === undefined) throw new Error(`${file} lacks "${k}": re-run 'npm run lab'`);
+  const top = JSON.parse(text) as LabInfo;
+  for (const k of ["host", "port", "privateKeyPath", "hostKey", "knownHostsPath", "libvirtUri", "virtType", "domains", "hosts"] as const) {
+    if (top[k] === undefined) throw new Error(`${file} lacks "${k}": re-run 'npm run lab'`);
   }
-  return lab;
+  const want = currentHostName();
+  const host = top.hosts!.find((h) => h.name === want);
+  if (!host) throw new Error(`LAB_HOST=${want}: ${file} has no such host (it has ${top.hosts!.map((h) => h.name).join(", ")})`);
+  return { ...top, ...host };
+}
+
+/** Every lab host, each as loadLab() would return it with LAB_HOST set to its name. */
+export function allLabHosts(): LabInfo[] {
+  const lab = loadLab();
+  return lab.hosts!.map((h) => ({ ...lab, rootDir: undefined, ...h }));
+}
+
+/** The command line that runs FILE on the lab host itself (through its root, for a host that has one). */
+function onHost(file: string, args: readonly string[], lab: Pick<LabInfo, "rootDir"> = loadLab()): [string, string[]] {
+  return lab.rootDir ? ["/usr/sbin/chroot", [lab.rootDir, file, ...args]] : [file, [...args]];
+}
+
+/** Like run(), but on the lab host this run tests. */
+export function hostRun(file: string, args: readonly string[], opts: ExecOptions & { lab?: Pick<LabInfo, "rootDir"> } = {}): Promise<ExecResult> {
+  const [f, a] = onHost(file, args, opts.lab);
+  return run(f, a, opts);
 }
 
 // ------------------------------------------------------------------ exec ---
@@ -102,6 +142,7 @@ export interface ExecResult {
 export interface ExecOptions {
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
+  cwd?: string;
 }
 
 /** execFile without a shell; resolves with the exit code instead of rejecting on non-zero. */
@@ -115,6 +156,7 @@ export function run(file: string, args: readonly string[], opts: ExecOptions = {
         maxBuffer: 64 * 1024 * 1024,
         timeout: opts.timeoutMs ?? 60_000,
         killSignal: "SIGKILL",
+        cwd: opts.cwd,
         env: { ...process.env, ...opts.env, LC_ALL: "C" },
       },
       (err, stdout, stderr) => {
@@ -130,8 +172,9 @@ export function run(file: string, args: readonly string[], opts: ExecOptions = {
   });
 }
 
+/** On the lab host; throws on a non-zero exit. */
 async function runOk(file: string, args: readonly string[], opts?: ExecOptions): Promise<string> {
-  const r = await run(file, args, opts);
+  const r = await hostRun(file, args, opts);
   if (r.code !== 0) {
     throw new Error(`${path.basename(file)} ${args.join(" ")} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim()}`);
   }
@@ -142,9 +185,9 @@ export interface VirshOptions extends ExecOptions {
   uri?: string;
 }
 
-/** Runs /usr/bin/virsh -c qemu:///system ARGS locally. */
-export function virshLocal(args: readonly string[], opts: VirshOptions = {}): Promise<ExecResult> {
-  return run(VIRSH, ["-c", opts.uri ?? "qemu:///system", ...args], opts);
+/** Runs /usr/bin/virsh -c qemu:///system ARGS on the lab host, as root, without SSH. */
+export function virshLocal(args: readonly string[], opts: VirshOptions & { lab?: Pick<LabInfo, "rootDir"> } = {}): Promise<ExecResult> {
+  return hostRun(VIRSH, ["-c", opts.uri ?? "qemu:///system", ...args], opts);
 }
 
 /** Like virshLocal, but throws (with virsh's stderr) on a non-zero exit; returns stdout. */
@@ -194,7 +237,7 @@ export interface QemuImgCheck {
 
 /** `qemu-img check --output=json`. Pass forceShare for an image a running qemu holds (results may then be stale). */
 export async function qemuImgCheck(disk: string, opts: { forceShare?: boolean } = {}): Promise<QemuImgCheck> {
-  const r = await run("/usr/bin/qemu-img", ["check", "--output=json", ...(opts.forceShare ? ["-U"] : []), disk]);
+  const r = await hostRun("/usr/bin/qemu-img", ["check", "--output=json", ...(opts.forceShare ? ["-U"] : []), disk]);
   let result: QemuImgCheck["result"];
   try {
     result = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
@@ -226,7 +269,7 @@ export async function qemuIoWrite(disk: string, pattern: number, offset: number,
  */
 export async function qemuIoRead(disk: string, pattern: number, offset: number, len: number, opts: { format?: string } = {}): Promise<boolean> {
   const fmt = await diskFormat(disk, opts.format);
-  const r = await run("/usr/bin/qemu-io", ["-U", "-r", "-f", fmt, "-c", `read -P ${hexByte(pattern)} ${offset} ${len}`, disk]);
+  const r = await hostRun("/usr/bin/qemu-io", ["-U", "-r", "-f", fmt, "-c", `read -P ${hexByte(pattern)} ${offset} ${len}`, disk]);
   const out = r.stdout + r.stderr;
   if (/Pattern verification failed/.test(out)) return false;
   if (r.code === 0 && /^read /m.test(out)) return true;
@@ -239,7 +282,10 @@ export async function qemuIoRead(disk: string, pattern: number, offset: number, 
  * to a sparse raw file first.
  */
 export async function readGuestCounter(disk: string, layout: WriterLayout = loadLab().writerLayout): Promise<number> {
-  const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "lab-counter-"));
+  // Under LABDIR, which a host in its own root sees at the same path (its /tmp is its own).
+  const lab = loadLab();
+  fs.mkdirSync(lab.tmpDiskDir, { recursive: true });
+  const tmpDir = fs.mkdtempSync(path.join(lab.tmpDiskDir, ".counter-"));
   try {
     const raw = path.join(tmpDir, "disk.raw");
     await runOk("/usr/bin/qemu-img", ["convert", "-U", "-O", "raw", disk, raw]);
@@ -319,7 +365,7 @@ function procStart(pid: number): string | undefined {
   return fields[19]; // field 22 of stat: starttime
 }
 
-function ownerTag(): string {
+export function ownerTag(): string {
   return `pid=${process.pid} start=${procStart(process.pid) ?? "0"}`;
 }
 
@@ -329,7 +375,7 @@ function parseOwner(tag: string): { pid: number; start: string } | undefined {
 }
 
 /** True if the owner tag names a process that is still alive (and is the same process). */
-function ownerAlive(tag: string): boolean {
+export function ownerAlive(tag: string): boolean {
   const o = parseOwner(tag);
   return o !== undefined && procStart(o.pid) === o.start;
 }
@@ -339,9 +385,6 @@ function ownedByMe(tag: string): boolean {
   return o !== undefined && o.pid === process.pid && o.start === procStart(process.pid);
 }
 
-function xmlEscape(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/'/g, "&apos;").replace(/"/g, "&quot;");
-}
 
 /** The same shape as the lab domains (scripts/lab.sh): 64 MiB, 1 vcpu, pc, virtio disk, no NIC. */
 export function domainXml(o: { name: string; title: string; virtType: string; disk: string; format: string; uuid?: string }): string {
@@ -485,7 +528,3 @@ export function sshArgs(lab: LabInfo = loadLab(), keyPath: string = lab.privateK
   ];
 }
 
-/** Runs one remote command string (already shell-quoted by the caller) as root over the system ssh. */
-export function sshRun(command: string, opts: ExecOptions & { lab?: LabInfo } = {}): Promise<ExecResult> {
-  return run("/usr/bin/ssh", [...sshArgs(opts.lab), "--", command], opts);
-}

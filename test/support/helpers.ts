@@ -1,0 +1,66 @@
+// Small helpers every suite used to keep its own copy of.
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { loadLab, qemuImgInfo, virshOk, type LabInfo, type TestDomain } from "./lab";
+
+export const MiB = 1024 * 1024;
+
+/** Awaits `p`, which must fail with a message matching `re`; returns the message. */
+export async function expectCallError(p: Promise<unknown>, re: RegExp): Promise<string> {
+    try {
+        await p;
+    } catch (e) {
+        assert.ok(e instanceof Error, `rejected with a non-Error: ${String(e)}`);
+        assert.match(e.message, re);
+        return e.message;
+    }
+    assert.fail(`expected an error matching ${re}`);
+}
+
+/** At most `n` of the functions it is given run at once; `peak()` tells how many did. */
+export function limiter(n: number) {
+    let active = 0, peak = 0;
+    const waiting: Array<() => void> = [];
+    const run = async <T>(fn: () => Promise<T>): Promise<T> => {
+        while (active >= n) await new Promise<void>((r) => waiting.push(r));
+        active++;
+        peak = Math.max(peak, active);
+        try {
+            return await fn();
+        } finally {
+            active--;
+            waiting.shift()?.();
+        }
+    };
+    return Object.assign(run, { peak: () => peak });
+}
+
+/** The lab's SSH endpoint as a connection input, with the host key pinned. */
+export function sshConnection(lab: LabInfo = loadLab()) {
+    return { host: lab.host, port: lab.port, user: lab.user, privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey };
+}
+
+// Names are compared exactly: no trimming.
+const nonEmptyLines = (out: string) => out.split("\n").filter((l) => l !== "");
+
+/** What libvirt records, in its own order. */
+export async function snapshotNames(domain: string): Promise<string[]> {
+    return nonEmptyLines(await virshOk(["snapshot-list", "--domain", domain, "--name"]));
+}
+export async function checkpointNames(domain: string): Promise<string[]> {
+    return nonEmptyLines(await virshOk(["checkpoint-list", "--domain", domain, "--name"]));
+}
+
+/** The internal snapshots the qcow2 image itself holds, whatever libvirt records. */
+export async function qcow2Snapshots(disk: string): Promise<string[]> {
+    return ((await qemuImgInfo(disk)).snapshots ?? []).map((s) => s.name);
+}
+
+/** `virsh domstate`: "running", "paused", "shut off". */
+export async function domstate(domain: string): Promise<string> {
+    return (await virshOk(["domstate", "--domain", domain])).trim();
+}
+
+export async function shutOff(dom: TestDomain): Promise<void> {
+    if ((await domstate(dom.name)) !== "shut off") await virshOk(["destroy", "--domain", dom.name]);
+}
