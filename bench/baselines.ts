@@ -9,7 +9,10 @@ import type { State } from "./provider-server";
 import type { BenchSshd } from "./sshd";
 
 /** One snapshot of the fan-out: which domain, which name. */
-export interface SnapshotJob { dom: TestDomain; name: string; }
+export interface SnapshotJob {
+    dom: TestDomain;
+    name: string;
+}
 
 export async function virshLocalOk(args: readonly string[]): Promise<string> {
     const r = await run(VIRSH, ["-c", URI, ...args], { timeoutMs: 300_000 });
@@ -30,12 +33,32 @@ export async function localTrio(domainUuid: string, name: string): Promise<Trio>
 }
 
 /** POSIX single quoting for the fresh-ssh baseline's command string. */
-function q(a: string): string { return /^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`; }
+function q(a: string): string {
+    return /^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
+}
 
 function sshArgv(sshd: BenchSshd): string[] {
-    return ["-F", "/dev/null", "-p", String(sshd.port), "-i", lab.privateKeyPath, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${sshd.knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR", `root@${lab.host}`];
+    return [
+        "-F",
+        "/dev/null",
+        "-p",
+        String(sshd.port),
+        "-i",
+        lab.privateKeyPath,
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        `UserKnownHostsFile=${sshd.knownHosts}`,
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        `root@${lab.host}`,
+    ];
 }
 
 async function sshVirsh(sshd: BenchSshd, args: readonly string[]): Promise<void> {
@@ -86,6 +109,8 @@ export async function timedLocalFanout(jobs: readonly SnapshotJob[]): Promise<nu
 /** The refresh's reads done with local virsh (snapshot-dumpxml), same parallelism (ms). */
 export async function timedLocalReads(states: readonly State[]): Promise<number> {
     const t0 = now();
-    await pool(PARALLEL, states, (s) => virshLocalOk(["snapshot-dumpxml", "--domain", String(s.outs.domainUuid), "--snapshotname", String(s.outs.snapshotName)]));
+    await pool(PARALLEL, states, (s) =>
+        virshLocalOk(["snapshot-dumpxml", "--domain", String(s.outs.domainUuid), "--snapshotname", String(s.outs.snapshotName)]),
+    );
     return now() - t0;
 }

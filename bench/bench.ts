@@ -46,10 +46,13 @@ import { SshdLog, startSshd } from "./sshd";
 async function machine(): Promise<Record<string, unknown>> {
     const virshVersion = await virshLocalOk(["version"]);
     return {
-        nproc: os.cpus().length, memMB: Math.round(os.totalmem() / 2 ** 20), virtType: lab.virtType,
+        nproc: os.cpus().length,
+        memMB: Math.round(os.totalmem() / 2 ** 20),
+        virtType: lab.virtType,
         libvirt: /Running against daemon: ([\d.]+)/.exec(virshVersion)?.[1] ?? lab.libvirtVersion,
         qemu: /Running hypervisor: QEMU ([\d.]+)/.exec(virshVersion)?.[1] ?? lab.qemuVersion,
-        node: process.version, loadavg: os.loadavg().map(r2),
+        node: process.version,
+        loadavg: os.loadavg().map(r2),
     };
 }
 

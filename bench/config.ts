@@ -8,7 +8,10 @@ export const ITER = Number(process.env.BENCH_ITER ?? 30);
 export const WARMUP = 3;
 export const SCALE_ITER = Number(process.env.BENCH_SCALE_ITER ?? 15);
 export const SCALE_COUNTS = [1, 50, 200];
-export const FANOUT_DOMAINS = 5, FANOUT_SNAPSHOTS = 50, PARALLEL = 10, REFRESH_COUNT = 100;
+export const FANOUT_DOMAINS = 5,
+    FANOUT_SNAPSHOTS = 50,
+    PARALLEL = 10,
+    REFRESH_COUNT = 100;
 export const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 3);
 export const SKIP = new Set((process.env.BENCH_SKIP ?? "").split(",").filter(Boolean));
 export const PROF_DIR = process.env.BENCH_CPU_PROF;

@@ -9,12 +9,17 @@ const dir = process.env.BENCH_CPU_PROF;
 if (dir) {
     const session = new inspector.Session();
     session.connect();
-    session.post("Profiler.enable", () => session.post("Profiler.setSamplingInterval", { interval: 200 }, () => session.post("Profiler.start")));
+    session.post("Profiler.enable", () =>
+        session.post("Profiler.setSamplingInterval", { interval: 200 }, () => session.post("Profiler.start")),
+    );
     process.once("SIGTERM", () => {
         session.post("Profiler.stop", (err, res) => {
             if (!err) {
                 fs.mkdirSync(dir, { recursive: true });
-                fs.writeFileSync(path.join(dir, `${process.env.BENCH_PROFILE_LABEL ?? "server"}-${process.pid}.cpuprofile`), JSON.stringify(res.profile));
+                fs.writeFileSync(
+                    path.join(dir, `${process.env.BENCH_PROFILE_LABEL ?? "server"}-${process.pid}.cpuprofile`),
+                    JSON.stringify(res.profile),
+                );
             }
             process.exit(0);
         });

@@ -18,7 +18,8 @@ export async function snapshotNames(dom: TestDomain): Promise<string[]> {
 export async function fillSnapshots(dom: TestDomain, from: number, to: number): Promise<void> {
     for (let i = from; i < to; i += 25) {
         const cmds: string[] = [];
-        for (let j = i; j < Math.min(to, i + 25); j++) cmds.push(`snapshot-create-as --domain ${dom.uuid} --name fill-${String(j).padStart(4, "0")} --atomic`);
+        for (let j = i; j < Math.min(to, i + 25); j++)
+            cmds.push(`snapshot-create-as --domain ${dom.uuid} --name fill-${String(j).padStart(4, "0")} --atomic`);
         await virshLocalOk([cmds.join(" ; ")]);
     }
     const n = (await snapshotNames(dom)).length;

@@ -1,17 +1,25 @@
 // Progress on stderr, and the cleanup stack that removes everything the benchmark made
 // (domains, provider servers, its sshd) on success, failure, SIGINT and SIGTERM.
 
-export function log(...a: unknown[]): void { console.error("bench:", ...a); }
+export function log(...a: unknown[]): void {
+    console.error("bench:", ...a);
+}
 
 const cleanups: Array<() => Promise<unknown>> = [];
 
 /** Registers an undo step; steps run last-registered first. */
-export function onCleanup(f: () => Promise<unknown>): void { cleanups.push(f); }
+export function onCleanup(f: () => Promise<unknown>): void {
+    cleanups.push(f);
+}
 
 export async function cleanupAll(): Promise<void> {
     while (cleanups.length) {
         const f = cleanups.pop()!;
-        try { await f(); } catch (e) { log(`cleanup: ${(e as Error).message}`); }
+        try {
+            await f();
+        } catch (e) {
+            log(`cleanup: ${(e as Error).message}`);
+        }
     }
 }
 

@@ -18,13 +18,23 @@ export const r1 = (x: number) => Math.round(x * 10) / 10;
 export const ms = (x: number) => `${x.toFixed(1)} ms`;
 
 /** Wall times of one create → read → delete, and their sum. */
-export interface Trio { create: number; read: number; del: number; total: number; }
+export interface Trio {
+    create: number;
+    read: number;
+    del: number;
+    total: number;
+}
 
 /** Run fn over items with at most n in flight (the engine's parallelism). */
 export async function pool<T, R>(n: number, items: readonly T[], fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
     const out = new Array<R>(items.length);
     let next = 0;
-    const worker = async () => { while (next < items.length) { const i = next++; out[i] = await fn(items[i]!, i); } };
+    const worker = async () => {
+        while (next < items.length) {
+            const i = next++;
+            out[i] = await fn(items[i]!, i);
+        }
+    };
     await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
     return out;
 }
@@ -35,10 +45,15 @@ export async function pool<T, R>(n: number, items: readonly T[], fn: (item: T, i
 export function cpuMs(pid: number, withChildren = true): number {
     try {
         const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+        const f = stat
+            .slice(stat.lastIndexOf(")") + 2)
+            .split(" ")
+            .map(Number);
         // fields 14-17 of stat: utime stime cutime cstime; after the comm they are at 11..14
-        return ((f[11]! + f[12]!) + (withChildren ? f[13]! + f[14]! : 0)) * 10;
-    } catch { return 0; }
+        return (f[11]! + f[12]! + (withChildren ? f[13]! + f[14]! : 0)) * 10;
+    } catch {
+        return 0;
+    }
 }
 
 /** CPU of a process and all its live descendants (each with its exited children), in ms. */
@@ -49,19 +64,28 @@ export function treeCpuMs(root: number): number {
         try {
             const stat = fs.readFileSync(`/proc/${e}/stat`, "utf8");
             parent.set(Number(e), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
-        } catch { /* gone */ }
+        } catch {
+            /* gone */
+        }
     }
     let total = 0;
     for (const pid of parent.keys()) {
         for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) {
-            if (p === root) { total += cpuMs(pid); break; }
+            if (p === root) {
+                total += cpuMs(pid);
+                break;
+            }
         }
     }
     return total;
 }
 
 function pidOfFile(file: string): number | undefined {
-    try { return Number(fs.readFileSync(file, "utf8").trim()) || undefined; } catch { return undefined; }
+    try {
+        return Number(fs.readFileSync(file, "utf8").trim()) || undefined;
+    } catch {
+        return undefined;
+    }
 }
 
 /** CPU (ms) spent by libvirtd and the given domains' qemu processes. */
@@ -69,7 +93,12 @@ export function hostCpu(domains: readonly string[]): { libvirtd: number; qemu: n
     const lv = pidOfFile(path.join(lab.labDir, "libvirtd.pid"));
     return {
         libvirtd: lv ? cpuMs(lv, false) : 0,
-        qemu: sum(domains.map((d) => { const p = pidOfFile(`/run/libvirt/qemu/${d}.pid`); return p ? cpuMs(p, false) : 0; })),
+        qemu: sum(
+            domains.map((d) => {
+                const p = pidOfFile(`/run/libvirt/qemu/${d}.pid`);
+                return p ? cpuMs(p, false) : 0;
+            }),
+        ),
     };
 }
 
@@ -86,9 +115,18 @@ export function memoryKb(pid: number): { rssKb: number; hwmKb: number } {
 export class PeakRssSampler {
     private peak: number;
     private readonly timer: NodeJS.Timeout;
-    constructor(private readonly pid: number, startKb: number) {
+    constructor(
+        private readonly pid: number,
+        startKb: number,
+    ) {
         this.peak = startKb;
-        this.timer = setInterval(() => { try { this.peak = Math.max(this.peak, memoryKb(pid).rssKb); } catch { /* exited */ } }, 10);
+        this.timer = setInterval(() => {
+            try {
+                this.peak = Math.max(this.peak, memoryKb(pid).rssKb);
+            } catch {
+                /* exited */
+            }
+        }, 10);
     }
     /** Stops sampling; the highest sample, or VmHWM if higher (the kernel's own peak between samples). */
     stop(): number {

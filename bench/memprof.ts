@@ -22,7 +22,17 @@ if (dir) {
     const t0 = performance.now();
     const startEpochMs = Date.now(); // phases/fanout.ts writes its marks (<label>-<pid>.marks.json) in epoch ms
     const mb = (x: number) => Math.round((x / 2 ** 20) * 10) / 10;
-    const snap = () => { const m = process.memoryUsage(); return { t: Math.round(performance.now() - t0), rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) }; };
+    const snap = () => {
+        const m = process.memoryUsage();
+        return {
+            t: Math.round(performance.now() - t0),
+            rss: mb(m.rss),
+            heapTotal: mb(m.heapTotal),
+            heapUsed: mb(m.heapUsed),
+            external: mb(m.external),
+            arrayBuffers: mb(m.arrayBuffers),
+        };
+    };
     type Sample = ReturnType<typeof snap>;
     const timeline: Sample[] = [];
     let peak: Sample = snap();
@@ -31,14 +41,16 @@ if (dir) {
     const timer = setInterval(() => {
         const s = snap();
         timeline.push(s);
-        if (s.rss > peak.rss) { peak = s; peakSpaces = spaces(); }
+        if (s.rss > peak.rss) {
+            peak = s;
+            peakSpaces = spaces();
+        }
     }, 10);
     timer.unref();
 
     // First loads of the modules that matter, measured around require().
     const loads: Array<{ module: string; t: number; before: Sample; after: Sample }> = [];
     const watched = new Set(["pulumi-libvirt-snapshots/impl", "zod", "ssh2", "fast-xml-parser"]);
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
     const Module = require("node:module") as { prototype: { require(id: string): unknown } };
     const orig = Module.prototype.require;
     Module.prototype.require = function (this: unknown, id: string) {
@@ -56,7 +68,10 @@ if (dir) {
         const write = process.stdout.write;
         process.stdout.write = function (this: unknown, ...a: unknown[]) {
             const r = (write as (...x: unknown[]) => boolean).apply(process.stdout, a);
-            if (String(a[0]).includes("\n")) { process.stdout.write = write; v8.setFlagsFromString("--trace-gc"); }
+            if (String(a[0]).includes("\n")) {
+                process.stdout.write = write;
+                v8.setFlagsFromString("--trace-gc");
+            }
             return r;
         } as typeof process.stdout.write;
     }
@@ -65,16 +80,34 @@ if (dir) {
     if (process.env.BENCH_MEM_ALLOC === "1") {
         session = new inspector.Session();
         session.connect();
-        session.post("HeapProfiler.enable", () => session!.post("HeapProfiler.startSampling", {
-            samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true,
-        } as object));
+        session.post("HeapProfiler.enable", () =>
+            session!.post("HeapProfiler.startSampling", {
+                samplingInterval: 4096,
+                includeObjectsCollectedByMajorGC: true,
+                includeObjectsCollectedByMinorGC: true,
+            } as object),
+        );
     }
 
     const label = `${process.env.BENCH_PROFILE_LABEL ?? "server"}-${process.pid}`;
     const write = (extra: Record<string, unknown>) => {
         fs.mkdirSync(dir, { recursive: true });
         const last = snap();
-        fs.writeFileSync(path.join(dir, `${label}.mem.json`), JSON.stringify({ startEpochMs, peak, peakSpaces, last, spaces: spaces(), smaps: smaps(), heap: v8.getHeapStatistics(), loads, ...extra, timeline }));
+        fs.writeFileSync(
+            path.join(dir, `${label}.mem.json`),
+            JSON.stringify({
+                startEpochMs,
+                peak,
+                peakSpaces,
+                last,
+                spaces: spaces(),
+                smaps: smaps(),
+                heap: v8.getHeapStatistics(),
+                loads,
+                ...extra,
+                timeline,
+            }),
+        );
     };
     // At exit, after everything above was recorded: how much of each space was live, i.e. what a full
     // GC (which never ran during the measured RPCs) would have left. Analysis only, after the fact.
@@ -83,14 +116,17 @@ if (dir) {
         const before = used();
         const s2 = new inspector.Session();
         s2.connect();
-        s2.post("HeapProfiler.collectGarbage", () => { then({ usedBeforeFullGc: before, usedAfterFullGc: used() }); });
+        s2.post("HeapProfiler.collectGarbage", () => {
+            then({ usedBeforeFullGc: before, usedAfterFullGc: used() });
+        });
     };
     process.once("SIGTERM", () => {
         clearInterval(timer);
-        const finish = (extra: Record<string, unknown>) => liveAtExit((live) => {
-            write({ ...extra, ...live });
-            if (process.listenerCount("SIGTERM") === 0) process.exit(0);
-        });
+        const finish = (extra: Record<string, unknown>) =>
+            liveAtExit((live) => {
+                write({ ...extra, ...live });
+                if (process.listenerCount("SIGTERM") === 0) process.exit(0);
+            });
         if (!session) return finish({});
         session.post("HeapProfiler.stopSampling", (err, res) => {
             let summary: unknown;
@@ -112,22 +148,39 @@ function smaps(): Record<string, number> {
     for (const line of fs.readFileSync("/proc/self/smaps", "utf8").split("\n")) {
         const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
         if (head) {
-            const [a, b] = line.split(" ")[0]!.split("-").map((x) => parseInt(x, 16));
+            const [a, b] = line
+                .split(" ")[0]!
+                .split("-")
+                .map((x) => parseInt(x, 16));
             const p = head[1]!.trim();
-            name = p ? (p.startsWith("/") ? path.basename(p) : p) : `[anon ${(b! - a!) >= 2 ** 26 ? ">=64M" : (b! - a!) >= 2 ** 20 ? "1M-64M" : "<1M"}]`;
+            name = p
+                ? p.startsWith("/")
+                    ? path.basename(p)
+                    : p
+                : `[anon ${b! - a! >= 2 ** 26 ? ">=64M" : b! - a! >= 2 ** 20 ? "1M-64M" : "<1M"}]`;
             continue;
         }
         const m = /^Rss:\s+(\d+) kB/.exec(line);
         if (m) out.set(name, (out.get(name) ?? 0) + Number(m[1]));
     }
-    return Object.fromEntries([...out].filter(([, v]) => v >= 256).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, Math.round(v / 102.4) / 10]));
+    return Object.fromEntries(
+        [...out]
+            .filter(([, v]) => v >= 256)
+            .sort((x, y) => y[1] - x[1])
+            .map(([k, v]) => [k, Math.round(v / 102.4) / 10]),
+    );
 }
 
-interface Node { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: Node[] }
+interface Node {
+    callFrame: { functionName: string; url: string; lineNumber: number };
+    selfSize: number;
+    children: Node[];
+}
 
 /** Allocated bytes by the innermost frame in one of our files or a library (self), and by library (total). */
 function summarize(head: Node): unknown {
-    const byLib = new Map<string, number>(), byFrame = new Map<string, number>();
+    const byLib = new Map<string, number>(),
+        byFrame = new Map<string, number>();
     const lib = (url: string) => {
         const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
         if (m) return m[1]!;
@@ -146,6 +199,10 @@ function summarize(head: Node): unknown {
         for (const c of n.children) walk(c, o);
     };
     walk(head, undefined);
-    const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([n, v]) => [n, Math.round(v / 2 ** 10)]);
+    const top = (m: Map<string, number>, k: number) =>
+        [...m]
+            .sort((a, b) => b[1] - a[1])
+            .slice(0, k)
+            .map(([n, v]) => [n, Math.round(v / 2 ** 10)]);
     return { unit: "KiB", byOwner: top(byLib, 30), byFrame: top(byFrame, 40) };
 }

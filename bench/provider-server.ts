@@ -10,10 +10,19 @@ import { memoryKb, now, type Trio } from "./measure";
 import type { BenchSshd } from "./sshd";
 
 /** What the engine keeps of a created snapshot between RPCs. */
-export interface State { urn: string; id: string; inputs: Props; outs: Props; }
+export interface State {
+    urn: string;
+    id: string;
+    inputs: Props;
+    outs: Props;
+}
 
 export class ProviderServer {
-    private constructor(readonly engine: EngineHarness, readonly connection: Props, readonly label: string) {}
+    private constructor(
+        readonly engine: EngineHarness,
+        readonly connection: Props,
+        readonly label: string,
+    ) {}
 
     /** label names the server's profile and log files. */
     static async start(sshd: BenchSshd, label: string): Promise<ProviderServer> {
@@ -21,17 +30,25 @@ export class ProviderServer {
         if (process.env.BENCH_SERVER_NODE_OPTIONS) env.NODE_OPTIONS = process.env.BENCH_SERVER_NODE_OPTIONS;
         if (PROF_DIR) {
             // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
-            env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ""} --require ${path.join(__dirname, "cpuprof.js")}`.trim();
+            env.NODE_OPTIONS =
+                `${env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ""} --require ${path.join(__dirname, "cpuprof.js")}`.trim();
             env.BENCH_CPU_PROF = path.resolve(PROF_DIR);
         }
         if (MEM_DIR) {
-            env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ""} --require ${path.join(__dirname, "memprof.js")}`.trim();
+            env.NODE_OPTIONS =
+                `${env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ""} --require ${path.join(__dirname, "memprof.js")}`.trim();
             env.BENCH_MEM_PROF = path.resolve(MEM_DIR);
             for (const k of ["BENCH_MEM_ALLOC", "BENCH_MEM_TRACE_GC"]) if (process.env[k]) env[k] = process.env[k]!;
         }
         env.BENCH_PROFILE_LABEL = label;
         const engine = await EngineHarness.start({ cwd: SERVER_CWD, env, callTimeoutMs: 300_000 });
-        const connection = { host: lab.host, port: sshd.port, user: "root", privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey };
+        const connection = {
+            host: lab.host,
+            port: sshd.port,
+            user: "root",
+            privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"),
+            hostKey: lab.hostKey,
+        };
         return new ProviderServer(engine, connection, label);
     }
 
@@ -77,8 +94,13 @@ export class ProviderServer {
     async close(): Promise<void> {
         await this.engine.close();
         const dir = process.env.BENCH_SERVER_LOG_DIR;
-        if (dir) { fs.mkdirSync(dir, { recursive: true }); fs.writeFileSync(path.join(dir, `${this.label}-${this.engine.pid}.log`), this.engine.logs()); }
+        if (dir) {
+            fs.mkdirSync(dir, { recursive: true });
+            fs.writeFileSync(path.join(dir, `${this.label}-${this.engine.pid}.log`), this.engine.logs());
+        }
     }
 
-    status(): { rssKb: number; hwmKb: number } { return memoryKb(this.engine.pid); }
+    status(): { rssKb: number; hwmKb: number } {
+        return memoryKb(this.engine.pid);
+    }
 }

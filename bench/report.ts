@@ -6,7 +6,9 @@ export const results: Record<string, unknown> = {};
 
 const table: string[] = [];
 
-export function row(label: string, ...cols: string[]): void { table.push(`${label.padEnd(44)} ${cols.map((c) => c.padStart(12)).join(" ")}`); }
+export function row(label: string, ...cols: string[]): void {
+    table.push(`${label.padEnd(44)} ${cols.map((c) => c.padStart(12)).join(" ")}`);
+}
 
 const targets: Array<[string, string, (v: number) => boolean]> = [
     ["perOpRatio", "<= 1.25", (v) => v <= 1.25],
@@ -18,6 +20,8 @@ const targets: Array<[string, string, (v: number) => boolean]> = [
 
 export function printReport(): void {
     console.log(table.join("\n"));
-    console.log(`targets: ${targets.map(([k, t, ok]) => `${k} ${t} ${typeof results[k] !== "number" ? "not measured" : ok(results[k] as number) ? "met" : "MISSED"}`).join("; ")}`);
+    console.log(
+        `targets: ${targets.map(([k, t, ok]) => `${k} ${t} ${typeof results[k] !== "number" ? "not measured" : ok(results[k] as number) ? "met" : "MISSED"}`).join("; ")}`,
+    );
     console.log(JSON.stringify(results));
 }

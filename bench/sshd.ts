@@ -8,20 +8,33 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { lab } from "./config";
 
-export interface BenchSshd { port: number; pid: number; log: string; knownHosts: string; dir: string; stop(): Promise<void>; }
+export interface BenchSshd {
+    port: number;
+    pid: number;
+    log: string;
+    knownHosts: string;
+    dir: string;
+    stop(): Promise<void>;
+}
 
 function freePort(): Promise<number> {
     return new Promise((res, rej) => {
         const s = net.createServer();
         s.once("error", rej);
-        s.listen(0, "127.0.0.1", () => { const p = (s.address() as net.AddressInfo).port; s.close(() => res(p)); });
+        s.listen(0, "127.0.0.1", () => {
+            const p = (s.address() as net.AddressInfo).port;
+            s.close(() => res(p));
+        });
     });
 }
 
 function canConnect(port: number): Promise<boolean> {
     return new Promise((res) => {
         const c = net.connect(port, "127.0.0.1");
-        c.once("connect", () => { c.destroy(); res(true); });
+        c.once("connect", () => {
+            c.destroy();
+            res(true);
+        });
         c.once("error", () => res(false));
     });
 }
@@ -39,10 +52,21 @@ export async function startSshd(): Promise<BenchSshd> {
     fs.writeFileSync(knownHosts, `[127.0.0.1]:${port} ${lab.hostKey}\n`);
     const proc = childProcess.spawn("/usr/sbin/sshd", ["-D", "-f", cfg, "-E", logFile], { stdio: "ignore" });
     let exited = false;
-    const gone = new Promise<void>((r) => proc.once("exit", () => { exited = true; r(); }));
+    const gone = new Promise<void>((r) =>
+        proc.once("exit", () => {
+            exited = true;
+            r();
+        }),
+    );
     const stop = async () => {
-        if (!exited) { proc.kill("SIGTERM"); await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]); }
-        if (!exited) { proc.kill("SIGKILL"); await gone; }
+        if (!exited) {
+            proc.kill("SIGTERM");
+            await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]);
+        }
+        if (!exited) {
+            proc.kill("SIGKILL");
+            await gone;
+        }
         fs.rmSync(dir, { recursive: true, force: true });
     };
     for (let i = 0; i < 100; i++) {
@@ -58,7 +82,9 @@ export async function startSshd(): Promise<BenchSshd> {
 /** Counts of sshd log events since a mark. */
 export class SshdLog {
     constructor(private readonly file: string) {}
-    mark(): number { return fs.statSync(this.file).size; }
+    mark(): number {
+        return fs.statSync(this.file).size;
+    }
     since(mark: number): { handshakes: number; commands: number } {
         const fd = fs.openSync(this.file, "r");
         try {
@@ -70,6 +96,8 @@ export class SshdLog {
                 handshakes: (text.match(/^Accepted publickey for /gm) ?? []).length,
                 commands: (text.match(/^Starting session: command /gm) ?? []).length,
             };
-        } finally { fs.closeSync(fd); }
+        } finally {
+            fs.closeSync(fd);
+        }
     }
 }

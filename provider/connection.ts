@@ -14,10 +14,12 @@ const noControl = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 
 /** An unpaired UTF-16 surrogate has no UTF-8 form: Node writes it as U+FFFD, so the host would get another string. */
 export const LONE_SURROGATE = /\p{Cs}/u;
-export const NOT_UNICODE = "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so it would reach the host as U+FFFD";
+export const NOT_UNICODE =
+    "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so it would reach the host as U+FFFD";
 const validUnicode = (s: string) => !LONE_SURROGATE.test(s);
 
-const hostName = z.string()
+const hostName = z
+    .string()
     .min(1, { error: "must not be empty" })
     .refine(noControl, { error: "must not contain control characters" })
     .refine(validUnicode, { error: NOT_UNICODE })
@@ -25,24 +27,39 @@ const hostName = z.string()
     .refine((s) => !s.startsWith("-"), { error: "must not start with '-'" })
     .refine((s) => !/[@/]/.test(s), { error: "must be a host name or address, without user@ or a path" });
 
-const userName = z.string()
+const userName = z
+    .string()
     .min(1, { error: "must not be empty" })
     .max(64, { error: "must be at most 64 characters" })
-    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/, { error: "must be a POSIX user name (letters, digits, '_', '.', '-', not starting with '-')" });
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/, {
+        error: "must be a POSIX user name (letters, digits, '_', '.', '-', not starting with '-')",
+    });
 
-const secretText = z.string()
+const secretText = z
+    .string()
     .refine((s) => !s.includes("\u0000"), { error: "must not contain NUL" })
     .refine(validUnicode, { error: NOT_UNICODE });
-const localPath = z.string().min(1)
+const localPath = z
+    .string()
+    .min(1)
     .refine(noControl, { error: "must not contain control characters" })
     .refine(validUnicode, { error: NOT_UNICODE });
 
-const hostKeyText = z.string().trim()
-    .regex(/^(SHA256:[A-Za-z0-9+/]{43}=?|(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,2}( [^\n]*)?)$/, {
-        error: "must be the server's public key line ('ssh-ed25519 AAAA...', as in ssh-keyscan output) or its fingerprint ('SHA256:...')",
-    });
+const hostKeyText = z
+    .string()
+    .trim()
+    .regex(
+        /^(SHA256:[A-Za-z0-9+/]{43}=?|(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,2}( [^\n]*)?)$/,
+        {
+            error: "must be the server's public key line ('ssh-ed25519 AAAA...', as in ssh-keyscan output) or its fingerprint ('SHA256:...')",
+        },
+    );
 
-const port = z.number().int({ error: "must be an integer" }).min(1, { error: "must be between 1 and 65535" }).max(65535, { error: "must be between 1 and 65535" });
+const port = z
+    .number()
+    .int({ error: "must be an integer" })
+    .min(1, { error: "must be between 1 and 65535" })
+    .max(65535, { error: "must be between 1 and 65535" });
 
 /** Fields that reach an SSH server: the target itself and any jump host. */
 const sshFields = {
@@ -57,7 +74,12 @@ const sshFields = {
     knownHostsPath: localPath.optional(),
     insecureIgnoreHostKey: z.boolean().optional(),
     dialErrorLimit: z.number().int().min(1, { error: "must be at least 1" }).max(100, { error: "must be at most 100" }).optional(),
-    perDialTimeout: z.number().int().min(1, { error: "must be at least 1 (seconds)" }).max(600, { error: "must be at most 600 (seconds)" }).optional(),
+    perDialTimeout: z
+        .number()
+        .int()
+        .min(1, { error: "must be at least 1 (seconds)" })
+        .max(600, { error: "must be at most 600 (seconds)" })
+        .optional(),
 };
 
 export const ProxySchema = z.strictObject(sshFields);
@@ -68,7 +90,8 @@ export const ConnectionSchema = z.strictObject({
     // Without a host, virsh runs on the machine that runs Pulumi.
     host: hostName.optional(),
     proxy: ProxySchema.optional(),
-    libvirtUri: z.string()
+    libvirtUri: z
+        .string()
         .regex(/^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s]*$/, { error: "must be a libvirt URI such as qemu:///system or qemu+ssh://host/system" })
         .refine(noControl, { error: "must not contain control characters" })
         .refine(validUnicode, { error: NOT_UNICODE })
@@ -109,17 +132,31 @@ export function targetOf(c: Connection | undefined): string {
 /** A key that tells SSH connections apart, with the credentials hashed. */
 export function poolKeyOf(c: Connection): string {
     const h = createHash("sha256");
-    h.update(JSON.stringify([c.host, c.port ?? DEFAULTS.port, c.user ?? DEFAULTS.user, c.password, c.privateKey,
-        c.privateKeyPassword, c.agentSocketPath, c.hostKey, c.knownHostsPath, c.insecureIgnoreHostKey,
-        c.proxy ?? null]));
+    h.update(
+        JSON.stringify([
+            c.host,
+            c.port ?? DEFAULTS.port,
+            c.user ?? DEFAULTS.user,
+            c.password,
+            c.privateKey,
+            c.privateKeyPassword,
+            c.agentSocketPath,
+            c.hostKey,
+            c.knownHostsPath,
+            c.insecureIgnoreHostKey,
+            c.proxy ?? null,
+        ]),
+    );
     return `${c.user ?? DEFAULTS.user}@${c.host}:${c.port ?? DEFAULTS.port}#${h.digest("hex").slice(0, 16)}`;
 }
 
 export function describeTarget(c: Connection | undefined): string {
     if (!c?.host) return `local virsh (${c?.libvirtUri ?? DEFAULTS.libvirtUri})`;
-    return `${c.user ?? DEFAULTS.user}@${c.host}:${c.port ?? DEFAULTS.port}` +
+    return (
+        `${c.user ?? DEFAULTS.user}@${c.host}:${c.port ?? DEFAULTS.port}` +
         (c.proxy ? ` via ${c.proxy.user ?? DEFAULTS.user}@${c.proxy.host}:${c.proxy.port ?? DEFAULTS.port}` : "") +
-        ` (${c.libvirtUri ?? DEFAULTS.libvirtUri})`;
+        ` (${c.libvirtUri ?? DEFAULTS.libvirtUri})`
+    );
 }
 
 // ---- stack configuration -------------------------------------------------
@@ -142,7 +179,11 @@ export function connectionFromConfig(get: (key: string) => string | undefined): 
         if (NUMBER_KEYS.has(key)) raw[key] = /^\d+$/.test(v) ? Number(v) : v;
         else if (BOOLEAN_KEYS.has(key)) raw[key] = v === "true" ? true : v === "false" ? false : v;
         else if (key === "proxy") {
-            try { raw[key] = JSON.parse(v); } catch { errors.push(`${CONFIG_NAMESPACE}:proxy must be a JSON object`); }
+            try {
+                raw[key] = JSON.parse(v);
+            } catch {
+                errors.push(`${CONFIG_NAMESPACE}:proxy must be a JSON object`);
+            }
         } else raw[key] = v;
     }
     if (Object.keys(raw).length === 0) return { errors };

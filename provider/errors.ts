@@ -28,9 +28,13 @@ export class LibvirtError extends Error {
     readonly stderr?: string;
 
     constructor(kind: ErrorKind, message: string, info?: CommandInfo) {
-        super(info ? `${message}\n  command: ${info.command}` +
-            (info.exitCode !== undefined && info.exitCode !== null ? `\n  exit code: ${info.exitCode}` : "") +
-            (info.stderr && !message.includes(info.stderr.trim()) ? `\n  stderr: ${info.stderr.trim()}` : "") : message);
+        super(
+            info
+                ? `${message}\n  command: ${info.command}` +
+                      (info.exitCode !== undefined && info.exitCode !== null ? `\n  exit code: ${info.exitCode}` : "") +
+                      (info.stderr && !message.includes(info.stderr.trim()) ? `\n  stderr: ${info.stderr.trim()}` : "")
+                : message,
+        );
         this.name = ERROR_NAMES[kind];
         this.kind = kind;
         this.command = info?.command;
@@ -45,12 +49,12 @@ const ERROR_NAMES: Record<ErrorKind, string> = {
     "checkpoint-not-found": "CheckpointNotFoundError",
     "already-exists": "AlreadyExistsError",
     "domain-busy": "DomainBusyError",
-    "unsupported": "UnsupportedError",
+    unsupported: "UnsupportedError",
     "connection-failed": "ConnectionError",
     "host-key": "HostKeyError",
-    "timeout": "TimeoutError",
-    "invalid": "InvalidInputError",
-    "failed": "VirshError",
+    timeout: "TimeoutError",
+    invalid: "InvalidInputError",
+    failed: "VirshError",
 };
 
 export function isKind(e: unknown, kind: ErrorKind): e is LibvirtError {
@@ -67,8 +71,14 @@ const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
     [/Domain snapshot not found|no domain snapshot with matching name|domain has no current snapshot/i, "snapshot-not-found"],
     [/Domain checkpoint not found|no domain checkpoint with matching name/i, "checkpoint-not-found"],
     [/failed to get domain|Domain not found|no domain with matching (name|uuid|id)/i, "domain-not-found"],
-    [/cannot acquire state change lock|another (migration )?job is already running|job .* is already active|domain is already being (snapshotted|modified)|has active block job|another active block job/i, "domain-busy"],
-    [/failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data/i, "connection-failed"],
+    [
+        /cannot acquire state change lock|another (migration )?job is already running|job .* is already active|domain is already being (snapshotted|modified)|has active block job|another active block job/i,
+        "domain-busy",
+    ],
+    [
+        /failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data/i,
+        "connection-failed",
+    ],
     [/not supported|unsupported|Operation not supported|this function is not supported/i, "unsupported"],
 ];
 

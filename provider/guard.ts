@@ -20,7 +20,10 @@ function sealSecrets(v: unknown): unknown {
     if (!v || typeof v !== "object" || SECRET_SIG_KEY in v) return v;
     const out: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(v)) {
-        out[k] = (SECRET_FIELDS as readonly string[]).includes(k) && typeof x === "string" ? { [SECRET_SIG_KEY]: SECRET_SIG, value: x } : sealSecrets(x);
+        out[k] =
+            (SECRET_FIELDS as readonly string[]).includes(k) && typeof x === "string"
+                ? { [SECRET_SIG_KEY]: SECRET_SIG, value: x }
+                : sealSecrets(x);
     }
     return out;
 }
@@ -50,11 +53,19 @@ export function guarded<T extends Methods>(impl: T): T {
                 }
                 return result;
             } catch (e) {
-                const secrets = args.flatMap((a) => {
-                    const c = (a && typeof a === "object" ? (a as { connection?: unknown }).connection : undefined) as Connection | undefined;
-                    const targets = (a && typeof a === "object" ? (a as { targets?: Array<{ connection?: Connection }> }).targets : undefined) ?? [];
-                    return [...secretsOf(typeof c === "object" ? c : undefined), ...(Array.isArray(targets) ? targets.flatMap((t) => secretsOf(t?.connection)) : [])];
-                }).concat(stackSecrets());
+                const secrets = args
+                    .flatMap((a) => {
+                        const c = (a && typeof a === "object" ? (a as { connection?: unknown }).connection : undefined) as
+                            Connection | undefined;
+                        const targets =
+                            (a && typeof a === "object" ? (a as { targets?: Array<{ connection?: Connection }> }).targets : undefined) ??
+                            [];
+                        return [
+                            ...secretsOf(typeof c === "object" ? c : undefined),
+                            ...(Array.isArray(targets) ? targets.flatMap((t) => secretsOf(t?.connection)) : []),
+                        ];
+                    })
+                    .concat(stackSecrets());
                 // Always a fresh Error without a numeric `code`: the dynamic-provider server
                 // turns such a code into the gRPC status, and a non-Error is never answered.
                 const message = redact(e instanceof Error ? e.message : String(e), secrets);
@@ -66,9 +77,14 @@ export function guarded<T extends Methods>(impl: T): T {
                 // replacement of that resource can't load the provider. So it is carried along here.
                 const init = e as { id?: string; properties?: Record<string, unknown>; reasons?: string[] };
                 if (init && typeof init === "object" && init.id) {
-                    const providerText = args.map((a) => (a && typeof a === "object" ? (a as { __provider?: unknown }).__provider : undefined))
-                        .reverse().find((p): p is string => typeof p === "string");
-                    const properties = { ...(sealSecrets(init.properties ?? {}) as Record<string, unknown>), ...(providerText ? { __provider: providerText } : {}) };
+                    const providerText = args
+                        .map((a) => (a && typeof a === "object" ? (a as { __provider?: unknown }).__provider : undefined))
+                        .reverse()
+                        .find((p): p is string => typeof p === "string");
+                    const properties = {
+                        ...(sealSecrets(init.properties ?? {}) as Record<string, unknown>),
+                        ...(providerText ? { __provider: providerText } : {}),
+                    };
                     Object.assign(clean, { id: init.id, properties, reasons: init.reasons?.map((r) => redact(r, secrets)) });
                 }
                 throw clean;

@@ -12,7 +12,15 @@ import type { CheckpointDiskState, DomainCheckpointOutputs, DomainCheckpointSche
 import type { SnapshotRevertOutputs, SnapshotRevertSchema } from "./resources/snapshotRevert";
 import type { MemberSnapshot, RestorePointOutputs, RestorePointSchema } from "./resources/restorePoint";
 
-export type { Connection, CheckpointDiskState, MemberSnapshot, DomainSnapshotOutputs, DomainCheckpointOutputs, SnapshotRevertOutputs, RestorePointOutputs };
+export type {
+    Connection,
+    CheckpointDiskState,
+    MemberSnapshot,
+    DomainSnapshotOutputs,
+    DomainCheckpointOutputs,
+    SnapshotRevertOutputs,
+    RestorePointOutputs,
+};
 
 /**
  * The provider object for one resource. Its text is stored in every user's
@@ -212,13 +220,17 @@ export interface RestorePointArgs {
 // Each interface above is exactly its schema's input type, with every value a
 // Pulumi Input and the name (which defaults to the logical name) optional.
 type Resolved<T> =
-    T extends pulumi.OutputInstance<infer U> ? Resolved<U> :
-    T extends Promise<infer U> ? Resolved<U> :
-    T extends ReadonlyArray<infer E> ? Resolved<E>[] :
-    T extends object ? { [K in keyof T]: Resolved<T[K]> } :
-    T;
+    T extends pulumi.OutputInstance<infer U>
+        ? Resolved<U>
+        : T extends Promise<infer U>
+          ? Resolved<U>
+          : T extends ReadonlyArray<infer E>
+            ? Resolved<E>[]
+            : T extends object
+              ? { [K in keyof T]: Resolved<T[K]> }
+              : T;
 /** Exactly the same type, optional fields included (mutual assignability would not see a missing optional field). */
-type Same<A, B> = (<T>() => T extends Resolved<A> ? 1 : 2) extends (<T>() => T extends Resolved<B> ? 1 : 2) ? true : false;
+type Same<A, B> = (<T>() => T extends Resolved<A> ? 1 : 2) extends <T>() => T extends Resolved<B> ? 1 : 2 ? true : false;
 type Assert<T extends true> = T;
 type WithOptional<T, K extends keyof T> = Omit<T, K> & { [P in K]?: T[P] };
 // eslint-disable-next-line @typescript-eslint/no-unused-vars
@@ -268,14 +280,32 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
     declare public readonly adopted: pulumi.Output<boolean>;
 
     constructor(name: string, args: DomainSnapshotArgs, opts?: pulumi.CustomResourceOptions) {
-        super(DomainSnapshotProvider, name, {
-            ...args,
-            connection: secretInput(args.connection),
-            snapshotName: args.snapshotName ?? name,
-            kind: args.kind, memory: args.memory, memoryFile: args.memoryFile, description: args.description,
-            domainName: undefined, domainUuid: undefined, creationTime: undefined, state: undefined, parent: undefined,
-            isCurrent: undefined, diskFiles: undefined, libvirtVersion: undefined, adopted: undefined, declared: undefined,
-        }, secretOpts(opts), MODULE, "DomainSnapshot");
+        super(
+            DomainSnapshotProvider,
+            name,
+            {
+                ...args,
+                connection: secretInput(args.connection),
+                snapshotName: args.snapshotName ?? name,
+                kind: args.kind,
+                memory: args.memory,
+                memoryFile: args.memoryFile,
+                description: args.description,
+                domainName: undefined,
+                domainUuid: undefined,
+                creationTime: undefined,
+                state: undefined,
+                parent: undefined,
+                isCurrent: undefined,
+                diskFiles: undefined,
+                libvirtVersion: undefined,
+                adopted: undefined,
+                declared: undefined,
+            },
+            secretOpts(opts),
+            MODULE,
+            "DomainSnapshot",
+        );
     }
 }
 
@@ -303,15 +333,32 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
     declare public readonly restoredAt: pulumi.Output<string | null>;
 
     constructor(name: string, args: DomainCheckpointArgs, opts?: pulumi.CustomResourceOptions) {
-        super(DomainCheckpointProvider, name, {
-            ...args,
-            connection: secretInput(args.connection),
-            checkpointName: args.checkpointName ?? name,
-            description: args.description, disks: args.disks,
-            domainName: undefined, domainUuid: undefined, creationTime: undefined, parent: undefined, changedBytes: undefined,
-            changedBytesAt: undefined, xml: undefined, lineage: undefined, libvirtVersion: undefined, adopted: undefined,
-            restoredAt: undefined, declared: undefined,
-        }, secretOpts(opts), MODULE, "DomainCheckpoint");
+        super(
+            DomainCheckpointProvider,
+            name,
+            {
+                ...args,
+                connection: secretInput(args.connection),
+                checkpointName: args.checkpointName ?? name,
+                description: args.description,
+                disks: args.disks,
+                domainName: undefined,
+                domainUuid: undefined,
+                creationTime: undefined,
+                parent: undefined,
+                changedBytes: undefined,
+                changedBytesAt: undefined,
+                xml: undefined,
+                lineage: undefined,
+                libvirtVersion: undefined,
+                adopted: undefined,
+                restoredAt: undefined,
+                declared: undefined,
+            },
+            secretOpts(opts),
+            MODULE,
+            "DomainCheckpoint",
+        );
     }
 }
 
@@ -334,13 +381,27 @@ export class SnapshotRevert extends pulumi.dynamic.Resource implements Outputs<S
     declare public readonly libvirtVersion: pulumi.Output<string>;
 
     constructor(name: string, args: SnapshotRevertArgs, opts?: pulumi.CustomResourceOptions) {
-        super(SnapshotRevertProvider, name, {
-            ...args,
-            connection: secretInput(args.connection),
-            triggers: args.triggers, afterRevert: args.afterRevert, force: args.force,
-            domainName: undefined, domainUuid: undefined, revertedAt: undefined, domainState: undefined,
-            snapshotCreationTime: undefined, libvirtVersion: undefined, declared: undefined,
-        }, secretOpts(opts), MODULE, "SnapshotRevert");
+        super(
+            SnapshotRevertProvider,
+            name,
+            {
+                ...args,
+                connection: secretInput(args.connection),
+                triggers: args.triggers,
+                afterRevert: args.afterRevert,
+                force: args.force,
+                domainName: undefined,
+                domainUuid: undefined,
+                revertedAt: undefined,
+                domainState: undefined,
+                snapshotCreationTime: undefined,
+                libvirtVersion: undefined,
+                declared: undefined,
+            },
+            secretOpts(opts),
+            MODULE,
+            "SnapshotRevert",
+        );
     }
 }
 
@@ -361,12 +422,24 @@ export class RestorePoint extends pulumi.dynamic.Resource implements Outputs<Res
     declare public readonly pausedMilliseconds: pulumi.Output<number>;
 
     constructor(name: string, args: RestorePointArgs, opts?: pulumi.CustomResourceOptions) {
-        super(RestorePointProvider, name, {
-            ...args,
-            connection: secretInput(args.connection), targets: secretInput(args.targets),
-            snapshotName: args.snapshotName ?? name,
-            description: args.description, consistency: args.consistency, deletion: args.deletion,
-            snapshots: undefined, pausedMilliseconds: undefined, declared: undefined,
-        }, secretOpts(opts, ["connection", "targets"]), MODULE, "RestorePoint");
+        super(
+            RestorePointProvider,
+            name,
+            {
+                ...args,
+                connection: secretInput(args.connection),
+                targets: secretInput(args.targets),
+                snapshotName: args.snapshotName ?? name,
+                description: args.description,
+                consistency: args.consistency,
+                deletion: args.deletion,
+                snapshots: undefined,
+                pausedMilliseconds: undefined,
+                declared: undefined,
+            },
+            secretOpts(opts, ["connection", "targets"]),
+            MODULE,
+            "RestorePoint",
+        );
     }
 }

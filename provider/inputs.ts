@@ -5,7 +5,10 @@ import * as path from "node:path";
 import { z } from "zod";
 import { LONE_SURROGATE, NOT_UNICODE, UNKNOWN } from "./connection";
 
-export interface CheckFailure { property: string; reason: string; }
+export interface CheckFailure {
+    property: string;
+    reason: string;
+}
 
 const NO_CONTROL = /[\u0000-\u001f\u007f]/;
 // XML 1.0 can't carry most control characters; tab and LF are fine. CR is a
@@ -22,63 +25,96 @@ const DOMAIN_ID = /^ *\+?[0-9]+$/;
  * names over 247 bytes leave an orphan qcow2 snapshot behind.
  */
 export function momentName(what: string) {
-    return z.string({ error: `must be a string (the ${what} name)` })
+    return z
+        .string({ error: `must be a string (the ${what} name)` })
         .min(1, { error: "must not be empty" })
-        .refine((s) => Buffer.byteLength(s, "utf8") <= 247, { error: "must be at most 247 bytes long: libvirt 9.0 leaves an orphan qcow2 snapshot behind for longer names" })
+        .refine((s) => Buffer.byteLength(s, "utf8") <= 247, {
+            error: "must be at most 247 bytes long: libvirt 9.0 leaves an orphan qcow2 snapshot behind for longer names",
+        })
         .refine((s) => !s.includes("/"), { error: "must not contain '/': libvirt keeps its metadata in a file named after it" })
-        .refine((s) => !/["\\]/.test(s), { error: "must not contain '\"' or '\\': libvirt accepts them but saves no data into qcow2 on a running domain, and a later revert kills the VM" })
+        .refine((s) => !/["\\]/.test(s), {
+            error: "must not contain '\"' or '\\': libvirt accepts them but saves no data into qcow2 on a running domain, and a later revert kills the VM",
+        })
         .refine((s) => !s.startsWith("-"), { error: "must not start with '-': virsh would read it as an option" })
         .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters (newlines, tabs, NUL)" })
         .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
-        .refine((s) => !XML_NONCHARACTER.test(s), { error: "must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the snapshot XML" })
+        .refine((s) => !XML_NONCHARACTER.test(s), {
+            error: "must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the snapshot XML",
+        })
         .refine((s) => s !== "." && s !== "..", { error: "must not be '.' or '..'" })
         .refine((s) => s.trim() === s, { error: "must not start or end with whitespace" });
 }
 
 /** A domain, by name or UUID. */
-export const domainRef = z.string({ error: "must be a string (a domain name or UUID)" })
+export const domainRef = z
+    .string({ error: "must be a string (a domain name or UUID)" })
     .min(1, { error: "must not be empty" })
     .max(1024, { error: "must be at most 1024 characters" })
     .refine((s) => !s.includes("/"), { error: "must not contain '/'" })
     .refine((s) => !s.startsWith("-"), { error: "must not start with '-': virsh would read it as an option" })
     .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
     .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
-    .refine((s) => !DOMAIN_ID.test(s), { error: "must not be a number: virsh looks a number up as a domain ID first, so it may find another, running domain. Give the domain's UUID instead" });
+    .refine((s) => !DOMAIN_ID.test(s), {
+        error: "must not be a number: virsh looks a number up as a domain ID first, so it may find another, running domain. Give the domain's UUID instead",
+    });
 
-export const description = z.string({ error: "must be a string" })
+export const description = z
+    .string({ error: "must be a string" })
     .min(1, { error: "must not be empty: libvirt keeps no empty description; leave description unset instead" })
     .max(65536, { error: "must be at most 64 KiB" })
-    .refine((s) => !XML_FORBIDDEN.test(s), { error: "must not contain control characters other than tab and newline: XML cannot carry them" })
-    .refine((s) => !s.includes("\r"), { error: "must not contain carriage returns (CR): XML turns every CR into a newline, so libvirt would keep a different description. Use \\n line breaks" })
+    .refine((s) => !XML_FORBIDDEN.test(s), {
+        error: "must not contain control characters other than tab and newline: XML cannot carry them",
+    })
+    .refine((s) => !s.includes("\r"), {
+        error: "must not contain carriage returns (CR): XML turns every CR into a newline, so libvirt would keep a different description. Use \\n line breaks",
+    })
     .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE });
 
 /** A file on the libvirt host: absolute and already normal, so '..' can't walk anywhere. */
-export const hostPath = z.string({ error: "must be a string (an absolute path on the libvirt host)" })
+export const hostPath = z
+    .string({ error: "must be a string (an absolute path on the libvirt host)" })
     .min(1, { error: "must not be empty" })
     .max(4096, { error: "must be at most 4096 bytes" })
     .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
     .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
-    .refine((s) => !XML_NONCHARACTER.test(s), { error: "must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the snapshot XML" })
+    .refine((s) => !XML_NONCHARACTER.test(s), {
+        error: "must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the snapshot XML",
+    })
     .refine((s) => s.startsWith("/"), { error: "must be an absolute path on the libvirt host" })
-    .refine((s) => path.posix.normalize(s) === s && !s.split("/").includes(".."), { error: "must be a normal absolute path, without '..', '.' or '//' segments" })
+    .refine((s) => path.posix.normalize(s) === s && !s.split("/").includes(".."), {
+        error: "must be a normal absolute path, without '..', '.' or '//' segments",
+    })
     .refine((s) => !s.endsWith("/"), { error: "must name a file, not a directory" })
-    .refine((s) => s.split("/").every((seg) => Buffer.byteLength(seg, "utf8") <= 255), { error: "must not have a path component longer than 255 bytes (the file system's limit for a name)" })
+    .refine((s) => s.split("/").every((seg) => Buffer.byteLength(seg, "utf8") <= 255), {
+        error: "must not have a path component longer than 255 bytes (the file system's limit for a name)",
+    })
     // libvirt 9.0 escapes ',' as ',,' for qemu's option syntax, then passes an offline overlay's path to
     // qemu-img create as a plain file name: the overlay lands at another path, and the domain points at a missing file.
-    .refine((s) => !s.includes(","), { error: "must not contain ',': libvirt 9.0 creates an offline overlay at the path with every ',' doubled and then points the domain at the path as given, which does not exist" });
+    .refine((s) => !s.includes(","), {
+        error: "must not contain ',': libvirt 9.0 creates an offline overlay at the path with every ',' doubled and then points the domain at the path as given, which does not exist",
+    });
 
-export const timeoutSeconds = z.number({ error: "must be a number of seconds" })
-    .int({ error: "must be a whole number of seconds" }).min(1, { error: "must be at least 1" }).max(86400, { error: "must be at most 86400 (a day)" });
+export const timeoutSeconds = z
+    .number({ error: "must be a number of seconds" })
+    .int({ error: "must be a whole number of seconds" })
+    .min(1, { error: "must be at least 1" })
+    .max(86400, { error: "must be at most 86400 (a day)" });
 
 /** Drop unknown values (preview) so the known part can still be validated. */
 export function withoutUnknowns(v: unknown): { value: unknown; unknownPaths: string[] } {
     const unknownPaths: string[] = [];
     const walk = (x: unknown, at: PropertyKey[]): unknown => {
-        if (x === UNKNOWN) { unknownPaths.push(propertyPath(at)); return undefined; }
+        if (x === UNKNOWN) {
+            unknownPaths.push(propertyPath(at));
+            return undefined;
+        }
         if (Array.isArray(x)) return x.map((e, i) => walk(e, [...at, i]));
         if (x && typeof x === "object") {
             const o: Record<string, unknown> = {};
-            for (const [k, val] of Object.entries(x)) { const w = walk(val, [...at, k]); if (w !== undefined) o[k] = w; }
+            for (const [k, val] of Object.entries(x)) {
+                const w = walk(val, [...at, k]);
+                if (w !== undefined) o[k] = w;
+            }
             return o;
         }
         return x;
@@ -96,7 +132,10 @@ export function failuresOf(error: z.ZodError): CheckFailure[] {
     return error.issues.map((i) => {
         if (i.code === "unrecognized_keys") {
             const where = propertyPath(i.path);
-            return { property: where || i.keys[0]!, reason: `unknown propert${i.keys.length > 1 ? "ies" : "y"} ${i.keys.map((k) => `'${k}'`).join(", ")}${where ? ` in ${where}` : ""}` };
+            return {
+                property: where || i.keys[0]!,
+                reason: `unknown propert${i.keys.length > 1 ? "ies" : "y"} ${i.keys.map((k) => `'${k}'`).join(", ")}${where ? ` in ${where}` : ""}`,
+            };
         }
         return { property: propertyPath(i.path), reason: i.message };
     });
@@ -110,13 +149,19 @@ export function userInputs(news: Record<string, unknown>): Record<string, unknow
 
 export type Parsed<T> = { ok: true; value: T; hasUnknowns: boolean } | { ok: false; failures: CheckFailure[]; hasUnknowns: boolean };
 
-export function parseInputs<S extends z.ZodType>(schema: S, news: Record<string, unknown>, opts: { allowUnknowns: boolean }): Parsed<z.infer<S>> {
+export function parseInputs<S extends z.ZodType>(
+    schema: S,
+    news: Record<string, unknown>,
+    opts: { allowUnknowns: boolean },
+): Parsed<z.infer<S>> {
     const { value, unknownPaths } = opts.allowUnknowns ? withoutUnknowns(userInputs(news)) : { value: userInputs(news), unknownPaths: [] };
     const hasUnknowns = unknownPaths.length > 0;
     const r = schema.safeParse(value);
     if (!r.success) {
         // At preview a value may just be unknown yet: don't report what we can't see.
-        const failures = failuresOf(r.error).filter((f) => !unknownPaths.some((u) => f.property === u || f.property.startsWith(`${u}.`) || f.property.startsWith(`${u}[`)));
+        const failures = failuresOf(r.error).filter(
+            (f) => !unknownPaths.some((u) => f.property === u || f.property.startsWith(`${u}.`) || f.property.startsWith(`${u}[`)),
+        );
         return { ok: false, failures, hasUnknowns };
     }
     return { ok: true, value: r.data as z.infer<S>, hasUnknowns };
@@ -125,7 +170,7 @@ export function parseInputs<S extends z.ZodType>(schema: S, news: Record<string,
 /** Throw a validation failure as a single clear error (create/update/delete paths). */
 export class InputError extends Error {
     constructor(readonly failures: CheckFailure[]) {
-        super(failures.map((f) => f.property ? `${f.property}: ${f.reason}` : f.reason).join("; "));
+        super(failures.map((f) => (f.property ? `${f.property}: ${f.reason}` : f.reason)).join("; "));
         this.name = "InvalidInputError";
     }
 }

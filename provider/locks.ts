@@ -6,7 +6,9 @@ const tails = new Map<string, Promise<unknown>>();
 export async function withDomainLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const previous = tails.get(key) ?? Promise.resolve();
     let release!: () => void;
-    const mine = new Promise<void>((r) => { release = r; });
+    const mine = new Promise<void>((r) => {
+        release = r;
+    });
     const tail = previous.then(() => mine);
     tails.set(key, tail);
     try {

@@ -25,12 +25,17 @@ export interface CheckRule<V> {
 }
 
 export async function checkInputs<S extends z.ZodObject>(
-    schema: S, olds: Record<string, unknown>, news: Record<string, unknown>, rule: CheckRule<z.infer<S>>,
+    schema: S,
+    olds: Record<string, unknown>,
+    news: Record<string, unknown>,
+    rule: CheckRule<z.infer<S>>,
 ): Promise<pulumi.dynamic.CheckResult> {
     const r = parseInputs(schema, news, { allowUnknowns: true });
     if (!r.ok) return { inputs: news, failures: r.failures };
     if (["connection", ...rule.planKeys].some((k) => containsUnknown(news[k]))) return { inputs: news };
-    const creates = Object.keys(olds ?? {}).length === 0 || rule.createKeys.some((k) => containsUnknown(news[k])) ||
+    const creates =
+        Object.keys(olds ?? {}).length === 0 ||
+        rule.createKeys.some((k) => containsUnknown(news[k])) ||
         replacesPrevious(schema, olds, r.value as Record<string, unknown>, rule.createKeys);
     if (!creates) return { inputs: news };
     try {
@@ -47,7 +52,8 @@ export async function checkInputs<S extends z.ZodObject>(
  * A missing domain, or a host that can't be read, is a failure, never a crash.
  */
 export async function askAboutDomain(
-    v: { connection?: Connection; domain: string; timeoutSeconds?: number }, subject: string,
+    v: { connection?: Connection; domain: string; timeoutSeconds?: number },
+    subject: string,
     more: (virsh: Virsh, probe: DomainProbe) => Promise<CheckFailure[]> | CheckFailure[],
 ): Promise<CheckFailure[]> {
     const virsh = virshFor(v);
@@ -144,17 +150,29 @@ export function compareInputs(
         return !same(old[k], nv);
     });
     const newConn = (containsUnknown(news.connection) ? undefined : v.connection) as Connection | undefined;
-    if (containsUnknown(news.connection) || targetOf(resolveConnection(olds.connection)) !== targetOf(resolveConnection(newConn))) replaces.push("connection");
+    if (containsUnknown(news.connection) || targetOf(resolveConnection(olds.connection)) !== targetOf(resolveConnection(newConn)))
+        replaces.push("connection");
     const updates = keys.update.filter((k) => !same(old[k], value(k)));
     return { v, replaces, updates, credentialsChanged: !same(olds.connection, newConn) };
 }
 
 /** Do these valid inputs make a new one (another place or a replace key changed) against the previous inputs? */
-function replacesPrevious(schema: z.ZodObject, olds: Record<string, unknown>, v: Record<string, unknown> & { connection?: Connection }, replaceKeys: readonly string[]): boolean {
+function replacesPrevious(
+    schema: z.ZodObject,
+    olds: Record<string, unknown>,
+    v: Record<string, unknown> & { connection?: Connection },
+    replaceKeys: readonly string[],
+): boolean {
     const o = parseInputs(schema, olds, { allowUnknowns: false });
     if (!o.ok) return true;
     const prev = o.value as Record<string, unknown> & { connection?: Connection };
-    const target = (c: Connection | undefined) => { try { return targetOf(resolveConnection(c)); } catch { return targetOf(c); } };
+    const target = (c: Connection | undefined) => {
+        try {
+            return targetOf(resolveConnection(c));
+        } catch {
+            return targetOf(c);
+        }
+    };
     if (target(prev.connection) !== target(v.connection)) return true;
     return replaceKeys.some((k) => !same(prev[k], v[k]));
 }

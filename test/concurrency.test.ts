@@ -63,9 +63,13 @@ describe("concurrency (engine path, real running domains)", function () {
     }
     const failuresIn = (log: string) => fs.readFileSync(log, "utf8");
     /** The snapshot-create/-delete calls a server ran, as [start, end] in ms. */
-    const intervals = (log: string, since = 0) => (fs.existsSync(`${log}.times`) ? fs.readFileSync(`${log}.times`, "utf8") : "")
-        .split("\n").filter(Boolean).map((l) => l.split(" ")).map(([a, b, cmd]) => ({ start: Number(a), end: Number(b), cmd: cmd! }))
-        .filter((x) => x.start >= since);
+    const intervals = (log: string, since = 0) =>
+        (fs.existsSync(`${log}.times`) ? fs.readFileSync(`${log}.times`, "utf8") : "")
+            .split("\n")
+            .filter(Boolean)
+            .map((l) => l.split(" "))
+            .map(([a, b, cmd]) => ({ start: Number(a), end: Number(b), cmd: cmd! }))
+            .filter((x) => x.start >= since);
     /** How many calls of one server ran while a call of the other was running. */
     const overlapping = (a: Array<{ start: number; end: number }>, b: Array<{ start: number; end: number }>) =>
         a.filter((x) => b.some((y) => x.start < y.end && y.start < x.end)).length;
@@ -74,7 +78,7 @@ describe("concurrency (engine path, real running domains)", function () {
         tmp = fs.mkdtempSync(path.join(os.tmpdir(), "concurrency-"));
         fs.mkdirSync(path.join(tmp, "bin"));
         fs.writeFileSync(path.join(tmp, "bin", "virsh"), WRAPPER, { mode: 0o755 });
-        doms.push(...await Promise.all(Array.from({ length: 3 }, () => makeDomain({ prefix: "labtmp-conc-", running: true }))));
+        doms.push(...(await Promise.all(Array.from({ length: 3 }, () => makeDomain({ prefix: "labtmp-conc-", running: true })))));
     });
     after(async () => {
         for (const e of engines) await e.close();
@@ -87,11 +91,19 @@ describe("concurrency (engine path, real running domains)", function () {
         const slots = limiter(10);
         const plan = Array.from({ length: 20 }, (_, i) => ({ name: `par-${String(i).padStart(2, "0")}`, dom: doms[i % 3]! }));
         const t0 = Date.now();
-        const created = await settle(plan.map((p) => () => slots(() => engine.up(p.name, DomainSnapshotProvider, { domain: p.dom.name, snapshotName: p.name }, { type: TYPE }))));
+        const created = await settle(
+            plan.map(
+                (p) => () =>
+                    slots(() => engine.up(p.name, DomainSnapshotProvider, { domain: p.dom.name, snapshotName: p.name }, { type: TYPE })),
+            ),
+        );
         const tCreate = Date.now() - t0;
         assert.deepEqual(created.errors, [], `creates failed:\n${created.errors.join("\n")}\nvirsh failures:\n${failuresIn(logs[0]!)}`);
         for (const d of doms) {
-            const want = plan.filter((p) => p.dom === d).map((p) => p.name).sort();
+            const want = plan
+                .filter((p) => p.dom === d)
+                .map((p) => p.name)
+                .sort();
             assert.deepEqual((await snapshotNames(d.uuid)).sort(), want, `libvirt's snapshots of ${d.name}`);
             assert.deepEqual((await qcow2Snapshots(d.disk)).sort(), want, `qcow2 snapshots of ${d.name}`);
         }
@@ -105,22 +117,57 @@ describe("concurrency (engine path, real running domains)", function () {
         }
         assert.equal(slots.peak(), 10, "10 operations were in flight at once");
         const busy = failuresIn(logs[0]!);
-        assert.doesNotMatch(busy, /cannot acquire state change lock|domain is busy/i, "one provider process queues per domain: libvirt never saw two jobs at once");
-        console.log(`      (a) 20 creates in ${(tCreate / 1000).toFixed(1)} s, 20 deletes in ${(tDelete / 1000).toFixed(1)} s, peak ${slots.peak()} in flight; ` +
-            `failed virsh calls: ${busy.split("\n").filter((l) => l.startsWith("virsh")).length}`);
+        assert.doesNotMatch(
+            busy,
+            /cannot acquire state change lock|domain is busy/i,
+            "one provider process queues per domain: libvirt never saw two jobs at once",
+        );
+        console.log(
+            `      (a) 20 creates in ${(tCreate / 1000).toFixed(1)} s, 20 deletes in ${(tDelete / 1000).toFixed(1)} s, peak ${slots.peak()} in flight; ` +
+                `failed virsh calls: ${busy.split("\n").filter((l) => l.startsWith("virsh")).length}`,
+        );
     });
 
     it("(a') the same domain named by name in some resources and by UUID in others: still none fails", async () => {
         const engine = engines[0]!;
         const slots = limiter(10);
-        const plan = Array.from({ length: 12 }, (_, i) => ({ name: `mix-${String(i).padStart(2, "0")}`, dom: doms[i % 3]!, byUuid: i % 2 === 1 }));
+        const plan = Array.from({ length: 12 }, (_, i) => ({
+            name: `mix-${String(i).padStart(2, "0")}`,
+            dom: doms[i % 3]!,
+            byUuid: i % 2 === 1,
+        }));
         const before = failuresIn(logs[0]!).length;
-        const created = await settle(plan.map((p) => () => slots(() => engine.up(p.name, DomainSnapshotProvider, { domain: p.byUuid ? p.dom.uuid : p.dom.name, snapshotName: p.name }, { type: TYPE }))));
+        const created = await settle(
+            plan.map(
+                (p) => () =>
+                    slots(() =>
+                        engine.up(
+                            p.name,
+                            DomainSnapshotProvider,
+                            { domain: p.byUuid ? p.dom.uuid : p.dom.name, snapshotName: p.name },
+                            { type: TYPE },
+                        ),
+                    ),
+            ),
+        );
         const deleted = await settle(created.ok.map((s: ResourceState) => () => slots(() => engine.destroy(s))));
         const seen = failuresIn(logs[0]!).slice(before);
-        console.log(`      (a') 12 creates + ${created.ok.length} deletes, failed virsh calls (retried by the runner): ${seen.split("\n").filter((l) => l.startsWith("virsh")).length}`);
-        if (seen) console.log(seen.split("\n").slice(0, 6).map((l) => `        ${l}`).join("\n"));
-        assert.deepEqual([...created.errors, ...deleted.errors], [], `operations failed:\n${[...created.errors, ...deleted.errors].join("\n")}`);
+        console.log(
+            `      (a') 12 creates + ${created.ok.length} deletes, failed virsh calls (retried by the runner): ${seen.split("\n").filter((l) => l.startsWith("virsh")).length}`,
+        );
+        if (seen)
+            console.log(
+                seen
+                    .split("\n")
+                    .slice(0, 6)
+                    .map((l) => `        ${l}`)
+                    .join("\n"),
+            );
+        assert.deepEqual(
+            [...created.errors, ...deleted.errors],
+            [],
+            `operations failed:\n${[...created.errors, ...deleted.errors].join("\n")}`,
+        );
         for (const d of doms) {
             assert.deepEqual((await snapshotNames(d.uuid)).sort(), []);
             assert.deepEqual((await qcow2Snapshots(d.disk)).sort(), []);
@@ -155,11 +202,20 @@ describe("concurrency (engine path, real running domains)", function () {
         const [i1, i2] = [intervals(logs[0]!, since), intervals(logs[1]!, since)];
         const overlap = overlapping(i1, i2) + overlapping(i2, i1);
         const worst = Math.max(...[...i1, ...i2].map((x) => x.end - x.start));
-        console.log(`      (b) 10 creates in ${(tCreate / 1000).toFixed(1)} s, 10 deletes in ${(tDelete / 1000).toFixed(1)} s; ` +
-            `${i1.length + i2.length} snapshot-create/-delete processes, ${overlap} of them ran while the other provider's was running ` +
-            `(libvirt queued them on the domain's job; longest call ${worst} ms); virsh calls that failed and were retried: ` +
-            `${seen.split("\n").filter((l) => l.startsWith("virsh")).length} (${lockHits} on libvirt's job lock)`);
-        if (seen) console.log(seen.split("\n").slice(0, 8).map((l) => `        ${l}`).join("\n"));
+        console.log(
+            `      (b) 10 creates in ${(tCreate / 1000).toFixed(1)} s, 10 deletes in ${(tDelete / 1000).toFixed(1)} s; ` +
+                `${i1.length + i2.length} snapshot-create/-delete processes, ${overlap} of them ran while the other provider's was running ` +
+                `(libvirt queued them on the domain's job; longest call ${worst} ms); virsh calls that failed and were retried: ` +
+                `${seen.split("\n").filter((l) => l.startsWith("virsh")).length} (${lockHits} on libvirt's job lock)`,
+        );
+        if (seen)
+            console.log(
+                seen
+                    .split("\n")
+                    .slice(0, 8)
+                    .map((l) => `        ${l}`)
+                    .join("\n"),
+            );
         assert.equal(i1.length + i2.length, 20, "the wrapper saw every create and delete");
         assert.ok(overlap > 0, "the two providers' operations really ran at the same time");
     });
@@ -167,10 +223,17 @@ describe("concurrency (engine path, real running domains)", function () {
     it("(c) two provider processes create the same snapshot name at once: one wins, the other fails clearly, nothing extra is left", async () => {
         const [p1, p2] = engines;
         const dom = doms[1]!;
-        const created = await settle([p1!, p2!].map((p) => () => p.up("same-name", DomainSnapshotProvider, { domain: dom.name, snapshotName: "same-name" }, { type: TYPE })));
+        const created = await settle(
+            [p1!, p2!].map(
+                (p) => () => p.up("same-name", DomainSnapshotProvider, { domain: dom.name, snapshotName: "same-name" }, { type: TYPE }),
+            ),
+        );
         assert.equal(created.ok.length, 1, `exactly one create succeeds (errors: ${created.errors.join(" | ")})`);
         assert.equal(created.errors.length, 1);
-        assert.match(created.errors[0]!, /snapshot 'same-name' already exists on domain '.*'.*Set adopt: true to take it over, or choose another snapshotName/s);
+        assert.match(
+            created.errors[0]!,
+            /snapshot 'same-name' already exists on domain '.*'.*Set adopt: true to take it over, or choose another snapshotName/s,
+        );
         console.log(`      (c) the loser's error: ${created.errors[0]!.split("\n")[0]}`);
         assert.deepEqual((await snapshotNames(dom.uuid)).sort(), ["same-name"]);
         assert.deepEqual((await qcow2Snapshots(dom.disk)).sort(), ["same-name"], "one qcow2 snapshot, no duplicate or orphan");

@@ -22,8 +22,18 @@ async function parentOf(domain: string, name: string): Promise<string | null> {
 
 /** The dirty bitmaps qemu holds for the domain's disk, with their dirty byte counts (QMP). */
 async function qmpBitmaps(domain: string): Promise<Map<string, number>> {
-    const out = await virshOk(["qemu-monitor-command", "--domain", domain, "--cmd", JSON.stringify({ execute: "query-named-block-nodes", arguments: { flat: true } })]);
-    const nodes = (JSON.parse(out) as { return: Array<{ drv: string; "dirty-bitmaps"?: Array<{ name: string; count: number; persistent?: boolean }> }> }).return;
+    const out = await virshOk([
+        "qemu-monitor-command",
+        "--domain",
+        domain,
+        "--cmd",
+        JSON.stringify({ execute: "query-named-block-nodes", arguments: { flat: true } }),
+    ]);
+    const nodes = (
+        JSON.parse(out) as {
+            return: Array<{ drv: string; "dirty-bitmaps"?: Array<{ name: string; count: number; persistent?: boolean }> }>;
+        }
+    ).return;
     const m = new Map<string, number>();
     for (const n of nodes) if (n.drv === "qcow2") for (const b of n["dirty-bitmaps"] ?? []) m.set(b.name, b.count);
     return m;
@@ -31,17 +41,31 @@ async function qmpBitmaps(domain: string): Promise<Map<string, number>> {
 
 /** Remove a dirty bitmap through QMP, as if it had been lost. */
 async function removeBitmapBehindLibvirt(domain: string, name: string): Promise<void> {
-    const out = await virshOk(["qemu-monitor-command", "--domain", domain, "--cmd", JSON.stringify({ execute: "query-named-block-nodes", arguments: { flat: true } })]);
+    const out = await virshOk([
+        "qemu-monitor-command",
+        "--domain",
+        domain,
+        "--cmd",
+        JSON.stringify({ execute: "query-named-block-nodes", arguments: { flat: true } }),
+    ]);
     const nodes = (JSON.parse(out) as { return: Array<{ "node-name": string; "dirty-bitmaps"?: Array<{ name: string }> }> }).return;
     const node = nodes.find((n) => n["dirty-bitmaps"]?.some((b) => b.name === name));
     assert.ok(node, `no node holds bitmap ${name}`);
-    await virshOk(["qemu-monitor-command", "--domain", domain, "--cmd", JSON.stringify({ execute: "block-dirty-bitmap-remove", arguments: { node: node["node-name"], name } })]);
+    await virshOk([
+        "qemu-monitor-command",
+        "--domain",
+        domain,
+        "--cmd",
+        JSON.stringify({ execute: "block-dirty-bitmap-remove", arguments: { node: node["node-name"], name } }),
+    ]);
 }
 
 /** The bitmaps stored in a (shut-off) qcow2 image, with their flags. */
 async function imageBitmaps(disk: string): Promise<Array<{ name: string; flags: string[] }>> {
     const info = await qemuImgInfo(disk);
-    return (info["format-specific"]?.data.bitmaps ?? []).map((b) => ({ name: b.name, flags: b.flags })).sort((a, b) => a.name.localeCompare(b.name));
+    return (info["format-specific"]?.data.bitmaps ?? [])
+        .map((b) => ({ name: b.name, flags: b.flags }))
+        .sort((a, b) => a.name.localeCompare(b.name));
 }
 
 /** Let the writer guest put `n` more counters on its disk (each lands in a fresh 64 KiB cluster). */
@@ -72,7 +96,8 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
     const { newDomain } = suite;
 
     const up = (name: string, inputs: Record<string, unknown>) => suite.up(name, DomainCheckpointProvider, inputs);
-    const failuresOf = (inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) => suite.failuresOf(DomainCheckpointProvider, inputs, olds);
+    const failuresOf = (inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) =>
+        suite.failuresOf(DomainCheckpointProvider, inputs, olds);
 
     it("on a running domain whose guest writes: changedBytes grows, and refresh shows it", async () => {
         const dom = await newDomain({ running: true, writer: true });
@@ -91,7 +116,10 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.ok(Math.abs(Date.parse(s.outs.creationTime as string) - Date.now()) < 120_000);
         assert.match(s.outs.xml as string, /^<domaincheckpoint>[\s\S]*<name>before-upgrade<\/name>[\s\S]*<domain type=/);
         const disks = s.outs.disks as Array<Record<string, unknown>>;
-        assert.deepEqual(disks.map((d) => [d.name, d.checkpoint, d.bitmap]), [["vda", "bitmap", "before-upgrade"]]);
+        assert.deepEqual(
+            disks.map((d) => [d.name, d.checkpoint, d.bitmap]),
+            [["vda", "bitmap", "before-upgrade"]],
+        );
         const c0 = s.outs.changedBytes as number;
         assert.equal(typeof c0, "number");
         assert.equal(disks[0]!.changedBytes, c0);
@@ -125,39 +153,66 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         const [c1, c2, c3] = states as [ResourceState, ResourceState, ResourceState];
         assert.equal(c2.outs.parent, "chain-1");
         assert.equal(c3.outs.parent, "chain-2");
-        assert.deepEqual((c3.outs.lineage as Array<{ name: string }>).map((l) => l.name), ["chain-1", "chain-2"]);
+        assert.deepEqual(
+            (c3.outs.lineage as Array<{ name: string }>).map((l) => l.name),
+            ["chain-1", "chain-2"],
+        );
         const before = await qmpBitmaps(dom.name);
         assert.deepEqual([...before.keys()].sort(), ["chain-1", "chain-2", "chain-3"]);
-        assert.ok(before.get("chain-1")! > before.get("chain-2")! && before.get("chain-2")! > before.get("chain-3")!, JSON.stringify([...before]));
+        assert.ok(
+            before.get("chain-1")! > before.get("chain-2")! && before.get("chain-2")! > before.get("chain-3")!,
+            JSON.stringify([...before]),
+        );
 
         await suite.engine.destroy(c2);
         assert.deepEqual(await checkpointNames(dom.name), ["chain-1", "chain-3"]);
         assert.equal(await parentOf(dom.name, "chain-3"), "chain-1");
         const r3 = (await suite.engine.refresh(c3))!;
         assert.equal(r3.outs.parent, "chain-1", "the child is re-parented");
-        assert.deepEqual((r3.outs.lineage as Array<{ name: string }>).map((l) => l.name), ["chain-1"]);
+        assert.deepEqual(
+            (r3.outs.lineage as Array<{ name: string }>).map((l) => l.name),
+            ["chain-1"],
+        );
         const after = await qmpBitmaps(dom.name);
         assert.deepEqual([...after.keys()].sort(), ["chain-1", "chain-3"], "chain-2's bitmap is gone from qemu");
-        assert.ok(after.get("chain-1")! >= before.get("chain-2")!, `chain-1 (${after.get("chain-1")} bytes) still covers every block chain-2 had (${before.get("chain-2")})`);
+        assert.ok(
+            after.get("chain-1")! >= before.get("chain-2")!,
+            `chain-1 (${after.get("chain-1")} bytes) still covers every block chain-2 had (${before.get("chain-2")})`,
+        );
         assert.ok(after.get("chain-1")! >= before.get("chain-1")!);
 
         // Shut off: the image itself holds exactly the two remaining bitmaps, cleanly closed.
         await virshOk(["destroy", "--domain", dom.name]);
-        assert.deepEqual(await imageBitmaps(dom.disk), [{ name: "chain-1", flags: ["auto"] }, { name: "chain-3", flags: ["auto"] }]);
+        assert.deepEqual(await imageBitmaps(dom.disk), [
+            { name: "chain-1", flags: ["auto"] },
+            { name: "chain-3", flags: ["auto"] },
+        ]);
 
         // Deleting on a shut-off domain is refused before anything is done.
-        const msg = await expectCallError(suite.engine.destroy(r3),
-            /cannot delete checkpoint 'chain-3' of domain '.*': the domain is shut off, and libvirt 9\.0\.0 removes a checkpoint's bitmaps only while the domain runs .*Nothing was changed\. Start the domain and run destroy again, or set deletion: 'metadata'/);
+        const msg = await expectCallError(
+            suite.engine.destroy(r3),
+            /cannot delete checkpoint 'chain-3' of domain '.*': the domain is shut off, and libvirt 9\.0\.0 removes a checkpoint's bitmaps only while the domain runs .*Nothing was changed\. Start the domain and run destroy again, or set deletion: 'metadata'/,
+        );
         assert.ok(!/\bat \S+\.js/.test(msg), "no stack trace in the message");
         assert.deepEqual(await checkpointNames(dom.name), ["chain-1", "chain-3"]);
-        assert.deepEqual((await imageBitmaps(dom.disk)).map((b) => b.name), ["chain-1", "chain-3"]);
+        assert.deepEqual(
+            (await imageBitmaps(dom.disk)).map((b) => b.name),
+            ["chain-1", "chain-3"],
+        );
 
         // deletion: 'metadata' works on a shut-off domain and leaves the bitmap in the image.
-        const ch = await suite.engine.change(r3, DomainCheckpointProvider, { domain: dom.name, checkpointName: "chain-3", deletion: "metadata" });
+        const ch = await suite.engine.change(r3, DomainCheckpointProvider, {
+            domain: dom.name,
+            checkpointName: "chain-3",
+            deletion: "metadata",
+        });
         assert.equal(ch.op, "update");
         await suite.engine.destroy(ch.state);
         assert.deepEqual(await checkpointNames(dom.name), ["chain-1"]);
-        assert.deepEqual((await imageBitmaps(dom.disk)).map((b) => b.name), ["chain-1", "chain-3"]);
+        assert.deepEqual(
+            (await imageBitmaps(dom.disk)).map((b) => b.name),
+            ["chain-1", "chain-3"],
+        );
 
         await virshOk(["start", "--domain", dom.name]);
         await suite.engine.destroy(c1);
@@ -183,7 +238,11 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.equal(await parentOf(dom.name, "ml-2"), "ml-1");
         const xml1 = await virshOk(["checkpoint-dumpxml", "--domain", dom.name, "--checkpointname", "ml-1", "--no-domain"]);
         assert.match(xml1, /<description>first<\/description>/);
-        assert.match(xml1, new RegExp(`<creationTime>${Date.parse(m1.outs.creationTime as string) / 1000}</creationTime>`), "the original creation time");
+        assert.match(
+            xml1,
+            new RegExp(`<creationTime>${Date.parse(m1.outs.creationTime as string) / 1000}</creationTime>`),
+            "the original creation time",
+        );
 
         // Again, now through refresh.
         await loseMetadata(dom, { start: true });
@@ -209,7 +268,10 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         const s = await up("off-restore", { connection: sshConnection(), domain: dom.name, checkpointName: "off-restore" });
         await guestWrites(dom, 1);
         await loseMetadata(dom, { start: false });
-        assert.deepEqual((await imageBitmaps(dom.disk)).map((b) => b.name), ["off-restore"]);
+        assert.deepEqual(
+            (await imageBitmaps(dom.disk)).map((b) => b.name),
+            ["off-restore"],
+        );
         const r = (await suite.engine.refresh(s))!;
         assert.ok(r, "refresh keeps the checkpoint");
         assert.ok(Date.parse(r.outs.restoredAt as string) > 0);
@@ -227,7 +289,11 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual(await checkpointNames(dom.name), [], "no record without its bitmap");
         assert.equal(await suite.engine.refresh(r), undefined, "refresh drops it");
         // Replacing it: the old one deletes as already gone, the new one is a fresh checkpoint.
-        const ch = await suite.engine.change(r, DomainCheckpointProvider, { connection: sshConnection(), domain: dom.name, checkpointName: "off-restore" });
+        const ch = await suite.engine.change(r, DomainCheckpointProvider, {
+            connection: sshConnection(),
+            domain: dom.name,
+            checkpointName: "off-restore",
+        });
         assert.equal(ch.op, "replace");
         assert.notEqual(ch.state.outs.creationTime, s.outs.creationTime);
         await suite.engine.destroy(ch.state);
@@ -236,20 +302,45 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
 
     it("preview refuses what libvirt 9.0 would refuse, with the reason, and leaves the VMs alone", async () => {
         const off = await newDomain();
-        assert.match(await failuresOf({ domain: off.name, checkpointName: "x" }),
-            /^domain: domain '.*' is shut off: libvirt 9\.0\.0 creates checkpoints only while the domain runs \('cannot create checkpoint for inactive domain'\)\. Start the domain first$/);
+        assert.match(
+            await failuresOf({ domain: off.name, checkpointName: "x" }),
+            /^domain: domain '.*' is shut off: libvirt 9\.0\.0 creates checkpoints only while the domain runs \('cannot create checkpoint for inactive domain'\)\. Start the domain first$/,
+        );
         const raw = await newDomain({ format: "raw", running: true });
-        assert.match(await failuresOf({ domain: raw.name, checkpointName: "x" }),
-            /^disks: a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk vda \(.*disk\.raw\) is raw\. Leave it out with disks: \[\{ name: 'vda', checkpoint: 'no' \}\]/);
-        assert.match(await failuresOf({ domain: raw.name, checkpointName: "x", disks: [{ name: "vda", checkpoint: "no" }] }), /^disks: no disk of domain '.*' would be in the checkpoint$/);
+        assert.match(
+            await failuresOf({ domain: raw.name, checkpointName: "x" }),
+            /^disks: a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk vda \(.*disk\.raw\) is raw\. Leave it out with disks: \[\{ name: 'vda', checkpoint: 'no' \}\]/,
+        );
+        assert.match(
+            await failuresOf({ domain: raw.name, checkpointName: "x", disks: [{ name: "vda", checkpoint: "no" }] }),
+            /^disks: no disk of domain '.*' would be in the checkpoint$/,
+        );
         const run = await newDomain({ running: true });
-        assert.match(await failuresOf({ domain: run.name, checkpointName: "q", quiesce: true }), /^quiesce: libvirt 9\.0\.0's QEMU driver can't quiesce a checkpoint/);
-        assert.match(await failuresOf({ domain: run.name, checkpointName: "b", disks: [{ name: "vda", checkpoint: "bitmap", bitmap: "other" }] }),
-            /^disks\[0\]\.bitmap: libvirt's QEMU driver names every bitmap after its checkpoint .*set it to 'b'/);
-        assert.match(await failuresOf({ domain: run.name, checkpointName: "b", disks: [{ name: "vdz", checkpoint: "bitmap" }] }), /^disks\[0\]\.name: domain '.*' has no disk 'vdz' \(its disks: vda\)/);
-        assert.match(await failuresOf({ domain: "no-such-domain", checkpointName: "x" }), /^domain: no domain 'no-such-domain' on local virsh/);
-        assert.equal(await failuresOf({ domain: run.name, checkpointName: 'a"b' }), `checkpointName: must not contain '"' or '\\': libvirt accepts them but saves no data into qcow2 on a running domain, and a later revert kills the VM`, "one message per problem");
-        assert.match(await failuresOf({ domain: run.name, checkpointName: "with space" }), /^checkpointName: may contain only letters, digits, '_', '-' and '\.', and must not start with '\.': libvirt's checkpoint schema allows nothing else/);
+        assert.match(
+            await failuresOf({ domain: run.name, checkpointName: "q", quiesce: true }),
+            /^quiesce: libvirt 9\.0\.0's QEMU driver can't quiesce a checkpoint/,
+        );
+        assert.match(
+            await failuresOf({ domain: run.name, checkpointName: "b", disks: [{ name: "vda", checkpoint: "bitmap", bitmap: "other" }] }),
+            /^disks\[0\]\.bitmap: libvirt's QEMU driver names every bitmap after its checkpoint .*set it to 'b'/,
+        );
+        assert.match(
+            await failuresOf({ domain: run.name, checkpointName: "b", disks: [{ name: "vdz", checkpoint: "bitmap" }] }),
+            /^disks\[0\]\.name: domain '.*' has no disk 'vdz' \(its disks: vda\)/,
+        );
+        assert.match(
+            await failuresOf({ domain: "no-such-domain", checkpointName: "x" }),
+            /^domain: no domain 'no-such-domain' on local virsh/,
+        );
+        assert.equal(
+            await failuresOf({ domain: run.name, checkpointName: 'a"b' }),
+            `checkpointName: must not contain '"' or '\\': libvirt accepts them but saves no data into qcow2 on a running domain, and a later revert kills the VM`,
+            "one message per problem",
+        );
+        assert.match(
+            await failuresOf({ domain: run.name, checkpointName: "with space" }),
+            /^checkpointName: may contain only letters, digits, '_', '-' and '\.', and must not start with '\.': libvirt's checkpoint schema allows nothing else/,
+        );
         assert.equal(await failuresOf({ domain: run.name, checkpointName: "fine" }), "");
         // Unknown values at preview are tolerated; what is known is still validated.
         assert.equal(await failuresOf({ domain: UNKNOWN, checkpointName: "x" }), "");
@@ -267,24 +358,58 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
 
     describe("update, adopt, deletion: 'metadata'", () => {
         let dom: TestDomain;
-        before(async () => { dom = await newDomain({ running: true }); });
+        before(async () => {
+            dom = await newDomain({ running: true });
+        });
 
         it("updates the description in place (redefine), without replacing; replaces on a new name", async () => {
             const s = await up("desc", { domain: dom.name, checkpointName: "desc", description: "first" });
             const hostile = "quotes \" ' `x` $(touch /tmp/ckpt-canary) ; | & > < ]]> \n second line ✓";
-            const ch = await suite.engine.change(s, DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc", description: hostile });
+            const ch = await suite.engine.change(s, DomainCheckpointProvider, {
+                domain: dom.name,
+                checkpointName: "desc",
+                description: hostile,
+            });
             assert.equal(ch.op, "update");
             assert.deepEqual(ch.diff.replaces, []);
             assert.equal(ch.state.outs.description, hostile);
             assert.equal(ch.state.outs.creationTime, s.outs.creationTime);
             assert.match(await virshOk(["checkpoint-dumpxml", "--domain", dom.name, "--checkpointname", "desc"]), /second line ✓/);
             assert.equal(fs.existsSync("/tmp/ckpt-canary"), false);
-            let d = await suite.engine.diff(s.urn, s.id, ch.state.outs, await suite.engine.programInputs(DomainCheckpointProvider, { domain: dom.uuid, checkpointName: "desc", description: hostile }));
+            let d = await suite.engine.diff(
+                s.urn,
+                s.id,
+                ch.state.outs,
+                await suite.engine.programInputs(DomainCheckpointProvider, {
+                    domain: dom.uuid,
+                    checkpointName: "desc",
+                    description: hostile,
+                }),
+            );
             assert.equal(d.changes, "none", "the same domain by UUID is no change");
-            d = await suite.engine.diff(s.urn, s.id, ch.state.outs, await suite.engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc2", description: hostile }));
+            d = await suite.engine.diff(
+                s.urn,
+                s.id,
+                ch.state.outs,
+                await suite.engine.programInputs(DomainCheckpointProvider, {
+                    domain: dom.name,
+                    checkpointName: "desc2",
+                    description: hostile,
+                }),
+            );
             assert.deepEqual(d.replaces, ["checkpointName"]);
             assert.equal(d.deleteBeforeReplace, false);
-            d = await suite.engine.diff(s.urn, s.id, ch.state.outs, await suite.engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: "desc", description: hostile, connection: {} }));
+            d = await suite.engine.diff(
+                s.urn,
+                s.id,
+                ch.state.outs,
+                await suite.engine.programInputs(DomainCheckpointProvider, {
+                    domain: dom.name,
+                    checkpointName: "desc",
+                    description: hostile,
+                    connection: {},
+                }),
+            );
             assert.deepEqual(d.replaces, [], "new credentials for the same host: no new checkpoint");
             await suite.engine.destroy(ch.state);
             assert.deepEqual(await checkpointNames(dom.name), []);
@@ -292,8 +417,10 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
 
         it("adopts an existing checkpoint only with adopt: true and only when it matches", async () => {
             await virshOk(["checkpoint-create-as", "--domain", dom.name, "--name", "existing"]);
-            await expectCallError(up("no-adopt", { domain: dom.name, checkpointName: "existing" }),
-                /checkpoint 'existing' already exists on domain '.*'.*Set adopt: true to take it over, or choose another checkpointName/);
+            await expectCallError(
+                up("no-adopt", { domain: dom.name, checkpointName: "existing" }),
+                /checkpoint 'existing' already exists on domain '.*'.*Set adopt: true to take it over, or choose another checkpointName/,
+            );
             const s = await up("adopt", { domain: dom.name, checkpointName: "existing", adopt: true, description: "adopted" });
             assert.equal(s.outs.adopted, true);
             assert.equal(s.outs.description, "adopted");
@@ -306,8 +433,10 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
             await suite.engine.destroy(s);
             assert.deepEqual(await checkpointNames(dom.name), []);
             assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], ["meta"], "the bitmap stays");
-            await expectCallError(up("meta-again", { domain: dom.name, checkpointName: "meta" }),
-                /already holds a dirty bitmap named 'meta', but libvirt has no checkpoint 'meta'.*Nothing was created/);
+            await expectCallError(
+                up("meta-again", { domain: dom.name, checkpointName: "meta" }),
+                /already holds a dirty bitmap named 'meta', but libvirt has no checkpoint 'meta'.*Nothing was created/,
+            );
             assert.deepEqual(await checkpointNames(dom.name), []);
             await removeBitmapBehindLibvirt(dom.name, "meta");
         });
@@ -317,7 +446,10 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
             await removeBitmapBehindLibvirt(dom.name, "broken");
             const r = (await suite.engine.refresh(s))!;
             assert.equal(r.outs.changedBytes, null);
-            assert.deepEqual((r.outs.disks as Array<Record<string, unknown>>).map((d) => [d.name, d.changedBytes]), [["vda", null]]);
+            assert.deepEqual(
+                (r.outs.disks as Array<Record<string, unknown>>).map((d) => [d.name, d.changedBytes]),
+                [["vda", null]],
+            );
             await suite.engine.destroy(r);
             assert.deepEqual(await checkpointNames(dom.name), []);
         });
@@ -325,13 +457,24 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         it("after a create that was cut off (an init failure's partial state), the next up finishes the job either way", async () => {
             // What create reports when the connection drops mid-way: the id and what is known, no XML.
             const partial = (name: string) => ({
-                domain: dom.name, checkpointName: name, deletion: "delete", domainName: dom.name, domainUuid: dom.uuid,
-                libvirtVersion: lab.libvirtVersion, adopted: false, restoredAt: null,
+                domain: dom.name,
+                checkpointName: name,
+                deletion: "delete",
+                domainName: dom.name,
+                domainUuid: dom.uuid,
+                libvirtVersion: lab.libvirtVersion,
+                adopted: false,
+                restoredAt: null,
                 declared: { domain: dom.name, checkpointName: name, quiesce: false, deletion: "delete", adopt: false },
             });
             const stateOf = async (name: string) => {
                 const inputs = await suite.engine.programInputs(DomainCheckpointProvider, { domain: dom.name, checkpointName: name });
-                return { urn: suite.engine.urn("pulumi-nodejs:dynamic:Resource", name), id: `${dom.uuid}/${name}`, inputs, outs: { ...partial(name), __provider: inputs.__provider } };
+                return {
+                    urn: suite.engine.urn("pulumi-nodejs:dynamic:Resource", name),
+                    id: `${dom.uuid}/${name}`,
+                    inputs,
+                    outs: { ...partial(name), __provider: inputs.__provider },
+                };
             };
             // (a) libvirt never made it: the update creates it.
             const a = await stateOf("cut-a");
@@ -363,7 +506,9 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
 
     it("six checkpoints of one domain, created and then deleted concurrently, take turns (one lock per domain)", async () => {
         const dom = await newDomain({ running: true });
-        const states = await Promise.all(Array.from({ length: 6 }, (_, i) => up(`par-${i}`, { domain: dom.name, checkpointName: `par-${i}` })));
+        const states = await Promise.all(
+            Array.from({ length: 6 }, (_, i) => up(`par-${i}`, { domain: dom.name, checkpointName: `par-${i}` })),
+        );
         assert.equal((await checkpointNames(dom.name)).length, 6);
         await Promise.all(states.map((s) => suite.engine.destroy(s)));
         assert.deepEqual(await checkpointNames(dom.name), []);

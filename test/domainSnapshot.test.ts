@@ -11,7 +11,9 @@ import { MiB, expectCallError, qcow2Snapshots, shutOff, snapshotNames, sshConnec
 import { loadLab, run, qemuImgCheck, qemuImgInfo, qemuIoRead, qemuIoWrite, virshLocal, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
-const A = 0xaa, B = 0xbb, C = 0xcc;
+const A = 0xaa,
+    B = 0xbb,
+    C = 0xcc;
 
 describe("DomainSnapshot (engine path, real lab)", function () {
     this.timeout(120_000);
@@ -24,7 +26,11 @@ describe("DomainSnapshot (engine path, real lab)", function () {
         it("shut-off domain: write A, snapshot, write B, revert, read A; outputs describe it", async () => {
             const dom = await newDomain();
             await qemuIoWrite(dom.disk, A, 0, MiB);
-            const s = await up("off-a", { domain: dom.name, snapshotName: "before upgrade", description: "before the PostgreSQL 17 upgrade" });
+            const s = await up("off-a", {
+                domain: dom.name,
+                snapshotName: "before upgrade",
+                description: "before the PostgreSQL 17 upgrade",
+            });
             assert.equal(s.id, `${dom.uuid}/before upgrade`);
             assert.equal(s.outs.snapshotName, "before upgrade");
             assert.equal(s.outs.domainName, dom.name);
@@ -97,7 +103,10 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             const r = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "raw"), {}, news);
             assert.equal(r.failures.length, 1);
             assert.equal(r.failures[0]!.property, "kind");
-            assert.match(r.failures[0]!.reason, /an internal snapshot lives inside a qcow2 image, but disk vda .* is raw\. Use kind: 'external'/);
+            assert.match(
+                r.failures[0]!.reason,
+                /an internal snapshot lives inside a qcow2 image, but disk vda .* is raw\. Use kind: 'external'/,
+            );
             assert.deepEqual(await snapshotNames(dom.name), []);
         });
         it("refuses any snapshot of a shut-off domain that has checkpoints at preview, as libvirt would refuse it", async () => {
@@ -106,12 +115,29 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             await virshOk(["checkpoint-create-as", "--domain", dom.name, "--name", "ck1"]);
             await virshOk(["destroy", dom.name]);
             for (const kind of ["internal", "external"]) {
-                const news = await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: `x-${kind}`, kind });
+                const news = await suite.engine.programInputs(DomainSnapshotProvider, {
+                    domain: dom.name,
+                    snapshotName: `x-${kind}`,
+                    kind,
+                });
                 const r = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", `ck-${kind}`), {}, news);
-                assert.deepEqual(r.failures.map((f) => f.property), ["domain"]);
-                assert.match(r.failures[0]!.reason, /is shut off and has checkpoints \(ck1\): libvirt 9\.\d+\.\d+ takes no snapshot of it then \('cannot perform block operations while checkpoint exists'\)/);
+                assert.deepEqual(
+                    r.failures.map((f) => f.property),
+                    ["domain"],
+                );
+                assert.match(
+                    r.failures[0]!.reason,
+                    /is shut off and has checkpoints \(ck1\): libvirt 9\.\d+\.\d+ takes no snapshot of it then \('cannot perform block operations while checkpoint exists'\)/,
+                );
                 // What libvirt says when asked anyway: the refusal at preview is the same rule.
-                const direct = await virshLocal(["snapshot-create-as", "--domain", dom.name, "--name", "direct", ...(kind === "external" ? ["--disk-only"] : [])]);
+                const direct = await virshLocal([
+                    "snapshot-create-as",
+                    "--domain",
+                    dom.name,
+                    "--name",
+                    "direct",
+                    ...(kind === "external" ? ["--disk-only"] : []),
+                ]);
                 assert.match(direct.stderr, /cannot perform block operations while checkpoint exists/);
             }
             assert.deepEqual(await snapshotNames(dom.name), []);
@@ -126,14 +152,24 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             await virshOk(["start", dom.name]);
             const memoryFile = path.join(dom.dir, "ext1.mem");
             const overlay = path.join(dom.dir, "disk.ext1.qcow2");
-            const s = await up("ext1", { domain: dom.name, snapshotName: "ext1", kind: "external", memory: "external", memoryFile, disks: [{ name: "vda", snapshot: "external", file: overlay }] });
+            const s = await up("ext1", {
+                domain: dom.name,
+                snapshotName: "ext1",
+                kind: "external",
+                memory: "external",
+                memoryFile,
+                disks: [{ name: "vda", snapshot: "external", file: overlay }],
+            });
             assert.equal(s.outs.kind, "external");
             assert.equal(s.outs.memory, "external");
             assert.equal(s.outs.memoryFile, memoryFile);
             assert.deepEqual(s.outs.diskFiles, { vda: overlay });
             assert.ok(fs.existsSync(memoryFile));
             const chain = await qemuImgInfo(overlay, { backingChain: true });
-            assert.deepEqual(chain.map((c) => c.filename), [overlay, dom.disk]);
+            assert.deepEqual(
+                chain.map((c) => c.filename),
+                [overlay, dom.disk],
+            );
             // The base keeps A, read-only now; new writes go to the overlay.
             assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true);
             await suite.engine.destroy(s);
@@ -165,8 +201,14 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             await qemuIoWrite(o1, B, MiB, MiB);
             const s2 = await up("off-ext2", { domain: dom.name, snapshotName: "off-ext2", kind: "external" });
             const o2 = (s2.outs.diskFiles as Record<string, string>).vda!;
-            assert.deepEqual((await qemuImgInfo(o2, { backingChain: true })).map((c) => c.filename), [o2, o1, dom.disk]);
-            const msg = await expectCallError(suite.engine.destroy(s1), /cannot delete external snapshot 'off-ext1' .*the domain is shut off and the snapshot has 1 child snapshot\(s\).*Nothing was changed/);
+            assert.deepEqual(
+                (await qemuImgInfo(o2, { backingChain: true })).map((c) => c.filename),
+                [o2, o1, dom.disk],
+            );
+            const msg = await expectCallError(
+                suite.engine.destroy(s1),
+                /cannot delete external snapshot 'off-ext1' .*the domain is shut off and the snapshot has 1 child snapshot\(s\).*Nothing was changed/,
+            );
             assert.ok(!/stack|at /.test(msg.split("\n")[0]!));
             assert.deepEqual(await snapshotNames(dom.name), ["off-ext1", "off-ext2"]);
             assert.equal(await qemuIoRead(o2, A, 0, MiB), true);
@@ -180,13 +222,19 @@ describe("DomainSnapshot (engine path, real lab)", function () {
 
     describe("preview, diff, update, refresh, adopt", () => {
         let dom: TestDomain;
-        before(async () => { dom = await newDomain(); });
+        before(async () => {
+            dom = await newDomain();
+        });
 
         it("updates the description in place (redefine), without replacing", async () => {
             const s = await up("desc", { domain: dom.name, snapshotName: "desc", description: "first" });
             const created = s.outs.creationTime;
             const hostile = "quotes \" ' `x` $(touch /tmp/desc-canary) ; | & > < ]]> \n second line ✓ \u202e";
-            const ch = await suite.engine.change(s, DomainSnapshotProvider, { domain: dom.name, snapshotName: "desc", description: hostile });
+            const ch = await suite.engine.change(s, DomainSnapshotProvider, {
+                domain: dom.name,
+                snapshotName: "desc",
+                description: hostile,
+            });
             assert.equal(ch.op, "update");
             assert.deepEqual(ch.diff.replaces, []);
             assert.equal(ch.state.outs.description, hostile);
@@ -203,16 +251,36 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             let d = await suite.engine.diff(s.urn, s.id, s.outs, news);
             assert.deepEqual(d.replaces, ["snapshotName"]);
             assert.equal(d.deleteBeforeReplace, false);
-            d = await suite.engine.diff(s.urn, s.id, s.outs, await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", atomic: false }));
+            d = await suite.engine.diff(
+                s.urn,
+                s.id,
+                s.outs,
+                await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", atomic: false }),
+            );
             assert.deepEqual(d.replaces, ["atomic"]);
             assert.equal(d.deleteBeforeReplace, true);
-            d = await suite.engine.diff(s.urn, s.id, s.outs, await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.uuid, snapshotName: "rep" }));
+            d = await suite.engine.diff(
+                s.urn,
+                s.id,
+                s.outs,
+                await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.uuid, snapshotName: "rep" }),
+            );
             assert.equal(d.changes, "none", "the same domain by UUID is no change");
-            d = await suite.engine.diff(s.urn, s.id, s.outs, await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", deletion: "metadata" }));
+            d = await suite.engine.diff(
+                s.urn,
+                s.id,
+                s.outs,
+                await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", deletion: "metadata" }),
+            );
             assert.equal(d.changes, "some");
             assert.deepEqual(d.replaces, []);
             // New credentials for the same host change nothing on the host: an in-place update only records them.
-            d = await suite.engine.diff(s.urn, s.id, s.outs, await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", connection: {} }));
+            d = await suite.engine.diff(
+                s.urn,
+                s.id,
+                s.outs,
+                await suite.engine.programInputs(DomainSnapshotProvider, { domain: dom.name, snapshotName: "rep", connection: {} }),
+            );
             assert.deepEqual(d.replaces, []);
             await suite.engine.destroy(s);
         });
@@ -234,10 +302,14 @@ describe("DomainSnapshot (engine path, real lab)", function () {
 
         it("adopts a matching existing snapshot, refuses a different one saying what differs, and fails without adopt", async () => {
             await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", "existing"]);
-            await expectCallError(up("no-adopt", { domain: dom.name, snapshotName: "existing" }),
-                /snapshot 'existing' already exists on domain '.*'.*Set adopt: true to take it over, or choose another snapshotName/);
-            await expectCallError(up("bad-adopt", { domain: dom.name, snapshotName: "existing", kind: "external", adopt: true }),
-                /cannot adopt snapshot 'existing' .*it differs from what is declared: kind is 'internal', declared 'external'/);
+            await expectCallError(
+                up("no-adopt", { domain: dom.name, snapshotName: "existing" }),
+                /snapshot 'existing' already exists on domain '.*'.*Set adopt: true to take it over, or choose another snapshotName/,
+            );
+            await expectCallError(
+                up("bad-adopt", { domain: dom.name, snapshotName: "existing", kind: "external", adopt: true }),
+                /cannot adopt snapshot 'existing' .*it differs from what is declared: kind is 'internal', declared 'external'/,
+            );
             const s = await up("adopt", { domain: dom.name, snapshotName: "existing", adopt: true, description: "adopted" });
             assert.equal(s.outs.adopted, true);
             assert.equal(s.outs.description, "adopted");
@@ -255,21 +327,49 @@ describe("DomainSnapshot (engine path, real lab)", function () {
 
         it("check reports every impossible combination with the property and the reason, and never touches the VM", async () => {
             const failures = (inputs: Record<string, unknown>) => suite.failuresOf(DomainSnapshotProvider, inputs);
-            assert.match(await failures({ domain: dom.name, snapshotName: "m", memory: "internal" }), /^memory: domain '.*' is shut off, so there is no memory state to save/);
-            assert.match(await failures({ domain: dom.name, snapshotName: "q", kind: "external", quiesce: true }), /quiesce: domain '.*' is shut off/);
-            assert.match(await failures({ domain: "no-such-domain", snapshotName: "x" }), /^domain: no domain 'no-such-domain' on local virsh/);
+            assert.match(
+                await failures({ domain: dom.name, snapshotName: "m", memory: "internal" }),
+                /^memory: domain '.*' is shut off, so there is no memory state to save/,
+            );
+            assert.match(
+                await failures({ domain: dom.name, snapshotName: "q", kind: "external", quiesce: true }),
+                /quiesce: domain '.*' is shut off/,
+            );
+            assert.match(
+                await failures({ domain: "no-such-domain", snapshotName: "x" }),
+                /^domain: no domain 'no-such-domain' on local virsh/,
+            );
             assert.match(await failures({ domain: dom.name, snapshotName: 'a"b' }), /^snapshotName: must not contain '"'/);
-            assert.match(await failures({ domain: dom.name, snapshotName: "x", connection: { host: lab.host, port: 1, dialErrorLimit: 1 } }), /^connection: cannot check the snapshot against root@127\.0\.0\.1:1/);
+            assert.match(
+                await failures({ domain: dom.name, snapshotName: "x", connection: { host: lab.host, port: 1, dialErrorLimit: 1 } }),
+                /^connection: cannot check the snapshot against root@127\.0\.0\.1:1/,
+            );
             assert.deepEqual(await snapshotNames(dom.name), []);
             const run = await newDomain({ running: true });
-            assert.match(await failures({ domain: run.name, snapshotName: "q", kind: "external", memory: "none", quiesce: true }), /has no QEMU guest agent channel/);
-            assert.match(await failures({ domain: run.name, snapshotName: "m", memory: "none" }), /disk-only internal snapshot of a running domain/);
+            assert.match(
+                await failures({ domain: run.name, snapshotName: "q", kind: "external", memory: "none", quiesce: true }),
+                /has no QEMU guest agent channel/,
+            );
+            assert.match(
+                await failures({ domain: run.name, snapshotName: "m", memory: "none" }),
+                /disk-only internal snapshot of a running domain/,
+            );
             assert.equal((await virshOk(["domstate", "--domain", run.name])).trim(), "running");
             assert.deepEqual(await snapshotNames(run.name), []);
         });
 
         it("hostile names are used literally (and refused where libvirt would break)", async () => {
-            const names = ["with space", "it's", "$(touch name-canary)", "a;b|c&d", "<x>&amp;", "ünï ✓ \u202e", "`id`", "--", "x -- --metadata"];
+            const names = [
+                "with space",
+                "it's",
+                "$(touch name-canary)",
+                "a;b|c&d",
+                "<x>&amp;",
+                "ünï ✓ \u202e",
+                "`id`",
+                "--",
+                "x -- --metadata",
+            ];
             for (const n of names.filter((x) => !x.startsWith("-"))) {
                 const s = await up(`h-${names.indexOf(n)}`, { domain: dom.name, snapshotName: n, description: n });
                 assert.equal(s.outs.snapshotName, n);
@@ -283,7 +383,9 @@ describe("DomainSnapshot (engine path, real lab)", function () {
 
     it("creates ten snapshots of one domain concurrently, then deletes them concurrently", async () => {
         const dom = await newDomain({ running: true });
-        const states = await Promise.all(Array.from({ length: 10 }, (_, i) => up(`par-${i}`, { domain: dom.name, snapshotName: `par-${i}` })));
+        const states = await Promise.all(
+            Array.from({ length: 10 }, (_, i) => up(`par-${i}`, { domain: dom.name, snapshotName: `par-${i}` })),
+        );
         assert.equal((await snapshotNames(dom.name)).length, 10);
         await Promise.all(states.map((s) => suite.engine.destroy(s)));
         assert.deepEqual(await snapshotNames(dom.name), []);

@@ -11,17 +11,26 @@ import { PACKAGE_ROOT } from "./harness/engine";
 import { virshOk } from "./support/lab";
 import { extraTranscripts } from "./support/secrets-hook";
 
-interface Result { project: string; created: Array<{ type: string; name: string; id: string; outs: Record<string, unknown>; ran: boolean }>; }
+interface Result {
+    project: string;
+    created: Array<{ type: string; name: string; id: string; outs: Record<string, unknown>; ran: boolean }>;
+}
 
 function runExample(dir: string, args: string[] = []): Promise<Result> {
     const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "example-")), "result.json");
     return new Promise((resolve, reject) => {
-        execFile(process.execPath, [path.join(PACKAGE_ROOT, ".build/test/support/run-example.js"), dir, out, ...args], { timeout: 240_000 }, (err, _stdout, stderr) => {
-            if (fs.existsSync(`${out}.transcript`)) extraTranscripts.push(...JSON.parse(fs.readFileSync(`${out}.transcript`, "utf8")) as string[]);
-            extraTranscripts.push(stderr);
-            if (err) return reject(new Error(`${dir} failed: ${stderr || err.message}`));
-            resolve(JSON.parse(fs.readFileSync(out, "utf8")) as Result);
-        });
+        execFile(
+            process.execPath,
+            [path.join(PACKAGE_ROOT, ".build/test/support/run-example.js"), dir, out, ...args],
+            { timeout: 240_000 },
+            (err, _stdout, stderr) => {
+                if (fs.existsSync(`${out}.transcript`))
+                    extraTranscripts.push(...(JSON.parse(fs.readFileSync(`${out}.transcript`, "utf8")) as string[]));
+                extraTranscripts.push(stderr);
+                if (err) return reject(new Error(`${dir} failed: ${stderr || err.message}`));
+                resolve(JSON.parse(fs.readFileSync(out, "utf8")) as Result);
+            },
+        );
     });
 }
 
@@ -30,7 +39,9 @@ const checkpointsOf = async (d: string) => (await virshOk(["checkpoint-list", "-
 
 describe("examples (run under mocks against the real provider and lab)", function () {
     this.timeout(300_000);
-    const examples = fs.readdirSync(path.join(PACKAGE_ROOT, "examples")).filter((d) => fs.existsSync(path.join(PACKAGE_ROOT, "examples", d, "Pulumi.yaml")));
+    const examples = fs
+        .readdirSync(path.join(PACKAGE_ROOT, "examples"))
+        .filter((d) => fs.existsSync(path.join(PACKAGE_ROOT, "examples", d, "Pulumi.yaml")));
 
     it("has the three documented examples, each with its own Pulumi.yaml, and the root Pulumi.yaml runs the quickstart", () => {
         for (const e of ["quickstart", "pre-upgrade", "checkpoint-and-backup"]) assert.ok(examples.includes(e), `examples/${e}`);
@@ -52,10 +63,18 @@ describe("examples (run under mocks against the real provider and lab)", functio
 
     it("npm run quickstart without the Pulumi CLI: says how to install it, then runs the quickstart through the dynamic-provider server", async () => {
         // The README's first command, as a user without the CLI runs it: no `pulumi` on PATH.
-        const withoutPulumi = (process.env.PATH ?? "").split(":").filter((d) => d && !fs.existsSync(path.join(d, "pulumi"))).join(":");
+        const withoutPulumi = (process.env.PATH ?? "")
+            .split(":")
+            .filter((d) => d && !fs.existsSync(path.join(d, "pulumi")))
+            .join(":");
         const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-            execFile("bash", [path.join(PACKAGE_ROOT, "scripts/quickstart.sh")], { cwd: PACKAGE_ROOT, timeout: 280_000, env: { ...process.env, PATH: withoutPulumi } },
-                (err, out, errOut) => resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout: out, stderr: errOut }));
+            execFile(
+                "bash",
+                [path.join(PACKAGE_ROOT, "scripts/quickstart.sh")],
+                { cwd: PACKAGE_ROOT, timeout: 280_000, env: { ...process.env, PATH: withoutPulumi } },
+                (err, out, errOut) =>
+                    resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout: out, stderr: errOut }),
+            );
         });
         extraTranscripts.push(stdout, stderr);
         assert.equal(code, 0, stderr);
@@ -63,20 +82,29 @@ describe("examples (run under mocks against the real provider and lab)", functio
         const line = /^ {2}DomainSnapshot before-upgrade: (\{.*\})$/m.exec(stdout);
         assert.ok(line, stdout);
         const shown = JSON.parse(line[1]!) as Record<string, unknown>;
-        assert.deepEqual({ ...shown, creationTime: undefined }, { snapshotName: "before-upgrade", domain: "lab-idle", state: "running", memory: "internal", creationTime: undefined });
+        assert.deepEqual(
+            { ...shown, creationTime: undefined },
+            { snapshotName: "before-upgrade", domain: "lab-idle", state: "running", memory: "internal", creationTime: undefined },
+        );
         assert.ok(Date.parse(String(shown.creationTime)) > 0);
         assert.deepEqual(await snapshotsOf("lab-idle"), []);
     });
 
     it("pre-upgrade with rollback: a RestorePoint, the upgrade step after it, then a SnapshotRevert", async () => {
         const r = await runExample("examples/pre-upgrade", ["--config", "rollback=true"]);
-        assert.deepEqual(r.created.map((c) => c.type), [
-            "pulumi-nodejs:dynamic/libvirt-snapshots:RestorePoint",
-            "command:remote:Command",
-            "pulumi-nodejs:dynamic/libvirt-snapshots:SnapshotRevert",
-        ]);
+        assert.deepEqual(
+            r.created.map((c) => c.type),
+            [
+                "pulumi-nodejs:dynamic/libvirt-snapshots:RestorePoint",
+                "command:remote:Command",
+                "pulumi-nodejs:dynamic/libvirt-snapshots:SnapshotRevert",
+            ],
+        );
         const [rp, cmd, revert] = r.created;
-        assert.deepEqual((rp!.outs.snapshots as Array<Record<string, unknown>>).map((s) => s.domainName), ["lab-idle"]);
+        assert.deepEqual(
+            (rp!.outs.snapshots as Array<Record<string, unknown>>).map((s) => s.domainName),
+            ["lab-idle"],
+        );
         assert.equal(cmd!.ran, false, "the remote command is @pulumi/command's, echoed by the mock");
         assert.equal(revert!.outs.domainState, "running");
         assert.ok(Date.parse(String(revert!.outs.revertedAt)) > 0);

@@ -29,7 +29,6 @@ import { libvirtdAnswers, libvirtdPid, pidAlive, recoverHungLibvirtd, startLibvi
 const lab = loadLab();
 const ssh = () => ({ host: lab.host, port: lab.port, privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey });
 
-
 /**
  * Wait until a virsh process with this text in its command line runs on the host.
  * Gives up quietly once `over` says the operation has already finished (a busy host
@@ -38,7 +37,12 @@ const ssh = () => ({ host: lab.host, port: lab.port, privateKey: fs.readFileSync
 async function waitForProcess(pattern: string, timeoutMs = 20_000, over: () => boolean = () => false): Promise<void> {
     const until = Date.now() + timeoutMs;
     while (Date.now() < until) {
-        try { execFileSync("pgrep", ["-f", pattern], { stdio: "ignore" }); return; } catch { /* not yet */ }
+        try {
+            execFileSync("pgrep", ["-f", pattern], { stdio: "ignore" });
+            return;
+        } catch {
+            /* not yet */
+        }
         if (over()) return;
         await sleep(5);
     }
@@ -48,8 +52,13 @@ async function waitForProcess(pattern: string, timeoutMs = 20_000, over: () => b
 /** A promise's outcome as a value, and whether it has settled yet. */
 function settle<T>(p: Promise<T>): { result: Promise<{ r: T } | { e: ProviderCallError }>; done: () => boolean } {
     let settled = false;
-    const result = p.then((r) => ({ r }), (e: unknown) => ({ e: e as ProviderCallError }));
-    void result.then(() => { settled = true; });
+    const result = p.then(
+        (r) => ({ r }),
+        (e: unknown) => ({ e: e as ProviderCallError }),
+    );
+    void result.then(() => {
+        settled = true;
+    });
     return { result, done: () => settled };
 }
 
@@ -57,7 +66,9 @@ function ppidOf(pid: number): number | undefined {
     try {
         const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
         return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    } catch { return undefined; }
+    } catch {
+        return undefined;
+    }
 }
 
 /**
@@ -68,13 +79,25 @@ function ppidOf(pid: number): number | undefined {
 function killSessionOf(pattern: string): number {
     const listener = Number(fs.readFileSync(path.join(lab.labDir, "sshd.pid"), "utf8").trim());
     let pids: number[] = [];
-    try { pids = execFileSync("pgrep", ["-f", pattern], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number); } catch { /* gone already */ }
+    try {
+        pids = execFileSync("pgrep", ["-f", pattern], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number);
+    } catch {
+        /* gone already */
+    }
     let killed = 0;
     for (const p of pids) {
         for (let x = p, i = 0; x > 1 && i < 20; i++) {
             const pp = ppidOf(x);
             if (pp === undefined) break;
-            if (pp === listener) { try { process.kill(x, "SIGKILL"); killed++; } catch { /* gone */ } break; }
+            if (pp === listener) {
+                try {
+                    process.kill(x, "SIGKILL");
+                    killed++;
+                } catch {
+                    /* gone */
+                }
+                break;
+            }
             x = pp;
         }
     }
@@ -91,8 +114,19 @@ function freezeWhenStarted(pattern: string, timeoutMs: number): number | undefin
         for (const e of fs.readdirSync("/proc")) {
             if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
             let cmd: string;
-            try { cmd = fs.readFileSync(`/proc/${e}/cmdline`, "latin1"); } catch { continue; }
-            if (cmd.replace(/\0/g, " ").includes(pattern)) { try { process.kill(Number(e), "SIGSTOP"); return Number(e); } catch { /* gone */ } }
+            try {
+                cmd = fs.readFileSync(`/proc/${e}/cmdline`, "latin1");
+            } catch {
+                continue;
+            }
+            if (cmd.replace(/\0/g, " ").includes(pattern)) {
+                try {
+                    process.kill(Number(e), "SIGSTOP");
+                    return Number(e);
+                } catch {
+                    /* gone */
+                }
+            }
         }
     }
     return undefined;
@@ -101,9 +135,18 @@ function freezeWhenStarted(pattern: string, timeoutMs: number): number | undefin
 function socketInodes(pid: number): Set<string> {
     const out = new Set<string>();
     let fds: string[] = [];
-    try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return out; }
+    try {
+        fds = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+        return out;
+    }
     for (const fd of fds) {
-        try { const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`)); if (m) out.add(m[1]!); } catch { /* closed meanwhile */ }
+        try {
+            const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+            if (m) out.add(m[1]!);
+        } catch {
+            /* closed meanwhile */
+        }
     }
     return out;
 }
@@ -114,24 +157,48 @@ function socketInodes(pid: number): Set<string> {
  * test runs on the same sshd keep their connections. Returns how many it killed.
  */
 function killSessionsOfClient(client: number): number {
-    const rows = fs.readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f.length > 9);
+    const rows = fs
+        .readFileSync("/proc/net/tcp", "utf8")
+        .split("\n")
+        .slice(1)
+        .map((l) => l.trim().split(/\s+/))
+        .filter((f) => f.length > 9);
     const port = (addr: string) => parseInt(addr.split(":")[1]!, 16);
     const mine = socketInodes(client);
     const clientPorts = new Set(rows.filter((f) => mine.has(f[9]!) && port(f[2]!) === lab.port).map((f) => port(f[1]!)));
     const serverInodes = new Set(rows.filter((f) => port(f[1]!) === lab.port && clientPorts.has(port(f[2]!))).map((f) => f[9]!));
     const listener = fs.readFileSync(path.join(lab.labDir, "sshd.pid"), "utf8").trim();
     let kids: string[] = [];
-    try { kids = execFileSync("pgrep", ["-P", listener], { encoding: "utf8" }).split("\n").filter(Boolean); } catch { /* none */ }
+    try {
+        kids = execFileSync("pgrep", ["-P", listener], { encoding: "utf8" }).split("\n").filter(Boolean);
+    } catch {
+        /* none */
+    }
     let killed = 0;
     for (const k of kids) {
-        if ([...socketInodes(Number(k))].some((i) => serverInodes.has(i))) { try { process.kill(Number(k), "SIGKILL"); killed++; } catch { /* gone */ } }
+        if ([...socketInodes(Number(k))].some((i) => serverInodes.has(i))) {
+            try {
+                process.kill(Number(k), "SIGKILL");
+                killed++;
+            } catch {
+                /* gone */
+            }
+        }
     }
     return killed;
 }
 
 /** The PID of a domain's qemu process (a revert of a running domain starts a new one). */
 function qemuPid(name: string): number | undefined {
-    try { return Number(execFileSync("pgrep", ["-f", `guest=${name},`], { encoding: "utf8" }).trim().split("\n")[0]); } catch { return undefined; }
+    try {
+        return Number(
+            execFileSync("pgrep", ["-f", `guest=${name},`], { encoding: "utf8" })
+                .trim()
+                .split("\n")[0],
+        );
+    } catch {
+        return undefined;
+    }
 }
 
 /**
@@ -143,9 +210,17 @@ function drain(fifo: string, timeoutMs = 15_000): Promise<number> {
         const cat = spawn("cat", [fifo], { stdio: ["ignore", "pipe", "ignore"] });
         let n = 0;
         const timer = setTimeout(() => cat.kill("SIGKILL"), timeoutMs);
-        cat.stdout.on("data", (d: Buffer) => { n += d.length; });
-        cat.on("close", () => { clearTimeout(timer); resolve(n); });
-        cat.on("error", () => { clearTimeout(timer); resolve(n); });
+        cat.stdout.on("data", (d: Buffer) => {
+            n += d.length;
+        });
+        cat.on("close", () => {
+            clearTimeout(timer);
+            resolve(n);
+        });
+        cat.on("error", () => {
+            clearTimeout(timer);
+            resolve(n);
+        });
     });
 }
 
@@ -162,21 +237,33 @@ function drain(fifo: string, timeoutMs = 15_000): Promise<number> {
 function killLibvirtdDuringSavevm(disk: string, libvirtd: number, before: number, timeoutMs: number): "in-savevm" | "late" | "timeout" {
     const fd = fs.openSync(disk, "r");
     const b = Buffer.alloc(4);
-    const nb = () => { fs.readSync(fd, b, 0, 4, 60); return b.readUInt32BE(0); };
+    const nb = () => {
+        fs.readSync(fd, b, 0, 4, 60);
+        return b.readUInt32BE(0);
+    };
     try {
         const size0 = fs.fstatSync(fd).size;
         for (const until = Date.now() + timeoutMs; Date.now() < until;) {
-            if (nb() > before) { process.kill(libvirtd, "SIGKILL"); return "late"; }
+            if (nb() > before) {
+                process.kill(libvirtd, "SIGKILL");
+                return "late";
+            }
             if (fs.fstatSync(fd).size > size0) {
                 process.kill(libvirtd, "SIGSTOP");
                 try {
-                    for (const done = Date.now() + 30_000; nb() <= before && Date.now() < done;) { /* qemu finishes savevm on its own */ }
-                } finally { process.kill(libvirtd, "SIGKILL"); }
+                    for (const done = Date.now() + 30_000; nb() <= before && Date.now() < done;) {
+                        /* qemu finishes savevm on its own */
+                    }
+                } finally {
+                    process.kill(libvirtd, "SIGKILL");
+                }
                 return "in-savevm";
             }
         }
         return "timeout";
-    } finally { fs.closeSync(fd); }
+    } finally {
+        fs.closeSync(fd);
+    }
 }
 
 /** A TCP proxy in front of sshd that can hold back the host's replies: a slow network. */
@@ -185,9 +272,19 @@ async function delayingProxy(target: number): Promise<{ port: number; delayMs: n
     const server = net.createServer((client) => {
         const upstream = net.connect(target, "127.0.0.1");
         client.on("data", (d) => upstream.write(d));
-        upstream.on("data", (d) => { const ms = state.delayMs; if (ms) setTimeout(() => client.write(d), ms); else client.write(d); });
-        const end = () => { client.destroy(); upstream.destroy(); };
-        client.on("error", end); upstream.on("error", end); client.on("close", end); upstream.on("close", end);
+        upstream.on("data", (d) => {
+            const ms = state.delayMs;
+            if (ms) setTimeout(() => client.write(d), ms);
+            else client.write(d);
+        });
+        const end = () => {
+            client.destroy();
+            upstream.destroy();
+        };
+        client.on("error", end);
+        upstream.on("error", end);
+        client.on("close", end);
+        upstream.on("close", end);
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     state.port = (server.address() as net.AddressInfo).port;
@@ -195,7 +292,12 @@ async function delayingProxy(target: number): Promise<{ port: number; delayMs: n
 }
 
 async function expectFailure(p: Promise<unknown>): Promise<ProviderCallError> {
-    try { await p; } catch (e) { assert.ok(e instanceof ProviderCallError, String(e)); return e; }
+    try {
+        await p;
+    } catch (e) {
+        assert.ok(e instanceof ProviderCallError, String(e));
+        return e;
+    }
     assert.fail("expected the operation to fail");
 }
 
@@ -230,7 +332,11 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         assert.deepEqual(await qcow2Snapshots(d.disk), [], "no orphan qcow2 snapshot");
         const blk = await virshOk(["domblklist", "--domain", d.name]);
         assert.ok(blk.includes(d.disk), `the domain is back on its base disk: ${blk}`);
-        assert.deepEqual(fs.readdirSync(d.dir).filter((f) => /\.(fifo|mem)$|^disk\.(?!qcow2$)/.test(f)), [], "no overlay or memory file left");
+        assert.deepEqual(
+            fs.readdirSync(d.dir).filter((f) => /\.(fifo|mem)$|^disk\.(?!qcow2$)/.test(f)),
+            [],
+            "no overlay or memory file left",
+        );
         assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true, "the data written before is intact");
     }
 
@@ -246,10 +352,21 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             await waitForProcess(`snapshot-create --domain ${d.uuid}`, 20_000, pending.done);
             killSessionOf(`snapshot-create --domain ${d.uuid}`);
             const res = await pending.result;
-            if ("r" in res) { await suite.engine.destroy({ urn, id: res.r.id, inputs: news, outs: res.r.outs }); continue; } // the kill came too late
+            if ("r" in res) {
+                await suite.engine.destroy({ urn, id: res.r.id, inputs: news, outs: res.r.outs });
+                continue;
+            } // the kill came too late
             const e = res.e;
-            assert.match(e.message, /SSH connection to root@127\.0\.0\.1:\d+ .* was lost while the command ran; whether it took effect is unknown/);
-            assert.match(e.message, new RegExp(`whether snapshot '${name}' of domain '.*' exists now is unknown\\. Pulumi keeps it in the state: the next pulumi up checks`));
+            assert.match(
+                e.message,
+                /SSH connection to root@127\.0\.0\.1:\d+ .* was lost while the command ran; whether it took effect is unknown/,
+            );
+            assert.match(
+                e.message,
+                new RegExp(
+                    `whether snapshot '${name}' of domain '.*' exists now is unknown\\. Pulumi keeps it in the state: the next pulumi up checks`,
+                ),
+            );
             assert.ok(e.initFailure, "the engine is told the resource may exist (ErrorResourceInitFailed)");
             assert.equal(e.initFailure.id, `${d.uuid}/${name}`);
             for (let i = 0; i < 100 && (await domstate(d.name)) !== "running"; i++) await sleep(100);
@@ -278,7 +395,9 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             await sleep(4500);
             const st = await nextUp({ urn, id: e.initFailure.id, inputs: news, outs: e.initFailure.properties }, inputs);
             await assertConverged(d, st, "slow");
-        } finally { proxy.close(); }
+        } finally {
+            proxy.close();
+        }
     });
 
     it("the connection dropped between two operations: refresh and delete reconnect", async () => {
@@ -298,7 +417,13 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         let killedMidway = false;
         for (let attempt = 0; attempt < 5 && !killedMidway; attempt++) {
             const name = `mid-delete-${attempt}`;
-            const st = await suite.engine.up(name, DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: name, kind: "external", memory: "none" });
+            const st = await suite.engine.up(name, DomainSnapshotProvider, {
+                connection: ssh(),
+                domain: d.name,
+                snapshotName: name,
+                kind: "external",
+                memory: "none",
+            });
             const pending = settle(suite.engine.destroy(st));
             await waitForProcess(`snapshot-delete --domain ${d.uuid}`, 20_000, pending.done);
             killSessionOf(`snapshot-delete --domain ${d.uuid}`);
@@ -322,7 +447,13 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         // 300 MiB in the overlay, so the commit into the base image takes long enough to be cut.
         const d = await suite.newDomain({ sizeMB: 512 });
         await qemuIoWrite(d.disk, 0xaa, 0, MiB);
-        const st = await suite.engine.up("mid-commit", DomainSnapshotProvider, { connection: ssh(), domain: d.name, snapshotName: "mid-commit", kind: "external", memory: "none" });
+        const st = await suite.engine.up("mid-commit", DomainSnapshotProvider, {
+            connection: ssh(),
+            domain: d.name,
+            snapshotName: "mid-commit",
+            kind: "external",
+            memory: "none",
+        });
         const overlay = (st.outs.diskFiles as Record<string, string>).vda!;
         await qemuIoWrite(overlay, 0xcd, MiB, 300 * MiB);
         await virshOk(["start", d.name]);
@@ -378,7 +509,10 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const inputs = { domain: d.name, snapshotName: "gone", kind: "external", memory: "external", memoryFile: fifo };
             const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", "gone");
             const news = (await suite.engine.check(urn, {}, await suite.engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
-            const pending = suite.engine.create(urn, news).then(() => undefined, (e: unknown) => e as ProviderCallError);
+            const pending = suite.engine.create(urn, news).then(
+                () => undefined,
+                (e: unknown) => e as ProviderCallError,
+            );
             await waitForProcess(`snapshot-create --domain ${d.uuid}`);
             await sleep(200);
             // qemu dies under the blocked save; the FIFO reader then sees EOF.
@@ -402,7 +536,11 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             assert.equal((await virshLocal(["domstate", "--domain", d.name])).stdout.trim(), "shut off");
         } finally {
             // Whatever failed: qemu (the FIFO's writer) is gone, and the FIFO is read to its end.
-            try { execFileSync("pkill", ["-KILL", "-f", `guest=${d.name},`]); } catch { /* already gone */ }
+            try {
+                execFileSync("pkill", ["-KILL", "-f", `guest=${d.name},`]);
+            } catch {
+                /* already gone */
+            }
             await (draining ?? drain(fifo));
             fs.rmSync(fifo, { force: true });
             await recoverHungLibvirtd();
@@ -417,7 +555,11 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
         // Two ways to cut: freeze the host's virsh as soon as it starts, then drop the connection
         // (libvirt never gets the request), or drop it while virsh runs (libvirt reverts without its client).
         const cuts: Array<"freeze" | number> = ["freeze", 0, "freeze", 80, "freeze", 200];
-        for (let attempt = 0; attempt < cuts.length && !(outcomes.has("not reverted") && outcomes.has("reverted without its client")); attempt++) {
+        for (
+            let attempt = 0;
+            attempt < cuts.length && !(outcomes.has("not reverted") && outcomes.has("reverted without its client"));
+            attempt++
+        ) {
             const cut = cuts[attempt]!;
             await virshOk(["destroy", d.name]);
             await qemuIoWrite(d.disk, 0xbb, 0, MiB);
@@ -452,15 +594,25 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
                 st = { urn, id: res.r.id, inputs: news, outs: res.r.outs };
             } else {
                 const e = res.e;
-                assert.match(e.message, /reverting domain '.*' to snapshot 'base' failed: the SSH connection to root@127\.0\.0\.1:\d+ .* was lost while the command ran; whether it took effect is unknown/);
+                assert.match(
+                    e.message,
+                    /reverting domain '.*' to snapshot 'base' failed: the SSH connection to root@127\.0\.0\.1:\d+ .* was lost while the command ran; whether it took effect is unknown/,
+                );
                 assert.match(e.message, /the domain was running \(id \d+\) before and is .+ \(id (\d+|-|unknown)\) now\./);
-                assert.match(e.message, /whether libvirt reverted it is unknown\. Pulumi keeps the revert in the state: the next pulumi up checks the host and reverts only if this revert did not happen/);
+                assert.match(
+                    e.message,
+                    /whether libvirt reverted it is unknown\. Pulumi keeps the revert in the state: the next pulumi up checks the host and reverts only if this revert did not happen/,
+                );
                 assert.ok(e.initFailure, "the engine is told the revert may have happened (ErrorResourceInitFailed)");
                 assert.match(e.initFailure.id, new RegExp(`^${d.uuid}/base@`));
                 const happened = pidAfterCut !== pidBefore;
                 outcomes.add(happened ? "reverted without its client" : "not reverted");
                 // The next pulumi up: the same program, the same triggers.
-                st = await nextUp({ urn, id: e.initFailure.id, inputs: news, outs: e.initFailure.properties }, inputs, SnapshotRevertProvider);
+                st = await nextUp(
+                    { urn, id: e.initFailure.id, inputs: news, outs: e.initFailure.properties },
+                    inputs,
+                    SnapshotRevertProvider,
+                );
                 const pidFinal = qemuPid(d.name);
                 if (happened) assert.equal(pidFinal, pidAfterCut, "libvirt had reverted it: the next up does not revert a second time");
                 else assert.notEqual(pidFinal, pidBefore, "libvirt had not reverted it: the next up reverts");
@@ -477,8 +629,10 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             await suite.engine.destroy(st); // a revert's delete leaves the VM alone
             assert.equal(await domstate(d.name), "running");
         }
-        assert.ok(outcomes.has("reverted without its client") && outcomes.has("not reverted"),
-            `both cut-offs were seen: libvirt reverted without its client, and it never got the request (outcomes: ${[...outcomes].join(", ")})`);
+        assert.ok(
+            outcomes.has("reverted without its client") && outcomes.has("not reverted"),
+            `both cut-offs were seen: libvirt reverted without its client, and it never got the request (outcomes: ${[...outcomes].join(", ")})`,
+        );
         console.log(`      (revert cut-off outcomes seen: ${[...outcomes].join(", ")})`);
     });
 
@@ -522,8 +676,10 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             assert.ok(res);
             if (how !== "in-savevm") {
                 // Too late for the case under test. Whatever libvirt finished, the next up still converges.
-                const st = "r" in res ? { urn, id: res.r.id, inputs: news, outs: res.r.outs }
-                    : await nextUp({ urn, id: res.e.initFailure!.id, inputs: news, outs: res.e.initFailure!.properties }, inputs);
+                const st =
+                    "r" in res
+                        ? { urn, id: res.r.id, inputs: news, outs: res.r.outs }
+                        : await nextUp({ urn, id: res.e.initFailure!.id, inputs: news, outs: res.e.initFailure!.properties }, inputs);
                 await assertConverged(d, st, name);
                 continue;
             }
@@ -534,7 +690,10 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             done = true;
             const e = res.e;
             assert.match(e.message, /End of file while reading data|Disconnected from qemu:\/\/system/);
-            assert.match(e.message, new RegExp(`whether snapshot '${name}' of domain '.*' exists now is unknown\\. Pulumi keeps it in the state`));
+            assert.match(
+                e.message,
+                new RegExp(`whether snapshot '${name}' of domain '.*' exists now is unknown\\. Pulumi keeps it in the state`),
+            );
             assert.ok(e.initFailure, "the engine is told the snapshot may exist (ErrorResourceInitFailed)");
             // What libvirt 9.0 + qemu 7.2 leave behind: the snapshot inside the qcow2 image, no libvirt
             // metadata, and the domain paused by the unfinished job (libvirt does not resume it).
@@ -547,7 +706,11 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
                 await suite.engine.destroy(cutOff);
                 assert.deepEqual(await snapshotNames(d.name), [], "no libvirt snapshot left");
                 assert.deepEqual(await qcow2Snapshots(d.disk), [], "no orphan qcow2 snapshot left");
-                assert.equal((await virshOk(["domstate", "--domain", d.name, "--reason"])).trim().split(" ")[0], "running", "not left paused");
+                assert.equal(
+                    (await virshOk(["domstate", "--domain", d.name, "--reason"])).trim().split(" ")[0],
+                    "running",
+                    "not left paused",
+                );
                 assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true, "the data written before is intact");
                 continue;
             }

@@ -60,7 +60,10 @@ describe("engine harness", function () {
 
     after(async function () {
         await h?.close();
-        console.log("      timings:", JSON.stringify(timings, (_k, v: unknown) => (typeof v === "number" ? Math.round(v * 10) / 10 : v)));
+        console.log(
+            "      timings:",
+            JSON.stringify(timings, (_k, v: unknown) => (typeof v === "number" ? Math.round(v * 10) / 10 : v)),
+        );
         fs.rmSync(dir, { recursive: true, force: true });
     });
 
@@ -164,7 +167,11 @@ describe("engine harness", function () {
         it("diff reports none, some, and replacement", async function () {
             const olds = (await h.create(urn(), inputs())).outs;
             assert.deepEqual(await h.diff(urn(), "snap-s1", olds, inputs()), { changes: "none", replaces: [], deleteBeforeReplace: false });
-            assert.deepEqual(await h.diff(urn(), "snap-s1", olds, inputs({ size: 3 })), { changes: "some", replaces: [], deleteBeforeReplace: false });
+            assert.deepEqual(await h.diff(urn(), "snap-s1", olds, inputs({ size: 3 })), {
+                changes: "some",
+                replaces: [],
+                deleteBeforeReplace: false,
+            });
             assert.deepEqual(await h.diff(urn(), "snap-s1", olds, inputs({ name: "s2" })), {
                 changes: "some",
                 replaces: ["name"],
@@ -276,7 +283,11 @@ describe("engine harness", function () {
         it("check passes inputs through, diff says unknown, update wipes outputs, read echoes", async function () {
             const props = { a: 1, [PROVIDER_KEY]: bareText };
             assert.deepEqual(await h.check(urn(), {}, props), { inputs: props, failures: [] });
-            assert.deepEqual(await h.diff(urn(), "bare-1", props, { ...props, a: 2 }), { changes: "unknown", replaces: [], deleteBeforeReplace: false });
+            assert.deepEqual(await h.diff(urn(), "bare-1", props, { ...props, a: 2 }), {
+                changes: "unknown",
+                replaces: [],
+                deleteBeforeReplace: false,
+            });
             assert.deepEqual(await h.update(urn(), "bare-1", props, { ...props, a: 2 }), { outs: { [PROVIDER_KEY]: bareText } });
             assert.deepEqual(await h.read(urn(), "bare-1", { ...props, made: true }), { id: "bare-1", props: { ...props, made: true } });
             await h.delete(urn(), "bare-1", props);
@@ -315,8 +326,14 @@ describe("engine harness", function () {
         });
 
         it("up throws on check failures before creating", async function () {
-            await assert.rejects(h.up("bad", echoProvider, { name: "x/y", dir }), /check failed for .*::bad: name: invalid snapshot name "x\/y"/);
-            await assert.rejects(h.up("dup", echoProvider, { name: "x", dir, [PROVIDER_KEY]: "nope" }), /must not define the __provider key/);
+            await assert.rejects(
+                h.up("bad", echoProvider, { name: "x/y", dir }),
+                /check failed for .*::bad: name: invalid snapshot name "x\/y"/,
+            );
+            await assert.rejects(
+                h.up("dup", echoProvider, { name: "x", dir, [PROVIDER_KEY]: "nope" }),
+                /must not define the __provider key/,
+            );
         });
     });
 });

@@ -37,7 +37,10 @@ describe("packaging: the npm tarball installed as a user installs it", function 
         fs.mkdirSync(app);
         fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "user-app", version: "1.0.0", private: true }));
         // Dependencies come from the npm cache that `npm ci` filled; the registry only for what it lacks.
-        const inst = await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--no-package-lock", tarball], { cwd: app, timeoutMs: 280_000 });
+        const inst = await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--no-package-lock", tarball], {
+            cwd: app,
+            timeoutMs: 280_000,
+        });
         assert.equal(inst.code, 0, `npm install of the tarball failed:\n${inst.stdout}\n${inst.stderr}`);
     });
     // Registered after the install, so the app's own server runs the shims, from the app's folder.
@@ -46,7 +49,9 @@ describe("packaging: the npm tarball installed as a user installs it", function 
         serverScript: path.join(app, "node_modules", "@pulumi", "pulumi", "cmd", "dynamic-provider", "index.js"),
         env: { NODE_PATH: "" },
     }));
-    after(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
+    after(() => {
+        if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    });
 
     it("ships the compiled package only: no sources, tests or lab files", () => {
         const paths = packed.map((f) => f.path);
@@ -57,10 +62,15 @@ describe("packaging: the npm tarball installed as a user installs it", function 
     });
 
     it("resolves the package and its impl from the app's own node_modules, a real copy, and exports nothing internal", async () => {
-        const out = JSON.parse(await nodeIn(app, `
+        const out = JSON.parse(
+            await nodeIn(
+                app,
+                `
             const r = (s) => { try { return require.resolve(s); } catch (e) { return e.code; } };
             console.log(JSON.stringify({ root: r("${PKG}"), impl: r("${PKG}/impl"), internal: r("${PKG}/dist/resources/domainSnapshot.js"),
-                linked: require("fs").lstatSync("node_modules/${PKG}").isSymbolicLink() }));`)) as Record<string, unknown>;
+                linked: require("fs").lstatSync("node_modules/${PKG}").isSymbolicLink() }));`,
+            ),
+        ) as Record<string, unknown>;
         assert.equal(out.root, path.join(app, "node_modules", PKG, "dist", "index.js"));
         assert.equal(out.impl, path.join(app, "node_modules", PKG, "dist", "impl.js"));
         assert.equal(out.internal, "ERR_PACKAGE_PATH_NOT_EXPORTED");
@@ -71,12 +81,19 @@ describe("packaging: the npm tarball installed as a user installs it", function 
     });
 
     it("a DomainSnapshot serialized by the app's SDK runs in the app's dynamic-provider server: created on the lab, then deleted", async () => {
-        const shim = await nodeIn(app, `
+        const shim = await nodeIn(
+            app,
+            `
             const pulumi = require("@pulumi/pulumi");
             // As new pulumi.dynamic.Resource(provider, ...) serializes it (dynamic/index.js).
             const provider = require("${PKG}").DomainSnapshotProvider;
-            pulumi.runtime.serializeFunction(() => provider, { allowSecrets: true }).then((sf) => process.stdout.write(sf.text));`);
-        assert.equal(shim, fs.readFileSync(path.join(PACKAGE_ROOT, "test", "fixtures", "shims", "current", "DomainSnapshot.txt"), "utf8"), "the shim users store is the golden one");
+            pulumi.runtime.serializeFunction(() => provider, { allowSecrets: true }).then((sf) => process.stdout.write(sf.text));`,
+        );
+        assert.equal(
+            shim,
+            fs.readFileSync(path.join(PACKAGE_ROOT, "test", "fixtures", "shims", "current", "DomainSnapshot.txt"), "utf8"),
+            "the shim users store is the golden one",
+        );
         const engine = suite.engine;
         const dom = await suite.newDomain();
         const urn = engine.urn(DYNAMIC_TYPE, "packaged");

@@ -26,14 +26,24 @@ const SEED = Number(process.env.PROPERTY_SEED ?? 20261125);
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 25);
 const MAX_STEPS = 8;
 
-interface Model { current: number[]; snaps: Map<string, number[]>; }
-interface Real { dom: TestDomain; engine: EngineHarness; states: Map<string, ResourceState>; }
+interface Model {
+    current: number[];
+    snaps: Map<string, number[]>;
+}
+interface Real {
+    dom: TestDomain;
+    engine: EngineHarness;
+    states: Map<string, ResourceState>;
+}
 
 const stats = { runs: 0, steps: 0, skipped: 0, write: 0, create: 0, delete: 0, revert: 0, snapshotReads: 0 };
 let serial = 0;
 
 async function libvirtSnapshots(dom: TestDomain): Promise<string[]> {
-    return (await virshOk(["snapshot-list", "--domain", dom.uuid, "--name"])).split("\n").filter((l) => l !== "").sort();
+    return (await virshOk(["snapshot-list", "--domain", dom.uuid, "--name"]))
+        .split("\n")
+        .filter((l) => l !== "")
+        .sort();
 }
 
 /** Each region's byte pattern inside an internal snapshot, read without touching the domain. */
@@ -60,12 +70,26 @@ async function snapshotContent(dom: TestDomain, name: string): Promise<number[]>
 
 async function verify(m: Model, r: Real, what: string, snapshotsToRead: string[]): Promise<void> {
     const reads = await Promise.all(m.current.map((p, i) => qemuIoRead(r.dom.disk, p, i * REGION, REGION)));
-    reads.forEach((ok, i) => assert.equal(ok, true, `after ${what}: region ${i} should hold 0x${m.current[i]!.toString(16)} (model ${JSON.stringify(m.current)})`));
+    reads.forEach((ok, i) =>
+        assert.equal(
+            ok,
+            true,
+            `after ${what}: region ${i} should hold 0x${m.current[i]!.toString(16)} (model ${JSON.stringify(m.current)})`,
+        ),
+    );
     const want = [...m.snaps.keys()].sort();
     assert.deepEqual(await libvirtSnapshots(r.dom), want, `after ${what}: libvirt's snapshots`);
-    assert.deepEqual(((await qemuImgInfo(r.dom.disk)).snapshots ?? []).map((s) => s.name).sort(), want, `after ${what}: qcow2's internal snapshots (no orphan, none lost)`);
+    assert.deepEqual(
+        ((await qemuImgInfo(r.dom.disk)).snapshots ?? []).map((s) => s.name).sort(),
+        want,
+        `after ${what}: qcow2's internal snapshots (no orphan, none lost)`,
+    );
     for (const name of snapshotsToRead) {
-        assert.deepEqual(await snapshotContent(r.dom, name), m.snaps.get(name), `after ${what}: snapshot ${JSON.stringify(name)} holds what the disk held when it was taken`);
+        assert.deepEqual(
+            await snapshotContent(r.dom, name),
+            m.snaps.get(name),
+            `after ${what}: snapshot ${JSON.stringify(name)} holds what the disk held when it was taken`,
+        );
     }
 }
 
@@ -93,7 +117,12 @@ async function apply(step: Step, m: Model, r: Real, log: string[]): Promise<bool
             if (!free.length) return false;
             const name = free[step.pick % free.length]!;
             log.push(`create(${JSON.stringify(name)})`);
-            const s = await r.engine.up(`snap-${++serial}`, DomainSnapshotProvider, { domain: r.dom.name, snapshotName: name }, { type: dynamicType("libvirt-snapshots", "DomainSnapshot") });
+            const s = await r.engine.up(
+                `snap-${++serial}`,
+                DomainSnapshotProvider,
+                { domain: r.dom.name, snapshotName: name },
+                { type: dynamicType("libvirt-snapshots", "DomainSnapshot") },
+            );
             assert.equal(s.outs.snapshotName, name);
             r.states.set(name, s);
             m.snaps.set(name, [...m.current]);
@@ -117,7 +146,12 @@ async function apply(step: Step, m: Model, r: Real, log: string[]): Promise<bool
             if (!existing.length) return false;
             const name = existing[step.pick % existing.length]!;
             log.push(`revert(${JSON.stringify(name)})`);
-            const s = await r.engine.up(`revert-${++serial}`, SnapshotRevertProvider, { domain: r.dom.name, snapshot: name }, { type: dynamicType("libvirt-snapshots", "SnapshotRevert") });
+            const s = await r.engine.up(
+                `revert-${++serial}`,
+                SnapshotRevertProvider,
+                { domain: r.dom.name, snapshot: name },
+                { type: dynamicType("libvirt-snapshots", "SnapshotRevert") },
+            );
             assert.equal(s.outs.snapshot, name);
             assert.equal(s.outs.domainState, "shut off");
             m.current = [...m.snaps.get(name)!];
@@ -130,7 +164,14 @@ async function apply(step: Step, m: Model, r: Real, log: string[]): Promise<bool
 
 const pick = fc.nat({ max: 1000 });
 const step: fc.Arbitrary<Step> = fc.oneof(
-    { weight: 3, arbitrary: fc.record({ op: fc.constant("write" as const), region: fc.integer({ min: 0, max: REGIONS - 1 }), pattern: fc.integer({ min: 1, max: 255 }) }) },
+    {
+        weight: 3,
+        arbitrary: fc.record({
+            op: fc.constant("write" as const),
+            region: fc.integer({ min: 0, max: REGIONS - 1 }),
+            pattern: fc.integer({ min: 1, max: 255 }),
+        }),
+    },
     { weight: 3, arbitrary: fc.record({ op: fc.constant("create" as const), pick }) },
     { weight: 3, arbitrary: fc.record({ op: fc.constant("delete" as const), pick }) },
     { weight: 2, arbitrary: fc.record({ op: fc.constant("revert" as const), pick }) },
@@ -143,31 +184,36 @@ describe("data safety: random write/snapshot/delete/revert sequences against a m
     it(`${RUNS} random sequences of up to ${MAX_STEPS} steps: the disk and every snapshot always match the model`, async () => {
         const t0 = Date.now();
         console.log(`      fast-check seed ${SEED} (replay: PROPERTY_SEED=${SEED}), ${RUNS} runs, up to ${MAX_STEPS} steps each`);
-        await fc.assert(fc.asyncProperty(fc.array(step, { minLength: 3, maxLength: MAX_STEPS }), async (steps) => {
-            const dom = await suite.newDomain();
-            const real: Real = { dom, engine: suite.engine, states: new Map() };
-            const model: Model = { current: Array<number>(REGIONS).fill(0), snaps: new Map() };
-            const log: string[] = [];
-            try {
-                for (const s of steps) {
-                    if (await apply(s, model, real, log)) stats.steps++;
-                    else stats.skipped++;
+        await fc.assert(
+            fc.asyncProperty(fc.array(step, { minLength: 3, maxLength: MAX_STEPS }), async (steps) => {
+                const dom = await suite.newDomain();
+                const real: Real = { dom, engine: suite.engine, states: new Map() };
+                const model: Model = { current: Array<number>(REGIONS).fill(0), snaps: new Map() };
+                const log: string[] = [];
+                try {
+                    for (const s of steps) {
+                        if (await apply(s, model, real, log)) stats.steps++;
+                        else stats.skipped++;
+                    }
+                    // Whatever the sequence, the image stays consistent, and destroying what is left leaves nothing behind.
+                    const check = await qemuImgCheck(dom.disk);
+                    assert.equal(check.ok, true, `qemu-img check: ${check.stderr}`);
+                    for (const s of real.states.values()) await suite.engine.destroy(s);
+                    assert.deepEqual(await libvirtSnapshots(dom), []);
+                    assert.deepEqual((await qemuImgInfo(dom.disk)).snapshots ?? [], []);
+                } catch (e) {
+                    (e as Error).message = `after the steps ${log.join(" → ")}:\n${(e as Error).message}`;
+                    throw e;
                 }
-                // Whatever the sequence, the image stays consistent, and destroying what is left leaves nothing behind.
-                const check = await qemuImgCheck(dom.disk);
-                assert.equal(check.ok, true, `qemu-img check: ${check.stderr}`);
-                for (const s of real.states.values()) await suite.engine.destroy(s);
-                assert.deepEqual(await libvirtSnapshots(dom), []);
-                assert.deepEqual((await qemuImgInfo(dom.disk)).snapshots ?? [], []);
-            } catch (e) {
-                (e as Error).message = `after the steps ${log.join(" → ")}:\n${(e as Error).message}`;
-                throw e;
-            }
-            stats.runs++;
-            await suite.dispose(dom);
-        }), { seed: SEED, numRuns: RUNS, endOnFailure: true });
-        console.log(`      ${stats.runs} sequences, ${stats.steps} steps (${stats.write} writes, ${stats.create} creates, ${stats.delete} deletes, ` +
-            `${stats.revert} reverts; ${stats.skipped} generated creates found every name taken), ${stats.snapshotReads} snapshot contents read, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+                stats.runs++;
+                await suite.dispose(dom);
+            }),
+            { seed: SEED, numRuns: RUNS, endOnFailure: true },
+        );
+        console.log(
+            `      ${stats.runs} sequences, ${stats.steps} steps (${stats.write} writes, ${stats.create} creates, ${stats.delete} deletes, ` +
+                `${stats.revert} reverts; ${stats.skipped} generated creates found every name taken), ${stats.snapshotReads} snapshot contents read, ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+        );
         assert.equal(stats.runs, RUNS);
         assert.ok(stats.delete > 0 && stats.revert > 0, "the sequences deleted and reverted");
     });

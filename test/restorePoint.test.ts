@@ -14,8 +14,12 @@ class EventLog {
     private proc: ChildProcess;
     private text = "";
     constructor() {
-        this.proc = spawn("virsh", ["-c", lab.libvirtUri, "event", "--loop", "--event", "lifecycle", "--timestamp"], { env: { ...process.env, LC_ALL: "C" } });
-        this.proc.stdout!.on("data", (d: Buffer) => { this.text += d.toString(); });
+        this.proc = spawn("virsh", ["-c", lab.libvirtUri, "event", "--loop", "--event", "lifecycle", "--timestamp"], {
+            env: { ...process.env, LC_ALL: "C" },
+        });
+        this.proc.stdout!.on("data", (d: Buffer) => {
+            this.text += d.toString();
+        });
     }
     /** [time, event] per domain, e.g. "Suspended" / "Resumed". */
     events(domain: string): Array<{ t: number; what: string }> {
@@ -27,7 +31,10 @@ class EventLog {
         }
         return out;
     }
-    async stop() { this.proc.kill(); await sleep(50); }
+    async stop() {
+        this.proc.kill();
+        await sleep(50);
+    }
 }
 
 describe("RestorePoint (engine path, real lab)", function () {
@@ -42,12 +49,25 @@ describe("RestorePoint (engine path, real lab)", function () {
         await sleep(300);
         let rp;
         try {
-            rp = await suite.engine.up("pg17", RestorePointProvider, { domains: ds.map((d) => d.name), snapshotName: "pg17", memory: "internal", description: "before PostgreSQL 17" });
+            rp = await suite.engine.up("pg17", RestorePointProvider, {
+                domains: ds.map((d) => d.name),
+                snapshotName: "pg17",
+                memory: "internal",
+                description: "before PostgreSQL 17",
+            });
             await sleep(300);
-        } finally { await events.stop(); }
+        } finally {
+            await events.stop();
+        }
         const snaps = rp.outs.snapshots as Array<Record<string, unknown>>;
-        assert.deepEqual(snaps.map((s) => s.domainName), ds.map((d) => d.name));
-        assert.ok(snaps.every((s) => s.snapshotName === "pg17" && s.memory === "internal" && s.state === "paused"), JSON.stringify(snaps));
+        assert.deepEqual(
+            snaps.map((s) => s.domainName),
+            ds.map((d) => d.name),
+        );
+        assert.ok(
+            snaps.every((s) => s.snapshotName === "pg17" && s.memory === "internal" && s.state === "paused"),
+            JSON.stringify(snaps),
+        );
         assert.ok((rp.outs.pausedMilliseconds as number) > 0);
         for (const d of ds) assert.equal(await domstate(d.name), "running", "no VM is left paused");
 
@@ -55,8 +75,10 @@ describe("RestorePoint (engine path, real lab)", function () {
         const pauses = ds.map((d) => events.events(d.name).find((e) => e.what === "Suspended")!);
         const resumes = ds.map((d) => [...events.events(d.name)].reverse().find((e) => e.what === "Resumed")!);
         assert.ok(pauses.every(Boolean) && resumes.every(Boolean), "libvirt reported a pause and a resume for each domain");
-        assert.ok(Math.max(...pauses.map((e) => e.t)) <= Math.min(...resumes.map((e) => e.t)),
-            `all paused at once: pauses ${pauses.map((e) => e.t)}, resumes ${resumes.map((e) => e.t)}`);
+        assert.ok(
+            Math.max(...pauses.map((e) => e.t)) <= Math.min(...resumes.map((e) => e.t)),
+            `all paused at once: pauses ${pauses.map((e) => e.t)}, resumes ${resumes.map((e) => e.t)}`,
+        );
 
         // Revert each (paused, so its disk holds the snapshot's counter), and the guest's counter goes back.
         for (const d of ds) {
@@ -78,8 +100,13 @@ describe("RestorePoint (engine path, real lab)", function () {
         let message = "";
         try {
             await suite.engine.up("midway", RestorePointProvider, { domains: ds.map((d) => d.name), snapshotName: "midway" });
-        } catch (e) { message = (e as Error).message; }
-        assert.match(message, new RegExp(`restore point 'midway' failed on domain '${ds[2]!.name}' \\(domains\\[2\\]\\) on local virsh.*already exists`));
+        } catch (e) {
+            message = (e as Error).message;
+        }
+        assert.match(
+            message,
+            new RegExp(`restore point 'midway' failed on domain '${ds[2]!.name}' \\(domains\\[2\\]\\) on local virsh.*already exists`),
+        );
         assert.match(message, new RegExp(`rolled back: (${ds[0]!.name}, ${ds[1]!.name}|${ds[1]!.name}, ${ds[0]!.name})`));
         assert.match(message, /every paused domain was resumed/);
         for (const d of ds) assert.equal(await domstate(d.name), "running");
@@ -91,17 +118,30 @@ describe("RestorePoint (engine path, real lab)", function () {
     it("refuses a missing domain or a raw disk at preview; a domain that vanished after preview fails before anything is paused", async () => {
         const [ok] = await newDomains(1, { running: true });
         const [raw] = await newDomains(1, { format: "raw" });
-        const news = await suite.engine.programInputs(RestorePointProvider, { domains: [ok!.name, "no-such-domain", raw!.name], snapshotName: "pre" });
+        const news = await suite.engine.programInputs(RestorePointProvider, {
+            domains: [ok!.name, "no-such-domain", raw!.name],
+            snapshotName: "pre",
+        });
         const r = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), {}, news);
         const failures = r.failures.map((f) => `${f.property}: ${f.reason}`);
         assert.equal(failures.length, 2, failures.join("\n"));
         assert.match(failures[0]!, /^domains\[1\]: no domain 'no-such-domain' on local virsh/);
         assert.match(failures[1]!, /^domains\[2\]: domain '.*': kind: an internal snapshot lives inside a qcow2 image/);
-        await assert.rejects(suite.engine.create(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), news), /domains\[1\]: no domain 'no-such-domain'/);
+        await assert.rejects(
+            suite.engine.create(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), news),
+            /domains\[1\]: no domain 'no-such-domain'/,
+        );
         assert.equal(await domstate(ok!.name), "running");
         assert.deepEqual(await snapshotNames(ok!.name), []);
-        const both = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "x"), {},
-            await suite.engine.programInputs(RestorePointProvider, { domains: [ok!.name], targets: [{ domains: [ok!.name] }], snapshotName: "x" }));
+        const both = await suite.engine.check(
+            suite.engine.urn("pulumi-nodejs:dynamic:Resource", "x"),
+            {},
+            await suite.engine.programInputs(RestorePointProvider, {
+                domains: [ok!.name],
+                targets: [{ domains: [ok!.name] }],
+                snapshotName: "x",
+            }),
+        );
         assert.match(both.failures.map((f) => `${f.property}: ${f.reason}`).join(), /give either domains .* or targets/);
     });
 
@@ -116,7 +156,10 @@ describe("RestorePoint (engine path, real lab)", function () {
         assert.deepEqual(await snapshotNames(b!.name), []);
         assert.deepEqual(await snapshotNames(c!.name), ["members"]);
         const snaps = ch.state.outs.snapshots as Array<Record<string, unknown>>;
-        assert.deepEqual(snaps.map((s) => s.domainName), [a!.name, c!.name]);
+        assert.deepEqual(
+            snaps.map((s) => s.domainName),
+            [a!.name, c!.name],
+        );
         assert.equal(snaps[0]!.creationTime, createdA, "the kept domain's snapshot is the same one");
         await suite.engine.destroy(ch.state);
         for (const d of [a!, b!, c!]) assert.deepEqual(await snapshotNames(d.name), []);
@@ -125,7 +168,11 @@ describe("RestorePoint (engine path, real lab)", function () {
     it("deleting a restore point while a later DomainSnapshot exists keeps the later one's data", async () => {
         const [a, b] = await newDomains(2);
         await qemuIoWrite(a!.disk, 0xaa, 0, MiB);
-        const rp = await suite.engine.up("rp-first", RestorePointProvider, { domains: [a!.name, b!.name], snapshotName: "rp-first", consistency: "independent" });
+        const rp = await suite.engine.up("rp-first", RestorePointProvider, {
+            domains: [a!.name, b!.name],
+            snapshotName: "rp-first",
+            consistency: "independent",
+        });
         assert.equal(rp.outs.pausedMilliseconds, 0);
         await qemuIoWrite(a!.disk, 0xbb, MiB, MiB);
         const later = await suite.engine.up("later", DomainSnapshotProvider, { domain: a!.name, snapshotName: "later" });
@@ -143,7 +190,10 @@ describe("RestorePoint (engine path, real lab)", function () {
     it("spans hosts with targets (here the lab over SSH and locally, as two targets)", async () => {
         const [a, b] = await newDomains(2, { running: true });
         const ssh = { host: lab.host, port: lab.port, privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey };
-        const rp = await suite.engine.up("multi", RestorePointProvider, { targets: [{ connection: ssh, domains: [a!.name] }, { domains: [b!.name] }], snapshotName: "multi" });
+        const rp = await suite.engine.up("multi", RestorePointProvider, {
+            targets: [{ connection: ssh, domains: [a!.name] }, { domains: [b!.name] }],
+            snapshotName: "multi",
+        });
         const snaps = rp.outs.snapshots as Array<Record<string, unknown>>;
         assert.match(String(snaps[0]!.host), /^root@127\.0\.0\.1:\d+/);
         assert.match(String(snaps[1]!.host), /^local virsh/);

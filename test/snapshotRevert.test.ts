@@ -10,7 +10,8 @@ import { engineSuite } from "./support/fixture";
 import { MiB, domstate, expectCallError, shutOff } from "./support/helpers";
 import { qemuIoRead, qemuIoWrite, virshLocal, virshOk } from "./support/lab";
 
-const A = 0xaa, B = 0xbb;
+const A = 0xaa,
+    B = 0xbb;
 
 describe("SnapshotRevert (engine path, real lab)", function () {
     this.timeout(180_000);
@@ -18,7 +19,8 @@ describe("SnapshotRevert (engine path, real lab)", function () {
     const { newDomain } = suite;
 
     const revert = (name: string, inputs: Record<string, unknown>) => suite.up(name, SnapshotRevertProvider, inputs);
-    const failuresOf = (inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) => suite.failuresOf(SnapshotRevertProvider, inputs, olds);
+    const failuresOf = (inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) =>
+        suite.failuresOf(SnapshotRevertProvider, inputs, olds);
 
     it("shut-off domain: data written after the snapshot is gone; triggers revert again, nothing else does", async () => {
         const dom = await newDomain();
@@ -39,11 +41,22 @@ describe("SnapshotRevert (engine path, real lab)", function () {
         await qemuIoWrite(dom.disk, B, 0, MiB);
         let ch = await suite.engine.change(r, SnapshotRevertProvider, { domain: dom.name, snapshot: "before upgrade", triggers: ["1"] });
         assert.equal(ch.op, "same");
-        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, { domain: dom.uuid, snapshot: "before upgrade", triggers: ["1"], connection: {} });
+        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, {
+            domain: dom.uuid,
+            snapshot: "before upgrade",
+            triggers: ["1"],
+            connection: {},
+        });
         assert.equal(ch.op, "update");
         assert.deepEqual(ch.diff.replaces, []);
         assert.equal(ch.state.outs.revertedAt, r.outs.revertedAt);
-        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, { domain: dom.uuid, snapshot: "before upgrade", triggers: ["1"], connection: {}, force: true });
+        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, {
+            domain: dom.uuid,
+            snapshot: "before upgrade",
+            triggers: ["1"],
+            connection: {},
+            force: true,
+        });
         assert.equal(ch.op, "update", "force alone doesn't revert");
         assert.equal(await qemuIoRead(dom.disk, B, 0, MiB), true, "B stays: nothing reverted");
 
@@ -56,7 +69,12 @@ describe("SnapshotRevert (engine path, real lab)", function () {
 
         // afterRevert: 'running' starts it.
         await qemuIoWrite(dom.disk, B, 0, MiB);
-        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, { domain: dom.name, snapshot: "before upgrade", triggers: ["2"], afterRevert: "running" });
+        ch = await suite.engine.change(ch.state, SnapshotRevertProvider, {
+            domain: dom.name,
+            snapshot: "before upgrade",
+            triggers: ["2"],
+            afterRevert: "running",
+        });
         assert.equal(ch.op, "replace");
         assert.deepEqual(ch.diff.replaces, ["afterRevert"]);
         assert.equal(ch.state.outs.domainState, "running");
@@ -88,7 +106,11 @@ describe("SnapshotRevert (engine path, real lab)", function () {
         assert.equal(await domstate(dom.name), "paused");
         assert.notEqual((await virshOk(["domid", "--domain", dom.name])).trim(), idBefore, "qemu was restarted: the domain id changed");
 
-        const ch = await suite.engine.change(r, SnapshotRevertProvider, { domain: dom.name, snapshot: "running-a", afterRevert: "as-snapshotted" });
+        const ch = await suite.engine.change(r, SnapshotRevertProvider, {
+            domain: dom.name,
+            snapshot: "running-a",
+            afterRevert: "as-snapshotted",
+        });
         assert.equal(ch.op, "replace");
         assert.equal(ch.state.outs.domainState, "running", "as-snapshotted: it was running");
         await shutOff(dom);
@@ -100,36 +122,72 @@ describe("SnapshotRevert (engine path, real lab)", function () {
     it("refuses at preview, with the reason, what libvirt 9.0 can't revert; the VM keeps running", async () => {
         const ext = await newDomain({ running: true });
         const overlay = path.join(ext.dir, "ext.qcow2");
-        await virshOk(["snapshot-create-as", "--domain", ext.name, "--name", "external-1", "--disk-only", "--diskspec", `vda,snapshot=external,file=${overlay}`]);
-        assert.match(await failuresOf({ domain: ext.name, snapshot: "external-1" }),
-            /^snapshot: 'external-1' is an external snapshot, and libvirt 9\.0\.0 can't revert to external snapshots \('revert to external snapshot not supported yet'; libvirt 9\.9 and newer can\)/);
-        await expectCallError(revert("refused-ext", { domain: ext.name, snapshot: "external-1" }), /check failed .*is an external snapshot/);
+        await virshOk([
+            "snapshot-create-as",
+            "--domain",
+            ext.name,
+            "--name",
+            "external-1",
+            "--disk-only",
+            "--diskspec",
+            `vda,snapshot=external,file=${overlay}`,
+        ]);
+        assert.match(
+            await failuresOf({ domain: ext.name, snapshot: "external-1" }),
+            /^snapshot: 'external-1' is an external snapshot, and libvirt 9\.0\.0 can't revert to external snapshots \('revert to external snapshot not supported yet'; libvirt 9\.9 and newer can\)/,
+        );
+        await expectCallError(
+            revert("refused-ext", { domain: ext.name, snapshot: "external-1" }),
+            /check failed .*is an external snapshot/,
+        );
         assert.equal(await domstate(ext.name), "running");
 
         const dom = await newDomain({ running: true });
         await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", "internal-1"]);
         await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", "internal 2"]);
-        assert.equal(await failuresOf({ domain: dom.name, snapshot: "nope" }),
-            `snapshot: domain '${dom.name}' has no snapshot 'nope' (its snapshots: 'internal 2', 'internal-1')`);
+        assert.equal(
+            await failuresOf({ domain: dom.name, snapshot: "nope" }),
+            `snapshot: domain '${dom.name}' has no snapshot 'nope' (its snapshots: 'internal 2', 'internal-1')`,
+        );
         assert.match(await failuresOf({ domain: "no-such-domain", snapshot: "x" }), /^domain: no domain 'no-such-domain' on local virsh/);
-        assert.match(await failuresOf({ domain: dom.name, snapshot: "x", afterRevert: "stopped" }), /^afterRevert: must be 'running', 'paused' or 'as-snapshotted'/);
+        assert.match(
+            await failuresOf({ domain: dom.name, snapshot: "x", afterRevert: "stopped" }),
+            /^afterRevert: must be 'running', 'paused' or 'as-snapshotted'/,
+        );
         // The snapshot is often a DomainSnapshot's output, unknown at the first preview.
         assert.equal(await failuresOf({ domain: dom.name, snapshot: UNKNOWN, triggers: [UNKNOWN] }), "");
-        assert.equal(await failuresOf({ domain: dom.name, snapshot: "internal-1" }), "", "an internal snapshot of this domain can be reverted");
+        assert.equal(
+            await failuresOf({ domain: dom.name, snapshot: "internal-1" }),
+            "",
+            "an internal snapshot of this domain can be reverted",
+        );
 
         // A checkpoint: reverting would leave the domain 'shut off (failed)', so it is refused before trying.
         await virshOk(["checkpoint-create-as", "--domain", dom.name, "--name", "cp-1"]);
         const why = await failuresOf({ domain: dom.name, snapshot: "internal-1" });
-        assert.match(why, /^domain: domain '.*' has checkpoints \('cp-1'\), and reverting a disk that carries dirty bitmaps fails \('Device has active dirty bitmaps'\): qemu refuses to load the snapshot, and on a running domain libvirt 9\.0\.0 leaves it shut off \(failed\)\. Nothing was changed\. Delete the checkpoints first/);
-        await expectCallError(revert("refused", { domain: dom.name, snapshot: "internal-1", afterRevert: "running" }), /check failed .*has checkpoints/);
+        assert.match(
+            why,
+            /^domain: domain '.*' has checkpoints \('cp-1'\), and reverting a disk that carries dirty bitmaps fails \('Device has active dirty bitmaps'\): qemu refuses to load the snapshot, and on a running domain libvirt 9\.0\.0 leaves it shut off \(failed\)\. Nothing was changed\. Delete the checkpoints first/,
+        );
+        await expectCallError(
+            revert("refused", { domain: dom.name, snapshot: "internal-1", afterRevert: "running" }),
+            /check failed .*has checkpoints/,
+        );
         // A revert that already happened, with nothing changed, is no failure: it would not revert again.
-        const olds = await suite.engine.programInputs(SnapshotRevertProvider, { domain: dom.name, snapshot: "internal-1", triggers: ["1"] });
+        const olds = await suite.engine.programInputs(SnapshotRevertProvider, {
+            domain: dom.name,
+            snapshot: "internal-1",
+            triggers: ["1"],
+        });
         assert.equal(await failuresOf({ domain: dom.name, snapshot: "internal-1", triggers: ["1"], force: true }, olds), "");
         assert.match(await failuresOf({ domain: dom.name, snapshot: "internal-1", triggers: ["2"] }, olds), /has checkpoints/);
 
         assert.equal(await domstate(dom.name), "running");
         const reason = await virshLocal(["domstate", "--domain", dom.name, "--reason"]);
         assert.doesNotMatch(reason.stdout, /failed/);
-        assert.deepEqual((await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").filter(Boolean), ["internal 2", "internal-1"]);
+        assert.deepEqual((await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").filter(Boolean), [
+            "internal 2",
+            "internal-1",
+        ]);
     });
 });

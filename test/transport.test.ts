@@ -16,7 +16,9 @@ const key = fs.readFileSync(lab.privateKeyPath, "utf8");
 const root: Connection = { host: lab.host, port: lab.port, user: "root", privateKey: key, hostKey: lab.hostKey };
 
 async function rejects(p: Promise<unknown>, kind: string, re: RegExp): Promise<LibvirtError> {
-    try { await p; } catch (e) {
+    try {
+        await p;
+    } catch (e) {
         assert.ok(e instanceof LibvirtError, `expected a LibvirtError, got ${String(e)}`);
         assert.equal(e.kind, kind, e.message);
         assert.match(e.message, re);
@@ -28,8 +30,16 @@ async function rejects(p: Promise<unknown>, kind: string, re: RegExp): Promise<L
 /** Kill every per-connection sshd child of the lab's sshd: drops the pooled connections. */
 function dropSshSessions(): number {
     const pid = Number(fs.readFileSync(path.join(lab.labDir, "sshd.pid"), "utf8").trim());
-    const kids = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean);
-    for (const k of kids) { try { process.kill(Number(k), "SIGKILL"); } catch { /* gone */ } }
+    const kids = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" })
+        .split("\n")
+        .filter(Boolean);
+    for (const k of kids) {
+        try {
+            process.kill(Number(k), "SIGKILL");
+        } catch {
+            /* gone */
+        }
+    }
     return kids.length;
 }
 
@@ -47,21 +57,42 @@ describe("SSH transport (real sshd)", function () {
         const enc = fs.readFileSync(lab.encryptedKeyPath, "utf8");
         const out = await new Virsh({ ...root, privateKey: enc, privateKeyPassword: lab.keyPassphrase }).run(["list", "--name"]);
         assert.match(out, /lab-writer/);
-        const e = await rejects(new Virsh({ ...root, privateKey: enc, privateKeyPassword: "wrong", dialErrorLimit: 3 }).run(["list"]),
-            "connection-failed", /cannot use connection\.privateKey .*Check privateKeyPassword/);
+        const e = await rejects(
+            new Virsh({ ...root, privateKey: enc, privateKeyPassword: "wrong", dialErrorLimit: 3 }).run(["list"]),
+            "connection-failed",
+            /cannot use connection\.privateKey .*Check privateKeyPassword/,
+        );
         assert.ok(!e.message.includes("wrong"), "the passphrase is not echoed");
     });
 
     it("logs in with a password as a non-root user and runs virsh through sudo -n", async () => {
-        const conn: Connection = { host: lab.host, port: lab.port, user: lab.sudoUser.user, password: lab.sudoUser.password, hostKey: lab.hostKey, sudo: true };
+        const conn: Connection = {
+            host: lab.host,
+            port: lab.port,
+            user: lab.sudoUser.user,
+            password: lab.sudoUser.password,
+            hostKey: lab.hostKey,
+            sudo: true,
+        };
         const out = await new Virsh(conn).run(["list", "--name"]);
         assert.match(out, /lab-writer/);
         // LC_ALL=C survives sudo, so errors are still classified.
-        await rejects(new Virsh(conn).run(["dumpxml", "--domain", "no-such-domain"]), "domain-not-found", /failed to get domain 'no-such-domain'/);
+        await rejects(
+            new Virsh(conn).run(["dumpxml", "--domain", "no-such-domain"]),
+            "domain-not-found",
+            /failed to get domain 'no-such-domain'/,
+        );
         // Without sudo the same user can't reach the system libvirt.
-        await rejects(new Virsh({ ...conn, sudo: false }).run(["list"]), "connection-failed", /failed to connect to the hypervisor|authentication/i);
-        const bad = await rejects(new Virsh({ ...conn, password: "not-the-password", dialErrorLimit: 5 }).run(["list"]),
-            "connection-failed", /SSH authentication failed for labuser@127\.0\.0\.1:\d+.*Check connection\.user and the credentials/);
+        await rejects(
+            new Virsh({ ...conn, sudo: false }).run(["list"]),
+            "connection-failed",
+            /failed to connect to the hypervisor|authentication/i,
+        );
+        const bad = await rejects(
+            new Virsh({ ...conn, password: "not-the-password", dialErrorLimit: 5 }).run(["list"]),
+            "connection-failed",
+            /SSH authentication failed for labuser@127\.0\.0\.1:\d+.*Check connection\.user and the credentials/,
+        );
         assert.ok(!bad.message.includes("not-the-password"));
     });
 
@@ -72,10 +103,16 @@ describe("SSH transport (real sshd)", function () {
         try {
             for (let i = 0; i < 50 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
             // An agent without keys fails closed, with a message.
-            await rejects(new Virsh({ host: lab.host, port: lab.port, agentSocketPath: sock, hostKey: lab.hostKey }).run(["list"]),
-                "connection-failed", /SSH authentication failed/);
+            await rejects(
+                new Virsh({ host: lab.host, port: lab.port, agentSocketPath: sock, hostKey: lab.hostKey }).run(["list"]),
+                "connection-failed",
+                /SSH authentication failed/,
+            );
             execFileSync("ssh-add", ["-q", lab.privateKeyPath], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: "ignore" });
-            const out = await new Virsh({ host: lab.host, port: lab.port, agentSocketPath: sock, hostKey: lab.hostKey }).run(["list", "--name"]);
+            const out = await new Virsh({ host: lab.host, port: lab.port, agentSocketPath: sock, hostKey: lab.hostKey }).run([
+                "list",
+                "--name",
+            ]);
             assert.match(out, /lab-writer/);
         } finally {
             agent.kill();
@@ -85,7 +122,10 @@ describe("SSH transport (real sshd)", function () {
 
     it("jumps through a proxy host (the same sshd) with direct-tcpip", async () => {
         const before = handshakeCount();
-        const conn: Connection = { ...root, proxy: { host: lab.host, port: lab.port, user: "root", privateKey: key, hostKey: lab.hostKey } };
+        const conn: Connection = {
+            ...root,
+            proxy: { host: lab.host, port: lab.port, user: "root", privateKey: key, hostKey: lab.hostKey },
+        };
         const out = await new Virsh(conn).run(["list", "--name"]);
         assert.match(out, /lab-writer/);
         assert.equal(handshakeCount() - before, 2, "one handshake with the jump host, one with the target");
@@ -95,26 +135,55 @@ describe("SSH transport (real sshd)", function () {
         const presented = execFileSync("ssh-keygen", ["-lf", lab.hostKeyPath], { encoding: "utf8" }).split(" ")[1]!;
         const other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
         const before = handshakeCount();
-        const e = await rejects(new Virsh({ ...root, hostKey: other }).run(["list"]), "host-key", /host key verification failed for 127\.0\.0\.1:\d+/);
+        const e = await rejects(
+            new Virsh({ ...root, hostKey: other }).run(["list"]),
+            "host-key",
+            /host key verification failed for 127\.0\.0\.1:\d+/,
+        );
         assert.ok(e.message.includes(presented), `shows ${presented}`);
         assert.doesNotMatch(e.message, /gave up after/, "a key mismatch is not retried");
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kh-"));
         const kh = path.join(dir, "known_hosts");
         fs.writeFileSync(kh, "");
-        await rejects(new Virsh({ ...root, hostKey: undefined, knownHostsPath: kh }).run(["list"]), "host-key", /is not in .*known_hosts and connection\.hostKey is not set/);
+        await rejects(
+            new Virsh({ ...root, hostKey: undefined, knownHostsPath: kh }).run(["list"]),
+            "host-key",
+            /is not in .*known_hosts and connection\.hostKey is not set/,
+        );
         fs.writeFileSync(kh, `[${lab.host}]:${lab.port} ${other}\n`);
         await rejects(new Virsh({ ...root, hostKey: undefined, knownHostsPath: kh }).run(["list"]), "host-key", /host key has changed/);
         assert.equal(handshakeCount(), before, "nothing authenticated");
         // The lab's known_hosts does have the right key.
-        assert.match(await new Virsh({ ...root, hostKey: undefined, knownHostsPath: lab.knownHostsPath }).run(["list", "--name"]), /lab-writer/);
+        assert.match(
+            await new Virsh({ ...root, hostKey: undefined, knownHostsPath: lab.knownHostsPath }).run(["list", "--name"]),
+            /lab-writer/,
+        );
         // Only the explicit opt-out skips the check.
         assert.match(await new Virsh({ ...root, hostKey: other, insecureIgnoreHostKey: true }).run(["list", "--name"]), /lab-writer/);
     });
 
     it("passes hostile arguments intact, and no canary file appears", async () => {
         const canary = path.join(os.tmpdir(), `canary-${process.pid}`);
-        const hostile = ["with space", "it's", `"double"`, `$(touch ${canary})`, `\`touch ${canary}\``, `; touch ${canary}`, `| touch ${canary}`,
-            `&& touch ${canary}`, `> ${canary}`, "new\nline", "back\\slash", "--help", "-", "", "✓ \u202e rtl", "*", "$HOME", "'$(id)'"];
+        const hostile = [
+            "with space",
+            "it's",
+            `"double"`,
+            `$(touch ${canary})`,
+            `\`touch ${canary}\``,
+            `; touch ${canary}`,
+            `| touch ${canary}`,
+            `&& touch ${canary}`,
+            `> ${canary}`,
+            "new\nline",
+            "back\\slash",
+            "--help",
+            "-",
+            "",
+            "✓ \u202e rtl",
+            "*",
+            "$HOME",
+            "'$(id)'",
+        ];
         for (const conn of [root, {}] as Connection[]) {
             const r = await transportFor(conn).exec(["printf", "%s\\0", ...hostile], { timeoutMs: 10_000 });
             assert.equal(r.code, 0, r.stderr);
@@ -144,7 +213,11 @@ describe("SSH transport (real sshd)", function () {
     });
 
     it("gives up dialling after dialErrorLimit attempts, saying so", async () => {
-        await rejects(new Virsh({ ...root, port: 1, dialErrorLimit: 2, perDialTimeout: 2 }).run(["list"]), "connection-failed", /ECONNREFUSED.*gave up after 2 attempts/);
+        await rejects(
+            new Virsh({ ...root, port: 1, dialErrorLimit: 2, perDialTimeout: 2 }).run(["list"]),
+            "connection-failed",
+            /ECONNREFUSED.*gave up after 2 attempts/,
+        );
     });
 
     it("never hangs: a command past its timeout fails with a timeout error", async () => {
@@ -160,18 +233,38 @@ describe("SSH transport (real sshd)", function () {
 describe("virsh runner: typed errors produced for real", function () {
     this.timeout(60_000);
     let dom: TestDomain;
-    before(async () => { dom = await makeDomain({ prefix: "labtmp-errors-" }); });
-    after(async () => { await dom?.dispose(); closeAllTransports(); });
+    before(async () => {
+        dom = await makeDomain({ prefix: "labtmp-errors-" });
+    });
+    after(async () => {
+        await dom?.dispose();
+        closeAllTransports();
+    });
 
-    for (const [label, conn] of [["local", {}], ["ssh", root]] as Array<[string, Connection]>) {
+    for (const [label, conn] of [
+        ["local", {}],
+        ["ssh", root],
+    ] as Array<[string, Connection]>) {
         it(`${label}: missing domain, missing snapshot, existing name; each carries the command and stderr`, async () => {
             const v = new Virsh(conn);
-            const e1 = await rejects(v.run(["snapshot-list", "--domain", "no-such-domain"]), "domain-not-found", /failed to get domain 'no-such-domain'/);
+            const e1 = await rejects(
+                v.run(["snapshot-list", "--domain", "no-such-domain"]),
+                "domain-not-found",
+                /failed to get domain 'no-such-domain'/,
+            );
             assert.match(e1.command!, /^env LC_ALL=C virsh -c qemu:\/\/\/system snapshot-list --domain no-such-domain$/);
             assert.equal(e1.exitCode, 1);
-            await rejects(v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "nope"]), "snapshot-not-found", /no domain snapshot with matching name 'nope'/);
+            await rejects(
+                v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "nope"]),
+                "snapshot-not-found",
+                /no domain snapshot with matching name 'nope'/,
+            );
             await v.run(["snapshot-create-as", "--domain", dom.name, "--name", `dup-${label}`]);
-            await rejects(v.run(["snapshot-create-as", "--domain", dom.name, "--name", `dup-${label}`]), "already-exists", new RegExp(`domain moment dup-${label} already exists`));
+            await rejects(
+                v.run(["snapshot-create-as", "--domain", dom.name, "--name", `dup-${label}`]),
+                "already-exists",
+                new RegExp(`domain moment dup-${label} already exists`),
+            );
             await virshOk(["snapshot-delete", "--domain", dom.name, "--snapshotname", `dup-${label}`]);
         });
     }

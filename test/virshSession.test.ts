@@ -12,7 +12,13 @@ import { virshStats } from "../provider/host/virshSessions";
 import { loadLab, makeDomain, virshLocal, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
-const root: Connection = { host: lab.host, port: lab.port, user: "root", privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey };
+const root: Connection = {
+    host: lab.host,
+    port: lab.port,
+    user: "root",
+    privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"),
+    hostKey: lab.hostKey,
+};
 
 /** The process path's answer, for comparison: the same argv through transport.exec. */
 async function viaExec(v: Virsh, args: string[]): Promise<{ code: number | null; stdout: string }> {
@@ -21,7 +27,12 @@ async function viaExec(v: Virsh, args: string[]): Promise<{ code: number | null;
 }
 
 async function errorOf(p: Promise<unknown>): Promise<LibvirtError> {
-    try { await p; } catch (e) { assert.ok(e instanceof LibvirtError, String(e)); return e; }
+    try {
+        await p;
+    } catch (e) {
+        assert.ok(e instanceof LibvirtError, String(e));
+        return e;
+    }
     assert.fail("expected an error");
 }
 
@@ -34,11 +45,23 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
 
     before(async () => {
         dom = await makeDomain({ prefix: "labtmp-session-" });
-        const candidates = ["plain", "with space", "it's", "a;b", "#hash", "-dash", "$(touch /tmp/pwned)", `q 'single' "double" \\back`,
-            "x".repeat(200), "<&>", "ünïcode", "tab\there",
+        const candidates = [
+            "plain",
+            "with space",
+            "it's",
+            "a;b",
+            "#hash",
+            "-dash",
+            "$(touch /tmp/pwned)",
+            `q 'single' "double" \\back`,
+            "x".repeat(200),
+            "<&>",
+            "ünïcode",
+            "tab\there",
             `v ; snapshot-delete --domain ${dom.name} --snapshotname ${victim}`,
             `v' ; snapshot-delete --domain ${dom.name} --snapshotname ${victim} ; echo '`,
-            `v" ; snapshot-delete --domain ${dom.name} --snapshotname ${victim} ; echo "`];
+            `v" ; snapshot-delete --domain ${dom.name} --snapshotname ${victim} ; echo "`,
+        ];
         await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", victim]);
         for (const n of candidates) {
             const r = await virshLocal(["snapshot-create-as", "--domain", dom.name, "--name", n, "--description", marker(n)]);
@@ -46,15 +69,24 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         }
         assert.ok(names.length >= 12, `libvirt took only ${names.length} of the names`);
     });
-    after(async () => { closeAllTransports(); await dom?.dispose(); });
+    after(async () => {
+        closeAllTransports();
+        await dom?.dispose();
+    });
 
-    for (const [label, conn] of [["local", {}], ["ssh", root]] as Array<[string, Connection]>) {
+    for (const [label, conn] of [
+        ["local", {}],
+        ["ssh", root],
+    ] as Array<[string, Connection]>) {
         describe(label, () => {
             it("answers exactly what a virsh process prints, for every name, and never runs what a name contains", async () => {
                 const v = new Virsh(conn);
                 const before = virshStats.sessionCommands;
                 for (const n of names) {
-                    for (const cmd of [["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", n], ["snapshot-info", "--domain", dom.name, "--snapshotname", n]]) {
+                    for (const cmd of [
+                        ["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", n],
+                        ["snapshot-info", "--domain", dom.name, "--snapshotname", n],
+                    ]) {
                         const mine = await v.run(cmd);
                         const theirs = await viaExec(v, cmd);
                         assert.equal(theirs.code, 0);
@@ -66,7 +98,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 assert.ok(xml.includes("error: not an error"), "a description that looks like an error is data");
                 const asciiOnly = names.filter((n) => /^[\x20-\x7e]*$/.test(n)).length;
                 assert.ok(virshStats.sessionCommands - before >= 2 * asciiOnly, "printable-ASCII names were answered by sessions");
-                assert.deepEqual((await v.run(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").filter(Boolean).sort(), [...names, victim].sort());
+                assert.deepEqual(
+                    (await v.run(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").filter(Boolean).sort(),
+                    [...names, victim].sort(),
+                );
                 assert.ok(!fs.existsSync("/tmp/pwned"));
             });
 
@@ -82,7 +117,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 const e3 = await errorOf(v.run(["domstate", "--domain", "no-such-domain"]));
                 assert.equal(e3.kind, "domain-not-found");
                 for (const n of names.slice(0, 5)) {
-                    assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", n]), new RegExp(`^Name: +${n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`, "m"));
+                    assert.match(
+                        await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", n]),
+                        new RegExp(`^Name: +${n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`, "m"),
+                    );
                 }
                 assert.ok(virshStats.sessionsStarted - started <= 1, "failures don't cost a new session");
             });
@@ -93,7 +131,12 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 const outs = await Promise.all(picks.map((n) => v.run(["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", n])));
                 for (const [i, n] of picks.entries()) {
                     const name = /<name>([^<]*)<\/name>/.exec(outs[i]!)?.[1];
-                    const want = n.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/'/g, "&apos;").replace(/"/g, "&quot;");
+                    const want = n
+                        .replace(/&/g, "&amp;")
+                        .replace(/</g, "&lt;")
+                        .replace(/>/g, "&gt;")
+                        .replace(/'/g, "&apos;")
+                        .replace(/"/g, "&quot;");
                     assert.ok(name === n || name === want, `answer ${i}: ${name} for ${n}`);
                 }
             });
@@ -110,12 +153,21 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
 
     it("keeps at most 3 sessions per SSH connection however many libvirt URIs share it, so commands that change something still get channels", async () => {
         // Five spellings of the same libvirtd: five virsh invocations, so five pools on one connection.
-        const uris = ["qemu:///system?mode=legacy", "qemu:///system?mode=auto", "qemu:///system?socket=/run/libvirt/libvirt-sock", "qemu+unix:///system", "qemu+unix:///system?mode=legacy"];
+        const uris = [
+            "qemu:///system?mode=legacy",
+            "qemu:///system?mode=auto",
+            "qemu:///system?socket=/run/libvirt/libvirt-sock",
+            "qemu+unix:///system",
+            "qemu+unix:///system?mode=legacy",
+        ];
         const shells = () => {
-            const lines = execFileSync("ps", ["-eo", "args="], { encoding: "utf8" }).split("\n").map((l) => l.trim());
+            const lines = execFileSync("ps", ["-eo", "args="], { encoding: "utf8" })
+                .split("\n")
+                .map((l) => l.trim());
             return lines.filter((l) => uris.some((u) => l === `virsh -c ${u}`)).length;
         };
-        const started = virshStats.sessionsStarted, answered = virshStats.sessionCommands;
+        const started = virshStats.sessionsStarted,
+            answered = virshStats.sessionCommands;
         const last = new Virsh({ ...root, libvirtUri: uris[uris.length - 1]! });
         for (const u of uris) {
             const v = new Virsh({ ...root, libvirtUri: u });
@@ -130,7 +182,9 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         const burst = Array.from({ length: 5 }, () => last.transport.exec(["sleep", token], { timeoutMs: 60_000 }));
         let most = 0;
         for (let i = 0; i < 100 && most < 5; i++) {
-            const n = execFileSync("ps", ["-eo", "args="], { encoding: "utf8" }).split("\n").filter((l) => l.trim() === `sleep ${token}`).length;
+            const n = execFileSync("ps", ["-eo", "args="], { encoding: "utf8" })
+                .split("\n")
+                .filter((l) => l.trim() === `sleep ${token}`).length;
             most = Math.max(most, n);
             await new Promise((r) => setTimeout(r, 30));
         }
@@ -143,7 +197,9 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         const v = new Virsh({});
         await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]);
         // Our own local sessions: children of this process.
-        const kids = execFileSync("pgrep", ["-P", String(process.pid), "-x", "virsh"], { encoding: "utf8" }).split("\n").filter(Boolean);
+        const kids = execFileSync("pgrep", ["-P", String(process.pid), "-x", "virsh"], { encoding: "utf8" })
+            .split("\n")
+            .filter(Boolean);
         assert.ok(kids.length > 0, "a local session runs");
         for (const k of kids) process.kill(Number(k), "SIGKILL");
         await new Promise((r) => setTimeout(r, 100));

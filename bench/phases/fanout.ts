@@ -16,11 +16,24 @@ import type { BenchSshd, SshdLog } from "../sshd";
 import { serverFloorKb } from "./memory";
 
 /** What the refresh phase goes on with: the domains, the last round's snapshots and its still-open provider. */
-export interface FanoutOutcome { doms: TestDomain[]; states: State[]; provider: ProviderServer; }
+export interface FanoutOutcome {
+    doms: TestDomain[];
+    states: State[];
+    provider: ProviderServer;
+}
 
 interface Round {
-    ideal: number; localParallel: number; wall: number; checkWall: number; handshakes: number; checkCommands: number; createCommands: number; peakKb: number; startKb: number;
-    localCpu: { client: number; libvirtd: number; qemu: number }; providerCpu: { server: number; sshdAndVirsh: number; libvirtd: number; qemu: number };
+    ideal: number;
+    localParallel: number;
+    wall: number;
+    checkWall: number;
+    handshakes: number;
+    checkCommands: number;
+    createCommands: number;
+    peakKb: number;
+    startKb: number;
+    localCpu: { client: number; libvirtd: number; qemu: number };
+    providerCpu: { server: number; sshdAndVirsh: number; libvirtd: number; qemu: number };
 }
 
 export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutOutcome> {
@@ -28,7 +41,10 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
     const doms = await Promise.all(Array.from({ length: FANOUT_DOMAINS }, () => newDomain("labtmp-bench-fan-")));
     const per = FANOUT_SNAPSHOTS / FANOUT_DOMAINS;
     // Round-robin over domains, as a program declaring "one snapshot per VM" ten times would.
-    const jobs: SnapshotJob[] = Array.from({ length: FANOUT_SNAPSHOTS }, (_, i) => ({ dom: doms[i % FANOUT_DOMAINS]!, name: `fan-${Math.floor(i / FANOUT_DOMAINS)}` }));
+    const jobs: SnapshotJob[] = Array.from({ length: FANOUT_SNAPSHOTS }, (_, i) => ({
+        dom: doms[i % FANOUT_DOMAINS]!,
+        name: `fan-${Math.floor(i / FANOUT_DOMAINS)}`,
+    }));
 
     // Warm-up: the first snapshots of a fresh disk are several times slower (the qcow2 file grows
     // for the saved memory; later ones reuse the freed clusters), so every round starts warm.
@@ -47,13 +63,14 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         }
         const ideal = await idealFanoutMs(jobs);
         await deleteSnapshotsLocally(jobs);
-        const c0 = cpuMs(process.pid), h0 = hostCpu(doms.map((d) => d.name));
+        const c0 = cpuMs(process.pid),
+            h0 = hostCpu(doms.map((d) => d.name));
         const localParallel = await timedLocalFanout(jobs);
         const h1 = hostCpu(doms.map((d) => d.name));
         const localCpu = { client: cpuMs(process.pid) - c0, libvirtd: h1.libvirtd - h0.libvirtd, qemu: h1.qemu - h0.qemu };
         await deleteSnapshotsLocally(jobs);
 
-        const p = provider = await ProviderServer.start(sshd, `fanout${round}`);
+        const p = (provider = await ProviderServer.start(sshd, `fanout${round}`));
         onCleanup(() => p.close());
         const startKb = p.status().rssKb;
         const rss = new PeakRssSampler(p.engine.pid, startKb);
@@ -62,29 +79,54 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         const checked = await pool(PARALLEL, jobs, (j) => p.check(j.dom.name, j.name));
         const checkWall = now() - tc0;
         const m1 = sshdLog.mark();
-        const s0 = cpuMs(p.engine.pid), d0 = treeCpuMs(sshd.pid), h2 = hostCpu(doms.map((d) => d.name));
+        const s0 = cpuMs(p.engine.pid),
+            d0 = treeCpuMs(sshd.pid),
+            h2 = hostCpu(doms.map((d) => d.name));
         const t0 = now();
         states = await pool(PARALLEL, checked, (c) => p.create(c.urn, c.inputs));
         const wall = now() - t0;
         if (MEM_DIR) {
             // Epoch ms, to line up with the timeline bench/memprof.ts writes from inside the server.
             fs.mkdirSync(MEM_DIR, { recursive: true });
-            const marks = { checksStart: Date.now() - (now() - tc0), checksEnd: Date.now() - (now() - tc0 - checkWall), createsEnd: Date.now() };
+            const marks = {
+                checksStart: Date.now() - (now() - tc0),
+                checksEnd: Date.now() - (now() - tc0 - checkWall),
+                createsEnd: Date.now(),
+            };
             fs.writeFileSync(path.join(MEM_DIR, `${p.label}-${p.engine.pid}.marks.json`), JSON.stringify(marks));
         }
         const h3 = hostCpu(doms.map((d) => d.name));
-        const providerCpu = { server: cpuMs(p.engine.pid) - s0, sshdAndVirsh: treeCpuMs(sshd.pid) - d0, libvirtd: h3.libvirtd - h2.libvirtd, qemu: h3.qemu - h2.qemu };
-        const afterCreate = sshdLog.since(m1), all = sshdLog.since(m0);
+        const providerCpu = {
+            server: cpuMs(p.engine.pid) - s0,
+            sshdAndVirsh: treeCpuMs(sshd.pid) - d0,
+            libvirtd: h3.libvirtd - h2.libvirtd,
+            qemu: h3.qemu - h2.qemu,
+        };
+        const afterCreate = sshdLog.since(m1),
+            all = sshdLog.since(m0);
         const peakKb = rss.stop();
         for (const d of doms) {
             const n = (await snapshotNames(d)).length;
             if (n !== per) throw new Error(`fan-out left ${n} snapshots on ${d.name}, expected ${per}`);
         }
-        rounds.push({ ideal, localParallel, wall, checkWall, handshakes: all.handshakes, checkCommands: all.commands - afterCreate.commands, createCommands: afterCreate.commands, peakKb, startKb, localCpu, providerCpu });
+        rounds.push({
+            ideal,
+            localParallel,
+            wall,
+            checkWall,
+            handshakes: all.handshakes,
+            checkCommands: all.commands - afterCreate.commands,
+            createCommands: afterCreate.commands,
+            peakKb,
+            startKb,
+            localCpu,
+            providerCpu,
+        });
         log(`  round ${round + 1}: ideal ${ms(ideal)}, local || ${ms(localParallel)}, provider ${ms(wall)} (${r2(wall / ideal)}x)`);
     }
     const medOf = (f: (r: Round) => number) => median(rounds.map(f));
-    const ratio = medOf((r) => r.wall / r.ideal), localRatio = medOf((r) => r.localParallel / r.ideal);
+    const ratio = medOf((r) => r.wall / r.ideal),
+        localRatio = medOf((r) => r.localParallel / r.ideal);
     const peakKb = Math.max(...rounds.map((r) => r.peakKb));
     const handshakes = Math.max(...rounds.map((r) => r.handshakes));
     row(`fan-out (50 creates, 5 domains, 10 in flight; median of ${rounds.length} rounds)`, "ideal", "local ||", "provider");
@@ -96,23 +138,44 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
     row("  virsh processes on the host (check / create)", "", "", `${medOf((r) => r.checkCommands)} / ${medOf((r) => r.createCommands)}`);
     row("  provider RSS: at start / peak (VmHWM, max)", "", `${r1(medOf((r) => r.startKb) / 1024)} MB`, `${r1(peakKb / 1024)} MB`);
     const per50 = (x: number) => `${(x / jobs.length).toFixed(1)} ms`;
-    row("  CPU per create: virsh processes (local) / provider server", "", per50(medOf((r) => r.localCpu.client)), per50(medOf((r) => r.providerCpu.server)));
+    row(
+        "  CPU per create: virsh processes (local) / provider server",
+        "",
+        per50(medOf((r) => r.localCpu.client)),
+        per50(medOf((r) => r.providerCpu.server)),
+    );
     row("  CPU per create: sshd + virsh on the host", "", "", per50(medOf((r) => r.providerCpu.sshdAndVirsh)));
     row("  CPU per create: libvirtd", "", per50(medOf((r) => r.localCpu.libvirtd)), per50(medOf((r) => r.providerCpu.libvirtd)));
     row("  CPU per create: qemu", "", per50(medOf((r) => r.localCpu.qemu)), per50(medOf((r) => r.providerCpu.qemu)));
     const floor = await serverFloorKb(sshd, jobs.length);
     row("  same RPCs to a no-op provider: peak RSS", "", "", `${r1(floor / 1024)} MB`);
     Object.assign(results, {
-        fanoutRatio: r2(ratio), fanoutMs: r1(medOf((r) => r.wall)), fanoutIdealMs: r1(medOf((r) => r.ideal)), fanoutLocalParallelMs: r1(medOf((r) => r.localParallel)),
-        localFanoutRatio: r2(localRatio), fanoutRounds: rounds.map((r) => r2(r.wall / r.ideal)), fanoutCheckMs: r1(medOf((r) => r.checkWall)),
+        fanoutRatio: r2(ratio),
+        fanoutMs: r1(medOf((r) => r.wall)),
+        fanoutIdealMs: r1(medOf((r) => r.ideal)),
+        fanoutLocalParallelMs: r1(medOf((r) => r.localParallel)),
+        localFanoutRatio: r2(localRatio),
+        fanoutRounds: rounds.map((r) => r2(r.wall / r.ideal)),
+        fanoutCheckMs: r1(medOf((r) => r.checkWall)),
         fanoutVsLocalParallel: r2(medOf((r) => r.wall / r.localParallel)),
         fanoutCpuPerCreateMs: {
-            local: { virsh: r1(medOf((r) => r.localCpu.client) / jobs.length), libvirtd: r1(medOf((r) => r.localCpu.libvirtd) / jobs.length), qemu: r1(medOf((r) => r.localCpu.qemu) / jobs.length) },
-            provider: { server: r1(medOf((r) => r.providerCpu.server) / jobs.length), sshdAndVirsh: r1(medOf((r) => r.providerCpu.sshdAndVirsh) / jobs.length),
-                libvirtd: r1(medOf((r) => r.providerCpu.libvirtd) / jobs.length), qemu: r1(medOf((r) => r.providerCpu.qemu) / jobs.length) },
+            local: {
+                virsh: r1(medOf((r) => r.localCpu.client) / jobs.length),
+                libvirtd: r1(medOf((r) => r.localCpu.libvirtd) / jobs.length),
+                qemu: r1(medOf((r) => r.localCpu.qemu) / jobs.length),
+            },
+            provider: {
+                server: r1(medOf((r) => r.providerCpu.server) / jobs.length),
+                sshdAndVirsh: r1(medOf((r) => r.providerCpu.sshdAndVirsh) / jobs.length),
+                libvirtd: r1(medOf((r) => r.providerCpu.libvirtd) / jobs.length),
+                qemu: r1(medOf((r) => r.providerCpu.qemu) / jobs.length),
+            },
         },
-        handshakesPerHost: handshakes, fanoutVirshProcesses: medOf((r) => r.createCommands),
-        peakRssMB: r1(peakKb / 1024), startRssMB: r1(medOf((r) => r.startKb) / 1024), noopProviderPeakRssMB: r1(floor / 1024),
+        handshakesPerHost: handshakes,
+        fanoutVirshProcesses: medOf((r) => r.createCommands),
+        peakRssMB: r1(peakKb / 1024),
+        startRssMB: r1(medOf((r) => r.startKb) / 1024),
+        noopProviderPeakRssMB: r1(floor / 1024),
     });
     return { doms, states, provider: provider! };
 }

@@ -15,12 +15,20 @@ export async function serverFloorKb(sshd: BenchSshd, n: number): Promise<number>
     const p = await ProviderServer.start(sshd, "noop");
     onCleanup(() => p.close());
     try {
-        await pool(PARALLEL, Array.from({ length: n }, (_, i) => i), async (i) => {
-            const urn = p.engine.urn(TYPE, `noop-${i}`);
-            const inputs = await p.engine.programInputs(bareProvider, { connection: p.connection, domain: "d", snapshotName: `noop-${i}` });
-            const c = await p.engine.check(urn, {}, inputs);
-            await p.engine.create(urn, c.inputs);
-        });
+        await pool(
+            PARALLEL,
+            Array.from({ length: n }, (_, i) => i),
+            async (i) => {
+                const urn = p.engine.urn(TYPE, `noop-${i}`);
+                const inputs = await p.engine.programInputs(bareProvider, {
+                    connection: p.connection,
+                    domain: "d",
+                    snapshotName: `noop-${i}`,
+                });
+                const c = await p.engine.check(urn, {}, inputs);
+                await p.engine.create(urn, c.inputs);
+            },
+        );
         return p.status().hwmKb;
     } finally {
         await p.close();

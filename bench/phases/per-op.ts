@@ -15,14 +15,23 @@ export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<v
     const dom = await newDomain("labtmp-bench-op-");
     const provider = await ProviderServer.start(sshd, "perop");
     onCleanup(() => provider.close());
-    const L: Trio[] = [], S: Trio[] = [], P: Array<Trio & { check: number }> = [];
-    const cmdsPerTrio: number[] = [], checkCmds: number[] = [];
+    const L: Trio[] = [],
+        S: Trio[] = [],
+        P: Array<Trio & { check: number }> = [];
+    const cmdsPerTrio: number[] = [],
+        checkCmds: number[] = [];
     for (let i = 0; i < WARMUP + ITER; i++) {
         const order = [0, 1, 2].map((k) => (k + i) % 3);
         for (const which of order) {
             const name = `bench-${i}-${which}`;
-            if (which === 0) { const t = await localTrio(dom.uuid, name); if (i >= WARMUP) L.push(t); }
-            if (which === 1) { const t = await sshTrio(sshd, dom.uuid, name); if (i >= WARMUP) S.push(t); }
+            if (which === 0) {
+                const t = await localTrio(dom.uuid, name);
+                if (i >= WARMUP) L.push(t);
+            }
+            if (which === 1) {
+                const t = await sshTrio(sshd, dom.uuid, name);
+                if (i >= WARMUP) S.push(t);
+            }
             if (which === 2) {
                 const m0 = sshdLog.mark();
                 const { urn, inputs } = await provider.check(dom.name, name);
@@ -44,9 +53,15 @@ export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<v
     }
     // Check is timed on its own (a create's Check happens at preview and again at up).
     const checks: number[] = [];
-    for (let i = 0; i < 10; i++) { const t0 = now(); await provider.check(dom.name, `bench-check-${i}`); checks.push(now() - t0); }
+    for (let i = 0; i < 10; i++) {
+        const t0 = now();
+        await provider.check(dom.name, `bench-check-${i}`);
+        checks.push(now() - t0);
+    }
     const med = (xs: Trio[], k: keyof Trio) => median(xs.map((x) => x[k]));
-    const local = med(L, "total"), ssh = med(S, "total"), prov = med(P, "total");
+    const local = med(L, "total"),
+        ssh = med(S, "total"),
+        prov = med(P, "total");
     row("per operation (median of " + ITER + ")", "local virsh", "fresh ssh", "provider");
     for (const k of ["create", "read", "del", "total"] as const) {
         row(`  ${k === "del" ? "delete" : k}`, ms(med(L, k)), ms(med(S, k)), ms(med(P, k)));
@@ -58,11 +73,21 @@ export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<v
     row("  sshPerOpRatio freshSsh/local", "", r2(ssh / local).toFixed(2), "");
     row("  provider/freshSsh", "", "", r2(prov / ssh).toFixed(2));
     Object.assign(results, {
-        perOpRatio: r2(prov / local), sshPerOpRatio: r2(ssh / local), providerVsFreshSsh: r2(prov / ssh),
-        perOpLocalMs: r1(local), perOpFreshSshMs: r1(ssh), perOpProviderMs: r1(prov),
-        perOpProviderCreateMs: r1(med(P, "create")), perOpProviderReadMs: r1(med(P, "read")), perOpProviderDeleteMs: r1(med(P, "del")),
-        perOpLocalCreateMs: r1(med(L, "create")), perOpLocalReadMs: r1(med(L, "read")), perOpLocalDeleteMs: r1(med(L, "del")),
-        checkMs: r1(median(checks)), virshProcessesPerOp: median(cmdsPerTrio), virshProcessesPerCheck: median(checkCmds),
+        perOpRatio: r2(prov / local),
+        sshPerOpRatio: r2(ssh / local),
+        providerVsFreshSsh: r2(prov / ssh),
+        perOpLocalMs: r1(local),
+        perOpFreshSshMs: r1(ssh),
+        perOpProviderMs: r1(prov),
+        perOpProviderCreateMs: r1(med(P, "create")),
+        perOpProviderReadMs: r1(med(P, "read")),
+        perOpProviderDeleteMs: r1(med(P, "del")),
+        perOpLocalCreateMs: r1(med(L, "create")),
+        perOpLocalReadMs: r1(med(L, "read")),
+        perOpLocalDeleteMs: r1(med(L, "del")),
+        checkMs: r1(median(checks)),
+        virshProcessesPerOp: median(cmdsPerTrio),
+        virshProcessesPerCheck: median(checkCmds),
     });
     await provider.close();
 }

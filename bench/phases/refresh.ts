@@ -12,8 +12,14 @@ import type { BenchSshd, SshdLog } from "../sshd";
 import type { FanoutOutcome } from "./fanout";
 
 export async function refresh(sshd: BenchSshd, sshdLog: SshdLog, { doms, states, provider: last }: FanoutOutcome): Promise<void> {
-    const more = Array.from({ length: REFRESH_COUNT - FANOUT_SNAPSHOTS }, (_, i) => ({ dom: doms[i % FANOUT_DOMAINS]!, name: `ref-${Math.floor(i / FANOUT_DOMAINS)}` }));
-    const moreStates = await pool(PARALLEL, more, async (j) => { const c = await last.check(j.dom.name, j.name); return last.create(c.urn, c.inputs); });
+    const more = Array.from({ length: REFRESH_COUNT - FANOUT_SNAPSHOTS }, (_, i) => ({
+        dom: doms[i % FANOUT_DOMAINS]!,
+        name: `ref-${Math.floor(i / FANOUT_DOMAINS)}`,
+    }));
+    const moreStates = await pool(PARALLEL, more, async (j) => {
+        const c = await last.check(j.dom.name, j.name);
+        return last.create(c.urn, c.inputs);
+    });
     await last.close();
     const everything = [...states, ...moreStates];
 
@@ -41,7 +47,11 @@ export async function refresh(sshd: BenchSshd, sshdLog: SshdLog, { doms, states,
     row("  SSH handshakes", "", "", String(rc.handshakes));
     row(`  then delete all ${everything.length} (wall)`, "", "", ms(deleteMs));
     Object.assign(results, {
-        refreshMs: r1(refreshMs), refreshLocalMs: r1(localRefreshMs), refreshVirshProcesses: rc.commands, refreshHandshakes: rc.handshakes,
-        deleteAllMs: r1(deleteMs), refreshPeakRssMB: r1(refreshRss.hwmKb / 1024),
+        refreshMs: r1(refreshMs),
+        refreshLocalMs: r1(localRefreshMs),
+        refreshVirshProcesses: rc.commands,
+        refreshHandshakes: rc.handshakes,
+        deleteAllMs: r1(deleteMs),
+        refreshPeakRssMB: r1(refreshRss.hwmKb / 1024),
     });
 }

@@ -21,25 +21,36 @@ const restorePoint = new RestorePoint("before-upgrade", {
 });
 
 // The upgrade itself runs only once the restore point exists.
-const upgrade = new command.remote.Command("upgrade", {
-    connection: {
-        host: host.get("host") ?? "127.0.0.1",
-        port: host.getNumber("port") ?? 22,
-        user: host.get("user") ?? "root",
-        privateKey: host.getSecret("privateKey"),
+const upgrade = new command.remote.Command(
+    "upgrade",
+    {
+        connection: {
+            host: host.get("host") ?? "127.0.0.1",
+            port: host.getNumber("port") ?? 22,
+            user: host.get("user") ?? "root",
+            privateKey: host.getSecret("privateKey"),
+        },
+        create: config.get("upgradeCommand") ?? "echo 'the upgrade runs here'",
     },
-    create: config.get("upgradeCommand") ?? "echo 'the upgrade runs here'",
-}, { dependsOn: [restorePoint] });
+    { dependsOn: [restorePoint] },
+);
 
 // Reverting throws away the VMs' current state, so it is its own, declared step.
 export const reverts = config.getBoolean("rollback")
-    ? domains.map((domain) => new SnapshotRevert(`rollback-${domain}`, {
-        domain,
-        snapshot: restorePoint.snapshotName,
-        afterRevert: "running",
-        // Change this value to roll back again later.
-        triggers: [config.get("rollbackId") ?? "1"],
-    }, { dependsOn: [upgrade] }).revertedAt)
+    ? domains.map(
+          (domain) =>
+              new SnapshotRevert(
+                  `rollback-${domain}`,
+                  {
+                      domain,
+                      snapshot: restorePoint.snapshotName,
+                      afterRevert: "running",
+                      // Change this value to roll back again later.
+                      triggers: [config.get("rollbackId") ?? "1"],
+                  },
+                  { dependsOn: [upgrade] },
+              ).revertedAt,
+      )
     : [];
 
 export const snapshots = restorePoint.snapshots;

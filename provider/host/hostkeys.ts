@@ -16,11 +16,14 @@ export function keyType(blob: Buffer): string {
     return blob.subarray(4, 4 + n).toString("latin1");
 }
 
-export type Verdict =
-    | { ok: true }
-    | { ok: false; reason: "mismatch" | "unknown" | "revoked"; message: string };
+export type Verdict = { ok: true } | { ok: false; reason: "mismatch" | "unknown" | "revoked"; message: string };
 
-interface KnownHostsEntry { marker?: string; patterns: string; type: string; blob: Buffer; }
+interface KnownHostsEntry {
+    marker?: string;
+    patterns: string;
+    type: string;
+    blob: Buffer;
+}
 
 function parseKnownHosts(text: string): KnownHostsEntry[] {
     const out: KnownHostsEntry[] = [];
@@ -37,7 +40,10 @@ function parseKnownHosts(text: string): KnownHostsEntry[] {
 }
 
 function globToRegExp(glob: string): RegExp {
-    const esc = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+    const esc = glob
+        .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+        .replace(/\*/g, ".*")
+        .replace(/\?/g, ".");
     return new RegExp(`^${esc}$`, "i");
 }
 
@@ -51,8 +57,9 @@ function hostMatches(patterns: string, hostField: string): boolean {
     }
     let matched = false;
     for (const p of patterns.split(",")) {
-        if (p.startsWith("!")) { if (globToRegExp(p.slice(1)).test(hostField)) return false; }
-        else if (globToRegExp(p).test(hostField)) matched = true;
+        if (p.startsWith("!")) {
+            if (globToRegExp(p.slice(1)).test(hostField)) return false;
+        } else if (globToRegExp(p).test(hostField)) matched = true;
     }
     return matched;
 }
@@ -82,34 +89,48 @@ export function verifyHostKey(t: TrustSettings, blob: Buffer): Verdict {
         if (ok) return { ok: true };
         const pinned = pin.startsWith("SHA256:") ? pin : fingerprint(Buffer.from(pin.split(/\s+/)[1] ?? "", "base64"));
         return {
-            ok: false, reason: "mismatch",
-            message: `host key verification failed for ${where}: the server presented ${presented}, ` +
+            ok: false,
+            reason: "mismatch",
+            message:
+                `host key verification failed for ${where}: the server presented ${presented}, ` +
                 `but connection.hostKey pins ${pinned}. If the host was reinstalled, check the new key out of band ` +
                 `(ssh-keyscan -p ${t.port} ${t.host}) and update connection.hostKey.`,
         };
     }
     const file = t.knownHostsPath ?? defaultKnownHostsPath();
     let text = "";
-    try { text = fs.readFileSync(file, "utf8"); } catch { /* a missing file means no entry */ }
+    try {
+        text = fs.readFileSync(file, "utf8");
+    } catch {
+        /* a missing file means no entry */
+    }
     const hostField = t.port === 22 ? t.host : `[${t.host}]:${t.port}`;
     const entries = parseKnownHosts(text).filter((e) => hostMatches(e.patterns, hostField));
     if (entries.some((e) => e.marker === "@revoked" && e.blob.equals(blob))) {
-        return { ok: false, reason: "revoked", message: `host key verification failed for ${where}: ${presented} is marked @revoked in ${file}.` };
+        return {
+            ok: false,
+            reason: "revoked",
+            message: `host key verification failed for ${where}: ${presented} is marked @revoked in ${file}.`,
+        };
     }
     const plain = entries.filter((e) => !e.marker);
     if (plain.some((e) => e.blob.equals(blob))) return { ok: true };
     if (plain.length > 0) {
         return {
-            ok: false, reason: "mismatch",
-            message: `host key verification failed for ${where}: the server presented ${presented}, which does not match ` +
+            ok: false,
+            reason: "mismatch",
+            message:
+                `host key verification failed for ${where}: the server presented ${presented}, which does not match ` +
                 `the key recorded for ${hostField} in ${file} (${plain.map((e) => `${e.type} ${fingerprint(e.blob)}`).join(", ")}). ` +
                 `The host key has changed: someone may be intercepting the connection, or the host was reinstalled. ` +
                 `Check the new key out of band, then fix ${file} (ssh-keygen -R '${hostField}').`,
         };
     }
     return {
-        ok: false, reason: "unknown",
-        message: `host key verification failed for ${where}: ${hostField} is not in ${file} and connection.hostKey is not set ` +
+        ok: false,
+        reason: "unknown",
+        message:
+            `host key verification failed for ${where}: ${hostField} is not in ${file} and connection.hostKey is not set ` +
             `(the server presented ${presented}). Pin it with connection.hostKey (the line from ssh-keyscan -p ${t.port} ${t.host}), ` +
             `or add it to ${file}. Only for throwaway test hosts: insecureIgnoreHostKey: true.`,
     };

@@ -4,7 +4,8 @@
 import { Virsh, type LibvirtVersion } from "./virsh";
 import { parseDomainXml, type DomainInfo } from "./xml";
 
-export type DomainState = "running" | "paused" | "shut off" | "crashed" | "pmsuspended" | "in shutdown" | "idle" | "blocked" | "no state" | string;
+export type DomainState =
+    "running" | "paused" | "shut off" | "crashed" | "pmsuspended" | "in shutdown" | "idle" | "blocked" | "no state" | string;
 
 export interface DomainProbe {
     info: DomainInfo;
@@ -24,9 +25,7 @@ export async function probeDomain(virsh: Virsh, domain: string): Promise<DomainP
     ]);
     const info = parseDomainXml(xml);
     const active = state !== "shut off" && state !== "crashed" && state !== "no state";
-    const checkpointsWhileOff = !active && version.number >= VERSIONS.checkpoints
-        ? await listCheckpoints(virsh, info.uuid)
-        : [];
+    const checkpointsWhileOff = !active && version.number >= VERSIONS.checkpoints ? await listCheckpoints(virsh, info.uuid) : [];
     return { info, state, active, version, checkpointsWhileOff };
 }
 
@@ -37,7 +36,10 @@ export async function stateOf(virsh: Virsh, domain: string): Promise<DomainState
 
 /** The names virsh lists, one per line (`--name` listings end with a blank line). */
 export function names(out: string): string[] {
-    return out.split("\n").map((l) => l.trim()).filter(Boolean);
+    return out
+        .split("\n")
+        .map((l) => l.trim())
+        .filter(Boolean);
 }
 
 export async function listCheckpoints(virsh: Virsh, domain: string): Promise<string[]> {

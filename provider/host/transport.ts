@@ -64,9 +64,11 @@ export function commandLine(argv: readonly string[]): string {
 }
 
 export function timeoutError(argv: readonly string[], ms: number, where: string, secrets: readonly string[]): LibvirtError {
-    return new LibvirtError("timeout",
+    return new LibvirtError(
+        "timeout",
         `timed out after ${Math.round(ms / 1000)} s on ${where}; the command may still be running there, so check the domain before retrying`,
-        { command: redact(commandLine(argv), secrets) });
+        { command: redact(commandLine(argv), secrets) },
+    );
 }
 
 // ---- local ---------------------------------------------------------------
@@ -83,20 +85,47 @@ export class LocalTransport implements Transport {
             const streams = [child.stdin!, child.stdout!, child.stderr!] as unknown as Array<{ ref?(): void; unref?(): void }>;
             let closed = false;
             const closers: Array<() => void> = [];
-            const gone = () => { if (!closed) { closed = true; for (const f of closers) f(); } };
+            const gone = () => {
+                if (!closed) {
+                    closed = true;
+                    for (const f of closers) f();
+                }
+            };
             child.on("close", gone);
             child.stdin!.on("error", () => undefined); // EPIPE after the process died: "close" reports it
-            child.once("error", (e) => { gone(); reject(new Error(`cannot run ${argv[0]} on the local host: ${e.message}`)); });
-            child.once("spawn", () => resolve({
-                write: (text) => { if (!closed) child.stdin!.write(text); },
-                onStdout: (fn) => { child.stdout!.on("data", fn); },
-                onStderr: (fn) => { child.stderr!.on("data", fn); },
-                onClose: (fn) => { if (closed) fn(); else closers.push(fn); },
-                busy: (on) => {
-                    if (on) { child.ref(); for (const s of streams) s.ref?.(); } else { child.unref(); for (const s of streams) s.unref?.(); }
-                },
-                close: () => { if (!closed) child.kill("SIGKILL"); },
-            }));
+            child.once("error", (e) => {
+                gone();
+                reject(new Error(`cannot run ${argv[0]} on the local host: ${e.message}`));
+            });
+            child.once("spawn", () =>
+                resolve({
+                    write: (text) => {
+                        if (!closed) child.stdin!.write(text);
+                    },
+                    onStdout: (fn) => {
+                        child.stdout!.on("data", fn);
+                    },
+                    onStderr: (fn) => {
+                        child.stderr!.on("data", fn);
+                    },
+                    onClose: (fn) => {
+                        if (closed) fn();
+                        else closers.push(fn);
+                    },
+                    busy: (on) => {
+                        if (on) {
+                            child.ref();
+                            for (const s of streams) s.ref?.();
+                        } else {
+                            child.unref();
+                            for (const s of streams) s.unref?.();
+                        }
+                    },
+                    close: () => {
+                        if (!closed) child.kill("SIGKILL");
+                    },
+                }),
+            );
         });
     }
 
@@ -115,20 +144,35 @@ export class LocalTransport implements Transport {
         }
         const cleanup = () => {
             if (!stdinFile) return;
-            try { fs.closeSync(stdinFile.fd); } catch { /* already closed */ }
+            try {
+                fs.closeSync(stdinFile.fd);
+            } catch {
+                /* already closed */
+            }
             fs.rmSync(stdinFile.dir, { recursive: true, force: true });
         };
         return new Promise((resolve, reject) => {
-            const child = spawn(argv[0]!, argv.slice(1), { stdio: [stdinFile ? stdinFile.fd : "ignore", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
-            const out: Buffer[] = [], err: Buffer[] = [];
+            const child = spawn(argv[0]!, argv.slice(1), {
+                stdio: [stdinFile ? stdinFile.fd : "ignore", "pipe", "pipe"],
+                env: { ...process.env, LC_ALL: "C" },
+            });
+            const out: Buffer[] = [],
+                err: Buffer[] = [];
             let timedOut = false;
-            const timer = setTimeout(() => { timedOut = true; child.kill("SIGKILL"); }, opts.timeoutMs);
+            const timer = setTimeout(() => {
+                timedOut = true;
+                child.kill("SIGKILL");
+            }, opts.timeoutMs);
             child.stdout!.on("data", (d: Buffer) => out.push(d));
             child.stderr!.on("data", (d: Buffer) => err.push(d));
             child.on("error", (e) => {
                 clearTimeout(timer);
                 cleanup();
-                reject(new LibvirtError("connection-failed", `cannot run ${argv[0]} on the local host: ${e.message}`, { command: commandLine(argv) }));
+                reject(
+                    new LibvirtError("connection-failed", `cannot run ${argv[0]} on the local host: ${e.message}`, {
+                        command: commandLine(argv),
+                    }),
+                );
             });
             child.on("close", (code, signal) => {
                 clearTimeout(timer);
@@ -171,19 +215,33 @@ function authConfig(s: Settings, agentDefault: string | undefined): Partial<Conn
 class OpenFailure extends Error {}
 
 class DialFailure extends Error {
-    constructor(message: string, readonly retryable: boolean, readonly kind: "host-key" | "connection-failed") { super(message); }
+    constructor(
+        message: string,
+        readonly retryable: boolean,
+        readonly kind: "host-key" | "connection-failed",
+    ) {
+        super(message);
+    }
 }
 
 function dialFailureOf(e: Error & { level?: string }, s: Settings, port: number): DialFailure {
     const who = `${s.user ?? DEFAULTS.user}@${s.host}:${port}`;
     if (/passphrase|Encrypted private|Cannot parse privateKey|Malformed|Unsupported key/i.test(e.message)) {
-        return new DialFailure(`cannot use connection.privateKey for ${who}: ${e.message}. Check privateKeyPassword, ` +
-            `and that privateKey holds the key's text, not its path.`, false, "connection-failed");
+        return new DialFailure(
+            `cannot use connection.privateKey for ${who}: ${e.message}. Check privateKeyPassword, ` +
+                `and that privateKey holds the key's text, not its path.`,
+            false,
+            "connection-failed",
+        );
     }
     if (e.level === "client-authentication") {
         // A wrong key or password will be wrong again: don't hammer the server.
-        return new DialFailure(`SSH authentication failed for ${who}: the server refused every method offered ` +
-            `(password, privateKey, agent). Check connection.user and the credentials; an agent needs the key loaded (ssh-add).`, false, "connection-failed");
+        return new DialFailure(
+            `SSH authentication failed for ${who}: the server refused every method offered ` +
+                `(password, privateKey, agent). Check connection.user and the credentials; an agent needs the key loaded (ssh-add).`,
+            false,
+            "connection-failed",
+        );
     }
     return new DialFailure(`cannot connect to ${s.host}:${port}: ${e.message}`, true, "connection-failed");
 }
@@ -198,15 +256,36 @@ function dialOnce(s: Settings, sock: NodeJS.ReadableStream | undefined, onReady:
         const port = s.port ?? DEFAULTS.port;
         const timeoutMs = (s.perDialTimeout ?? DEFAULTS.perDialTimeout) * 1000;
         let settled = false;
-        const fail = (e: DialFailure) => { if (!settled) { settled = true; client.end(); reject(e); } };
-        client.on("ready", () => { settled = true; onReady(); resolve(client); });
+        const fail = (e: DialFailure) => {
+            if (!settled) {
+                settled = true;
+                client.end();
+                reject(e);
+            }
+        };
+        client.on("ready", () => {
+            settled = true;
+            onReady();
+            resolve(client);
+        });
         client.on("error", (e: Error & { level?: string }) => {
             if (verdict && !verdict.ok) return fail(new DialFailure(verdict.message, false, "host-key"));
             fail(dialFailureOf(e, s, port));
         });
-        client.on("close", () => fail(new DialFailure(`connection to ${s.host}:${port} closed during the handshake`, true, "connection-failed")));
+        client.on("close", () =>
+            fail(new DialFailure(`connection to ${s.host}:${port} closed during the handshake`, true, "connection-failed")),
+        );
         const agentDefault = s.agentSocketPath ?? process.env.SSH_AUTH_SOCK;
-        const agentUsable = !!agentDefault && (() => { try { fs.statSync(agentDefault); return true; } catch { return false; } })();
+        const agentUsable =
+            !!agentDefault &&
+            (() => {
+                try {
+                    fs.statSync(agentDefault);
+                    return true;
+                } catch {
+                    return false;
+                }
+            })();
         try {
             client.connect({
                 host: s.host,
@@ -217,7 +296,16 @@ function dialOnce(s: Settings, sock: NodeJS.ReadableStream | undefined, onReady:
                 keepaliveCountMax: 3,
                 ...authConfig(s, agentUsable ? agentDefault : undefined),
                 hostVerifier: (key: Buffer) => {
-                    verdict = verifyHostKey({ host: s.host, port, hostKey: s.hostKey, knownHostsPath: s.knownHostsPath, insecureIgnoreHostKey: s.insecureIgnoreHostKey }, key);
+                    verdict = verifyHostKey(
+                        {
+                            host: s.host,
+                            port,
+                            hostKey: s.hostKey,
+                            knownHostsPath: s.knownHostsPath,
+                            insecureIgnoreHostKey: s.insecureIgnoreHostKey,
+                        },
+                        key,
+                    );
                     return verdict.ok;
                 },
             });
@@ -265,7 +353,9 @@ export class SshTransport implements Transport {
         this.key = poolKeyOf(conn);
     }
 
-    private countHandshake = () => { sshStats.handshakes.set(this.key, (sshStats.handshakes.get(this.key) ?? 0) + 1); };
+    private countHandshake = () => {
+        sshStats.handshakes.set(this.key, (sshStats.handshakes.get(this.key) ?? 0) + 1);
+    };
 
     private connect(): Promise<Client> {
         if (!this.client) {
@@ -276,8 +366,20 @@ export class SshTransport implements Transport {
                     this.proxyClient = proxy;
                     proxy.on("close", () => this.dropped());
                     const port = this.conn.port ?? DEFAULTS.port;
-                    sock = () => new Promise((res, rej) => proxy.forwardOut("127.0.0.1", 0, this.conn.host, port, (err, stream) =>
-                        err ? rej(new DialFailure(`the jump host ${this.conn.proxy!.host} cannot reach ${this.conn.host}:${port}: ${err.message}`, true, "connection-failed")) : res(stream)));
+                    sock = () =>
+                        new Promise((res, rej) =>
+                            proxy.forwardOut("127.0.0.1", 0, this.conn.host, port, (err, stream) =>
+                                err
+                                    ? rej(
+                                          new DialFailure(
+                                              `the jump host ${this.conn.proxy!.host} cannot reach ${this.conn.host}:${port}: ${err.message}`,
+                                              true,
+                                              "connection-failed",
+                                          ),
+                                      )
+                                    : res(stream),
+                            ),
+                        );
                 }
                 const client = await dialWithRetries(this.conn, sock, this.countHandshake);
                 client.on("close", () => this.dropped());
@@ -285,7 +387,9 @@ export class SshTransport implements Transport {
                 return client;
             })();
             this.client = p;
-            p.catch(() => { if (this.client === p) this.client = undefined; });
+            p.catch(() => {
+                if (this.client === p) this.client = undefined;
+            });
         }
         return this.client;
     }
@@ -299,7 +403,10 @@ export class SshTransport implements Transport {
     private async slot(): Promise<() => void> {
         while (this.active >= MAX_CHANNELS) await new Promise<void>((r) => this.waiters.push(r));
         this.active++;
-        return () => { this.active--; this.waiters.shift()?.(); };
+        return () => {
+            this.active--;
+            this.waiters.shift()?.();
+        };
     }
 
     async exec(argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
@@ -331,9 +438,14 @@ export class SshTransport implements Transport {
                     await new Promise((r) => setTimeout(r, Math.min(10 * 2 ** attempt, 250)));
                     continue;
                 }
-                if (!alive && !reconnected) { reconnected = true; this.dropped(); continue; }
-                throw new LibvirtError("connection-failed", `cannot start a command on ${this.description}: ${e.message}`,
-                    { command: redact(line, this.secrets) });
+                if (!alive && !reconnected) {
+                    reconnected = true;
+                    this.dropped();
+                    continue;
+                }
+                throw new LibvirtError("connection-failed", `cannot start a command on ${this.description}: ${e.message}`, {
+                    command: redact(line, this.secrets),
+                });
             }
         }
     }
@@ -344,23 +456,42 @@ export class SshTransport implements Transport {
                 if (err) return reject(new OpenFailure(err.message));
                 sshStats.channels++;
                 // Listeners go on at once: a quick command's output and exit status may already be on their way.
-                const out: Buffer[] = [], errs: Buffer[] = [];
-                let code: number | null = null, signal: string | null = null, done = false;
+                const out: Buffer[] = [],
+                    errs: Buffer[] = [];
+                let code: number | null = null,
+                    signal: string | null = null,
+                    done = false;
                 const timer = setTimeout(() => {
                     if (done) return;
                     done = true;
-                    try { ch.signal("KILL"); } catch { /* not every server honours signals */ }
+                    try {
+                        ch.signal("KILL");
+                    } catch {
+                        /* not every server honours signals */
+                    }
                     ch.close();
                     reject(timeoutError(argv, opts.timeoutMs, this.description, this.secrets));
                 }, opts.timeoutMs);
                 ch.on("data", (d: Buffer) => out.push(d));
                 ch.stderr.on("data", (d: Buffer) => errs.push(d));
-                ch.on("exit", (c: number | null, sig?: string) => { code = c; signal = sig ?? null; });
-                const lost = () => new LibvirtError("connection-failed",
-                    `the SSH connection to ${this.description} was lost while the command ran; whether it took effect is unknown`,
-                    { command: redact(commandLine(argv), this.secrets) });
+                ch.on("exit", (c: number | null, sig?: string) => {
+                    code = c;
+                    signal = sig ?? null;
+                });
+                const lost = () =>
+                    new LibvirtError(
+                        "connection-failed",
+                        `the SSH connection to ${this.description} was lost while the command ran; whether it took effect is unknown`,
+                        { command: redact(commandLine(argv), this.secrets) },
+                    );
                 // A connection that dies abruptly may never close its channels: fail them when the connection goes.
-                const onConnectionGone = () => { if (!done) { done = true; clearTimeout(timer); reject(lost()); } };
+                const onConnectionGone = () => {
+                    if (!done) {
+                        done = true;
+                        clearTimeout(timer);
+                        reject(lost());
+                    }
+                };
                 client.once("close", onConnectionGone);
                 ch.on("close", () => {
                     clearTimeout(timer);
@@ -372,7 +503,11 @@ export class SshTransport implements Transport {
                 });
                 ch.end(opts.stdin ?? "");
             };
-            try { client.exec(line, opened); } catch (e) { reject(new OpenFailure((e as Error).message)); }
+            try {
+                client.exec(line, opened);
+            } catch (e) {
+                reject(new OpenFailure((e as Error).message));
+            }
         });
     }
 
@@ -385,14 +520,23 @@ export class SshTransport implements Transport {
         const line = commandLine(argv);
         const release = await this.slot();
         let released = false;
-        const free = () => { if (!released) { released = true; release(); } };
+        const free = () => {
+            if (!released) {
+                released = true;
+                release();
+            }
+        };
         try {
             for (let attempt = 0; ; attempt++) {
                 const client = await this.connect();
                 let ch: ClientChannel;
                 try {
                     ch = await new Promise<ClientChannel>((resolve, reject) => {
-                        try { client.exec(line, (err, c) => err ? reject(new OpenFailure(err.message)) : resolve(c)); } catch (e) { reject(new OpenFailure((e as Error).message)); }
+                        try {
+                            client.exec(line, (err, c) => (err ? reject(new OpenFailure(err.message)) : resolve(c)));
+                        } catch (e) {
+                            reject(new OpenFailure((e as Error).message));
+                        }
                     });
                 } catch (e) {
                     if (e instanceof OpenFailure && /open failed|Channel open failure/i.test(e.message) && attempt < 40) {
@@ -404,16 +548,40 @@ export class SshTransport implements Transport {
                 sshStats.channels++;
                 let closed = false;
                 const closers: Array<() => void> = [];
-                const gone = () => { if (!closed) { closed = true; free(); for (const f of closers) f(); } };
+                const gone = () => {
+                    if (!closed) {
+                        closed = true;
+                        free();
+                        for (const f of closers) f();
+                    }
+                };
                 ch.on("close", gone);
                 ch.on("error", gone);
                 return {
-                    write: (text) => { if (!closed) ch.write(text); },
-                    onStdout: (fn) => { ch.on("data", fn); },
-                    onStderr: (fn) => { ch.stderr.on("data", fn); },
-                    onClose: (fn) => { if (closed) fn(); else closers.push(fn); },
+                    write: (text) => {
+                        if (!closed) ch.write(text);
+                    },
+                    onStdout: (fn) => {
+                        ch.on("data", fn);
+                    },
+                    onStderr: (fn) => {
+                        ch.stderr.on("data", fn);
+                    },
+                    onClose: (fn) => {
+                        if (closed) fn();
+                        else closers.push(fn);
+                    },
                     busy: () => undefined, // the pooled connection decides whether the process stays alive, as for exec
-                    close: () => { if (!closed) { try { ch.signal("KILL"); } catch { /* not every server honours signals */ } ch.close(); } },
+                    close: () => {
+                        if (!closed) {
+                            try {
+                                ch.signal("KILL");
+                            } catch {
+                                /* not every server honours signals */
+                            }
+                            ch.close();
+                        }
+                    },
                 };
             }
         } catch (e) {
@@ -425,7 +593,10 @@ export class SshTransport implements Transport {
     close(): void {
         for (const a of this.attached.values()) a.close();
         this.attached.clear();
-        void this.client?.then((c) => c.end(), () => undefined);
+        void this.client?.then(
+            (c) => c.end(),
+            () => undefined,
+        );
         this.dropped();
     }
 }
@@ -438,7 +609,10 @@ export function transportFor(conn: Connection): Transport {
     if (!conn.host) return local;
     const key = poolKeyOf(conn);
     let t = pool.get(key);
-    if (!t) { t = new SshTransport(conn as Connection & { host: string }); pool.set(key, t); }
+    if (!t) {
+        t = new SshTransport(conn as Connection & { host: string });
+        pool.set(key, t);
+    }
     return t;
 }
 

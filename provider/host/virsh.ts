@@ -34,7 +34,9 @@ export function versionNumber(v: string): number {
 }
 
 /** A host command's result, with the command line as it ran (secrets stripped) for error messages. */
-export interface HostResult extends ExecResult { command: string; }
+export interface HostResult extends ExecResult {
+    command: string;
+}
 
 // The host's version and capabilities don't change under a running provider.
 const versionCache = new Map<string, Promise<LibvirtVersion>>();
@@ -45,7 +47,10 @@ export class Virsh {
     readonly where: string;
     private readonly defaultTimeoutMs: number;
 
-    constructor(readonly connection: Connection, timeoutSeconds?: number) {
+    constructor(
+        readonly connection: Connection,
+        timeoutSeconds?: number,
+    ) {
         this.transport = transportFor(connection);
         this.uri = connection.libvirtUri ?? DEFAULTS.libvirtUri;
         this.where = describeTarget(connection);
@@ -97,16 +102,21 @@ export class Virsh {
     private async once(args: readonly string[], stdin: string | undefined, timeoutMs: number): Promise<string> {
         const argv = this.argv(args);
         virshStats.invocations++;
-        const r = (stdin === undefined ? await sessionsFor(this.transport, this.argv([])).run(args, argv, timeoutMs) : undefined)
-            ?? await this.transport.exec(argv, { timeoutMs, stdin });
+        const r =
+            (stdin === undefined ? await sessionsFor(this.transport, this.argv([])).run(args, argv, timeoutMs) : undefined) ??
+            (await this.transport.exec(argv, { timeoutMs, stdin }));
         if (r.code === 0) return r.stdout;
         const stderr = redact(r.stderr.replace(/^error: /gm, "").trim(), this.transport.secrets);
         let kind = classifyStderr(stderr);
-        if (this.connection.sudo && /sudo: (a password is required|.*not allowed|a terminal is required)/.test(r.stderr)) kind = "connection-failed";
+        if (this.connection.sudo && /sudo: (a password is required|.*not allowed|a terminal is required)/.test(r.stderr))
+            kind = "connection-failed";
         if (r.code === 127 && kind === "failed") kind = "connection-failed";
-        const first = stderr.split("\n").find((l) => l.trim()) ?? `virsh exited with code ${r.code}${r.signal ? ` (signal ${r.signal})` : ""}`;
+        const first =
+            stderr.split("\n").find((l) => l.trim()) ?? `virsh exited with code ${r.code}${r.signal ? ` (signal ${r.signal})` : ""}`;
         throw new LibvirtError(kind, `${first} [on ${this.where}]`, {
-            command: redact(commandLine(argv), this.transport.secrets), exitCode: r.code, stderr,
+            command: redact(commandLine(argv), this.transport.secrets),
+            exitCode: r.code,
+            stderr,
         });
     }
 

@@ -37,9 +37,24 @@ export const virshStats = { invocations: 0, sessionCommands: 0, sessionsStarted:
 
 /** Commands that only read. Nothing else ever runs in a session. */
 const SESSION_COMMANDS = new Set([
-    "dumpxml", "domstate", "dominfo", "domuuid", "domname", "domid", "domjobinfo", "version", "domcapabilities", "capabilities",
-    "snapshot-dumpxml", "snapshot-info", "snapshot-list", "snapshot-parent",
-    "checkpoint-dumpxml", "checkpoint-info", "checkpoint-list", "checkpoint-parent",
+    "dumpxml",
+    "domstate",
+    "dominfo",
+    "domuuid",
+    "domname",
+    "domid",
+    "domjobinfo",
+    "version",
+    "domcapabilities",
+    "capabilities",
+    "snapshot-dumpxml",
+    "snapshot-info",
+    "snapshot-list",
+    "snapshot-parent",
+    "checkpoint-dumpxml",
+    "checkpoint-info",
+    "checkpoint-list",
+    "checkpoint-parent",
 ]);
 /**
  * Sessions per connection, over every virsh invocation (URI, sudo) on it. Each
@@ -70,9 +85,18 @@ class VirshSession {
     closed = false;
 
     private constructor(private readonly proc: HostProcess) {
-        proc.onStdout((d) => { this.out = this.out.length ? Buffer.concat([this.out, d]) : d; this.waiter?.(); });
-        proc.onStderr((d) => { this.err = this.err.length ? Buffer.concat([this.err, d]) : d; this.waiter?.(); });
-        proc.onClose(() => { this.closed = true; this.waiter?.(); });
+        proc.onStdout((d) => {
+            this.out = this.out.length ? Buffer.concat([this.out, d]) : d;
+            this.waiter?.();
+        });
+        proc.onStderr((d) => {
+            this.err = this.err.length ? Buffer.concat([this.err, d]) : d;
+            this.waiter?.();
+        });
+        proc.onClose(() => {
+            this.closed = true;
+            this.waiter?.();
+        });
     }
 
     /** Start virsh's shell and prove that a line of every printable character comes back intact. */
@@ -98,10 +122,26 @@ class VirshSession {
     private until(done: () => boolean, deadline: number, onTimeout?: () => Error): Promise<void> {
         return new Promise((resolve, reject) => {
             const check = () => {
-                if (done()) { finish(); resolve(); } else if (this.closed) { finish(); reject(new NoAnswer("virsh's shell ended")); }
+                if (done()) {
+                    finish();
+                    resolve();
+                } else if (this.closed) {
+                    finish();
+                    reject(new NoAnswer("virsh's shell ended"));
+                }
             };
-            const timer = setTimeout(() => { finish(); this.close(); reject(onTimeout?.() ?? new NoAnswer("virsh's shell did not answer")); }, Math.max(0, deadline - Date.now()));
-            const finish = () => { clearTimeout(timer); this.waiter = undefined; };
+            const timer = setTimeout(
+                () => {
+                    finish();
+                    this.close();
+                    reject(onTimeout?.() ?? new NoAnswer("virsh's shell did not answer"));
+                },
+                Math.max(0, deadline - Date.now()),
+            );
+            const finish = () => {
+                clearTimeout(timer);
+                this.waiter = undefined;
+            };
             this.waiter = check;
             check();
         });
@@ -118,17 +158,27 @@ class VirshSession {
         const arg = (p: string) => shellQuote(`${p}${id}<`);
         const out = (p: string) => Buffer.from(`${p}${id}&lt;\n`);
         const err = (p: string) => Buffer.from(`error: ${p}${id}&lt;\n`);
-        this.proc.write(`echo --err --xml ${arg("S")} ; echo --xml ${arg("S")} ; ${args.map(shellQuote).join(" ")} ; ` +
-            `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`);
+        this.proc.write(
+            `echo --err --xml ${arg("S")} ; echo --xml ${arg("S")} ; ${args.map(shellQuote).join(" ")} ; ` +
+                `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`,
+        );
         await this.until(() => this.out.includes(out("P")) && this.err.includes(err("P")), Date.now() + timeoutMs, onTimeout);
-        const o = this.out, e = this.err;
-        const oP = o.indexOf(out("P")), eP = e.indexOf(err("P"));
-        const oS = o.indexOf(out("S")), oE = o.indexOf(out("E"), Math.max(oS, 0)), eS = e.indexOf(err("S")), eE = e.indexOf(err("E"), Math.max(eS, 0));
+        const o = this.out,
+            e = this.err;
+        const oP = o.indexOf(out("P")),
+            eP = e.indexOf(err("P"));
+        const oS = o.indexOf(out("S")),
+            oE = o.indexOf(out("E"), Math.max(oS, 0)),
+            eS = e.indexOf(err("S")),
+            eE = e.indexOf(err("E"), Math.max(eS, 0));
         this.out = o.subarray(oP + out("P").length);
         this.err = e.subarray(eP + err("P").length);
         const ran = [oS, oE, eS, eE].map((i) => i >= 0);
         if (ran.every((x) => x) && oS < oE && oE < oP && eS < eE && eE < eP) {
-            return { stdout: o.subarray(oS + out("S").length, oE).toString("utf8"), stderr: e.subarray(eS + err("S").length, eE).toString("utf8") };
+            return {
+                stdout: o.subarray(oS + out("S").length, oE).toString("utf8"),
+                stderr: e.subarray(eS + err("S").length, eE).toString("utf8"),
+            };
         }
         if (!ran.some((x) => x)) throw new NoAnswer("virsh's shell did not parse the command");
         this.close(); // out of step: never reuse it
@@ -136,18 +186,25 @@ class VirshSession {
     }
 
     close(): void {
-        if (!this.closed) { this.closed = true; this.proc.close(); }
+        if (!this.closed) {
+            this.closed = true;
+            this.proc.close();
+        }
         this.waiter?.();
     }
 
-    busy(on: boolean): void { this.proc.busy(on); }
+    busy(on: boolean): void {
+        this.proc.busy(on);
+    }
 }
 
 /** What every pool on one transport shares: the count of live sessions, capped by MAX_SESSIONS. */
 class SessionBudget {
     live = 0;
     readonly pools = new Set<SessionPool>();
-    close(): void { for (const p of this.pools) p.close(); }
+    close(): void {
+        for (const p of this.pools) p.close();
+    }
     /** Free a place held by another pool's idle session. */
     evictIdle(except: SessionPool): boolean {
         for (const p of this.pools) if (p !== except && p.closeOneIdle()) return true;
@@ -163,7 +220,11 @@ class SessionPool {
     private disabledUntil = 0;
     private idleTimer?: NodeJS.Timeout;
 
-    constructor(private readonly transport: Transport, private readonly argv: readonly string[], private readonly budget: SessionBudget) {
+    constructor(
+        private readonly transport: Transport,
+        private readonly argv: readonly string[],
+        private readonly budget: SessionBudget,
+    ) {
         budget.pools.add(this);
     }
 
@@ -175,11 +236,17 @@ class SessionPool {
         let keep = true;
         try {
             session.busy(true);
-            const r = await session.exchange(args, timeoutMs,
-                () => timeoutError(fullArgv, timeoutMs, this.transport.description, this.transport.secrets));
+            const r = await session.exchange(args, timeoutMs, () =>
+                timeoutError(fullArgv, timeoutMs, this.transport.description, this.transport.secrets),
+            );
             // Only a clean success is answered here; every failure gets its authoritative text and exit code from exec.
             if (r.stderr !== "") {
-                if (/Cannot (recv|write) data|End of file while reading|client socket is closed|no valid connection|not connected/i.test(r.stderr)) keep = false;
+                if (
+                    /Cannot (recv|write) data|End of file while reading|client socket is closed|no valid connection|not connected/i.test(
+                        r.stderr,
+                    )
+                )
+                    keep = false;
                 return undefined;
             }
             virshStats.sessionCommands++;
@@ -251,15 +318,24 @@ class SessionPool {
 
     close(): void {
         clearTimeout(this.idleTimer);
-        for (const s of this.idle.splice(0)) { s.close(); this.forget(); }
+        for (const s of this.idle.splice(0)) {
+            s.close();
+            this.forget();
+        }
     }
 }
 
 export function sessionsFor(transport: Transport, argv: readonly string[]): SessionPool {
     let budget = transport.attached.get("virsh-sessions") as SessionBudget | undefined;
-    if (!budget) { budget = new SessionBudget(); transport.attached.set("virsh-sessions", budget); }
+    if (!budget) {
+        budget = new SessionBudget();
+        transport.attached.set("virsh-sessions", budget);
+    }
     const key = `virsh-sessions ${JSON.stringify(argv)}`;
     let p = transport.attached.get(key) as SessionPool | undefined;
-    if (!p) { p = new SessionPool(transport, argv, budget); transport.attached.set(key, p); }
+    if (!p) {
+        p = new SessionPool(transport, argv, budget);
+        transport.attached.set(key, p);
+    }
     return p;
 }

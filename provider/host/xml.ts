@@ -25,8 +25,22 @@ const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: "
 
 // Order-preserving parser/builder pair for editing libvirt's own XML in place
 // (redefine), so nothing it wrote is reordered or dropped.
-const orderedParser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "@", preserveOrder: true, parseTagValue: false, parseAttributeValue: false, trimValues: false, commentPropName: "#comment" });
-const orderedBuilder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: "@", preserveOrder: true, commentPropName: "#comment", suppressEmptyNode: true });
+const orderedParser = new XMLParser({
+    ignoreAttributes: false,
+    attributeNamePrefix: "@",
+    preserveOrder: true,
+    parseTagValue: false,
+    parseAttributeValue: false,
+    trimValues: false,
+    commentPropName: "#comment",
+});
+const orderedBuilder = new XMLBuilder({
+    ignoreAttributes: false,
+    attributeNamePrefix: "@",
+    preserveOrder: true,
+    commentPropName: "#comment",
+    suppressEmptyNode: true,
+});
 
 type Node = Record<string, unknown>;
 
@@ -118,7 +132,7 @@ export interface SnapshotInfo {
 export function parseSnapshotXml(xml: string): SnapshotInfo {
     const s = (parser.parse(xml) as Node).domainsnapshot as Node | undefined;
     if (!s) throw new Error("not a libvirt snapshot XML document");
-    const disks = (((s.disks ?? {}) as Node).disk as Node[] | undefined ?? []).map((n): SnapshotDisk => ({
+    const disks = ((((s.disks ?? {}) as Node).disk as Node[] | undefined) ?? []).map((n): SnapshotDisk => ({
         name: attr(n, "name") ?? "",
         snapshot: attr(n, "snapshot") ?? "",
         type: attr(n, "type"),
@@ -174,8 +188,9 @@ export function withDescription(xml: string, root: "domainsnapshot" | "domainche
     const children = top[root] as Node[];
     const at = children.findIndex((n) => "description" in n);
     const node = { description: [{ "#text": description ?? "" }] };
-    if (description === undefined) { if (at >= 0) children.splice(at, 1); }
-    else if (at >= 0) children[at] = node;
+    if (description === undefined) {
+        if (at >= 0) children.splice(at, 1);
+    } else if (at >= 0) children[at] = node;
     else {
         const nameAt = children.findIndex((n) => "name" in n);
         children.splice(nameAt + 1, 0, node);
@@ -192,7 +207,11 @@ export function snapshotRecordXml(spec: SnapshotSpec, record: { state: string; c
     const top = doc.find((n) => "domainsnapshot" in n) as Node;
     const domain = (orderedParser.parse(record.domainXml) as Node[]).find((n) => "domain" in n);
     if (!domain) throw new Error("not a domain XML document");
-    (top.domainsnapshot as Node[]).push({ state: [{ "#text": record.state }] }, { creationTime: [{ "#text": String(record.creationTime) }] }, domain);
+    (top.domainsnapshot as Node[]).push(
+        { state: [{ "#text": record.state }] },
+        { creationTime: [{ "#text": String(record.creationTime) }] },
+        domain,
+    );
     return orderedBuilder.build(doc) as string;
 }
 
@@ -235,7 +254,7 @@ export interface CheckpointInfo {
 export function parseCheckpointXml(xml: string): CheckpointInfo {
     const c = (checkpointParser.parse(xml) as Node).domaincheckpoint as Node | undefined;
     if (!c) throw new Error("not a libvirt checkpoint XML document");
-    const disks = (((c.disks ?? {}) as Node).disk as Node[] | undefined ?? []).map((n): CheckpointDisk => {
+    const disks = ((((c.disks ?? {}) as Node).disk as Node[] | undefined) ?? []).map((n): CheckpointDisk => {
         const size = attr(n, "size");
         return {
             name: attr(n, "name") ?? "",

@@ -11,7 +11,17 @@ import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import { InputError, domainRef, description, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
-import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, same, sameDomain, virshFor, withoutConnection } from "../resource";
+import {
+    askAboutDomain,
+    checkInputs,
+    compareInputs,
+    lockKey,
+    parseOrThrow,
+    same,
+    sameDomain,
+    virshFor,
+    withoutConnection,
+} from "../resource";
 import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { LibvirtVersion, Virsh } from "../host/virsh";
 import { buildCheckpointXml, parseCheckpointXml, withCheckpointParent, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
@@ -26,7 +36,8 @@ const REDEFINE_WITHOUT_DOMAIN = 7_000_000;
 
 const NO_CONTROL = /[\u0000-\u001f\u007f]/;
 
-const bitmapName = z.string({ error: "must be a string (the dirty bitmap's name)" })
+const bitmapName = z
+    .string({ error: "must be a string (the dirty bitmap's name)" })
     .min(1, { error: "must not be empty" })
     .refine((s) => Buffer.byteLength(s, "utf8") <= 1023, { error: "must be at most 1023 bytes long (qcow2's limit for bitmap names)" })
     .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" });
@@ -38,7 +49,10 @@ const anyMomentName = momentName("checkpoint");
 const checkpointName = momentName("checkpoint").refine(
     // Where momentName already explains what is wrong, one message is enough.
     (s) => CHECKPOINT_NAME.test(s) || !anyMomentName.safeParse(s).success,
-    { error: "may contain only letters, digits, '_', '-' and '.', and must not start with '.': libvirt's checkpoint schema allows nothing else (no spaces or quotes)" });
+    {
+        error: "may contain only letters, digits, '_', '-' and '.', and must not start with '.': libvirt's checkpoint schema allows nothing else (no spaces or quotes)",
+    },
+);
 
 export const CheckpointDiskSchema = z.strictObject({
     name: z.string({ error: "must be a string (a disk target such as vda, or its source path)" }).min(1, { error: "must not be empty" }),
@@ -46,24 +60,31 @@ export const CheckpointDiskSchema = z.strictObject({
     bitmap: bitmapName.optional(),
 });
 
-export const DomainCheckpointSchema = z.strictObject({
-    connection: ConnectionSchema.optional(),
-    domain: domainRef,
-    checkpointName,
-    description: description.optional(),
-    disks: z.array(CheckpointDiskSchema, { error: "must be a list of { name, checkpoint, bitmap? }" }).optional(),
-    quiesce: z.boolean({ error: "must be true or false" }).default(false),
-    deletion: z.enum(["delete", "metadata"], { error: "must be 'delete' (remove the bitmaps; the parent keeps covering their changes) or 'metadata' (drop only libvirt's record, keep the bitmaps)" }).default("delete"),
-    adopt: z.boolean({ error: "must be true or false" }).default(false),
-    timeoutSeconds: timeoutSeconds.optional(),
-}).superRefine((v, ctx) => {
-    const seen = new Set<string>();
-    v.disks?.forEach((d, i) => {
-        if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
-        seen.add(d.name);
-        if (d.bitmap !== undefined && d.checkpoint !== "bitmap") ctx.addIssue({ code: "custom", path: ["disks", i, "bitmap"], message: "is only used with checkpoint: 'bitmap'" });
+export const DomainCheckpointSchema = z
+    .strictObject({
+        connection: ConnectionSchema.optional(),
+        domain: domainRef,
+        checkpointName,
+        description: description.optional(),
+        disks: z.array(CheckpointDiskSchema, { error: "must be a list of { name, checkpoint, bitmap? }" }).optional(),
+        quiesce: z.boolean({ error: "must be true or false" }).default(false),
+        deletion: z
+            .enum(["delete", "metadata"], {
+                error: "must be 'delete' (remove the bitmaps; the parent keeps covering their changes) or 'metadata' (drop only libvirt's record, keep the bitmaps)",
+            })
+            .default("delete"),
+        adopt: z.boolean({ error: "must be true or false" }).default(false),
+        timeoutSeconds: timeoutSeconds.optional(),
+    })
+    .superRefine((v, ctx) => {
+        const seen = new Set<string>();
+        v.disks?.forEach((d, i) => {
+            if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+            seen.add(d.name);
+            if (d.bitmap !== undefined && d.checkpoint !== "bitmap")
+                ctx.addIssue({ code: "custom", path: ["disks", i, "bitmap"], message: "is only used with checkpoint: 'bitmap'" });
+        });
     });
-});
 
 /** What a user may pass: the schema's input type. */
 type Inputs = z.infer<typeof DomainCheckpointSchema>;
@@ -79,7 +100,10 @@ export interface CheckpointDiskState {
 }
 
 /** A kept checkpoint document, enough to redefine it. */
-export interface KeptCheckpoint { name: string; xml: string; }
+export interface KeptCheckpoint {
+    name: string;
+    xml: string;
+}
 
 /** What a DomainCheckpoint exposes. */
 export interface DomainCheckpointOutputs {
@@ -135,7 +159,9 @@ export interface CheckpointPlan {
 }
 
 /** What the host's QEMU can do, from `virsh domcapabilities`; unknown when libvirt doesn't say. */
-export interface HostCaps { backup: "yes" | "no" | "unknown"; }
+export interface HostCaps {
+    backup: "yes" | "no" | "unknown";
+}
 
 function isQemu(probe: DomainProbe): boolean {
     return /qemu|kvm/i.test(probe.version.hypervisor);
@@ -145,7 +171,11 @@ function isQemu(probe: DomainProbe): boolean {
  * Decide the checkpoint XML, or say exactly why this domain and this libvirt
  * can't take it. Used by check (as failures) and by create (thrown).
  */
-export function planCheckpoint(v: Inputs, probe: DomainProbe, caps: HostCaps = { backup: "unknown" }): { plan?: CheckpointPlan; failures: CheckFailure[] } {
+export function planCheckpoint(
+    v: Inputs,
+    probe: DomainProbe,
+    caps: HostCaps = { backup: "unknown" },
+): { plan?: CheckpointPlan; failures: CheckFailure[] } {
     const failures: CheckFailure[] = [];
     const fail: Fail = (property, reason) => failures.push({ property, reason });
     const dom = probe.info;
@@ -156,10 +186,16 @@ export function planCheckpoint(v: Inputs, probe: DomainProbe, caps: HostCaps = {
         return { failures };
     }
     if (caps.backup === "no") {
-        fail("domain", `the QEMU behind libvirt ${lib} does not support incremental backup (domcapabilities: backup supported='no'), so it can't keep dirty bitmaps. Upgrade QEMU on the host`);
+        fail(
+            "domain",
+            `the QEMU behind libvirt ${lib} does not support incremental backup (domcapabilities: backup supported='no'), so it can't keep dirty bitmaps. Upgrade QEMU on the host`,
+        );
     }
     if (!probe.active) {
-        fail("domain", `domain '${dom.name}' is ${probe.state}: libvirt ${lib} creates checkpoints only while the domain runs ('cannot create checkpoint for inactive domain'). Start the domain first`);
+        fail(
+            "domain",
+            `domain '${dom.name}' is ${probe.state}: libvirt ${lib} creates checkpoints only while the domain runs ('cannot create checkpoint for inactive domain'). Start the domain first`,
+        );
     }
 
     const disks: CheckpointSpec["disks"] = [];
@@ -168,23 +204,36 @@ export function planCheckpoint(v: Inputs, probe: DomainProbe, caps: HostCaps = {
         if (mode === "bitmap") {
             const prop = i === undefined ? "disks" : `disks[${i}].checkpoint`;
             if (d.format !== "qcow2") {
-                fail(prop, `a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
-                    `Leave it out with disks: [{ name: '${d.target}', checkpoint: 'no' }]`);
+                fail(
+                    prop,
+                    `a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
+                        `Leave it out with disks: [{ name: '${d.target}', checkpoint: 'no' }]`,
+                );
             }
             if (o?.bitmap !== undefined && o.bitmap !== v.checkpointName && isQemu(probe)) {
-                fail(`disks[${i}].bitmap`, `libvirt's QEMU driver names every bitmap after its checkpoint ('bitmap for disk ${d.target} must match checkpoint name'): leave bitmap unset, or set it to '${v.checkpointName}'`);
+                fail(
+                    `disks[${i}].bitmap`,
+                    `libvirt's QEMU driver names every bitmap after its checkpoint ('bitmap for disk ${d.target} must match checkpoint name'): leave bitmap unset, or set it to '${v.checkpointName}'`,
+                );
             }
         }
         disks.push({ name: d.target, checkpoint: mode, ...(mode === "bitmap" ? { bitmap: o?.bitmap ?? v.checkpointName } : {}) });
     }
-    if (!disks.some((d) => d.checkpoint === "bitmap")) fail(v.disks ? "disks" : "domain", `no disk of domain '${dom.name}' would be in the checkpoint`);
+    if (!disks.some((d) => d.checkpoint === "bitmap"))
+        fail(v.disks ? "disks" : "domain", `no disk of domain '${dom.name}' would be in the checkpoint`);
     if (v.quiesce && isQemu(probe)) {
-        fail("quiesce", `libvirt ${lib}'s QEMU driver can't quiesce a checkpoint (it rejects the flag: 'unsupported flags (0x2) in function qemuCheckpointCreateXML'). ` +
-            `Set quiesce: false; a checkpoint only starts tracking changes, it copies no data`);
+        fail(
+            "quiesce",
+            `libvirt ${lib}'s QEMU driver can't quiesce a checkpoint (it rejects the flag: 'unsupported flags (0x2) in function qemuCheckpointCreateXML'). ` +
+                `Set quiesce: false; a checkpoint only starts tracking changes, it copies no data`,
+        );
     }
     if (failures.length) return { failures };
     const spec: CheckpointSpec = { name: v.checkpointName, description: v.description, disks };
-    return { plan: { spec, xml: buildCheckpointXml(spec), argv: ["checkpoint-create", "--domain", dom.uuid, "--xmlfile", "/dev/stdin"] }, failures };
+    return {
+        plan: { spec, xml: buildCheckpointXml(spec), argv: ["checkpoint-create", "--domain", dom.uuid, "--xmlfile", "/dev/stdin"] },
+        failures,
+    };
 }
 
 // ---- reading a checkpoint back ------------------------------------------------
@@ -210,7 +259,10 @@ async function observe(virsh: Virsh, domain: string, name: string, opts: { measu
     const [xml, sized] = await Promise.all([
         dumpXml(virsh, domain, name),
         opts.measure
-            ? dumpXml(virsh, domain, name, ["--size", "--no-domain"]).catch((e) => { if (notRunning(e)) return undefined; throw e; })
+            ? dumpXml(virsh, domain, name, ["--size", "--no-domain"]).catch((e) => {
+                  if (notRunning(e)) return undefined;
+                  throw e;
+              })
             : Promise.resolve(undefined),
     ]);
     const info = parseCheckpointXml(xml);
@@ -248,13 +300,18 @@ function disksFrom(o: Observed, previous?: CheckpointDiskState[]): CheckpointDis
         return {
             name: d.name,
             checkpoint: mode,
-            bitmap: mode === "bitmap" ? d.bitmap ?? o.info.name : null,
-            changedBytes: mode === "no" ? null : o.sizes ? o.sizes.get(d.name) ?? null : before,
+            bitmap: mode === "bitmap" ? (d.bitmap ?? o.info.name) : null,
+            changedBytes: mode === "no" ? null : o.sizes ? (o.sizes.get(d.name) ?? null) : before,
         };
     });
 }
 
-function outputsFrom(v: Inputs, o: Observed, version: string, extra: { probe: DomainProbe; adopted: boolean; restoredAt: string | null; previous?: Recorded }): Recorded {
+function outputsFrom(
+    v: Inputs,
+    o: Observed,
+    version: string,
+    extra: { probe: DomainProbe; adopted: boolean; restoredAt: string | null; previous?: Recorded },
+): Recorded {
     const c = o.info;
     const disks = disksFrom(o, extra.previous?.disks);
     const measured = disks.filter((d) => d.changedBytes !== null);
@@ -270,8 +327,12 @@ function outputsFrom(v: Inputs, o: Observed, version: string, extra: { probe: Do
         parent: c.parent ?? null,
         disks,
         // Not measurable at all (every bitmap missing or broken): null, never a reassuring 0.
-        changedBytes: o.sizes ? (measured.length ? measured.reduce((n, d) => n + d.changedBytes!, 0) : null) : extra.previous?.changedBytes ?? null,
-        changedBytesAt: o.sizes ? new Date().toISOString() : extra.previous?.changedBytesAt ?? null,
+        changedBytes: o.sizes
+            ? measured.length
+                ? measured.reduce((n, d) => n + d.changedBytes!, 0)
+                : null
+            : (extra.previous?.changedBytes ?? null),
+        changedBytesAt: o.sizes ? new Date().toISOString() : (extra.previous?.changedBytesAt ?? null),
         xml: o.xml,
         lineage: o.lineage,
         libvirtVersion: version,
@@ -288,20 +349,19 @@ function differences(plan: CheckpointPlan, c: CheckpointInfo): string[] {
         const have = c.disks.find((x) => x.name === d.name);
         const mode = have?.checkpoint ?? "no";
         if (mode !== d.checkpoint) out.push(`disk ${d.name} is '${mode}', declared '${d.checkpoint}'`);
-        else if (d.checkpoint === "bitmap" && (have?.bitmap ?? c.name) !== d.bitmap) out.push(`disk ${d.name} uses bitmap '${have?.bitmap}', declared '${d.bitmap}'`);
+        else if (d.checkpoint === "bitmap" && (have?.bitmap ?? c.name) !== d.bitmap)
+            out.push(`disk ${d.name} uses bitmap '${have?.bitmap}', declared '${d.bitmap}'`);
     }
     for (const have of c.disks) {
-        if (have.checkpoint === "bitmap" && !plan.spec.disks.some((d) => d.name === have.name)) out.push(`disk ${have.name} is 'bitmap', declared 'no'`);
+        if (have.checkpoint === "bitmap" && !plan.spec.disks.some((d) => d.name === have.name))
+            out.push(`disk ${have.name} is 'bitmap', declared 'no'`);
     }
     return out;
 }
 
 // ---- restoring a lost record ---------------------------------------------------
 
-type Restore =
-    | { status: "present" }
-    | { status: "restored"; names: string[] }
-    | { status: "gone"; reason: string };
+type Restore = { status: "present" } | { status: "restored"; names: string[] } | { status: "gone"; reason: string };
 
 /**
  * Put libvirt's record of this checkpoint back from the kept XML, ancestors
@@ -309,7 +369,11 @@ type Restore =
  * still in the images: a checkpoint whose bitmap is gone is never resurrected.
  * Call inside the domain lock.
  */
-async function restoreRecord(virsh: Virsh, probe: DomainProbe, kept: { checkpointName: string; xml?: string; lineage?: KeptCheckpoint[] }): Promise<Restore> {
+async function restoreRecord(
+    virsh: Virsh,
+    probe: DomainProbe,
+    kept: { checkpointName: string; xml?: string; lineage?: KeptCheckpoint[] },
+): Promise<Restore> {
     const domain = probe.info.uuid;
     const existing = new Set(await listCheckpoints(virsh, domain));
     if (existing.has(kept.checkpointName)) return { status: "present" };
@@ -318,11 +382,16 @@ async function restoreRecord(virsh: Virsh, probe: DomainProbe, kept: { checkpoin
     let parent: string | undefined;
     const names: string[] = [];
     for (const [i, entry] of chain.entries()) {
-        if (existing.has(entry.name)) { parent = entry.name; continue; }
+        if (existing.has(entry.name)) {
+            parent = entry.name;
+            continue;
+        }
         // Re-parent onto the nearest ancestor that exists: one whose bitmap is gone stays gone.
         const result = await redefineIfBitmapsExist(virsh, probe, withCheckpointParent(entry.xml, parent));
-        if (result === true) { names.push(entry.name); parent = entry.name; }
-        else if (i === chain.length - 1) return { status: "gone", reason: result };
+        if (result === true) {
+            names.push(entry.name);
+            parent = entry.name;
+        } else if (i === chain.length - 1) return { status: "gone", reason: result };
     }
     return { status: "restored", names };
 }
@@ -337,7 +406,8 @@ async function redefineIfBitmapsExist(virsh: Virsh, probe: DomainProbe, xml: str
             await virsh.run([...redefine, ...(validate ? ["--redefine-validate"] : [])], { stdin: xml });
             return true;
         } catch (e) {
-            if (e instanceof LibvirtError && /checkpoint inconsistent|missing or broken bitmap/.test(e.message)) return e.message.split("\n")[0]!;
+            if (e instanceof LibvirtError && /checkpoint inconsistent|missing or broken bitmap/.test(e.message))
+                return e.message.split("\n")[0]!;
             if (notRunning(e)) return redefineIfBitmapsExist(virsh, { ...probe, active: false, state: "shut off" }, xml);
             throw e;
         }
@@ -361,21 +431,27 @@ async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: Checkp
         if (!disk) continue; // detached since: libvirt tolerates that too
         const bitmap = d.bitmap ?? c.name;
         if (!disk.source || (disk.type !== "file" && disk.type !== "block")) {
-            throw new LibvirtError("unsupported",
+            throw new LibvirtError(
+                "unsupported",
                 `cannot check whether bitmap '${bitmap}' is still in disk ${d.name} of the shut-off domain '${probe.info.name}': it is a ${disk.type} disk. ` +
-                `Start the domain and try again, so libvirt can check it`);
+                    `Start the domain and try again, so libvirt can check it`,
+            );
         }
         const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", disk.source]);
         if (r.code !== 0) {
-            throw new LibvirtError("failed",
+            throw new LibvirtError(
+                "failed",
                 `cannot check whether bitmap '${bitmap}' is still in ${disk.source} (domain '${probe.info.name}' is shut off, so libvirt can't): ` +
-                `${r.stderr.trim() || `qemu-img exited with ${r.code}`}. Start the domain and try again`, { command: r.command, exitCode: r.code, stderr: r.stderr });
+                    `${r.stderr.trim() || `qemu-img exited with ${r.code}`}. Start the domain and try again`,
+                { command: r.command, exitCode: r.code, stderr: r.stderr },
+            );
         }
         type Img = { "format-specific"?: { data?: { bitmaps?: Array<{ name: string; flags?: string[] }> } } };
         const images = JSON.parse(r.stdout) as Img[];
         const found = images.flatMap((img) => img["format-specific"]?.data?.bitmaps ?? []).find((b) => b.name === bitmap);
         if (!found) missing.push(`bitmap '${bitmap}' is not in disk ${d.name} (${disk.source})`);
-        else if (found.flags?.includes("in-use")) missing.push(`bitmap '${bitmap}' of disk ${d.name} is marked in-use (inconsistent: qemu did not close it cleanly)`);
+        else if (found.flags?.includes("in-use"))
+            missing.push(`bitmap '${bitmap}' of disk ${d.name} is marked in-use (inconsistent: qemu did not close it cleanly)`);
     }
     return missing;
 }
@@ -400,12 +476,16 @@ export const domainCheckpoint = {
         return checkInputs(DomainCheckpointSchema, olds, news, {
             planKeys: REPLACE_KEYS,
             createKeys: REPLACE_KEYS,
-            ask: (v) => askAboutDomain(v, "the checkpoint", async (virsh, probe) => planCheckpoint(v, probe, await hostCaps(virsh)).failures),
+            ask: (v) =>
+                askAboutDomain(v, "the checkpoint", async (virsh, probe) => planCheckpoint(v, probe, await hostCaps(virsh)).failures),
         });
     },
 
     async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
-        const { v, replaces, updates, credentialsChanged } = compareInputs(DomainCheckpointSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
+        const { v, replaces, updates, credentialsChanged } = compareInputs(DomainCheckpointSchema, olds, news, {
+            replace: REPLACE_KEYS,
+            update: UPDATE_KEYS,
+        });
 
         // A checkpoint whose record libvirt lost is put back from the state when its
         // bitmaps are still there; only one whose bitmaps are gone is planned anew.
@@ -430,7 +510,11 @@ export const domainCheckpoint = {
                 // An unreachable host is not a diff: the operation that needs the host reports it.
             }
         }
-        const sameSpot = !replaces.includes("connection") && typeof v.domain === "string" && sameDomain(olds, v.domain) && olds.checkpointName === v.checkpointName;
+        const sameSpot =
+            !replaces.includes("connection") &&
+            typeof v.domain === "string" &&
+            sameDomain(olds, v.domain) &&
+            olds.checkpointName === v.checkpointName;
         return {
             changes: replaces.length > 0 || updates.length > 0 || credentialsChanged || partial,
             replaces,
@@ -463,8 +547,11 @@ export const domainCheckpoint = {
             if (restored.status === "gone") return { id: "", props: {} };
             const v = { ...props.declared, connection: props.connection } as Inputs;
             const observed = await observe(virsh, probe.info.uuid, props.checkpointName, { measure: probe.active, version: probe.version });
-            const restoredAt = restored.status === "restored" ? new Date().toISOString() : props.restoredAt ?? null;
-            return { id, props: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: props.adopted, restoredAt, previous: props }) };
+            const restoredAt = restored.status === "restored" ? new Date().toISOString() : (props.restoredAt ?? null);
+            return {
+                id,
+                props: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: props.adopted, restoredAt, previous: props }),
+            };
         });
     },
 
@@ -477,13 +564,16 @@ export const domainCheckpoint = {
             // An earlier create was cut off before libvirt made the checkpoint (an init failure): finish the job.
             if (restored.status === "gone" && !olds.xml) return { outs: await createLocked(v, virsh) };
             if (restored.status === "gone") {
-                throw new LibvirtError("checkpoint-not-found",
+                throw new LibvirtError(
+                    "checkpoint-not-found",
                     `checkpoint '${olds.checkpointName}' of domain '${probe.info.name}' is gone and can't be restored (${restored.reason}). ` +
-                    `Run pulumi refresh, then pulumi up to create it again.`);
+                        `Run pulumi refresh, then pulumi up to create it again.`,
+                );
             }
-            if (!same(olds.description, v.description)) await redefineDescription(virsh, "checkpoint", probe.info.uuid, olds.checkpointName, v.description);
+            if (!same(olds.description, v.description))
+                await redefineDescription(virsh, "checkpoint", probe.info.uuid, olds.checkpointName, v.description);
             const observed = await observe(virsh, probe.info.uuid, olds.checkpointName, { measure: probe.active, version: probe.version });
-            const restoredAt = restored.status === "restored" ? new Date().toISOString() : olds.restoredAt ?? null;
+            const restoredAt = restored.status === "restored" ? new Date().toISOString() : (olds.restoredAt ?? null);
             return { outs: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: olds.adopted, restoredAt, previous: olds }) };
         });
     },
@@ -511,10 +601,12 @@ export const domainCheckpoint = {
                     const missing = await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(props.xml));
                     if (missing.length) return;
                 } else if (!exists) return;
-                throw new LibvirtError("unsupported",
+                throw new LibvirtError(
+                    "unsupported",
                     `cannot delete checkpoint '${name}' of domain '${probe.info.name}': the domain is ${probe.state}, and libvirt ${probe.version.libvirt} removes a checkpoint's bitmaps ` +
-                    `only while the domain runs ('cannot delete checkpoint for inactive domain'). Nothing was changed. ` +
-                    `Start the domain and run destroy again, or set deletion: 'metadata' to drop only libvirt's record and leave the bitmaps in the image.`);
+                        `only while the domain runs ('cannot delete checkpoint for inactive domain'). Nothing was changed. ` +
+                        `Start the domain and run destroy again, or set deletion: 'metadata' to drop only libvirt's record and leave the bitmaps in the image.`,
+                );
             }
             if (!exists) {
                 // libvirt lost the record: put it back so the bitmaps are removed, not leaked.
@@ -543,42 +635,69 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     const { plan, failures } = planCheckpoint(v, probe, caps);
     if (!plan) throw new InputError(failures);
     const domain = probe.info.uuid;
-    const cutOff = (e: unknown, what: string) => unknownOutcome(e, {
-        kind: "checkpoint", name: v.checkpointName, domainName: probe.info.name, id: `${domain}/${v.checkpointName}`, what,
-        partial: {
-            ...(v.connection ? { connection: v.connection } : {}), domain: v.domain, checkpointName: v.checkpointName, deletion: v.deletion,
-            domainName: probe.info.name, domainUuid: domain, libvirtVersion: probe.version.libvirt, adopted: false, restoredAt: null, declared: withoutConnection(v),
-        } satisfies Partial<Recorded>,
-    });
+    const cutOff = (e: unknown, what: string) =>
+        unknownOutcome(e, {
+            kind: "checkpoint",
+            name: v.checkpointName,
+            domainName: probe.info.name,
+            id: `${domain}/${v.checkpointName}`,
+            what,
+            partial: {
+                ...(v.connection ? { connection: v.connection } : {}),
+                domain: v.domain,
+                checkpointName: v.checkpointName,
+                deletion: v.deletion,
+                domainName: probe.info.name,
+                domainUuid: domain,
+                libvirtVersion: probe.version.libvirt,
+                adopted: false,
+                restoredAt: null,
+                declared: withoutConnection(v),
+            } satisfies Partial<Recorded>,
+        });
     let adopted = false;
     try {
         await virsh.run(plan.argv, { stdin: plan.xml });
     } catch (e) {
         if (e instanceof LibvirtError && /Bitmap already exists/i.test(e.message)) {
-            throw new LibvirtError("already-exists",
+            throw new LibvirtError(
+                "already-exists",
                 `a disk image of domain '${probe.info.name}' already holds a dirty bitmap named '${v.checkpointName}', but libvirt has no checkpoint '${v.checkpointName}': ` +
-                `its record was lost (was the domain undefined and defined again?). Nothing was created. If a DomainCheckpoint in this stack recorded it, ` +
-                `'pulumi refresh' restores the record from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
-                `'qemu-img bitmap --remove IMAGE ${v.checkpointName}' while the domain is shut off.`, { command: e.command ?? "", stderr: e.stderr });
+                    `its record was lost (was the domain undefined and defined again?). Nothing was created. If a DomainCheckpoint in this stack recorded it, ` +
+                    `'pulumi refresh' restores the record from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
+                    `'qemu-img bitmap --remove IMAGE ${v.checkpointName}' while the domain is shut off.`,
+                { command: e.command ?? "", stderr: e.stderr },
+            );
         }
         if (!(isKind(e, "already-exists") && /domain moment .* already exists/.test(e.message))) {
-            throw cutOff(e, "the create was cut off") ?? await explainFailedCreate(virsh, "checkpoint", domain, v.checkpointName, e);
+            throw cutOff(e, "the create was cut off") ?? (await explainFailedCreate(virsh, "checkpoint", domain, v.checkpointName, e));
         }
         let existing: CheckpointInfo | undefined;
         await adoptOrRefuse({
-            kind: "checkpoint", name: v.checkpointName, domainName: probe.info.name, where: virsh.where, adopt: v.adopt, error: e,
+            kind: "checkpoint",
+            name: v.checkpointName,
+            domainName: probe.info.name,
+            where: virsh.where,
+            adopt: v.adopt,
+            error: e,
             differences: async () => differences(plan, (existing = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName)))),
         });
         adopted = true;
-        if (v.description !== undefined && existing!.description !== v.description) await redefineDescription(virsh, "checkpoint", domain, v.checkpointName, v.description);
+        if (v.description !== undefined && existing!.description !== v.description)
+            await redefineDescription(virsh, "checkpoint", domain, v.checkpointName, v.description);
     }
     let observed: Observed;
     try {
         observed = await observe(virsh, domain, v.checkpointName, { measure: true, version: probe.version });
     } catch (e) {
-        throw cutOff(e, `the checkpoint was ${adopted ? "adopted" : "created"}, but reading it back failed`) ?? new LibvirtError("failed",
-            `checkpoint '${v.checkpointName}' was ${adopted ? "adopted" : "created"} on domain '${probe.info.name}', but reading it back failed: ${messageOf(e)}. ` +
-            `It exists on the host; run the update again with adopt: true to take it over.`);
+        throw (
+            cutOff(e, `the checkpoint was ${adopted ? "adopted" : "created"}, but reading it back failed`) ??
+            new LibvirtError(
+                "failed",
+                `checkpoint '${v.checkpointName}' was ${adopted ? "adopted" : "created"} on domain '${probe.info.name}', but reading it back failed: ${messageOf(e)}. ` +
+                    `It exists on the host; run the update again with adopt: true to take it over.`,
+            )
+        );
     }
     return outputsFrom(v, observed, probe.version.libvirt, { probe, adopted, restoredAt: null });
 }

@@ -8,13 +8,32 @@ import { ConnectionSchema, type Connection } from "../connection";
 import { isKind } from "../errors";
 import { InputError, domainRef, description, hostPath, momentName, timeoutSeconds } from "../inputs";
 import { withDomainLock } from "../locks";
-import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, same, sameDomain, virshFor, withoutConnection } from "../resource";
+import {
+    askAboutDomain,
+    checkInputs,
+    compareInputs,
+    lockKey,
+    parseOrThrow,
+    same,
+    sameDomain,
+    virshFor,
+    withoutConnection,
+} from "../resource";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { snapshotRecordXml, type SnapshotInfo } from "../host/xml";
 import {
-    adoptOrRefuse, deleteSnapshot, kindOf, memoryOf, observeSnapshot, planSnapshot, redefineDescription, takeSnapshot, unknownOutcome,
-    type ObservedSnapshot, type SnapshotPlan,
+    adoptOrRefuse,
+    deleteSnapshot,
+    kindOf,
+    memoryOf,
+    observeSnapshot,
+    planSnapshot,
+    redefineDescription,
+    takeSnapshot,
+    unknownOutcome,
+    type ObservedSnapshot,
+    type SnapshotPlan,
 } from "./moments";
 
 // ---- inputs ----------------------------------------------------------------
@@ -28,34 +47,44 @@ export const DiskSchema = z.strictObject({
     driverType: z.enum(["qcow2", "raw", "qed"], { error: "must be 'qcow2', 'raw' or 'qed'" }).optional(),
 });
 
-export const DomainSnapshotSchema = z.strictObject({
-    connection: ConnectionSchema.optional(),
-    domain: domainRef,
-    snapshotName: momentName("snapshot"),
-    description: description.optional(),
-    kind: z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
-    memory: z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
-    memoryFile: hostPath.optional(),
-    disks: z.array(DiskSchema, { error: "must be a list of { name, snapshot, file?, driverType? }" }).optional(),
-    quiesce: z.boolean({ error: "must be true or false" }).default(false),
-    atomic: z.boolean({ error: "must be true or false" }).default(true),
-    live: z.boolean({ error: "must be true or false" }).default(false),
-    halt: z.boolean({ error: "must be true or false" }).default(false),
-    deletion: z.enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" }).default("delete"),
-    adopt: z.boolean({ error: "must be true or false" }).default(false),
-    timeoutSeconds: timeoutSeconds.optional(),
-}).superRefine((v, ctx) => {
-    if (v.memoryFile !== undefined && v.memory !== "external") {
-        ctx.addIssue({ code: "custom", path: ["memoryFile"], message: "is only used with memory: 'external'" });
-    }
-    const seen = new Set<string>();
-    v.disks?.forEach((d, i) => {
-        if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
-        seen.add(d.name);
-        if (d.file !== undefined && d.snapshot !== "external") ctx.addIssue({ code: "custom", path: ["disks", i, "file"], message: "is only used with snapshot: 'external' (an overlay file)" });
-        if (d.driverType !== undefined && d.snapshot !== "external") ctx.addIssue({ code: "custom", path: ["disks", i, "driverType"], message: "is only used with snapshot: 'external'" });
+export const DomainSnapshotSchema = z
+    .strictObject({
+        connection: ConnectionSchema.optional(),
+        domain: domainRef,
+        snapshotName: momentName("snapshot"),
+        description: description.optional(),
+        kind: z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
+        memory: z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
+        memoryFile: hostPath.optional(),
+        disks: z.array(DiskSchema, { error: "must be a list of { name, snapshot, file?, driverType? }" }).optional(),
+        quiesce: z.boolean({ error: "must be true or false" }).default(false),
+        atomic: z.boolean({ error: "must be true or false" }).default(true),
+        live: z.boolean({ error: "must be true or false" }).default(false),
+        halt: z.boolean({ error: "must be true or false" }).default(false),
+        deletion: z
+            .enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" })
+            .default("delete"),
+        adopt: z.boolean({ error: "must be true or false" }).default(false),
+        timeoutSeconds: timeoutSeconds.optional(),
+    })
+    .superRefine((v, ctx) => {
+        if (v.memoryFile !== undefined && v.memory !== "external") {
+            ctx.addIssue({ code: "custom", path: ["memoryFile"], message: "is only used with memory: 'external'" });
+        }
+        const seen = new Set<string>();
+        v.disks?.forEach((d, i) => {
+            if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+            seen.add(d.name);
+            if (d.file !== undefined && d.snapshot !== "external")
+                ctx.addIssue({
+                    code: "custom",
+                    path: ["disks", i, "file"],
+                    message: "is only used with snapshot: 'external' (an overlay file)",
+                });
+            if (d.driverType !== undefined && d.snapshot !== "external")
+                ctx.addIssue({ code: "custom", path: ["disks", i, "driverType"], message: "is only used with snapshot: 'external'" });
+        });
     });
-});
 
 /** What a user may pass: the schema's input type. */
 type Inputs = z.infer<typeof DomainSnapshotSchema>;
@@ -133,7 +162,8 @@ function differences(plan: SnapshotPlan, s: SnapshotInfo): string[] {
     const out: string[] = [];
     if (kindOf(s) !== plan.kind) out.push(`kind is '${kindOf(s)}', declared '${plan.kind}'`);
     if (memoryOf(s) !== plan.memory) out.push(`memory is '${memoryOf(s)}', declared '${plan.memory}'`);
-    if (plan.spec.memory.file && s.memory.file !== plan.spec.memory.file) out.push(`memoryFile is '${s.memory.file ?? "none"}', declared '${plan.spec.memory.file}'`);
+    if (plan.spec.memory.file && s.memory.file !== plan.spec.memory.file)
+        out.push(`memoryFile is '${s.memory.file ?? "none"}', declared '${plan.spec.memory.file}'`);
     for (const d of plan.spec.disks) {
         const have = s.disks.find((x) => x.name === d.name);
         const mode = have?.snapshot ?? "no";
@@ -161,19 +191,31 @@ export const domainSnapshot = {
     },
 
     async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
-        const { v, replaces, updates, credentialsChanged } = compareInputs(DomainSnapshotSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
+        const { v, replaces, updates, credentialsChanged } = compareInputs(DomainSnapshotSchema, olds, news, {
+            replace: REPLACE_KEYS,
+            update: UPDATE_KEYS,
+        });
 
         // A snapshot deleted behind Pulumi's back is planned for re-creation now, rather than failing later.
         if (!replaces.length && olds.domainUuid && olds.snapshotName) {
             try {
-                await virshFor({ connection: olds.connection, timeoutSeconds: olds.declared?.timeoutSeconds })
-                    .query(["snapshot-info", "--domain", olds.domainUuid, "--snapshotname", olds.snapshotName]);
+                await virshFor({ connection: olds.connection, timeoutSeconds: olds.declared?.timeoutSeconds }).query([
+                    "snapshot-info",
+                    "--domain",
+                    olds.domainUuid,
+                    "--snapshotname",
+                    olds.snapshotName,
+                ]);
             } catch (e) {
                 if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) replaces.push("snapshotName");
                 // An unreachable host is not a diff: the operation that needs the host reports it.
             }
         }
-        const sameSpot = !replaces.includes("connection") && typeof v.domain === "string" && sameDomain(olds, v.domain) && olds.snapshotName === v.snapshotName;
+        const sameSpot =
+            !replaces.includes("connection") &&
+            typeof v.domain === "string" &&
+            sameDomain(olds, v.domain) &&
+            olds.snapshotName === v.snapshotName;
         return {
             changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,
             replaces,
@@ -232,7 +274,10 @@ export const domainSnapshot = {
             // No creationTime: the state a cut-off create left (an init failure).
             if (!props.creationTime && props.deletion === "delete") await removeCutOffCreate(virsh, props);
             await deleteSnapshot(virsh, {
-                domain: props.domainUuid || props.domain, domainName: props.domainName, snapshotName: props.snapshotName, deletion: props.deletion,
+                domain: props.domainUuid || props.domain,
+                domainName: props.domainName,
+                snapshotName: props.snapshotName,
+                deletion: props.deletion,
             });
         });
     },
@@ -244,13 +289,25 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     const { plan, failures } = planSnapshot(v, probe);
     if (!plan) throw new InputError(failures);
     const domain = probe.info.uuid;
-    const cutOff = (e: unknown, what: string) => unknownOutcome(e, {
-        kind: "snapshot", name: v.snapshotName, domainName: probe.info.name, id: `${domain}/${v.snapshotName}`, what,
-        partial: {
-            ...(v.connection ? { connection: v.connection } : {}), domain: v.domain, snapshotName: v.snapshotName, deletion: v.deletion,
-            domainName: probe.info.name, domainUuid: domain, libvirtVersion: probe.version.libvirt, adopted: false, declared: withoutConnection(v),
-        } satisfies Partial<Recorded>,
-    }) ?? e;
+    const cutOff = (e: unknown, what: string) =>
+        unknownOutcome(e, {
+            kind: "snapshot",
+            name: v.snapshotName,
+            domainName: probe.info.name,
+            id: `${domain}/${v.snapshotName}`,
+            what,
+            partial: {
+                ...(v.connection ? { connection: v.connection } : {}),
+                domain: v.domain,
+                snapshotName: v.snapshotName,
+                deletion: v.deletion,
+                domainName: probe.info.name,
+                domainUuid: domain,
+                libvirtVersion: probe.version.libvirt,
+                adopted: false,
+                declared: withoutConnection(v),
+            } satisfies Partial<Recorded>,
+        }) ?? e;
     let adopted = false;
     try {
         await takeSnapshot(virsh, plan);
@@ -258,11 +315,17 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         if (!isKind(e, "already-exists")) throw cutOff(e, "the create was cut off");
         let existing: ObservedSnapshot | undefined;
         await adoptOrRefuse({
-            kind: "snapshot", name: v.snapshotName, domainName: probe.info.name, where: virsh.where, adopt: v.adopt, error: e,
+            kind: "snapshot",
+            name: v.snapshotName,
+            domainName: probe.info.name,
+            where: virsh.where,
+            adopt: v.adopt,
+            error: e,
             differences: async () => differences(plan, (existing = await observeSnapshot(virsh, domain, v.snapshotName)).info),
         });
         adopted = true;
-        if (v.description !== undefined && existing!.info.description !== v.description) await redefineDescription(virsh, "snapshot", domain, v.snapshotName, v.description);
+        if (v.description !== undefined && existing!.info.description !== v.description)
+            await redefineDescription(virsh, "snapshot", domain, v.snapshotName, v.description);
     }
     let observed: ObservedSnapshot;
     try {
@@ -326,10 +389,17 @@ async function removeCutOffCreate(virsh: Virsh, props: Recorded): Promise<void> 
         if (!isKind(e, "snapshot-not-found")) throw e;
     }
     // The snapshot as the declared inputs would make it now, with the memory this domain's state allows.
-    const { plan } = planSnapshot({ ...props.declared, memory: undefined, memoryFile: undefined, quiesce: false, live: false, halt: false } as Inputs, probe);
+    const { plan } = planSnapshot(
+        { ...props.declared, memory: undefined, memoryFile: undefined, quiesce: false, live: false, halt: false } as Inputs,
+        probe,
+    );
     if (!plan || plan.kind !== "internal") return;
     const domainXml = await virsh.query(["dumpxml", "--domain", domain]);
-    const record = snapshotRecordXml(plan.spec, { state: probe.active ? "running" : "shutoff", creationTime: Math.floor(Date.now() / 1000), domainXml });
+    const record = snapshotRecordXml(plan.spec, {
+        state: probe.active ? "running" : "shutoff",
+        creationTime: Math.floor(Date.now() / 1000),
+        domainXml,
+    });
     await virsh.run(["snapshot-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"], { stdin: record });
     try {
         await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName]);

@@ -8,14 +8,36 @@ import { LibvirtError, isKind, messageOf } from "../errors";
 import type { CheckFailure } from "../inputs";
 import { VERSIONS, stateOf, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
-import { buildSnapshotXml, parseSnapshotXml, withDescription, type DomainDisk, type DomainInfo, type SnapshotInfo, type SnapshotSpec } from "../host/xml";
+import {
+    buildSnapshotXml,
+    parseSnapshotXml,
+    withDescription,
+    type DomainDisk,
+    type DomainInfo,
+    type SnapshotInfo,
+    type SnapshotSpec,
+} from "../host/xml";
 
 export type MomentKind = "snapshot" | "checkpoint";
 
 /** The virsh commands and XML root of each kind. */
 const VIRSH = {
-    snapshot: { info: "snapshot-info", dump: "snapshot-dumpxml", create: "snapshot-create", del: "snapshot-delete", nameFlag: "--snapshotname", root: "domainsnapshot" },
-    checkpoint: { info: "checkpoint-info", dump: "checkpoint-dumpxml", create: "checkpoint-create", del: "checkpoint-delete", nameFlag: "--checkpointname", root: "domaincheckpoint" },
+    snapshot: {
+        info: "snapshot-info",
+        dump: "snapshot-dumpxml",
+        create: "snapshot-create",
+        del: "snapshot-delete",
+        nameFlag: "--snapshotname",
+        root: "domainsnapshot",
+    },
+    checkpoint: {
+        info: "checkpoint-info",
+        dump: "checkpoint-dumpxml",
+        create: "checkpoint-create",
+        del: "checkpoint-delete",
+        nameFlag: "--checkpointname",
+        root: "domaincheckpoint",
+    },
 } as const;
 
 // ---- the disks a moment covers ---------------------------------------------------
@@ -31,11 +53,19 @@ export type Fail = (property: string, reason: string) => void;
  * other disk a `disks[i]` entry names (by target or source path), each with
  * that entry. An entry that names no disk of the domain is a failure.
  */
-export function coveredDisks<T extends { name: string }>(requested: readonly T[] | undefined, dom: DomainInfo, fail: Fail): Array<{ disk: DomainDisk; entry?: T; index?: number }> {
+export function coveredDisks<T extends { name: string }>(
+    requested: readonly T[] | undefined,
+    dom: DomainInfo,
+    fail: Fail,
+): Array<{ disk: DomainDisk; entry?: T; index?: number }> {
     const overrides = new Map<string, number>();
     requested?.forEach((d, i) => {
         const disk = dom.disks.find((x) => x.target === d.name || x.source === d.name);
-        if (!disk) fail(`disks[${i}].name`, `domain '${dom.name}' has no disk '${d.name}' (its disks: ${dom.disks.map((x) => x.target).join(", ") || "none"})`);
+        if (!disk)
+            fail(
+                `disks[${i}].name`,
+                `domain '${dom.name}' has no disk '${d.name}' (its disks: ${dom.disks.map((x) => x.target).join(", ") || "none"})`,
+            );
         else overrides.set(disk.target, i);
     });
     const out: Array<{ disk: DomainDisk; entry?: T; index?: number }> = [];
@@ -55,7 +85,10 @@ export async function explainFailedCreate(virsh: Virsh, kind: MomentKind, domain
     const cmd = VIRSH[kind];
     try {
         await virsh.query([cmd.info, "--domain", domain, cmd.nameFlag, name]);
-        return new LibvirtError(e.kind, `${e.message}\n  libvirt still lists ${kind} '${name}' after the failure; refresh, or delete it with virsh ${cmd.del} before retrying`);
+        return new LibvirtError(
+            e.kind,
+            `${e.message}\n  libvirt still lists ${kind} '${name}' after the failure; refresh, or delete it with virsh ${cmd.del} before retrying`,
+        );
     } catch (probe) {
         if (!isKind(probe, `${kind}-not-found`)) return e;
         const [first, ...rest] = e.message.split("\n");
@@ -70,9 +103,13 @@ export async function explainFailedCreate(virsh: Virsh, kind: MomentKind, domain
  * the host and finishes the job, and `pulumi destroy` removes it if it exists.
  * Undefined for any other error.
  */
-export function unknownOutcome(e: unknown, o: { kind: MomentKind; name: string; domainName: string; id: string; what: string; partial: object }): LibvirtError | undefined {
+export function unknownOutcome(
+    e: unknown,
+    o: { kind: MomentKind; name: string; domainName: string; id: string; what: string; partial: object },
+): LibvirtError | undefined {
     if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return undefined;
-    const message = `${messageOf(e)}\n  ${o.what}: whether ${o.kind} '${o.name}' of domain '${o.domainName}' exists now is unknown. ` +
+    const message =
+        `${messageOf(e)}\n  ${o.what}: whether ${o.kind} '${o.name}' of domain '${o.domainName}' exists now is unknown. ` +
         `Pulumi keeps it in the state: the next pulumi up checks the host and finishes (or re-creates) it, and pulumi destroy removes it if it exists.`;
     return Object.assign(new LibvirtError(e.kind, message), { id: o.id, properties: o.partial, reasons: [message] });
 }
@@ -82,24 +119,40 @@ export function unknownOutcome(e: unknown, o: { kind: MomentKind; name: string; 
  * it matches what is declared (`differences` lists how it doesn't); else say why not.
  */
 export async function adoptOrRefuse(o: {
-    kind: MomentKind; name: string; domainName: string; where: string; adopt: boolean; error: LibvirtError; differences: () => Promise<string[]>;
+    kind: MomentKind;
+    name: string;
+    domainName: string;
+    where: string;
+    adopt: boolean;
+    error: LibvirtError;
+    differences: () => Promise<string[]>;
 }): Promise<void> {
     const nameInput = `${o.kind}Name`;
     if (!o.adopt) {
-        throw new LibvirtError("already-exists",
+        throw new LibvirtError(
+            "already-exists",
             `${o.kind} '${o.name}' already exists on domain '${o.domainName}' (${o.where}). Set adopt: true to take it over, or choose another ${nameInput}.`,
-            { command: o.error.command ?? "", stderr: o.error.stderr });
+            { command: o.error.command ?? "", stderr: o.error.stderr },
+        );
     }
     const diffs = await o.differences();
     if (diffs.length) {
-        throw new LibvirtError("already-exists",
+        throw new LibvirtError(
+            "already-exists",
             `cannot adopt ${o.kind} '${o.name}' of domain '${o.domainName}': it differs from what is declared: ${diffs.join("; ")}. ` +
-            `Change the declaration to match, or choose another ${nameInput}.`);
+                `Change the declaration to match, or choose another ${nameInput}.`,
+        );
     }
 }
 
 /** A new description, in place: libvirt's own record of the moment, redefined with the text changed. */
-export async function redefineDescription(virsh: Virsh, kind: MomentKind, domain: string, name: string, text: string | undefined): Promise<void> {
+export async function redefineDescription(
+    virsh: Virsh,
+    kind: MomentKind,
+    domain: string,
+    name: string,
+    text: string | undefined,
+): Promise<void> {
     const cmd = VIRSH[kind];
     // --security-info: the record libvirt keeps is the secure one; don't strip it by redefining.
     const [xml, info] = await Promise.all([
@@ -108,8 +161,9 @@ export async function redefineDescription(virsh: Virsh, kind: MomentKind, domain
     ]);
     // A snapshot redefined without --current stops being the current one.
     const current = /^Current:\s+yes/m.test(info);
-    await virsh.run([cmd.create, "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine", ...(current ? ["--current"] : [])],
-        { stdin: withDescription(xml, cmd.root, text) });
+    await virsh.run([cmd.create, "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine", ...(current ? ["--current"] : [])], {
+        stdin: withDescription(xml, cmd.root, text),
+    });
 }
 
 // ---- snapshots: plan ------------------------------------------------------------
@@ -163,10 +217,18 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
         const mode = o?.snapshot ?? v.kind;
         const prop = i === undefined ? "kind" : `disks[${i}].snapshot`;
         if (mode === "internal" && d.format !== "qcow2") {
-            fail(prop, `an internal snapshot lives inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
-                `Use kind: 'external', or leave the disk out with disks: [{ name: '${d.target}', snapshot: 'no' }]`);
+            fail(
+                prop,
+                `an internal snapshot lives inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
+                    `Use kind: 'external', or leave the disk out with disks: [{ name: '${d.target}', snapshot: 'no' }]`,
+            );
         }
-        disks.push({ name: d.target, snapshot: mode, ...(o?.file ? { file: o.file } : {}), ...(o?.driverType ? { driverType: o.driverType } : {}) });
+        disks.push({
+            name: d.target,
+            snapshot: mode,
+            ...(o?.file ? { file: o.file } : {}),
+            ...(o?.driverType ? { driverType: o.driverType } : {}),
+        });
     }
     const modes = new Set(disks.map((d) => d.snapshot).filter((m) => m !== "no"));
     if (modes.size === 0) fail(v.disks ? "disks" : "kind", `no disk of domain '${dom.name}' would be snapshotted`);
@@ -179,17 +241,29 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     const memory = v.memory ?? (running ? (kind === "internal" ? "internal" : "external") : "none");
     const memProp = v.memory ? "memory" : "kind";
     if (memory !== "none" && !running) {
-        fail("memory", `domain '${dom.name}' is ${probe.state}, so there is no memory state to save. Use memory: 'none', or leave memory unset`);
+        fail(
+            "memory",
+            `domain '${dom.name}' is ${probe.state}, so there is no memory state to save. Use memory: 'none', or leave memory unset`,
+        );
     }
     if (running && memory === "none" && kind === "internal") {
-        fail(memProp, `libvirt can't take a disk-only internal snapshot of a running domain ('active qemu domains require external disk snapshots'). ` +
-            `Use memory: 'internal', or kind: 'external'`);
+        fail(
+            memProp,
+            `libvirt can't take a disk-only internal snapshot of a running domain ('active qemu domains require external disk snapshots'). ` +
+                `Use memory: 'internal', or kind: 'external'`,
+        );
     }
     if (memory === "external" && kind === "internal") {
-        fail(memProp, `libvirt ${probe.version.libvirt} does not support internal disk snapshots with an external memory file ('mixing internal and external targets'). Use memory: 'internal', or kind: 'external'`);
+        fail(
+            memProp,
+            `libvirt ${probe.version.libvirt} does not support internal disk snapshots with an external memory file ('mixing internal and external targets'). Use memory: 'internal', or kind: 'external'`,
+        );
     }
     if (memory === "internal" && kind === "external") {
-        fail(memProp, `libvirt ${probe.version.libvirt} can't save memory inside the disk image when the disks are external. Use memory: 'external' with memoryFile, or memory: 'none'`);
+        fail(
+            memProp,
+            `libvirt ${probe.version.libvirt} can't save memory inside the disk image when the disks are external. Use memory: 'external' with memoryFile, or memory: 'none'`,
+        );
     }
     let memoryFile: string | undefined;
     if (memory === "external") {
@@ -199,22 +273,35 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     if (v.quiesce) {
         if (!running) fail("quiesce", `domain '${dom.name}' is ${probe.state}: quiescing needs a running guest agent`);
         else if (dom.guestAgent !== "connected") {
-            fail("quiesce", dom.guestAgent === "none"
-                ? `domain '${dom.name}' has no QEMU guest agent channel, so its filesystems can't be frozen. Add a guest agent, or set quiesce: false`
-                : `the QEMU guest agent of domain '${dom.name}' is not connected. Start qemu-guest-agent in the guest, or set quiesce: false`);
+            fail(
+                "quiesce",
+                dom.guestAgent === "none"
+                    ? `domain '${dom.name}' has no QEMU guest agent channel, so its filesystems can't be frozen. Add a guest agent, or set quiesce: false`
+                    : `the QEMU guest agent of domain '${dom.name}' is not connected. Start qemu-guest-agent in the guest, or set quiesce: false`,
+            );
         }
-        if (memory !== "none") fail("quiesce", "libvirt quiesces only disk-only snapshots: set memory: 'none' (with kind: 'external' on a running domain)");
+        if (memory !== "none")
+            fail("quiesce", "libvirt quiesces only disk-only snapshots: set memory: 'none' (with kind: 'external' on a running domain)");
     }
     if (v.live && !(running && memory === "external" && kind === "external")) {
-        fail("live", "live snapshots are only possible for full-system external snapshots of a running domain (kind: 'external', memory: 'external')");
+        fail(
+            "live",
+            "live snapshots are only possible for full-system external snapshots of a running domain (kind: 'external', memory: 'external')",
+        );
     }
     if (v.halt && !running) fail("halt", `domain '${dom.name}' is already ${probe.state}`);
     if (probe.checkpointsWhileOff.length) {
-        fail("domain", `domain '${dom.name}' is ${probe.state} and has checkpoints (${probe.checkpointsWhileOff.join(", ")}): libvirt ${probe.version.libvirt} takes no snapshot of it then ` +
-            `('cannot perform block operations while checkpoint exists'). Take the snapshot while the domain runs, or delete its checkpoints first`);
+        fail(
+            "domain",
+            `domain '${dom.name}' is ${probe.state} and has checkpoints (${probe.checkpointsWhileOff.join(", ")}): libvirt ${probe.version.libvirt} takes no snapshot of it then ` +
+                `('cannot perform block operations while checkpoint exists'). Take the snapshot while the domain runs, or delete its checkpoints first`,
+        );
     }
     if (kind === "external" && v.deletion === "delete" && probe.version.number < VERSIONS.externalSnapshotDelete) {
-        fail("kind", `libvirt ${probe.version.libvirt} can't delete external snapshots (9.0 or newer can), so pulumi destroy would fail. Use deletion: 'metadata', or kind: 'internal'`);
+        fail(
+            "kind",
+            `libvirt ${probe.version.libvirt} can't delete external snapshots (9.0 or newer can), so pulumi destroy would fail. Use deletion: 'metadata', or kind: 'internal'`,
+        );
     }
     if (failures.length) return { failures };
 
@@ -246,7 +333,11 @@ export async function takeSnapshot(virsh: Virsh, plan: SnapshotPlan): Promise<vo
     }
 }
 
-export interface ObservedSnapshot { info: SnapshotInfo; isCurrent: boolean; children: number; }
+export interface ObservedSnapshot {
+    info: SnapshotInfo;
+    isCurrent: boolean;
+    children: number;
+}
 
 export async function observeSnapshot(virsh: Virsh, domain: string, name: string): Promise<ObservedSnapshot> {
     const [xml, info] = await Promise.all([
@@ -275,7 +366,10 @@ export function memoryOf(s: SnapshotInfo): "none" | "internal" | "external" {
  * anything changes; the memory file libvirt leaves behind is removed.
  * A snapshot that is already gone is deleted successfully.
  */
-export async function deleteSnapshot(virsh: Virsh, t: { domain: string; domainName: string; snapshotName: string; deletion: "delete" | "metadata" }): Promise<void> {
+export async function deleteSnapshot(
+    virsh: Virsh,
+    t: { domain: string; domainName: string; snapshotName: string; deletion: "delete" | "metadata" },
+): Promise<void> {
     let observed: ObservedSnapshot;
     try {
         observed = await observeSnapshot(virsh, t.domain, t.snapshotName);
@@ -287,21 +381,26 @@ export async function deleteSnapshot(virsh: Virsh, t: { domain: string; domainNa
         await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName, "--metadata"]);
         return;
     }
-    if (kindOf(observed.info) === "external" && observed.children > 0 && await stateOf(virsh, t.domain) === "shut off") {
+    if (kindOf(observed.info) === "external" && observed.children > 0 && (await stateOf(virsh, t.domain)) === "shut off") {
         const version = (await virsh.version()).libvirt;
-        throw new LibvirtError("unsupported",
+        throw new LibvirtError(
+            "unsupported",
             `cannot delete external snapshot '${t.snapshotName}' of domain '${t.domainName}': the domain is shut off and the snapshot has ` +
-            `${observed.children} child snapshot(s). libvirt ${version} can merge a non-leaf external snapshot only while the domain runs. ` +
-            `Nothing was changed. Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`);
+                `${observed.children} child snapshot(s). libvirt ${version} can merge a non-leaf external snapshot only while the domain runs. ` +
+                `Nothing was changed. Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`,
+        );
     }
     await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
     const memoryFile = observed.info.memory.snapshot === "external" ? observed.info.memory.file : undefined;
     if (memoryFile) {
         const r = await virsh.host(["rm", "-f", "--", memoryFile]);
         if (r.code !== 0) {
-            throw new LibvirtError("failed",
+            throw new LibvirtError(
+                "failed",
                 `snapshot '${t.snapshotName}' was deleted, but its memory file could not be removed: ${memoryFile} (${r.stderr.trim() || `rm exited with ${r.code}`}). ` +
-                `Remove it by hand; running destroy again is safe`, { command: r.command, exitCode: r.code, stderr: r.stderr });
+                    `Remove it by hand; running destroy again is safe`,
+                { command: r.command, exitCode: r.code, stderr: r.stderr },
+            );
         }
     }
 }

@@ -16,50 +16,95 @@ import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import { Virsh } from "../host/virsh";
 import {
-    deleteSnapshot, kindOf, memoryOf, observeSnapshot, planSnapshot, redefineDescription, takeSnapshot, type SnapshotPlan, type SnapshotRequest,
+    deleteSnapshot,
+    kindOf,
+    memoryOf,
+    observeSnapshot,
+    planSnapshot,
+    redefineDescription,
+    takeSnapshot,
+    type SnapshotPlan,
+    type SnapshotRequest,
 } from "./moments";
 
 // ---- inputs ----------------------------------------------------------------
 
-const domainList = z.array(domainRef, { error: "must be a list of domain names or UUIDs" }).min(1, { error: "must name at least one domain" });
+const domainList = z
+    .array(domainRef, { error: "must be a list of domain names or UUIDs" })
+    .min(1, { error: "must name at least one domain" });
 
 const TargetSchema = z.strictObject({
     connection: ConnectionSchema.optional(),
     domains: domainList,
 });
 
-export const RestorePointSchema = z.strictObject({
-    connection: ConnectionSchema.optional(),
-    domains: domainList.optional(),
-    targets: z.array(TargetSchema, { error: "must be a list of { connection, domains }" }).min(1, { error: "must name at least one target" }).optional(),
-    snapshotName: momentName("snapshot"),
-    description: description.optional(),
-    kind: z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
-    memory: z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
-    consistency: z.enum(["simultaneous", "independent"], { error: "must be 'simultaneous' (pause all, snapshot, resume) or 'independent'" }).default("simultaneous"),
-    deletion: z.enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" }).default("delete"),
-    timeoutSeconds: timeoutSeconds.optional(),
-}).superRefine((v, ctx) => {
-    if (!v.domains === !v.targets) {
-        ctx.addIssue({ code: "custom", path: v.domains ? ["targets"] : ["domains"], message: "give either domains (on the one connection) or targets (one entry per host), not both or neither" });
-    }
-    if (v.targets && v.connection) ctx.addIssue({ code: "custom", path: ["connection"], message: "is not used with targets: give each target its own connection" });
-    if (v.memory === "external") ctx.addIssue({ code: "custom", path: ["memory"], message: "'external' needs a memory file per domain; use DomainSnapshot for that, or memory: 'internal' / 'none'" });
-    const seen = new Set<string>();
-    for (const [t, target] of entriesOf(v).entries()) {
-        target.domains.forEach((d, i) => {
-            const key = `${targetOf(target.connection)}|${d}`;
-            if (seen.has(key)) ctx.addIssue({ code: "custom", path: v.targets ? ["targets", t, "domains", i] : ["domains", i], message: `names domain '${d}' twice` });
-            seen.add(key);
-        });
-    }
-});
+export const RestorePointSchema = z
+    .strictObject({
+        connection: ConnectionSchema.optional(),
+        domains: domainList.optional(),
+        targets: z
+            .array(TargetSchema, { error: "must be a list of { connection, domains }" })
+            .min(1, { error: "must name at least one target" })
+            .optional(),
+        snapshotName: momentName("snapshot"),
+        description: description.optional(),
+        kind: z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
+        memory: z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
+        consistency: z
+            .enum(["simultaneous", "independent"], { error: "must be 'simultaneous' (pause all, snapshot, resume) or 'independent'" })
+            .default("simultaneous"),
+        deletion: z
+            .enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" })
+            .default("delete"),
+        timeoutSeconds: timeoutSeconds.optional(),
+    })
+    .superRefine((v, ctx) => {
+        if (!v.domains === !v.targets) {
+            ctx.addIssue({
+                code: "custom",
+                path: v.domains ? ["targets"] : ["domains"],
+                message: "give either domains (on the one connection) or targets (one entry per host), not both or neither",
+            });
+        }
+        if (v.targets && v.connection)
+            ctx.addIssue({
+                code: "custom",
+                path: ["connection"],
+                message: "is not used with targets: give each target its own connection",
+            });
+        if (v.memory === "external")
+            ctx.addIssue({
+                code: "custom",
+                path: ["memory"],
+                message: "'external' needs a memory file per domain; use DomainSnapshot for that, or memory: 'internal' / 'none'",
+            });
+        const seen = new Set<string>();
+        for (const [t, target] of entriesOf(v).entries()) {
+            target.domains.forEach((d, i) => {
+                const key = `${targetOf(target.connection)}|${d}`;
+                if (seen.has(key))
+                    ctx.addIssue({
+                        code: "custom",
+                        path: v.targets ? ["targets", t, "domains", i] : ["domains", i],
+                        message: `names domain '${d}' twice`,
+                    });
+                seen.add(key);
+            });
+        }
+    });
 
 type Inputs = z.infer<typeof RestorePointSchema>;
 
 /** One entry per target, whichever way the user wrote it. */
-function entriesOf(v: Pick<Inputs, "connection" | "domains" | "targets">): Array<{ connection?: Connection; domains: string[]; path: (i: number) => string }> {
-    if (v.targets) return v.targets.map((t, ti) => ({ connection: t.connection, domains: t.domains, path: (i: number) => `targets[${ti}].domains[${i}]` }));
+function entriesOf(
+    v: Pick<Inputs, "connection" | "domains" | "targets">,
+): Array<{ connection?: Connection; domains: string[]; path: (i: number) => string }> {
+    if (v.targets)
+        return v.targets.map((t, ti) => ({
+            connection: t.connection,
+            domains: t.domains,
+            path: (i: number) => `targets[${ti}].domains[${i}]`,
+        }));
     return [{ connection: v.connection, domains: v.domains ?? [], path: (i: number) => `domains[${i}]` }];
 }
 
@@ -127,7 +172,17 @@ function memberKey(m: { connection: Connection; domain: string }): string {
 
 /** Every member's snapshot: atomic, no quiesce, live or halt. */
 function snapshotRequest(v: Inputs): SnapshotRequest {
-    return { snapshotName: v.snapshotName, description: v.description, kind: v.kind, memory: v.memory, quiesce: false, atomic: true, live: false, halt: false, deletion: v.deletion };
+    return {
+        snapshotName: v.snapshotName,
+        description: v.description,
+        kind: v.kind,
+        memory: v.memory,
+        quiesce: false,
+        atomic: true,
+        live: false,
+        halt: false,
+        deletion: v.deletion,
+    };
 }
 
 async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; plan?: SnapshotPlan; failures: CheckFailure[] }> {
@@ -135,21 +190,30 @@ async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; 
     try {
         probe = await probeDomain(m.virsh, m.domain);
     } catch (e) {
-        const reason = isKind(e, "domain-not-found") ? `no domain '${m.domain}' on ${m.virsh.where}` : `cannot check domain '${m.domain}' on ${m.virsh.where}: ${messageOf(e)}`;
+        const reason = isKind(e, "domain-not-found")
+            ? `no domain '${m.domain}' on ${m.virsh.where}`
+            : `cannot check domain '${m.domain}' on ${m.virsh.where}: ${messageOf(e)}`;
         return { failures: [{ property: m.property, reason }] };
     }
     const { plan, failures } = planSnapshot(snapshotRequest(v), probe);
-    return { probe, plan, failures: failures.map((f) => ({ property: m.property, reason: `domain '${probe.info.name}': ${f.property}: ${f.reason}` })) };
+    return {
+        probe,
+        plan,
+        failures: failures.map((f) => ({ property: m.property, reason: `domain '${probe.info.name}': ${f.property}: ${f.reason}` })),
+    };
 }
 
 /** Hold every member's domain lock, in one global order so two restore points can't deadlock. */
 async function withLocks<T>(members: Member[], fn: () => Promise<T>): Promise<T> {
     const keys = [...new Set(members.map(memberKey))].sort();
-    const take = (i: number): Promise<T> => i === keys.length ? fn() : withDomainLock(keys[i]!, () => take(i + 1));
+    const take = (i: number): Promise<T> => (i === keys.length ? fn() : withDomainLock(keys[i]!, () => take(i + 1)));
     return take(0);
 }
 
-interface Taken { m: Member; probe: DomainProbe; }
+interface Taken {
+    m: Member;
+    probe: DomainProbe;
+}
 
 /** Snapshot every member, all or nothing. Returns the member snapshots and the paused time. */
 async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: MemberSnapshot[]; pausedMilliseconds: number }> {
@@ -158,43 +222,64 @@ async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: M
     if (failures.length) throw new InputError(failures);
     const taken: Taken[] = [];
     const paused: Member[] = [];
-    let pausedAt = 0, resumedAt = 0;
+    let pausedAt = 0,
+        resumedAt = 0;
     let failure: { m: Member; error: unknown } | undefined;
     const resumeProblems: string[] = [];
     try {
         if (v.consistency === "simultaneous") {
             const running = members.filter((_, i) => planned[i]!.probe!.state === "running");
             pausedAt = Date.now();
-            await Promise.all(running.map(async (m) => {
-                try {
-                    await m.virsh.run(["suspend", "--domain", m.domain]);
-                    paused.push(m);
-                } catch (e) { failure ??= { m, error: e }; }
-            }));
+            await Promise.all(
+                running.map(async (m) => {
+                    try {
+                        await m.virsh.run(["suspend", "--domain", m.domain]);
+                        paused.push(m);
+                    } catch (e) {
+                        failure ??= { m, error: e };
+                    }
+                }),
+            );
         }
         if (!failure) {
             // Different domains snapshot in parallel; libvirt serializes per domain itself.
-            await Promise.all(members.map(async (m, i) => {
-                try {
-                    await takeSnapshot(m.virsh, planned[i]!.plan!);
-                    taken.push({ m, probe: planned[i]!.probe! });
-                } catch (e) { failure ??= { m, error: e }; }
-            }));
+            await Promise.all(
+                members.map(async (m, i) => {
+                    try {
+                        await takeSnapshot(m.virsh, planned[i]!.plan!);
+                        taken.push({ m, probe: planned[i]!.probe! });
+                    } catch (e) {
+                        failure ??= { m, error: e };
+                    }
+                }),
+            );
         }
     } finally {
         // Whatever happened, no VM stays paused by us.
-        await Promise.all(paused.map(async (m) => {
-            try { await m.virsh.run(["resume", "--domain", m.domain]); } catch (e) {
-                resumeProblems.push(`domain '${m.domain}' on ${m.virsh.where} could not be resumed and is still paused (${messageOf(e).split("\n")[0]}): run virsh resume ${m.domain}`);
-            }
-        }));
+        await Promise.all(
+            paused.map(async (m) => {
+                try {
+                    await m.virsh.run(["resume", "--domain", m.domain]);
+                } catch (e) {
+                    resumeProblems.push(
+                        `domain '${m.domain}' on ${m.virsh.where} could not be resumed and is still paused (${messageOf(e).split("\n")[0]}): run virsh resume ${m.domain}`,
+                    );
+                }
+            }),
+        );
         resumedAt = Date.now();
     }
     if (failure) {
-        const rolledBack: string[] = [], leftBehind: string[] = [];
+        const rolledBack: string[] = [],
+            leftBehind: string[] = [];
         for (const t of taken) {
             try {
-                await deleteSnapshot(t.m.virsh, { domain: t.probe.info.uuid, domainName: t.probe.info.name, snapshotName: v.snapshotName, deletion: "delete" });
+                await deleteSnapshot(t.m.virsh, {
+                    domain: t.probe.info.uuid,
+                    domainName: t.probe.info.name,
+                    snapshotName: v.snapshotName,
+                    deletion: "delete",
+                });
                 rolledBack.push(t.probe.info.name);
             } catch (e) {
                 leftBehind.push(`'${v.snapshotName}' on domain '${t.probe.info.name}' (${messageOf(e).split("\n")[0]})`);
@@ -202,13 +287,16 @@ async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: M
         }
         const f = failure as { m: Member; error: unknown };
         const kind = f.error instanceof LibvirtError ? f.error.kind : "failed";
-        throw new LibvirtError(kind,
+        throw new LibvirtError(
+            kind,
             `restore point '${v.snapshotName}' failed on domain '${f.m.domain}' (${f.m.property}) on ${f.m.virsh.where}: ${messageOf(f.error)}\n` +
-            `  rolled back: ${rolledBack.length ? rolledBack.join(", ") : "nothing had been taken"}` +
-            (leftBehind.length ? `\n  NOT rolled back, remove by hand: ${leftBehind.join("; ")}` : "") +
-            (resumeProblems.length ? `\n  ${resumeProblems.join("\n  ")}` : paused.length ? `\n  every paused domain was resumed` : ""));
+                `  rolled back: ${rolledBack.length ? rolledBack.join(", ") : "nothing had been taken"}` +
+                (leftBehind.length ? `\n  NOT rolled back, remove by hand: ${leftBehind.join("; ")}` : "") +
+                (resumeProblems.length ? `\n  ${resumeProblems.join("\n  ")}` : paused.length ? `\n  every paused domain was resumed` : ""),
+        );
     }
-    if (resumeProblems.length) throw new LibvirtError("failed", `restore point '${v.snapshotName}' was taken, but ${resumeProblems.join("; ")}`);
+    if (resumeProblems.length)
+        throw new LibvirtError("failed", `restore point '${v.snapshotName}' was taken, but ${resumeProblems.join("; ")}`);
     const snapshots = await Promise.all(taken.map((t) => describeMember(t.m, t.probe.info.uuid, v.snapshotName)));
     return { snapshots: order(members, snapshots), pausedMilliseconds: paused.length ? resumedAt - pausedAt : 0 };
 }
@@ -216,8 +304,15 @@ async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: M
 async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {
     const o = await observeSnapshot(m.virsh, domainUuid, name);
     return {
-        host: m.virsh.where, domain: m.domain, domainName: o.info.domain?.name ?? m.domain, domainUuid, snapshotName: o.info.name,
-        creationTime: new Date(o.info.creationTime * 1000).toISOString(), state: o.info.state, kind: kindOf(o.info), memory: memoryOf(o.info),
+        host: m.virsh.where,
+        domain: m.domain,
+        domainName: o.info.domain?.name ?? m.domain,
+        domainUuid,
+        snapshotName: o.info.name,
+        creationTime: new Date(o.info.creationTime * 1000).toISOString(),
+        state: o.info.state,
+        kind: kindOf(o.info),
+        memory: memoryOf(o.info),
     };
 }
 
@@ -243,7 +338,12 @@ function outputsOf(v: Inputs, snapshots: MemberSnapshot[], pausedMilliseconds: n
 
 /** Members recorded in state, with the connection each was made through. */
 function recordedMembers(olds: Recorded): Array<Member & { snap: MemberSnapshot }> {
-    const members = membersOf({ connection: olds.connection, domains: olds.domains, targets: olds.targets, timeoutSeconds: olds.declared?.timeoutSeconds });
+    const members = membersOf({
+        connection: olds.connection,
+        domains: olds.domains,
+        targets: olds.targets,
+        timeoutSeconds: olds.declared?.timeoutSeconds,
+    });
     return olds.snapshots.flatMap((snap) => {
         const m = members.find((x) => x.domain === snap.domain && x.virsh.where === snap.host);
         return m ? [{ ...m, snap }] : [];
@@ -253,12 +353,24 @@ function recordedMembers(olds: Recorded): Array<Member & { snap: MemberSnapshot 
 async function deleteMembers(members: Array<Member & { snap: MemberSnapshot }>, deletion: "delete" | "metadata"): Promise<void> {
     const problems: string[] = [];
     // One domain at a time per host keeps libvirt's merges simple; domains are independent, so run them in parallel.
-    await Promise.all(members.map((m) => withDomainLock(memberKey(m), async () => {
-        try {
-            await deleteSnapshot(m.virsh, { domain: m.snap.domainUuid, domainName: m.snap.domainName, snapshotName: m.snap.snapshotName, deletion });
-        } catch (e) { problems.push(`domain '${m.snap.domainName}' on ${m.snap.host}: ${messageOf(e)}`); }
-    })));
-    if (problems.length) throw new LibvirtError("failed", `could not delete every snapshot of the restore point:\n  ${problems.join("\n  ")}`);
+    await Promise.all(
+        members.map((m) =>
+            withDomainLock(memberKey(m), async () => {
+                try {
+                    await deleteSnapshot(m.virsh, {
+                        domain: m.snap.domainUuid,
+                        domainName: m.snap.domainName,
+                        snapshotName: m.snap.snapshotName,
+                        deletion,
+                    });
+                } catch (e) {
+                    problems.push(`domain '${m.snap.domainName}' on ${m.snap.host}: ${messageOf(e)}`);
+                }
+            }),
+        ),
+    );
+    if (problems.length)
+        throw new LibvirtError("failed", `could not delete every snapshot of the restore point:\n  ${problems.join("\n  ")}`);
 }
 
 const REPLACE_KEYS = ["snapshotName", "kind", "memory", "consistency"] as const;
@@ -287,10 +399,20 @@ export const restorePoint = {
         const replaces = REPLACE_KEYS.filter((k) => news[k] === UNKNOWN || !same(old[k], v[k]));
         let membersChanged = true;
         if (r.ok) {
-            try { membersChanged = !same(memberIds(olds as unknown as Inputs).sort(), memberIds(r.value).sort()); } catch { /* bad stack config: the update reports it */ }
+            try {
+                membersChanged = !same(memberIds(olds as unknown as Inputs).sort(), memberIds(r.value).sort());
+            } catch {
+                /* bad stack config: the update reports it */
+            }
         }
-        const changes = replaces.length > 0 || membersChanged || !same(old.description, v.description) || !same(old.deletion, v.deletion) ||
-            !same(old.timeoutSeconds, v.timeoutSeconds) || !same(olds.connection, v.connection) || !same(olds.targets, v.targets);
+        const changes =
+            replaces.length > 0 ||
+            membersChanged ||
+            !same(old.description, v.description) ||
+            !same(old.deletion, v.deletion) ||
+            !same(old.timeoutSeconds, v.timeoutSeconds) ||
+            !same(olds.connection, v.connection) ||
+            !same(olds.targets, v.targets);
         return { changes, replaces: [...replaces], deleteBeforeReplace: replaces.length > 0 && !replaces.includes("snapshotName") };
     },
 
@@ -298,14 +420,19 @@ export const restorePoint = {
         const v = parseOrThrow(RestorePointSchema, news);
         const members = membersOf(v);
         const { snapshots, pausedMilliseconds } = await withLocks(members, () => snapshotAll(v, members));
-        return { id: `restorepoint/${v.snapshotName}/${snapshots.map((s) => s.domainUuid).join(",")}`, outs: outputsOf(v, snapshots, pausedMilliseconds) };
+        return {
+            id: `restorepoint/${v.snapshotName}/${snapshots.map((s) => s.domainUuid).join(",")}`,
+            outs: outputsOf(v, snapshots, pausedMilliseconds),
+        };
     },
 
     async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
         const members = recordedMembers(props);
         const snapshots: MemberSnapshot[] = [];
         for (const m of members) {
-            try { snapshots.push(await describeMember(m, m.snap.domainUuid, m.snap.snapshotName)); } catch (e) {
+            try {
+                snapshots.push(await describeMember(m, m.snap.domainUuid, m.snap.snapshotName));
+            } catch (e) {
                 if (!(isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found"))) throw e;
             }
         }
@@ -332,12 +459,27 @@ export const restorePoint = {
             pausedMilliseconds = res.pausedMilliseconds;
         }
         if (!same(olds.description, v.description)) {
-            await Promise.all(kept.map((m) => withDomainLock(memberKey(m), () => redefineDescription(m.virsh, "snapshot", m.snap.domainUuid, m.snap.snapshotName, v.description))));
+            await Promise.all(
+                kept.map((m) =>
+                    withDomainLock(memberKey(m), () =>
+                        redefineDescription(m.virsh, "snapshot", m.snap.domainUuid, m.snap.snapshotName, v.description),
+                    ),
+                ),
+            );
         }
-        const keptSnaps = await Promise.all(kept.map(async (m) => {
-            try { return await describeMember(m, m.snap.domainUuid, m.snap.snapshotName); } catch { return m.snap; }
-        }));
-        const all = order(wanted, [...keptSnaps.map((s, i) => ({ ...s, host: wanted.find((w) => idOf(w) === idOf(kept[i]!))?.virsh.where ?? s.host })), ...addedSnaps]);
+        const keptSnaps = await Promise.all(
+            kept.map(async (m) => {
+                try {
+                    return await describeMember(m, m.snap.domainUuid, m.snap.snapshotName);
+                } catch {
+                    return m.snap;
+                }
+            }),
+        );
+        const all = order(wanted, [
+            ...keptSnaps.map((s, i) => ({ ...s, host: wanted.find((w) => idOf(w) === idOf(kept[i]!))?.virsh.where ?? s.host })),
+            ...addedSnaps,
+        ]);
         return { outs: outputsOf(v, all, pausedMilliseconds) };
     },
 
@@ -345,4 +487,3 @@ export const restorePoint = {
         await deleteMembers(recordedMembers(props), props.deletion);
     },
 };
-

@@ -24,7 +24,11 @@ export const SnapshotRevertSchema = z.strictObject({
     domain: domainRef,
     snapshot: momentName("snapshot"),
     triggers: z.array(z.unknown(), { error: "must be a list of values; a change in any of them reverts again" }).optional(),
-    afterRevert: z.enum(["running", "paused", "as-snapshotted"], { error: "must be 'running', 'paused' or 'as-snapshotted' (the state the snapshot was taken in)" }).default("as-snapshotted"),
+    afterRevert: z
+        .enum(["running", "paused", "as-snapshotted"], {
+            error: "must be 'running', 'paused' or 'as-snapshotted' (the state the snapshot was taken in)",
+        })
+        .default("as-snapshotted"),
     force: z.boolean({ error: "must be true or false" }).default(false),
     timeoutSeconds: timeoutSeconds.optional(),
 });
@@ -91,18 +95,29 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
     const failures: CheckFailure[] = [];
     if (snapshotXml === undefined) {
         const names = await listSnapshots(virsh, domain);
-        failures.push({ property: "snapshot", reason: `domain '${probe.info.name}' has no snapshot '${v.snapshot}' (${names.length ? `its snapshots: ${names.map((n) => `'${n}'`).join(", ")}` : "it has no snapshots"})` });
+        failures.push({
+            property: "snapshot",
+            reason: `domain '${probe.info.name}' has no snapshot '${v.snapshot}' (${names.length ? `its snapshots: ${names.map((n) => `'${n}'`).join(", ")}` : "it has no snapshots"})`,
+        });
         return { failures };
     }
     const snapshot = parseSnapshotXml(snapshotXml);
     if (kindOf(snapshot) === "external" && probe.version.number < VERSIONS.externalSnapshotRevert) {
-        failures.push({ property: "snapshot", reason: `'${v.snapshot}' is an external snapshot, and libvirt ${probe.version.libvirt} can't revert to external snapshots ` +
-            `('revert to external snapshot not supported yet'; libvirt 9.9 and newer can). Revert to an internal snapshot, or upgrade libvirt on the host` });
+        failures.push({
+            property: "snapshot",
+            reason:
+                `'${v.snapshot}' is an external snapshot, and libvirt ${probe.version.libvirt} can't revert to external snapshots ` +
+                `('revert to external snapshot not supported yet'; libvirt 9.9 and newer can). Revert to an internal snapshot, or upgrade libvirt on the host`,
+        });
     }
     if (checkpoints.length) {
-        failures.push({ property: "domain", reason: `domain '${probe.info.name}' has checkpoints (${checkpoints.map((n) => `'${n}'`).join(", ")}), and reverting a disk that carries ` +
-            `dirty bitmaps fails ('Device has active dirty bitmaps'): qemu refuses to load the snapshot, and on a running domain libvirt ${probe.version.libvirt} leaves it shut off (failed). ` +
-            `Nothing was changed. Delete the checkpoints first (destroy their DomainCheckpoint resources, or virsh checkpoint-delete), then revert` });
+        failures.push({
+            property: "domain",
+            reason:
+                `domain '${probe.info.name}' has checkpoints (${checkpoints.map((n) => `'${n}'`).join(", ")}), and reverting a disk that carries ` +
+                `dirty bitmaps fails ('Device has active dirty bitmaps'): qemu refuses to load the snapshot, and on a running domain libvirt ${probe.version.libvirt} leaves it shut off (failed). ` +
+                `Nothing was changed. Delete the checkpoints first (destroy their DomainCheckpoint resources, or virsh checkpoint-delete), then revert`,
+        });
     }
     return { snapshot, failures };
 }
@@ -134,7 +149,10 @@ export const snapshotRevert = {
 
     async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         // New credentials for the same host revert nothing: an update only records them.
-        const { replaces, updates, credentialsChanged } = compareInputs(SnapshotRevertSchema, olds, news, { replace: REPLACE_KEYS, update: UPDATE_KEYS });
+        const { replaces, updates, credentialsChanged } = compareInputs(SnapshotRevertSchema, olds, news, {
+            replace: REPLACE_KEYS,
+            update: UPDATE_KEYS,
+        });
         return {
             changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,
             replaces,
@@ -222,7 +240,8 @@ async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
     try {
         probe = await probeDomain(virsh, v.domain);
     } catch (e) {
-        if (isKind(e, "domain-not-found")) throw new InputError([{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}` }]);
+        if (isKind(e, "domain-not-found"))
+            throw new InputError([{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}` }]);
         throw e;
     }
     const { snapshot, failures } = await inspect(virsh, v, probe);
@@ -235,15 +254,27 @@ async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
     } catch (e) {
         let now = "unknown";
         let idNow = "unknown";
-        try { now = (await virsh.query(["domstate", "--domain", domain, "--reason"])).trim(); } catch { /* keep "unknown" */ }
-        try { idNow = await domainId(virsh, domain); } catch { /* keep "unknown" */ }
+        try {
+            now = (await virsh.query(["domstate", "--domain", domain, "--reason"])).trim();
+        } catch {
+            /* keep "unknown" */
+        }
+        try {
+            idNow = await domainId(virsh, domain);
+        } catch {
+            /* keep "unknown" */
+        }
         const [first, ...rest] = messageOf(e).split("\n");
         const cutOff = isKind(e, "connection-failed") || isKind(e, "timeout");
-        const lines = [`reverting domain '${probe.info.name}' to snapshot '${v.snapshot}' failed: ${first}`,
-            `  the domain was ${probe.state} (id ${idBefore}) before and is ${now} (id ${idNow}) now.`];
+        const lines = [
+            `reverting domain '${probe.info.name}' to snapshot '${v.snapshot}' failed: ${first}`,
+            `  the domain was ${probe.state} (id ${idBefore}) before and is ${now} (id ${idNow}) now.`,
+        ];
         if (cutOff) {
-            lines.push(`  whether libvirt reverted it is unknown. Pulumi keeps the revert in the state: the next pulumi up checks the host ` +
-                `and reverts only if this revert did not happen (libvirt restarts qemu for a revert, so the domain id tells).`);
+            lines.push(
+                `  whether libvirt reverted it is unknown. Pulumi keeps the revert in the state: the next pulumi up checks the host ` +
+                    `and reverts only if this revert did not happen (libvirt restarts qemu for a revert, so the domain id tells).`,
+            );
         }
         const message = [...lines, ...rest].join("\n");
         const err = new LibvirtError(e instanceof LibvirtError ? e.kind : "failed", message);
@@ -278,4 +309,3 @@ async function finishCutOffRevert(virsh: Virsh, v: Inputs, olds: Recorded): Prom
         declared: withoutConnection(v),
     };
 }
-

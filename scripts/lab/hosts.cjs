@@ -20,8 +20,25 @@ const lab = JSON.parse(fs.readFileSync(path.join(labDir, "lab-base.json"), "utf8
 const host13 = JSON.parse(fs.readFileSync(path.join(labDir, "host13", "host.json"), "utf8"));
 
 // What a client needs to reach a host, and what the tests need to look at it from this machine.
-const FIELDS = ["name", "host", "port", "user", "privateKeyPath", "encryptedKeyPath", "hostKey", "hostKeyPath", "knownHostsPath",
-    "libvirtUri", "libvirtVersion", "qemuVersion", "virtType", "tmpDiskDir", "bootSectorPath", "writerLayout", "domains"];
+const FIELDS = [
+    "name",
+    "host",
+    "port",
+    "user",
+    "privateKeyPath",
+    "encryptedKeyPath",
+    "hostKey",
+    "hostKeyPath",
+    "knownHostsPath",
+    "libvirtUri",
+    "libvirtVersion",
+    "qemuVersion",
+    "virtType",
+    "tmpDiskDir",
+    "bootSectorPath",
+    "writerLayout",
+    "domains",
+];
 const entry = (src, extra) => {
     const out = {};
     for (const k of FIELDS) if (src[k] !== undefined) out[k] = src[k];

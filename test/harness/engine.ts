@@ -474,7 +474,13 @@ export class EngineHarness {
     }
 
     /** `olds` are the old outputs (state), `news` the new checked inputs. */
-    async diff(urn: string, id: string, olds: Props, news: Props, opts: { oldInputs?: Props; ignoreChanges?: string[] } = {}): Promise<DiffReply> {
+    async diff(
+        urn: string,
+        id: string,
+        olds: Props,
+        news: Props,
+        opts: { oldInputs?: Props; ignoreChanges?: string[] } = {},
+    ): Promise<DiffReply> {
         const { type, name } = urnParts(urn);
         const req = new provpb.DiffRequest();
         req.setUrn(urn);
@@ -527,7 +533,13 @@ export class EngineHarness {
         return reply;
     }
 
-    async update(urn: string, id: string, olds: Props, news: Props, opts: { oldInputs?: Props; timeoutSec?: number } = {}): Promise<UpdateReply> {
+    async update(
+        urn: string,
+        id: string,
+        olds: Props,
+        news: Props,
+        opts: { oldInputs?: Props; timeoutSec?: number } = {},
+    ): Promise<UpdateReply> {
         const { type, name } = urnParts(urn);
         const req = new provpb.UpdateRequest();
         req.setUrn(urn);

@@ -31,7 +31,12 @@ export interface EngineSuite {
 export function stackConfigFor(lab: LabInfo): { config: Record<string, string>; secretConfig: Record<string, string> } {
     if (lab.local) return { config: {}, secretConfig: {} };
     return {
-        config: { "libvirt-snapshots:host": lab.host, "libvirt-snapshots:port": String(lab.port), "libvirt-snapshots:user": lab.user, "libvirt-snapshots:hostKey": lab.hostKey },
+        config: {
+            "libvirt-snapshots:host": lab.host,
+            "libvirt-snapshots:port": String(lab.port),
+            "libvirt-snapshots:user": lab.user,
+            "libvirt-snapshots:hostKey": lab.hostKey,
+        },
         secretConfig: { "libvirt-snapshots:privateKey": fs.readFileSync(lab.privateKeyPath, "utf8") },
     };
 }
@@ -59,7 +64,9 @@ export function engineSuite(prefix: string, opts: Partial<StartOptions> | (() =>
         for (const d of domains) await d.dispose().catch(() => undefined);
     });
     const suite: EngineSuite = {
-        get engine() { return started(); },
+        get engine() {
+            return started();
+        },
         domains,
         async newDomain(o = {}) {
             const d = await makeDomain({ prefix, ...o });

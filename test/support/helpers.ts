@@ -19,7 +19,8 @@ export async function expectCallError(p: Promise<unknown>, re: RegExp): Promise<
 
 /** At most `n` of the functions it is given run at once; `peak()` tells how many did. */
 export function limiter(n: number) {
-    let active = 0, peak = 0;
+    let active = 0,
+        peak = 0;
     const waiting: Array<() => void> = [];
     const run = async <T>(fn: () => Promise<T>): Promise<T> => {
         while (active >= n) await new Promise<void>((r) => waiting.push(r));
@@ -37,7 +38,13 @@ export function limiter(n: number) {
 
 /** The lab's SSH endpoint as a connection input, with the host key pinned. */
 export function sshConnection(lab: LabInfo = loadLab()) {
-    return { host: lab.host, port: lab.port, user: lab.user, privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey };
+    return {
+        host: lab.host,
+        port: lab.port,
+        user: lab.user,
+        privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"),
+        hostKey: lab.hostKey,
+    };
 }
 
 // Names are compared exactly: no trimming.

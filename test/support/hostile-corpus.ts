@@ -73,7 +73,7 @@ export function hostileCorpus(ctx: CorpusContext): HostileEntry[] {
 
     // ---- quotes and backslashes -----------------------------------------------
     add("quote", "single quote", "'");
-    add("quote", "double quote", "\"");
+    add("quote", "double quote", '"');
     add("quote", "backtick", "`");
     add("quote", "apostrophe inside a word", "it's a snapshot");
     add("quote", "unicode quotes", "\u201csmart\u201d \u2018quotes\u2019 \u00abguillemets\u00bb \u201elow\u201c \u2039x\u203a");
@@ -137,7 +137,7 @@ export function hostileCorpus(ctx: CorpusContext): HostileEntry[] {
     add("path", "dot dot", "..");
     add("path", "home", "~/.ssh/authorized_keys");
     add("path", "url-encoded traversal", "%2e%2e%2f%2e%2e%2fetc%2fpasswd");
-    add("path", "qemu protocol prefix", "json:{\"driver\":\"file\",\"filename\":\"/etc/passwd\"}");
+    add("path", "qemu protocol prefix", 'json:{"driver":"file","filename":"/etc/passwd"}');
     add("path", "comma (qemu option separator)", "a,b=c,file=x");
     add("path", "colon", "nbd:127.0.0.1:1");
 
@@ -149,10 +149,12 @@ export function hostileCorpus(ctx: CorpusContext): HostileEntry[] {
     add("xml", "entity references", "&amp;&lt;&#x41;&xxe;");
     add("xml", "element injection", "</name><memory snapshot='external' file='/tmp/x'/>");
     const xmlCanary = abs();
-    add("xml", "element injection with a canary file", `</description><memory snapshot='external' file='${xmlCanary}'/><description>`, [xmlCanary]);
-    add("xml", "external entity", "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>&e;");
+    add("xml", "element injection with a canary file", `</description><memory snapshot='external' file='${xmlCanary}'/><description>`, [
+        xmlCanary,
+    ]);
+    add("xml", "external entity", '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>&e;');
     add("xml", "attribute breakout, single quote", "x' file='/tmp/x");
-    add("xml", "attribute breakout, double quote", "x\" file=\"/tmp/x");
+    add("xml", "attribute breakout, double quote", 'x" file="/tmp/x');
     add("xml", "comment", "<!-- x -->");
     add("xml", "processing instruction", "<?xml version='1.0'?>");
 

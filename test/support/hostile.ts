@@ -17,21 +17,24 @@ export type Provider = typeof DomainSnapshotProvider;
 // What a string is once it crossed gRPC, encoded by the very protobuf library the
 // SDK uses: google-protobuf drops a high surrogate that has no partner, and passes
 // a lone low surrogate through (as CESU-8), which Node later writes as U+FFFD.
-const structpb = createRequire(require.resolve("@pulumi/pulumi/package.json"))("google-protobuf/google/protobuf/struct_pb") as typeof import("google-protobuf/google/protobuf/struct_pb");
-export const wire = (s: string): string => structpb.Struct.deserializeBinary(structpb.Struct.fromJavaScript({ v: s }).serializeBinary()).toJavaScript().v as string;
+const structpb = createRequire(require.resolve("@pulumi/pulumi/package.json"))(
+    "google-protobuf/google/protobuf/struct_pb",
+) as typeof import("google-protobuf/google/protobuf/struct_pb");
+export const wire = (s: string): string =>
+    structpb.Struct.deserializeBinary(structpb.Struct.fromJavaScript({ v: s }).serializeBinary()).toJavaScript().v as string;
 
 export const show = (s: string): string => JSON.stringify(s.length > 60 ? `${s.slice(0, 57)}...` : s);
 
-
 // ---- small helpers -----------------------------------------------------------------
-
 
 export const lines = (out: string) => out.split("\n").filter((l) => l !== "");
 
 /** The suite's own virsh reads, patient with a libvirtd that another test run is restarting. */
 export async function virshOk(args: readonly string[]): Promise<string> {
     for (let attempt = 0; ; attempt++) {
-        try { return await virshOnce(args); } catch (e) {
+        try {
+            return await virshOnce(args);
+        } catch (e) {
             if (attempt >= 20 || !/failed to connect to the hypervisor/.test((e as Error).message)) throw e;
             await sleep(500);
         }
@@ -48,13 +51,24 @@ export async function qcow2Snapshots(disk: string): Promise<string[]> {
     return ((await qemuImgInfo(disk)).snapshots ?? []).map((s) => s.name).sort();
 }
 
-const ordered = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "", preserveOrder: true, parseTagValue: false, parseAttributeValue: false, trimValues: false });
+const ordered = new XMLParser({
+    ignoreAttributes: false,
+    attributeNamePrefix: "",
+    preserveOrder: true,
+    parseTagValue: false,
+    parseAttributeValue: false,
+    trimValues: false,
+});
 type XNode = Record<string, unknown>;
 const tagOf = (n: XNode) => Object.keys(n).find((k) => k !== ":@")!;
 const attrsOf = (n: XNode) => (n[":@"] ?? {}) as Record<string, string>;
 const kids = (n: XNode) => (n[tagOf(n)] as XNode[]) ?? [];
 const elements = (n: XNode) => kids(n).filter((k) => tagOf(k) !== "#text");
-const textOf = (n: XNode) => kids(n).filter((k) => tagOf(k) === "#text").map((k) => String(k["#text"])).join("");
+const textOf = (n: XNode) =>
+    kids(n)
+        .filter((k) => tagOf(k) === "#text")
+        .map((k) => String(k["#text"]))
+        .join("");
 
 function rootOf(xml: string, tag: string): XNode {
     const doc = (ordered.parse(xml) as XNode[]).filter((n) => tagOf(n) !== "#text" && tagOf(n) !== "?xml");
@@ -66,7 +80,8 @@ function rootOf(xml: string, tag: string): XNode {
 /** Problems with a structure: stray text, unexpected elements or attributes. */
 function structural(node: XNode, where: string, allowed: Record<string, [number, number]>, attrs: string[]): string[] {
     const out: string[] = [];
-    for (const k of kids(node)) if (tagOf(k) === "#text" && String(k["#text"]).trim() !== "") out.push(`${where}: stray text ${show(String(k["#text"]))}`);
+    for (const k of kids(node))
+        if (tagOf(k) === "#text" && String(k["#text"]).trim() !== "") out.push(`${where}: stray text ${show(String(k["#text"]))}`);
     const counts = new Map<string, number>();
     for (const e of elements(node)) counts.set(tagOf(e), (counts.get(tagOf(e)) ?? 0) + 1);
     for (const [tag, n] of counts) if (!(tag in allowed)) out.push(`${where}: unexpected element <${tag}> (x${n})`);
@@ -74,7 +89,8 @@ function structural(node: XNode, where: string, allowed: Record<string, [number,
         const n = counts.get(tag) ?? 0;
         if (n < min || n > max) out.push(`${where}: <${tag}> appears ${n} times, expected ${min === max ? min : `${min}..${max}`}`);
     }
-    for (const a of Object.keys(attrsOf(node))) if (!attrs.includes(a)) out.push(`${where}: unexpected attribute ${a}=${show(attrsOf(node)[a]!)}`);
+    for (const a of Object.keys(attrsOf(node)))
+        if (!attrs.includes(a)) out.push(`${where}: unexpected attribute ${a}=${show(attrsOf(node)[a]!)}`);
     return out;
 }
 
@@ -89,10 +105,24 @@ interface SnapshotShape {
 /** The snapshot XML libvirt reports has exactly the declared structure, and the declared strings, literally. */
 export function snapshotShapeProblems(xml: string, want: SnapshotShape): string[] {
     const root = rootOf(xml, "domainsnapshot");
-    const out = structural(root, "<domainsnapshot>", {
-        name: [1, 1], description: want.description === undefined ? [0, 0] : [1, 1], state: [1, 1], parent: [0, 1], creationTime: [1, 1],
-        memory: [1, 1], disks: [1, 1], domain: [1, 1], active: [0, 1], cookie: [0, 1], inactiveDomain: [0, 1],
-    }, []);
+    const out = structural(
+        root,
+        "<domainsnapshot>",
+        {
+            name: [1, 1],
+            description: want.description === undefined ? [0, 0] : [1, 1],
+            state: [1, 1],
+            parent: [0, 1],
+            creationTime: [1, 1],
+            memory: [1, 1],
+            disks: [1, 1],
+            domain: [1, 1],
+            active: [0, 1],
+            cookie: [0, 1],
+            inactiveDomain: [0, 1],
+        },
+        [],
+    );
     const el = (tag: string) => elements(root).find((e) => tagOf(e) === tag);
     if (el("name") && textOf(el("name")!) !== want.name) out.push(`<name> is ${show(textOf(el("name")!))}, declared ${show(want.name)}`);
     if (want.description !== undefined && el("description") && textOf(el("description")!) !== want.description) {
@@ -101,8 +131,10 @@ export function snapshotShapeProblems(xml: string, want: SnapshotShape): string[
     const memory = el("memory");
     if (memory) {
         out.push(...structural(memory, "<memory>", {}, ["snapshot", "file"]));
-        if (attrsOf(memory).snapshot !== want.memory.snapshot) out.push(`<memory snapshot=${show(attrsOf(memory).snapshot ?? "")}>, declared ${want.memory.snapshot}`);
-        if (attrsOf(memory).file !== want.memory.file) out.push(`<memory file=${show(attrsOf(memory).file ?? "(none)")}>, declared ${show(want.memory.file ?? "(none)")}`);
+        if (attrsOf(memory).snapshot !== want.memory.snapshot)
+            out.push(`<memory snapshot=${show(attrsOf(memory).snapshot ?? "")}>, declared ${want.memory.snapshot}`);
+        if (attrsOf(memory).file !== want.memory.file)
+            out.push(`<memory file=${show(attrsOf(memory).file ?? "(none)")}>, declared ${show(want.memory.file ?? "(none)")}`);
     }
     const disks = el("disks");
     if (disks) {
@@ -110,24 +142,39 @@ export function snapshotShapeProblems(xml: string, want: SnapshotShape): string[
         for (const d of elements(disks)) {
             const a = attrsOf(d);
             const w = want.disks.find((x) => x.name === a.name);
-            if (!w) { out.push(`<disk name=${show(a.name ?? "")}> was not declared`); continue; }
+            if (!w) {
+                out.push(`<disk name=${show(a.name ?? "")}> was not declared`);
+                continue;
+            }
             out.push(...structural(d, `<disk ${a.name}>`, { driver: [0, 1], source: [0, 1] }, ["name", "snapshot", "type"]));
             if (a.snapshot !== w.snapshot) out.push(`<disk ${a.name}> snapshot=${a.snapshot}, declared ${w.snapshot}`);
             const source = elements(d).find((e) => tagOf(e) === "source");
-            if (w.file !== undefined && attrsOf(source ?? {}).file !== w.file) out.push(`<disk ${a.name}> source file ${show(attrsOf(source ?? {}).file ?? "(none)")}, declared ${show(w.file)}`);
+            if (w.file !== undefined && attrsOf(source ?? {}).file !== w.file)
+                out.push(`<disk ${a.name}> source file ${show(attrsOf(source ?? {}).file ?? "(none)")}, declared ${show(w.file)}`);
         }
     }
     const domain = el("domain");
     const domainName = domain && elements(domain).find((e) => tagOf(e) === "name");
-    if (!domainName || textOf(domainName) !== want.domainName) out.push(`<domain><name> is ${show(domainName ? textOf(domainName) : "(none)")}, expected ${show(want.domainName)}`);
+    if (!domainName || textOf(domainName) !== want.domainName)
+        out.push(`<domain><name> is ${show(domainName ? textOf(domainName) : "(none)")}, expected ${show(want.domainName)}`);
     return out;
 }
 
 export function checkpointShapeProblems(xml: string, want: { name: string; description?: string; bitmap: string }): string[] {
     const root = rootOf(xml, "domaincheckpoint");
-    const out = structural(root, "<domaincheckpoint>", {
-        name: [1, 1], description: want.description === undefined ? [0, 0] : [1, 1], parent: [0, 1], creationTime: [1, 1], disks: [1, 1], domain: [0, 0],
-    }, []);
+    const out = structural(
+        root,
+        "<domaincheckpoint>",
+        {
+            name: [1, 1],
+            description: want.description === undefined ? [0, 0] : [1, 1],
+            parent: [0, 1],
+            creationTime: [1, 1],
+            disks: [1, 1],
+            domain: [0, 0],
+        },
+        [],
+    );
     const el = (tag: string) => elements(root).find((e) => tagOf(e) === tag);
     if (el("name") && textOf(el("name")!) !== want.name) out.push(`<name> is ${show(textOf(el("name")!))}, declared ${show(want.name)}`);
     if (want.description !== undefined && el("description") && textOf(el("description")!) !== want.description) {
@@ -140,7 +187,8 @@ export function checkpointShapeProblems(xml: string, want: { name: string; descr
         if (d) {
             out.push(...structural(d, "<disk>", {}, ["name", "checkpoint", "bitmap", "size"]));
             const a = attrsOf(d);
-            if (a.name !== "vda" || a.checkpoint !== "bitmap" || a.bitmap !== want.bitmap) out.push(`<disk> is ${JSON.stringify(a)}, expected vda with bitmap ${show(want.bitmap)}`);
+            if (a.name !== "vda" || a.checkpoint !== "bitmap" || a.bitmap !== want.bitmap)
+                out.push(`<disk> is ${JSON.stringify(a)}, expected vda with bitmap ${show(want.bitmap)}`);
         }
     }
     return out;
@@ -153,8 +201,6 @@ export async function diskSource(domain: string, inactive: boolean): Promise<str
     const disk = elements(devices).find((e) => tagOf(e) === "disk")!;
     return attrsOf(elements(disk).find((e) => tagOf(e) === "source")!).file!;
 }
-
-
 
 /**
  * Domain names are global on the host, so two runs of this suite (two checkouts,
@@ -171,8 +217,15 @@ export async function takeRunLock(maxWaitMs: number): Promise<void> {
         } catch (e) {
             if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
             let holder = "";
-            try { holder = fs.readFileSync(RUN_LOCK, "utf8"); } catch { continue; }
-            if (!ownerAlive(holder)) { fs.rmSync(RUN_LOCK, { force: true }); continue; }
+            try {
+                holder = fs.readFileSync(RUN_LOCK, "utf8");
+            } catch {
+                continue;
+            }
+            if (!ownerAlive(holder)) {
+                fs.rmSync(RUN_LOCK, { force: true });
+                continue;
+            }
             if (Date.now() > deadline) throw new Error(`another run of the hostile suite (${holder.trim()}) holds ${RUN_LOCK}`);
             await sleep(2000);
         }
@@ -180,14 +233,23 @@ export async function takeRunLock(maxWaitMs: number): Promise<void> {
 }
 
 export function dropRunLock(): void {
-    try { if (fs.readFileSync(RUN_LOCK, "utf8").trim() === ownerTag()) fs.rmSync(RUN_LOCK, { force: true }); } catch { /* not ours or gone */ }
+    try {
+        if (fs.readFileSync(RUN_LOCK, "utf8").trim() === ownerTag()) fs.rmSync(RUN_LOCK, { force: true });
+    } catch {
+        /* not ours or gone */
+    }
 }
 
 // Hostile-named domains get their own title, so the lab's cleanup (which goes by
 // name) never hands one of these names to virsh.
 const HOSTILE_TITLE = "pulumi-libvirt-hostile-tmp";
 
-export interface HostileDomain { name: string; uuid: string; dir: string; disk: string; }
+export interface HostileDomain {
+    name: string;
+    uuid: string;
+    dir: string;
+    disk: string;
+}
 
 export async function defineHostileDomain(value: string): Promise<HostileDomain | undefined> {
     const name = wire(value);
@@ -198,17 +260,29 @@ export async function defineHostileDomain(value: string): Promise<HostileDomain 
     const disk = path.join(dir, "disk.qcow2");
     const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
     const made = await run("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"]);
-    if (made.code !== 0) { cleanup(); throw new Error(`qemu-img create: ${made.stderr}`); }
+    if (made.code !== 0) {
+        cleanup();
+        throw new Error(`qemu-img create: ${made.stderr}`);
+    }
     const uuid = crypto.randomUUID();
     // The first raw "</name>" closes the element: the name itself is escaped.
-    const xml = domainXml({ name, title: `${HOSTILE_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format: "qcow2" })
-        .replace("</name>", `</name>\n  <uuid>${uuid}</uuid>`);
+    const xml = domainXml({ name, title: `${HOSTILE_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format: "qcow2" }).replace(
+        "</name>",
+        `</name>\n  <uuid>${uuid}</uuid>`,
+    );
     const file = path.join(dir, "domain.xml");
     fs.writeFileSync(file, xml);
     const r = await virshLocal(["define", "--file", file]);
-    if (r.code !== 0) { cleanup(); return undefined; } // libvirt won't take this name: the provider must refuse it too
+    if (r.code !== 0) {
+        cleanup();
+        return undefined;
+    } // libvirt won't take this name: the provider must refuse it too
     const got = textOf(elements(rootOf(await virshOk(["dumpxml", "--domain", uuid]), "domain")).find((e) => tagOf(e) === "name")!);
-    if (got !== name) { await undefineByUuid(uuid); cleanup(); return undefined; }
+    if (got !== name) {
+        await undefineByUuid(uuid);
+        cleanup();
+        return undefined;
+    }
     return { name, uuid, dir, disk };
 }
 
@@ -230,7 +304,11 @@ export async function removeStaleHostileDomains(): Promise<void> {
     for (const name of fs.existsSync(lab.tmpDiskDir) ? fs.readdirSync(lab.tmpDiskDir) : []) {
         if (!name.startsWith("labtmp-hostiledom-")) continue;
         let tag = "";
-        try { tag = fs.readFileSync(path.join(lab.tmpDiskDir, name, "owner"), "utf8"); } catch { /* none */ }
+        try {
+            tag = fs.readFileSync(path.join(lab.tmpDiskDir, name, "owner"), "utf8");
+        } catch {
+            /* none */
+        }
         if (!ownerAlive(tag)) fs.rmSync(path.join(lab.tmpDiskDir, name), { recursive: true, force: true });
     }
 }
@@ -254,11 +332,25 @@ exec /usr/bin/virsh "$@"
 const VALUE_OPTIONS = new Set(["--domain", "--snapshotname", "--checkpointname", "--xmlfile"]);
 /** The flags each command may get in this suite (deletion is always "delete", so never --metadata). */
 const FLAGS: Record<string, string[]> = {
-    "version": [], "domcapabilities": [], "dumpxml": ["--inactive", "--security-info"], "domstate": ["--reason"],
-    "snapshot-create": ["--atomic", "--disk-only", "--redefine", "--current"], "snapshot-delete": [],
-    "snapshot-dumpxml": ["--security-info"], "snapshot-info": [], "snapshot-list": ["--name"], "snapshot-revert": [],
-    "checkpoint-create": ["--redefine", "--redefine-validate"], "checkpoint-delete": [], "checkpoint-dumpxml": ["--size", "--no-domain"],
-    "checkpoint-info": [], "checkpoint-list": ["--name"], "suspend": [], "resume": [], "domid": [], "domjobinfo": [],
+    version: [],
+    domcapabilities: [],
+    dumpxml: ["--inactive", "--security-info"],
+    domstate: ["--reason"],
+    "snapshot-create": ["--atomic", "--disk-only", "--redefine", "--current"],
+    "snapshot-delete": [],
+    "snapshot-dumpxml": ["--security-info"],
+    "snapshot-info": [],
+    "snapshot-list": ["--name"],
+    "snapshot-revert": [],
+    "checkpoint-create": ["--redefine", "--redefine-validate"],
+    "checkpoint-delete": [],
+    "checkpoint-dumpxml": ["--size", "--no-domain"],
+    "checkpoint-info": [],
+    "checkpoint-list": ["--name"],
+    suspend: [],
+    resume: [],
+    domid: [],
+    domjobinfo: [],
 };
 
 /** Every command virsh ran: argument vectors of processes, and the commands of its shell sessions. */
@@ -288,22 +380,48 @@ function virshShellCommands(line: string): string[][] {
     while (i < line.length) {
         while (line[i] === " " || line[i] === "\t") i++;
         if (i >= line.length) break;
-        if (line[i] === ";") { commands.push(cmd); cmd = []; i++; continue; }
+        if (line[i] === ";") {
+            commands.push(cmd);
+            cmd = [];
+            i++;
+            continue;
+        }
         if (line[i] === "#") break;
-        let tok = "", single = false, double = false;
+        let tok = "",
+            single = false,
+            double = false;
         while (i < line.length) {
             const c = line[i]!;
             if (!single && !double && (c === " " || c === "\t" || c === ";")) break;
-            if (!double && c === "'") { single = !single; i++; continue; }
-            if (!single && c === "\\") { tok += line[i + 1] ?? ""; i += 2; continue; }
-            if (!single && c === "\"") { double = !double; i++; continue; }
-            tok += c; i++;
+            if (!double && c === "'") {
+                single = !single;
+                i++;
+                continue;
+            }
+            if (!single && c === "\\") {
+                tok += line[i + 1] ?? "";
+                i += 2;
+                continue;
+            }
+            if (!single && c === '"') {
+                double = !double;
+                i++;
+                continue;
+            }
+            tok += c;
+            i++;
         }
         cmd.push(tok);
     }
     if (cmd.length) commands.push(cmd);
     // The session's own handshake (every printable character, echoed) and markers: echo [--err] --xml '<S|E|P><nonce>x<n><'
-    return commands.filter((c) => !(c[0] === "echo" && (/^(--err --xml|--xml) [SEP][0-9a-f]+x\d+<$/.test(c.slice(1).join(" ")) || (c.length === 2 && c[1] === PRINTABLE))));
+    return commands.filter(
+        (c) =>
+            !(
+                c[0] === "echo" &&
+                (/^(--err --xml|--xml) [SEP][0-9a-f]+x\d+<$/.test(c.slice(1).join(" ")) || (c.length === 2 && c[1] === PRINTABLE))
+            ),
+    );
 }
 
 function readArgvLog(dir: string): string[][] {
@@ -321,8 +439,26 @@ function readArgvLog(dir: string): string[][] {
 }
 
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
-export const SESSION_READ_ONLY = new Set(["dumpxml", "domstate", "dominfo", "domuuid", "domname", "domid", "domjobinfo", "version", "domcapabilities", "capabilities",
-    "snapshot-dumpxml", "snapshot-info", "snapshot-list", "snapshot-parent", "checkpoint-dumpxml", "checkpoint-info", "checkpoint-list", "checkpoint-parent"]);
+export const SESSION_READ_ONLY = new Set([
+    "dumpxml",
+    "domstate",
+    "dominfo",
+    "domuuid",
+    "domname",
+    "domid",
+    "domjobinfo",
+    "version",
+    "domcapabilities",
+    "capabilities",
+    "snapshot-dumpxml",
+    "snapshot-info",
+    "snapshot-list",
+    "snapshot-parent",
+    "checkpoint-dumpxml",
+    "checkpoint-info",
+    "checkpoint-list",
+    "checkpoint-parent",
+]);
 
 export function argvProblems(argv: string[], declared: { uris: Set<string>; domains: Set<string>; names: Set<string> }): string[] {
     const where = `virsh ${argv.map((a) => show(a)).join(" ")}`;
@@ -335,7 +471,10 @@ export function argvProblems(argv: string[], declared: { uris: Set<string>; doma
         const a = argv[i]!;
         if (VALUE_OPTIONS.has(a)) {
             const v = argv[++i];
-            if (v === undefined) { out.push(`${where}: ${a} without a value`); continue; }
+            if (v === undefined) {
+                out.push(`${where}: ${a} without a value`);
+                continue;
+            }
             if (v.startsWith("-")) out.push(`${where}: the value of ${a} starts with '-'`);
             const ok = a === "--xmlfile" ? v === "/dev/stdin" : a === "--domain" ? declared.domains.has(v) : declared.names.has(v);
             if (!ok) out.push(`${where}: ${a} ${show(v)} was never declared`);

@@ -40,9 +40,15 @@ export function libvirtdPid(): number | undefined {
     try {
         const pid = Number(fs.readFileSync(path.join(loadLab().labDir, "libvirtd.pid"), "utf8").trim());
         if (pid > 0 && pidAlive(pid)) return pid;
-    } catch { /* no PID file: the lab did not start it */ }
+    } catch {
+        /* no PID file: the lab did not start it */
+    }
     try {
-        const pids = execFileSync("pgrep", ["-x", "libvirtd"], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number).filter((p) => pidAlive(p) && inOurRoot(p));
+        const pids = execFileSync("pgrep", ["-x", "libvirtd"], { encoding: "utf8" })
+            .split("\n")
+            .filter(Boolean)
+            .map(Number)
+            .filter((p) => pidAlive(p) && inOurRoot(p));
         return pids.length === 1 ? pids[0] : undefined;
     } catch {
         return undefined; // pgrep found none
@@ -68,8 +74,15 @@ export async function withRestartLock<T>(fn: () => Promise<T>, waitMs = 10 * 60_
         } catch (e) {
             if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
             let holder = NaN;
-            try { holder = Number(/pid=(\d+)/.exec(fs.readFileSync(RESTART_LOCK, "utf8"))?.[1]); } catch { /* removed meanwhile */ }
-            if (Number.isInteger(holder) && !pidAlive(holder)) { fs.rmSync(RESTART_LOCK, { force: true }); continue; }
+            try {
+                holder = Number(/pid=(\d+)/.exec(fs.readFileSync(RESTART_LOCK, "utf8"))?.[1]);
+            } catch {
+                /* removed meanwhile */
+            }
+            if (Number.isInteger(holder) && !pidAlive(holder)) {
+                fs.rmSync(RESTART_LOCK, { force: true });
+                continue;
+            }
             if (Date.now() > until) throw new Error(`${RESTART_LOCK} is still held after ${waitMs / 1000} s`);
             await sleep(100);
         }
@@ -87,9 +100,19 @@ export async function withRestartLock<T>(fn: () => Promise<T>, waitMs = 10 * 60_
 export async function stopLibvirtd(signal: NodeJS.Signals): Promise<number | undefined> {
     const pid = libvirtdPid();
     if (pid === undefined) return undefined;
-    try { process.kill(pid, signal); } catch { /* already gone */ }
+    try {
+        process.kill(pid, signal);
+    } catch {
+        /* already gone */
+    }
     for (let i = 0; pidAlive(pid); i++) {
-        if (i === 400) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
+        if (i === 400) {
+            try {
+                process.kill(pid, "SIGKILL");
+            } catch {
+                /* gone */
+            }
+        }
         if (i > 600) throw new Error(`libvirtd ${pid} does not exit`);
         await sleep(50);
     }
@@ -134,7 +157,11 @@ export async function recoverHungLibvirtd(): Promise<boolean> {
     if (await libvirtdAnswers(15_000)) return false;
     await withRestartLock(async () => {
         if (await libvirtdAnswers(5_000)) return;
-        try { await stopLibvirtd("SIGKILL"); } finally { await startLibvirtd(); }
+        try {
+            await stopLibvirtd("SIGKILL");
+        } finally {
+            await startLibvirtd();
+        }
     });
     return true;
 }

@@ -16,7 +16,14 @@ import * as pulumi from "@pulumi/pulumi";
 import { EngineHarness, PACKAGE_ROOT, transcript } from "../harness/engine";
 import { loadLab } from "./lab";
 
-interface Created { type: string; name: string; urn: string; id: string; outs: Record<string, unknown>; ran: boolean; }
+interface Created {
+    type: string;
+    name: string;
+    urn: string;
+    id: string;
+    outs: Record<string, unknown>;
+    ran: boolean;
+}
 
 function labConfig(): Record<string, string> {
     const lab = loadLab();
@@ -49,29 +56,45 @@ async function main(): Promise<void> {
     let failure: unknown;
     try {
         pulumi.runtime.setAllConfig(config);
-        await pulumi.runtime.setMocks({
-            newResource(args) {
-                const work = (async () => {
-                    const inputs = args.inputs as Record<string, unknown>;
-                    if (!args.type.startsWith("pulumi-nodejs:dynamic")) {
-                        created.push({ type: args.type, name: args.name, urn: "", id: `${args.name}-not-run`, outs: inputs, ran: false });
-                        return { id: `${args.name}-not-run`, state: inputs };
-                    }
-                    const urn = engine.urn(args.type, args.name);
-                    const checked = await engine.check(urn, {}, inputs);
-                    if (checked.failures.length) {
-                        throw new Error(`${args.name}: ${checked.failures.map((f) => `${f.property}: ${f.reason}`).join("; ")}`);
-                    }
-                    const { id, outs } = await engine.create(urn, checked.inputs);
-                    created.push({ type: args.type, name: args.name, urn, id, outs, ran: true });
-                    return { id, state: outs };
-                })();
-                pending.add(work);
-                work.catch((e) => { failure ??= e; }).finally(() => pending.delete(work));
-                return work;
+        await pulumi.runtime.setMocks(
+            {
+                newResource(args) {
+                    const work = (async () => {
+                        const inputs = args.inputs as Record<string, unknown>;
+                        if (!args.type.startsWith("pulumi-nodejs:dynamic")) {
+                            created.push({
+                                type: args.type,
+                                name: args.name,
+                                urn: "",
+                                id: `${args.name}-not-run`,
+                                outs: inputs,
+                                ran: false,
+                            });
+                            return { id: `${args.name}-not-run`, state: inputs };
+                        }
+                        const urn = engine.urn(args.type, args.name);
+                        const checked = await engine.check(urn, {}, inputs);
+                        if (checked.failures.length) {
+                            throw new Error(`${args.name}: ${checked.failures.map((f) => `${f.property}: ${f.reason}`).join("; ")}`);
+                        }
+                        const { id, outs } = await engine.create(urn, checked.inputs);
+                        created.push({ type: args.type, name: args.name, urn, id, outs, ran: true });
+                        return { id, state: outs };
+                    })();
+                    pending.add(work);
+                    work.catch((e) => {
+                        failure ??= e;
+                    }).finally(() => pending.delete(work));
+                    return work;
+                },
+                call() {
+                    return {};
+                },
             },
-            call() { return {}; },
-        }, project, "example", false);
+            project,
+            "example",
+            false,
+        );
         const program = require(path.join(PACKAGE_ROOT, ".build", path.relative(PACKAGE_ROOT, dir), "index.js")) as Record<string, unknown>;
         // Settle: every exported output, then no registration in flight for a while.
         for (const v of Object.values(program)) {
@@ -79,19 +102,36 @@ async function main(): Promise<void> {
         }
         for (let quiet = 0; quiet < 5;) {
             await new Promise((r) => setTimeout(r, 100));
-            if (pending.size) { quiet = 0; await Promise.allSettled([...pending]); } else quiet++;
+            if (pending.size) {
+                quiet = 0;
+                await Promise.allSettled([...pending]);
+            } else quiet++;
         }
         if (failure) throw failure;
-        fs.writeFileSync(outFile, JSON.stringify({ project, created: created.map(({ type, name, id, outs, ran }) => ({ type, name, id, outs, ran })) }, null, 2));
+        fs.writeFileSync(
+            outFile,
+            JSON.stringify({ project, created: created.map(({ type, name, id, outs, ran }) => ({ type, name, id, outs, ran })) }, null, 2),
+        );
     } catch (e) {
         failure ??= e;
     } finally {
         // What the provider sent back (outputs outside secret markers, errors, logs), for the parent's secrets check.
-        process.on("exit", () => { try { fs.writeFileSync(`${outFile}.transcript`, JSON.stringify(transcript)); } catch { /* best effort */ } });
+        process.on("exit", () => {
+            try {
+                fs.writeFileSync(`${outFile}.transcript`, JSON.stringify(transcript));
+            } catch {
+                /* best effort */
+            }
+        });
         if (!keep) {
             for (const c of [...created].reverse()) {
                 if (!c.ran) continue;
-                try { await engine.delete(c.urn, c.id, c.outs); } catch (e) { console.error(`delete of ${c.name} failed: ${(e as Error).message}`); failure ??= e; }
+                try {
+                    await engine.delete(c.urn, c.id, c.outs);
+                } catch (e) {
+                    console.error(`delete of ${c.name} failed: ${(e as Error).message}`);
+                    failure ??= e;
+                }
             }
         }
         await engine.close();
@@ -99,7 +139,10 @@ async function main(): Promise<void> {
     if (failure) throw failure;
 }
 
-main().then(() => process.exit(0), (e: unknown) => {
-    console.error(e instanceof Error ? e.message : e);
-    process.exit(1);
-});
+main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+        console.error(e instanceof Error ? e.message : e);
+        process.exit(1);
+    },
+);

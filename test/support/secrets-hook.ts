@@ -13,7 +13,10 @@ export function labSecrets(): Array<[string, string]> {
     if (!fs.existsSync(labJsonPath())) return [];
     const lab = loadLab();
     const key = fs.readFileSync(lab.privateKeyPath, "utf8");
-    const lines = key.split("\n").map((l) => l.trim()).filter((l) => l.length >= 20 && !l.startsWith("-----"));
+    const lines = key
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l.length >= 20 && !l.startsWith("-----"));
     return [
         ["the lab's private key", key.trim()],
         ...lines.map((l, i): [string, string] => [`line ${i + 1} of the lab's private key`, l]),
@@ -32,6 +35,8 @@ export const mochaHooks = {
         const text = [...transcript, ...extraTranscripts].join("\n");
         const found = findLeaks(text);
         if (found.length) throw new Error(`secrets leaked into provider outputs, errors or logs: ${found.join(", ")}`);
-        console.log(`  secrets check: searched ${transcript.length + extraTranscripts.length} provider replies and logs (${text.length} characters) for ${labSecrets().length} secrets: none found`);
+        console.log(
+            `  secrets check: searched ${transcript.length + extraTranscripts.length} provider replies and logs (${text.length} characters) for ${labSecrets().length} secrets: none found`,
+        );
     },
 };

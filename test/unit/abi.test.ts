@@ -13,7 +13,10 @@ import type { RecordedState } from "../upgrade/record";
 
 const SHIMS = path.join(PACKAGE_ROOT, "test", "fixtures", "shims");
 const TYPES = ["DomainSnapshot", "DomainCheckpoint", "SnapshotRevert", "RestorePoint"] as const;
-const releases = fs.readdirSync(SHIMS).filter((d) => d !== "current").sort();
+const releases = fs
+    .readdirSync(SHIMS)
+    .filter((d) => d !== "current")
+    .sort();
 const shimText = (release: string, type: string) => fs.readFileSync(path.join(SHIMS, release, `${type}.txt`), "utf8");
 
 /** Every `impl` call in a shim text, as "resource.method" (or "configure"). */
@@ -33,7 +36,12 @@ describe("the frozen ABI", () => {
     const METHODS = ["check", "create", "delete", "diff", "read", "update"];
 
     it("impl exports exactly configure and one object per resource, with no test counters", () => {
-        assert.deepEqual(Object.keys(impl).filter((k) => k !== "__esModule").sort(), ["checkpoint", "configure", "restorePoint", "revert", "snapshot"]);
+        assert.deepEqual(
+            Object.keys(impl)
+                .filter((k) => k !== "__esModule")
+                .sort(),
+            ["checkpoint", "configure", "restorePoint", "revert", "snapshot"],
+        );
         assert.equal(typeof impl.configure, "function");
         for (const r of ["snapshot", "checkpoint", "revert", "restorePoint"]) {
             assert.deepEqual(Object.keys(impl[r] as object).sort(), METHODS, r);
@@ -43,20 +51,30 @@ describe("the frozen ABI", () => {
     it("today's shims serialize to the pinned text (test/fixtures/shims/current)", async () => {
         for (const type of TYPES) {
             const text = await serializeProvider((pkg as unknown as Record<string, pulumi.dynamic.ResourceProvider>)[`${type}Provider`]!);
-            assert.equal(text, shimText("current", type),
-                `${type}Provider's text changed. Users' state will hold it for ever: if that is meant, keep every older text and pin this one too`);
+            assert.equal(
+                text,
+                shimText("current", type),
+                `${type}Provider's text changed. Users' state will hold it for ever: if that is meant, keep every older text and pin this one too`,
+            );
         }
     });
 
     it("the shims of 0.1.0 are pinned, and are the very texts its recorded state holds", () => {
         assert.ok(releases.includes("0.1.0"), `releases: ${releases.join(", ")}`);
-        const rec = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, "test", "fixtures", "state", "0.1.0.json"), "utf8")) as RecordedState;
+        const rec = JSON.parse(
+            fs.readFileSync(path.join(PACKAGE_ROOT, "test", "fixtures", "state", "0.1.0.json"), "utf8"),
+        ) as RecordedState;
         for (const r of rec.resources) assert.equal(r.outs.__provider, shimText("0.1.0", r.type), r.type);
     });
 
     for (const release of [...releases, "current"]) {
         it(`every method the ${release} shims call exists on today's impl`, () => {
-            const expected: Record<string, string> = { DomainSnapshot: "snapshot", DomainCheckpoint: "checkpoint", SnapshotRevert: "revert", RestorePoint: "restorePoint" };
+            const expected: Record<string, string> = {
+                DomainSnapshot: "snapshot",
+                DomainCheckpoint: "checkpoint",
+                SnapshotRevert: "revert",
+                RestorePoint: "restorePoint",
+            };
             for (const type of TYPES) {
                 const calls = callsOf(shimText(release, type));
                 assert.deepEqual(calls, ["configure", ...METHODS.map((m) => `${expected[type]}.${m}`)].sort(), `${release} ${type}`);

@@ -6,16 +6,23 @@ import { DomainCheckpointSchema, planCheckpoint, domainCheckpoint } from "../../
 import { buildCheckpointXml, parseCheckpointXml, withCheckpointParent, withDescription } from "../../provider/host/xml";
 import type { DomainProbe } from "../../provider/host/probe";
 
-
 const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 describe("DomainCheckpoint inputs", () => {
-    const ok = (over: Record<string, unknown>) => parseInputs(DomainCheckpointSchema, { domain: "web1", checkpointName: "c1", ...over }, { allowUnknowns: true });
-    const reasons = (over: Record<string, unknown>) => { const r = ok(over); return r.ok ? "" : r.failures.map((f) => `${f.property}|${f.reason}`).join("\n"); };
+    const ok = (over: Record<string, unknown>) =>
+        parseInputs(DomainCheckpointSchema, { domain: "web1", checkpointName: "c1", ...over }, { allowUnknowns: true });
+    const reasons = (over: Record<string, unknown>) => {
+        const r = ok(over);
+        return r.ok ? "" : r.failures.map((f) => `${f.property}|${f.reason}`).join("\n");
+    };
 
     it("takes only names libvirt's checkpoint schema takes, with one message per problem", () => {
-        for (const name of ["c1", "before-upgrade", "v1.2_3", "_x", "2026-11-25"]) assert.equal(ok({ checkpointName: name }).ok, true, name);
-        assert.match(reasons({ checkpointName: "with space" }), /^checkpointName\|may contain only letters, digits, '_', '-' and '\.', and must not start with '\.'/);
+        for (const name of ["c1", "before-upgrade", "v1.2_3", "_x", "2026-11-25"])
+            assert.equal(ok({ checkpointName: name }).ok, true, name);
+        assert.match(
+            reasons({ checkpointName: "with space" }),
+            /^checkpointName\|may contain only letters, digits, '_', '-' and '\.', and must not start with '\.'/,
+        );
         assert.match(reasons({ checkpointName: ".hidden" }), /^checkpointName\|may contain only letters/);
         assert.match(reasons({ checkpointName: "ünï" }), /^checkpointName\|may contain only letters/);
         assert.equal(reasons({ checkpointName: 'a"b' }).split("\n").length, 1);
@@ -28,8 +35,19 @@ describe("DomainCheckpoint inputs", () => {
     it("refuses bad enums, misplaced bitmaps, duplicate disks and unknown properties", () => {
         assert.match(reasons({ deletion: "never" }), /^deletion\|must be 'delete' .* or 'metadata'/);
         assert.match(reasons({ disks: [{ name: "vda", checkpoint: "yes" }] }), /^disks\[0\]\.checkpoint\|must be 'bitmap' .* or 'no'/);
-        assert.match(reasons({ disks: [{ name: "vda", checkpoint: "no", bitmap: "c1" }] }), /^disks\[0\]\.bitmap\|is only used with checkpoint: 'bitmap'/);
-        assert.match(reasons({ disks: [{ name: "vda", checkpoint: "bitmap" }, { name: "vda", checkpoint: "no" }] }), /^disks\[1\]\.name\|names disk 'vda' twice/);
+        assert.match(
+            reasons({ disks: [{ name: "vda", checkpoint: "no", bitmap: "c1" }] }),
+            /^disks\[0\]\.bitmap\|is only used with checkpoint: 'bitmap'/,
+        );
+        assert.match(
+            reasons({
+                disks: [
+                    { name: "vda", checkpoint: "bitmap" },
+                    { name: "vda", checkpoint: "no" },
+                ],
+            }),
+            /^disks\[1\]\.name\|names disk 'vda' twice/,
+        );
         assert.match(reasons({ disks: [{ name: "vda", checkpoint: "bitmap", size: 1 }] }), /unknown property 'size'/);
         assert.match(reasons({ checkpointname: "typo" }), /unknown property 'checkpointname'/);
         assert.match(reasons({ quiesce: "yes" }), /^quiesce\|must be true or false/);
@@ -46,11 +64,22 @@ describe("DomainCheckpoint inputs", () => {
 });
 
 describe("planCheckpoint", () => {
-    const probe = (over: { state?: string; format?: string; version?: number; disks?: DomainProbe["info"]["disks"] } = {}): DomainProbe => ({
+    const probe = (
+        over: { state?: string; format?: string; version?: number; disks?: DomainProbe["info"]["disks"] } = {},
+    ): DomainProbe => ({
         info: {
-            name: "web1", uuid: "11111111-2222-3333-4444-555555555555", guestAgent: "none",
+            name: "web1",
+            uuid: "11111111-2222-3333-4444-555555555555",
+            guestAgent: "none",
             disks: over.disks ?? [
-                { target: "vda", device: "disk", type: "file", format: over.format ?? "qcow2", source: "/var/lib/libvirt/images/web1.qcow2", readonly: false },
+                {
+                    target: "vda",
+                    device: "disk",
+                    type: "file",
+                    format: over.format ?? "qcow2",
+                    source: "/var/lib/libvirt/images/web1.qcow2",
+                    readonly: false,
+                },
                 { target: "sda", device: "cdrom", type: "file", format: "raw", source: "/iso/x.iso", readonly: true },
             ],
         },
@@ -65,7 +94,9 @@ describe("planCheckpoint", () => {
         return planCheckpoint(r.value, p, caps);
     };
     const why = (inputs: Record<string, unknown>, p?: DomainProbe, caps?: { backup: "yes" | "no" | "unknown" }) =>
-        plan(inputs, p, caps).failures.map((f) => `${f.property}: ${f.reason}`).join("\n");
+        plan(inputs, p, caps)
+            .failures.map((f) => `${f.property}: ${f.reason}`)
+            .join("\n");
 
     it("puts every writable disk in the checkpoint, with the bitmap named after it; skips the cdrom", () => {
         const a = plan({ description: "before <upgrade> & 'more'" });
@@ -76,25 +107,45 @@ describe("planCheckpoint", () => {
         assert.deepEqual(parsed.disks, [{ name: "vda", checkpoint: "bitmap", bitmap: "c1" }]);
     });
     it("refuses what libvirt 9.0 refuses, with the reason", () => {
-        assert.match(why({}, probe({ state: "shut off" })), /^domain: domain 'web1' is shut off: libvirt 9\.0\.0 creates checkpoints only while the domain runs/);
-        assert.match(why({}, probe({ format: "raw" })), /^disks: a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk vda .* is raw\. Leave it out/);
-        assert.match(why({}, probe({ version: 5_005_000 })), /^domain: libvirt 9\.0\.0 has no checkpoints \(they arrived in libvirt 5\.6\)/);
+        assert.match(
+            why({}, probe({ state: "shut off" })),
+            /^domain: domain 'web1' is shut off: libvirt 9\.0\.0 creates checkpoints only while the domain runs/,
+        );
+        assert.match(
+            why({}, probe({ format: "raw" })),
+            /^disks: a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk vda .* is raw\. Leave it out/,
+        );
+        assert.match(
+            why({}, probe({ version: 5_005_000 })),
+            /^domain: libvirt 9\.0\.0 has no checkpoints \(they arrived in libvirt 5\.6\)/,
+        );
         assert.match(why({}, probe(), { backup: "no" }), /does not support incremental backup/);
         assert.equal(why({}, probe(), { backup: "yes" }), "");
         assert.match(why({ quiesce: true }), /^quiesce: .*can't quiesce a checkpoint/);
-        assert.match(why({ disks: [{ name: "vda", checkpoint: "bitmap", bitmap: "other" }] }), /^disks\[0\]\.bitmap: libvirt's QEMU driver names every bitmap after its checkpoint/);
+        assert.match(
+            why({ disks: [{ name: "vda", checkpoint: "bitmap", bitmap: "other" }] }),
+            /^disks\[0\]\.bitmap: libvirt's QEMU driver names every bitmap after its checkpoint/,
+        );
         assert.equal(why({ disks: [{ name: "vda", checkpoint: "bitmap", bitmap: "c1" }] }), "");
         assert.match(why({ disks: [{ name: "vda", checkpoint: "no" }] }), /^disks: no disk of domain 'web1' would be in the checkpoint/);
-        assert.match(why({ disks: [{ name: "vdz", checkpoint: "bitmap" }] }), /^disks\[0\]\.name: domain 'web1' has no disk 'vdz' \(its disks: vda, sda\)/);
+        assert.match(
+            why({ disks: [{ name: "vdz", checkpoint: "bitmap" }] }),
+            /^disks\[0\]\.name: domain 'web1' has no disk 'vdz' \(its disks: vda, sda\)/,
+        );
     });
     it("a raw disk can be left out, and a disk can be named by its source path", () => {
-        const twoDisks = probe({ disks: [
-            { target: "vda", device: "disk", type: "file", format: "qcow2", source: "/img/a.qcow2", readonly: false },
-            { target: "vdb", device: "disk", type: "file", format: "raw", source: "/img/b.raw", readonly: false },
-        ] });
+        const twoDisks = probe({
+            disks: [
+                { target: "vda", device: "disk", type: "file", format: "qcow2", source: "/img/a.qcow2", readonly: false },
+                { target: "vdb", device: "disk", type: "file", format: "raw", source: "/img/b.raw", readonly: false },
+            ],
+        });
         assert.match(why({}, twoDisks), /disk vdb \(\/img\/b\.raw\) is raw/);
         const p = plan({ disks: [{ name: "/img/b.raw", checkpoint: "no" }] }, twoDisks);
-        assert.deepEqual(p.plan!.spec.disks, [{ name: "vda", checkpoint: "bitmap", bitmap: "c1" }, { name: "vdb", checkpoint: "no" }]);
+        assert.deepEqual(p.plan!.spec.disks, [
+            { name: "vda", checkpoint: "bitmap", bitmap: "c1" },
+            { name: "vdb", checkpoint: "no" },
+        ]);
     });
 });
 
@@ -130,9 +181,17 @@ describe("checkpoint XML", () => {
         assert.equal(c.creationTime, 1795634606);
         assert.deepEqual(c.disks, [{ name: "vda", checkpoint: "bitmap", bitmap: "c2", size: 655360 }]);
         assert.equal(c.domain?.uuid, "11111111-2222-3333-4444-555555555555");
-        assert.deepEqual(c.domain?.disks.map((d) => d.target), ["vda"]);
-        assert.equal(parseCheckpointXml("<domaincheckpoint><name>x</name><disks><disk name='vda' checkpoint='bitmap' bitmap='x'/></disks></domaincheckpoint>").disks[0]!.size, undefined,
-            "no size attribute (libvirt couldn't measure it): no size");
+        assert.deepEqual(
+            c.domain?.disks.map((d) => d.target),
+            ["vda"],
+        );
+        assert.equal(
+            parseCheckpointXml(
+                "<domaincheckpoint><name>x</name><disks><disk name='vda' checkpoint='bitmap' bitmap='x'/></disks></domaincheckpoint>",
+            ).disks[0]!.size,
+            undefined,
+            "no size attribute (libvirt couldn't measure it): no size",
+        );
     });
     it("re-parents or un-parents a kept document and leaves the rest as libvirt wrote it", () => {
         const moved = parseCheckpointXml(withCheckpointParent(libvirtXml, "c0"));
@@ -146,22 +205,39 @@ describe("checkpoint XML", () => {
         assert.equal(parseCheckpointXml(withDescription(libvirtXml, "domaincheckpoint", "<new>")).description, "<new>");
     });
     it("builds XML with every value escaped", () => {
-        const xml = buildCheckpointXml({ name: "c1", description: "]]> <x/> &", disks: [{ name: "vda", checkpoint: "bitmap", bitmap: "c1" }, { name: "vdb", checkpoint: "no", bitmap: "ignored" }] });
+        const xml = buildCheckpointXml({
+            name: "c1",
+            description: "]]> <x/> &",
+            disks: [
+                { name: "vda", checkpoint: "bitmap", bitmap: "c1" },
+                { name: "vdb", checkpoint: "no", bitmap: "ignored" },
+            ],
+        });
         const c = parseCheckpointXml(xml);
         assert.equal(c.description, "]]> <x/> &");
-        assert.deepEqual(c.disks, [{ name: "vda", checkpoint: "bitmap", bitmap: "c1" }, { name: "vdb", checkpoint: "no" }]);
+        assert.deepEqual(c.disks, [
+            { name: "vda", checkpoint: "bitmap", bitmap: "c1" },
+            { name: "vdb", checkpoint: "no" },
+        ]);
     });
 });
 
 describe("DomainCheckpoint diff (replacements need no host)", () => {
     const olds = {
-        domain: "web1", checkpointName: "c1", domainName: "web1", domainUuid: "11111111-2222-3333-4444-555555555555",
+        domain: "web1",
+        checkpointName: "c1",
+        domainName: "web1",
+        domainUuid: "11111111-2222-3333-4444-555555555555",
         declared: { domain: "web1", checkpointName: "c1", quiesce: false, deletion: "delete", adopt: false },
     } as unknown as Parameters<typeof domainCheckpoint.diff>[1];
     it("replaces on a new name, domain, disks or host; deleteBeforeReplace only when name and domain stay", async () => {
         let d = await domainCheckpoint.diff("id", olds, { domain: "web1", checkpointName: "c2" });
         assert.deepEqual([d.replaces, d.deleteBeforeReplace], [["checkpointName"], false]);
-        d = await domainCheckpoint.diff("id", olds, { domain: "web1", checkpointName: "c1", disks: [{ name: "vda", checkpoint: "bitmap" }] });
+        d = await domainCheckpoint.diff("id", olds, {
+            domain: "web1",
+            checkpointName: "c1",
+            disks: [{ name: "vda", checkpoint: "bitmap" }],
+        });
         assert.deepEqual([d.replaces, d.deleteBeforeReplace], [["disks"], true]);
         d = await domainCheckpoint.diff("id", olds, { domain: "web2", checkpointName: "c1" });
         assert.deepEqual(d.replaces, ["domain"]);

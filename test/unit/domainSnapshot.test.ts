@@ -7,8 +7,12 @@ import { planSnapshot } from "../../provider/resources/moments";
 import type { DomainProbe } from "../../provider/host/probe";
 
 describe("DomainSnapshot inputs", () => {
-    const ok = (over: Record<string, unknown>) => parseInputs(DomainSnapshotSchema, { domain: "web1", snapshotName: "s1", ...over }, { allowUnknowns: true });
-    const reasons = (over: Record<string, unknown>) => { const r = ok(over); return r.ok ? "" : r.failures.map((f) => `${f.property}|${f.reason}`).join("\n"); };
+    const ok = (over: Record<string, unknown>) =>
+        parseInputs(DomainSnapshotSchema, { domain: "web1", snapshotName: "s1", ...over }, { allowUnknowns: true });
+    const reasons = (over: Record<string, unknown>) => {
+        const r = ok(over);
+        return r.ok ? "" : r.failures.map((f) => `${f.property}|${f.reason}`).join("\n");
+    };
     it("refuses names libvirt accepts but breaks, naming the property", () => {
         assert.match(reasons({ snapshotName: 'a"b' }), /^snapshotName\|must not contain '"' or '\\'/);
         assert.match(reasons({ snapshotName: "a\\b" }), /snapshotName\|must not contain '"'/);
@@ -22,7 +26,8 @@ describe("DomainSnapshot inputs", () => {
         assert.match(reasons({ domain: "--all" }), /^domain\|must not start with '-'/);
     });
     it("keeps any other text literally", () => {
-        for (const name of ["with space", "it's", "$(touch x)", "a;b", "<&>", "ünïcødé ✓"]) assert.equal(ok({ snapshotName: name }).ok, true, name);
+        for (const name of ["with space", "it's", "$(touch x)", "a;b", "<&>", "ünïcødé ✓"])
+            assert.equal(ok({ snapshotName: name }).ok, true, name);
         assert.equal(ok({ description: "quotes \" ' $(x) ; \n newline ✓ \u202e" }).ok, true);
     });
     it("refuses bad enums, relative or traversing paths and unknown properties", () => {
@@ -43,11 +48,28 @@ describe("DomainSnapshot inputs", () => {
 });
 
 describe("planSnapshot", () => {
-    const probe = (over: { state?: string; format?: string; agent?: "none" | "connected" | "disconnected"; version?: number; checkpoints?: string[] } = {}): DomainProbe => ({
+    const probe = (
+        over: {
+            state?: string;
+            format?: string;
+            agent?: "none" | "connected" | "disconnected";
+            version?: number;
+            checkpoints?: string[];
+        } = {},
+    ): DomainProbe => ({
         info: {
-            name: "web1", uuid: "11111111-2222-3333-4444-555555555555", guestAgent: over.agent ?? "none",
+            name: "web1",
+            uuid: "11111111-2222-3333-4444-555555555555",
+            guestAgent: over.agent ?? "none",
             disks: [
-                { target: "vda", device: "disk", type: "file", format: over.format ?? "qcow2", source: "/var/lib/libvirt/images/web1.qcow2", readonly: false },
+                {
+                    target: "vda",
+                    device: "disk",
+                    type: "file",
+                    format: over.format ?? "qcow2",
+                    source: "/var/lib/libvirt/images/web1.qcow2",
+                    readonly: false,
+                },
                 { target: "sda", device: "cdrom", type: "file", format: "raw", source: "/iso/x.iso", readonly: true },
             ],
         },
@@ -78,24 +100,37 @@ describe("planSnapshot", () => {
         assert.deepEqual(b.plan!.argv, [...CREATE, "--disk-only", "--atomic"]);
     });
     it("refuses what libvirt 9.0 refuses, with the reason, at plan time", () => {
-        const why = (inputs: Record<string, unknown>, p?: DomainProbe) => plan(inputs, p).failures.map((f) => `${f.property}: ${f.reason}`).join("\n");
+        const why = (inputs: Record<string, unknown>, p?: DomainProbe) =>
+            plan(inputs, p)
+                .failures.map((f) => `${f.property}: ${f.reason}`)
+                .join("\n");
         assert.match(why({}, probe({ format: "raw" })), /^kind: an internal snapshot lives inside a qcow2 image, but disk vda .* is raw/);
-        assert.match(why({ memory: "internal" }, probe({ state: "shut off" })), /^memory: domain 'web1' is shut off, so there is no memory state to save/);
+        assert.match(
+            why({ memory: "internal" }, probe({ state: "shut off" })),
+            /^memory: domain 'web1' is shut off, so there is no memory state to save/,
+        );
         assert.match(why({ memory: "none" }), /disk-only internal snapshot of a running domain/);
         assert.match(why({ memory: "external", memoryFile: "/m" }), /mixing internal and external targets/);
         assert.match(why({ kind: "external", memory: "internal" }), /can't save memory inside the disk image when the disks are external/);
         assert.match(why({ kind: "external", memory: "none", quiesce: true }), /^quiesce: domain 'web1' has no QEMU guest agent channel/);
-        assert.match(why({ kind: "external", memory: "none", quiesce: true }, probe({ agent: "disconnected" })), /guest agent of domain 'web1' is not connected/);
+        assert.match(
+            why({ kind: "external", memory: "none", quiesce: true }, probe({ agent: "disconnected" })),
+            /guest agent of domain 'web1' is not connected/,
+        );
         assert.equal(plan({ kind: "external", memory: "none", quiesce: true }, probe({ agent: "connected" })).failures.length, 0);
         assert.match(why({ live: true }), /^live: live snapshots are only possible for full-system external snapshots/);
-        assert.match(why({ disks: [{ name: "vdz", snapshot: "internal" }] }), /^disks\[0\]\.name: domain 'web1' has no disk 'vdz' \(its disks: vda, sda\)/);
+        assert.match(
+            why({ disks: [{ name: "vdz", snapshot: "internal" }] }),
+            /^disks\[0\]\.name: domain 'web1' has no disk 'vdz' \(its disks: vda, sda\)/,
+        );
         assert.match(why({ disks: [{ name: "vda", snapshot: "no" }] }), /no disk of domain 'web1' would be snapshotted/);
         assert.match(why({ kind: "external" }, probe({ version: 8_000_000 })), /can't delete external snapshots/);
         assert.match(why({ halt: true }, probe({ state: "shut off" })), /^halt: domain 'web1' is already shut off/);
         for (const kind of ["internal", "external"]) {
-            assert.match(why({ kind }, probe({ state: "shut off", checkpoints: ["c1", "c2"] })),
-                /^domain: domain 'web1' is shut off and has checkpoints \(c1, c2\): libvirt 9\.0\.0 takes no snapshot of it then/);
+            assert.match(
+                why({ kind }, probe({ state: "shut off", checkpoints: ["c1", "c2"] })),
+                /^domain: domain 'web1' is shut off and has checkpoints \(c1, c2\): libvirt 9\.0\.0 takes no snapshot of it then/,
+            );
         }
     });
 });
-

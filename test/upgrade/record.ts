@@ -10,8 +10,16 @@ import { EngineHarness, PACKAGE_ROOT, dynamicType, type ResourceState } from "..
 import { loadLab, repoRoot } from "../support/lab";
 import { UPGRADE_RESOURCES, upgradeDomains } from "./scenario";
 
-export interface RecordedResource extends ResourceState { name: string; type: string; }
-export interface RecordedState { version: string; libvirtVersion: string; qemuVersion: string; resources: RecordedResource[]; }
+export interface RecordedResource extends ResourceState {
+    name: string;
+    type: string;
+}
+export interface RecordedState {
+    version: string;
+    libvirtVersion: string;
+    qemuVersion: string;
+    resources: RecordedResource[];
+}
 
 async function main(): Promise<void> {
     const version = (JSON.parse(fs.readFileSync(path.join(repoRoot(), "package.json"), "utf8")) as { version: string }).version;
@@ -30,7 +38,8 @@ async function main(): Promise<void> {
         fs.writeFileSync(file, JSON.stringify(recorded, null, 2) + "\n");
         console.log(`recorded ${made.length} resources of ${version} in ${path.relative(repoRoot(), file)}`);
     } finally {
-        for (const r of [...made].reverse()) await engine.destroy(r).catch((e) => console.error(`destroy ${r.name}: ${(e as Error).message}`));
+        for (const r of [...made].reverse())
+            await engine.destroy(r).catch((e) => console.error(`destroy ${r.name}: ${(e as Error).message}`));
         await engine.close();
         for (const d of domains) await d.dispose();
     }
@@ -38,4 +47,7 @@ async function main(): Promise<void> {
 
 import type * as pulumi from "@pulumi/pulumi";
 
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+});

@@ -4,7 +4,12 @@
 // upgrade test replays the recorded state through today's code.
 import { makeDomain, virshOk, type TestDomain } from "../support/lab";
 
-export interface UpgradeDomain { key: string; name: string; uuid: string; running: boolean; }
+export interface UpgradeDomain {
+    key: string;
+    name: string;
+    uuid: string;
+    running: boolean;
+}
 
 /** Fixed names and UUIDs: the recorded outputs name them. */
 export const UPGRADE_DOMAINS: readonly UpgradeDomain[] = [
@@ -15,16 +20,28 @@ export const UPGRADE_DOMAINS: readonly UpgradeDomain[] = [
 
 export type UpgradeType = "DomainSnapshot" | "DomainCheckpoint" | "SnapshotRevert" | "RestorePoint";
 
-export interface UpgradeResource { name: string; type: UpgradeType; inputs: Record<string, unknown>; }
+export interface UpgradeResource {
+    name: string;
+    type: UpgradeType;
+    inputs: Record<string, unknown>;
+}
 
 const [off, run, idle] = UPGRADE_DOMAINS.map((d) => d.name) as [string, string, string];
 
 /** In creation order; deleted in reverse. Local connection (the stack default), so no secret is recorded. */
 export const UPGRADE_RESOURCES: readonly UpgradeResource[] = [
-    { name: "snap", type: "DomainSnapshot", inputs: { domain: off, snapshotName: "before-upgrade", description: "recorded before the upgrade" } },
+    {
+        name: "snap",
+        type: "DomainSnapshot",
+        inputs: { domain: off, snapshotName: "before-upgrade", description: "recorded before the upgrade" },
+    },
     { name: "ckpt", type: "DomainCheckpoint", inputs: { domain: run, checkpointName: "ckpt-before", description: "recorded checkpoint" } },
     { name: "revert", type: "SnapshotRevert", inputs: { domain: off, snapshot: "before-upgrade", triggers: ["first"] } },
-    { name: "rp", type: "RestorePoint", inputs: { domains: [off, idle], snapshotName: "rp-before", description: "recorded restore point" } },
+    {
+        name: "rp",
+        type: "RestorePoint",
+        inputs: { domains: [off, idle], snapshotName: "rp-before", description: "recorded restore point" },
+    },
 ];
 
 /** The lab domains the scenario runs on, fresh (any leftovers of an earlier run are removed first). */
