@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { DomainCheckpointProvider } from "pulumi-libvirt-snapshots";
 import { UNKNOWN, type ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
-import { checkpointNames, domstate, expectCallError, sshConnection } from "./support/helpers";
+import { checkpointNames, defaultTarget, domstate, expectCallError, re, sameHostConnection, sshConnection } from "./support/helpers";
 import { loadLab, qemuImgInfo, readGuestCounter, virshLocal, virshOk, waitGuestCounter, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
@@ -191,7 +191,9 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         // Deleting on a shut-off domain is refused before anything is done.
         const msg = await expectCallError(
             suite.engine.destroy(r3),
-            /cannot delete checkpoint 'chain-3' of domain '.*': the domain is shut off, and libvirt 9\.0\.0 removes a checkpoint's bitmaps only while the domain runs .*Nothing was changed\. Start the domain and run destroy again, or set deletion: 'metadata'/,
+            new RegExp(
+                `cannot delete checkpoint 'chain-3' of domain '.*': the domain is shut off, and libvirt ${re(lab.libvirtVersion)} removes a checkpoint's bitmaps only while the domain runs .*Nothing was changed\\. Start the domain and run destroy again, or set deletion: 'metadata'`,
+            ),
         );
         assert.ok(!/\bat \S+\.js/.test(msg), "no stack trace in the message");
         assert.deepEqual(await checkpointNames(dom.name), ["chain-1", "chain-3"]);
@@ -300,11 +302,13 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual(await checkpointNames(dom.name), []);
     });
 
-    it("preview refuses what libvirt 9.0 would refuse, with the reason, and leaves the VMs alone", async () => {
+    it("preview refuses what this libvirt would refuse (9.0 and 11.3 alike), with the reason, and leaves the VMs alone", async () => {
         const off = await newDomain();
         assert.match(
             await failuresOf({ domain: off.name, checkpointName: "x" }),
-            /^domain: domain '.*' is shut off: libvirt 9\.0\.0 creates checkpoints only while the domain runs \('cannot create checkpoint for inactive domain'\)\. Start the domain first$/,
+            new RegExp(
+                `^domain: domain '.*' is shut off: libvirt ${re(lab.libvirtVersion)} creates checkpoints only while the domain runs \\('cannot create checkpoint for inactive domain'\\)\\. Start the domain first$`,
+            ),
         );
         const raw = await newDomain({ format: "raw", running: true });
         assert.match(
@@ -318,7 +322,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         const run = await newDomain({ running: true });
         assert.match(
             await failuresOf({ domain: run.name, checkpointName: "q", quiesce: true }),
-            /^quiesce: libvirt 9\.0\.0's QEMU driver can't quiesce a checkpoint/,
+            new RegExp(`^quiesce: libvirt ${re(lab.libvirtVersion)}'s QEMU driver can't quiesce a checkpoint`),
         );
         assert.match(
             await failuresOf({ domain: run.name, checkpointName: "b", disks: [{ name: "vda", checkpoint: "bitmap", bitmap: "other" }] }),
@@ -330,7 +334,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         );
         assert.match(
             await failuresOf({ domain: "no-such-domain", checkpointName: "x" }),
-            /^domain: no domain 'no-such-domain' on local virsh/,
+            new RegExp(`^domain: no domain 'no-such-domain' on ${re(defaultTarget())}`),
         );
         assert.equal(
             await failuresOf({ domain: run.name, checkpointName: 'a"b' }),
@@ -407,7 +411,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
                     domain: dom.name,
                     checkpointName: "desc",
                     description: hostile,
-                    connection: {},
+                    connection: sameHostConnection(),
                 }),
             );
             assert.deepEqual(d.replaces, [], "new credentials for the same host: no new checkpoint");

@@ -1,11 +1,20 @@
 // RestorePoint through the engine path, on real lab domains.
 import * as assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import * as fs from "node:fs";
 import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
 import { engineSuite } from "./support/fixture";
-import { MiB, domstate, snapshotNames } from "./support/helpers";
-import { loadLab, qemuIoRead, qemuIoWrite, readGuestCounter, sleep, virshOk, waitGuestCounter } from "./support/lab";
+import { MiB, defaultTarget, domstate, re, snapshotNames, sshConnection } from "./support/helpers";
+import {
+    allLabHosts,
+    loadLab,
+    type LabInfo,
+    qemuIoRead,
+    qemuIoWrite,
+    readGuestCounter,
+    sleep,
+    virshOk,
+    waitGuestCounter,
+} from "./support/lab";
 
 const lab = loadLab();
 
@@ -14,7 +23,9 @@ class EventLog {
     private proc: ChildProcess;
     private text = "";
     constructor() {
-        this.proc = spawn("virsh", ["-c", lab.libvirtUri, "event", "--loop", "--event", "lifecycle", "--timestamp"], {
+        // On the host itself: through its root for a host that has one.
+        const argv = ["virsh", "-c", lab.libvirtUri, "event", "--loop", "--event", "lifecycle", "--timestamp"];
+        this.proc = spawn(lab.rootDir ? "/usr/sbin/chroot" : argv[0]!, lab.rootDir ? [lab.rootDir, ...argv] : argv.slice(1), {
             env: { ...process.env, LC_ALL: "C" },
         });
         this.proc.stdout!.on("data", (d: Buffer) => {
@@ -105,7 +116,9 @@ describe("RestorePoint (engine path, real lab)", function () {
         }
         assert.match(
             message,
-            new RegExp(`restore point 'midway' failed on domain '${ds[2]!.name}' \\(domains\\[2\\]\\) on local virsh.*already exists`),
+            new RegExp(
+                `restore point 'midway' failed on domain '${ds[2]!.name}' \\(domains\\[2\\]\\) on ${re(defaultTarget())}.*already exists`,
+            ),
         );
         assert.match(message, new RegExp(`rolled back: (${ds[0]!.name}, ${ds[1]!.name}|${ds[1]!.name}, ${ds[0]!.name})`));
         assert.match(message, /every paused domain was resumed/);
@@ -125,7 +138,7 @@ describe("RestorePoint (engine path, real lab)", function () {
         const r = await suite.engine.check(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), {}, news);
         const failures = r.failures.map((f) => `${f.property}: ${f.reason}`);
         assert.equal(failures.length, 2, failures.join("\n"));
-        assert.match(failures[0]!, /^domains\[1\]: no domain 'no-such-domain' on local virsh/);
+        assert.match(failures[0]!, new RegExp(`^domains\\[1\\]: no domain 'no-such-domain' on ${re(defaultTarget())}`));
         assert.match(failures[1]!, /^domains\[2\]: domain '.*': kind: an internal snapshot lives inside a qcow2 image/);
         await assert.rejects(
             suite.engine.create(suite.engine.urn("pulumi-nodejs:dynamic:Resource", "pre"), news),
@@ -187,19 +200,33 @@ describe("RestorePoint (engine path, real lab)", function () {
         await suite.engine.destroy(later);
     });
 
-    it("spans hosts with targets (here the lab over SSH and locally, as two targets)", async () => {
-        const [a, b] = await newDomains(2, { running: true });
-        const ssh = { host: lab.host, port: lab.port, privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"), hostKey: lab.hostKey };
+    it("spans the two lab hosts, libvirt 9.0 and 11.3, with targets: one snapshot on each, removed from each", async () => {
+        const [h12, h13] = allLabHosts();
+        const a = await suite.newDomain({ running: true, lab: h12 });
+        const b = await suite.newDomain({ running: true, lab: h13 });
         const rp = await suite.engine.up("multi", RestorePointProvider, {
-            targets: [{ connection: ssh, domains: [a!.name] }, { domains: [b!.name] }],
+            targets: [
+                { connection: sshConnection(h12), domains: [a.name] },
+                { connection: sshConnection(h13), domains: [b.name] },
+            ],
             snapshotName: "multi",
         });
         const snaps = rp.outs.snapshots as Array<Record<string, unknown>>;
-        assert.match(String(snaps[0]!.host), /^root@127\.0\.0\.1:\d+/);
-        assert.match(String(snaps[1]!.host), /^local virsh/);
-        assert.equal(await domstate(a!.name), "running");
+        assert.deepEqual(
+            snaps.map((x) => [x.host, x.domainName]),
+            [
+                [`root@${h12!.host}:${h12!.port} (qemu:///system)`, a.name],
+                [`root@${h13!.host}:${h13!.port} (qemu:///system)`, b.name],
+            ],
+        );
+        const names = async (d: { name: string }, h: LabInfo) =>
+            (await virshOk(["snapshot-list", "--domain", d.name, "--name"], { lab: h })).split("\n").filter(Boolean);
+        assert.deepEqual(await names(a, h12!), ["multi"]);
+        assert.deepEqual(await names(b, h13!), ["multi"]);
+        assert.equal((await virshOk(["domstate", "--domain", a.name], { lab: h12 })).trim(), "running");
+        assert.equal((await virshOk(["domstate", "--domain", b.name], { lab: h13 })).trim(), "running");
         await suite.engine.destroy(rp);
-        assert.deepEqual(await snapshotNames(a!.name), []);
-        assert.deepEqual(await snapshotNames(b!.name), []);
+        assert.deepEqual(await names(a, h12!), []);
+        assert.deepEqual(await names(b, h13!), []);
     });
 });

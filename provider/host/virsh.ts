@@ -40,6 +40,13 @@ export interface HostResult extends ExecResult {
 
 // The host's version and capabilities don't change under a running provider.
 const versionCache = new Map<string, Promise<LibvirtVersion>>();
+const capsCache = new Map<string, Promise<HostCapabilities>>();
+
+/** What `virsh capabilities` says the host's libvirt can do, beyond its version. */
+export interface HostCapabilities {
+    /** `<externalSnapshot/>` in a guest's features: libvirt deletes external snapshots in every position and reverts to them (9.9 and newer). */
+    externalSnapshot: boolean;
+}
 
 export class Virsh {
     readonly transport: Transport;
@@ -122,15 +129,25 @@ export class Virsh {
 
     /** libvirt and hypervisor versions of the host, cached per target. */
     version(): Promise<LibvirtVersion> {
-        const key = `${this.where}`;
-        let p = versionCache.get(key);
-        if (!p) {
-            p = this.query(["version"]).then(parseVersion);
-            versionCache.set(key, p);
-            p.catch(() => versionCache.delete(key));
-        }
-        return p;
+        return cached(versionCache, this.where, () => this.query(["version"]).then(parseVersion));
     }
+
+    capabilities(): Promise<HostCapabilities> {
+        return cached(capsCache, this.where, async () => ({
+            externalSnapshot: /<externalSnapshot\s*\/>/.test(await this.query(["capabilities"])),
+        }));
+    }
+}
+
+/** One answer per host for the provider's life; a failed question is asked again. */
+function cached<T>(cache: Map<string, Promise<T>>, key: string, ask: () => Promise<T>): Promise<T> {
+    let p = cache.get(key);
+    if (!p) {
+        p = ask();
+        cache.set(key, p);
+        p.catch(() => cache.delete(key));
+    }
+    return p;
 }
 
 export function parseVersion(out: string): LibvirtVersion {

@@ -6,7 +6,7 @@
 import * as path from "node:path";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import type { CheckFailure } from "../inputs";
-import { VERSIONS, stateOf, type DomainProbe } from "../host/probe";
+import { VERSIONS, isJobIdSafe, stateOf, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import {
     buildSnapshotXml,
@@ -290,11 +290,25 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
         );
     }
     if (v.halt && !running) fail("halt", `domain '${dom.name}' is already ${probe.state}`);
-    if (probe.checkpointsWhileOff.length) {
+    if (running && modes.has("internal") && !isJobIdSafe(v.snapshotName) && probe.version.number >= VERSIONS.internalSnapshotJobIds) {
+        fail(
+            "snapshotName",
+            `libvirt ${probe.version.libvirt} takes an internal snapshot of a running domain as a qemu job named after it, and qemu refuses ` +
+                `'${v.snapshotName}' in a job ID ('Invalid job ID'): use only letters, digits, '-', '.' and '_', or take it while the domain is shut off`,
+        );
+    }
+    // Measured on 9.0 and 11.3: external snapshots of such a domain are refused by both (11.3: 'support for
+    // offline external snapshots while checkpoint exists was not yet implemented'); internal ones by 9.0 only.
+    const internalOnly = !modes.has("external") && memory !== "external";
+    if (probe.checkpointsWhileOff.length && (!internalOnly || probe.version.number < VERSIONS.internalSnapshotWithCheckpointsOffline)) {
+        const why = internalOnly
+            ? "'cannot perform block operations while checkpoint exists'"
+            : "external snapshots of a shut-off domain with checkpoints are not implemented in libvirt";
         fail(
             "domain",
-            `domain '${dom.name}' is ${probe.state} and has checkpoints (${probe.checkpointsWhileOff.join(", ")}): libvirt ${probe.version.libvirt} takes no snapshot of it then ` +
-                `('cannot perform block operations while checkpoint exists'). Take the snapshot while the domain runs, or delete its checkpoints first`,
+            `domain '${dom.name}' is ${probe.state} and has checkpoints (${probe.checkpointsWhileOff.join(", ")}): libvirt ${probe.version.libvirt} takes no ` +
+                `${internalOnly ? "" : "external "}snapshot of it then (${why}). Take the snapshot while the domain runs, ` +
+                `${internalOnly ? "upgrade libvirt to 11.3 or newer, " : "take an internal one, "}or delete its checkpoints first`,
         );
     }
     if (kind === "external" && v.deletion === "delete" && probe.version.number < VERSIONS.externalSnapshotDelete) {
@@ -363,7 +377,8 @@ export function memoryOf(s: SnapshotInfo): "none" | "internal" | "external" {
  * Delete one snapshot safely (the caller holds the domain's lock): never with
  * --children, which crashes libvirtd 9.0 when there are several children;
  * a non-leaf external snapshot of a shut-off domain is refused before
- * anything changes; the memory file libvirt leaves behind is removed.
+ * anything changes where libvirt can't merge it; the memory file libvirt 9.0
+ * leaves behind is removed (9.1 and newer remove it themselves: rm -f then finds nothing).
  * A snapshot that is already gone is deleted successfully.
  */
 export async function deleteSnapshot(
@@ -381,7 +396,13 @@ export async function deleteSnapshot(
         await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName, "--metadata"]);
         return;
     }
-    if (kindOf(observed.info) === "external" && observed.children > 0 && (await stateOf(virsh, t.domain)) === "shut off") {
+    // Without <externalSnapshot/> (9.0 measured), libvirt merges a non-leaf external snapshot only while the domain runs; 11.3 does it in every position.
+    if (
+        kindOf(observed.info) === "external" &&
+        observed.children > 0 &&
+        !(await virsh.capabilities()).externalSnapshot &&
+        (await stateOf(virsh, t.domain)) === "shut off"
+    ) {
         const version = (await virsh.version()).libvirt;
         throw new LibvirtError(
             "unsupported",
@@ -389,6 +410,17 @@ export async function deleteSnapshot(
                 `${observed.children} child snapshot(s). libvirt ${version} can merge a non-leaf external snapshot only while the domain runs. ` +
                 `Nothing was changed. Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`,
         );
+    }
+    if (kindOf(observed.info) === "internal" && !isJobIdSafe(t.snapshotName) && (await stateOf(virsh, t.domain)) !== "shut off") {
+        const version = await virsh.version();
+        if (version.number >= VERSIONS.internalSnapshotJobIds) {
+            throw new LibvirtError(
+                "unsupported",
+                `cannot delete internal snapshot '${t.snapshotName}' of domain '${t.domainName}' while it runs: libvirt ${version.libvirt} deletes it as a qemu job ` +
+                    `named after the snapshot, and qemu refuses that name in a job ID ('Invalid job ID'). Nothing was changed. Shut the domain off and run destroy ` +
+                    `again, or set deletion: 'metadata' to keep the data in the image.`,
+            );
+        }
     }
     await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
     const memoryFile = observed.info.memory.snapshot === "external" ? observed.info.memory.file : undefined;

@@ -85,12 +85,13 @@ interface Inspection {
  */
 async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Inspection> {
     const domain = probe.info.uuid;
-    const [snapshotXml, checkpoints] = await Promise.all([
+    const [snapshotXml, checkpoints, caps] = await Promise.all([
         virsh.query(["snapshot-dumpxml", "--domain", domain, "--snapshotname", v.snapshot]).catch((e) => {
             if (isKind(e, "snapshot-not-found")) return undefined;
             throw e;
         }),
         probe.version.number >= VERSIONS.checkpoints ? listCheckpoints(virsh, domain) : Promise.resolve([] as string[]),
+        virsh.capabilities(),
     ]);
     const failures: CheckFailure[] = [];
     if (snapshotXml === undefined) {
@@ -102,12 +103,13 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
         return { failures };
     }
     const snapshot = parseSnapshotXml(snapshotXml);
-    if (kindOf(snapshot) === "external" && probe.version.number < VERSIONS.externalSnapshotRevert) {
+    if (kindOf(snapshot) === "external" && !caps.externalSnapshot) {
         failures.push({
             property: "snapshot",
             reason:
                 `'${v.snapshot}' is an external snapshot, and libvirt ${probe.version.libvirt} can't revert to external snapshots ` +
-                `('revert to external snapshot not supported yet'; libvirt 9.9 and newer can). Revert to an internal snapshot, or upgrade libvirt on the host`,
+                `('revert to external snapshot not supported yet'; its capabilities show no <externalSnapshot/>, which libvirt 9.9 and newer have). ` +
+                `Revert to an internal snapshot, or upgrade libvirt on the host`,
         });
     }
     if (checkpoints.length) {

@@ -71,3 +71,23 @@ export async function domstate(domain: string): Promise<string> {
 export async function shutOff(dom: TestDomain): Promise<void> {
     if ((await domstate(dom.name)) !== "shut off") await virshOk(["destroy", "--domain", dom.name]);
 }
+
+/** How the provider names the lab host in messages when a resource names no connection (the stack default). */
+export function defaultTarget(lab: LabInfo = loadLab()): string {
+    return lab.local ? `local virsh (${lab.libvirtUri})` : `${lab.user}@${lab.host}:${lab.port} (${lab.libvirtUri})`;
+}
+
+/** A connection input that names the same host as the stack default: `{}` here, the SSH endpoint for a host of its own. */
+export function sameHostConnection(lab: LabInfo = loadLab()): Record<string, unknown> {
+    return lab.local ? {} : sshConnection(lab);
+}
+
+/** Text as a RegExp source that matches it literally. */
+export function re(text: string): string {
+    return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** The host's own answer, not the provider's: `<externalSnapshot/>` in `virsh capabilities` (libvirt 9.9 and newer). */
+export async function hostHasExternalSnapshot(): Promise<boolean> {
+    return /<externalSnapshot\s*\/>/.test(await virshOk(["capabilities"]));
+}

@@ -210,7 +210,7 @@ export function run(file: string, args: readonly string[], opts: ExecOptions = {
 }
 
 /** On the lab host; throws on a non-zero exit. */
-async function runOk(file: string, args: readonly string[], opts?: ExecOptions): Promise<string> {
+async function runOk(file: string, args: readonly string[], opts?: ExecOptions & { lab?: Pick<LabInfo, "rootDir"> }): Promise<string> {
     const r = await hostRun(file, args, opts);
     if (r.code !== 0) {
         throw new Error(`${path.basename(file)} ${args.join(" ")} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim()}`);
@@ -228,7 +228,7 @@ export function virshLocal(args: readonly string[], opts: VirshOptions & { lab?:
 }
 
 /** Like virshLocal, but throws (with virsh's stderr) on a non-zero exit; returns stdout. */
-export async function virshOk(args: readonly string[], opts: VirshOptions = {}): Promise<string> {
+export async function virshOk(args: readonly string[], opts: VirshOptions & { lab?: Pick<LabInfo, "rootDir"> } = {}): Promise<string> {
     const r = await virshLocal(args, opts);
     if (r.code !== 0) throw new Error(`virsh ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
     return r.stdout;
@@ -391,6 +391,8 @@ export interface MakeDomainOptions {
     name?: string;
     /** A fixed UUID instead of libvirt's random one. */
     uuid?: string;
+    /** Another lab host than the one this run tests (allLabHosts()). */
+    lab?: LabInfo;
 }
 
 export interface TestDomain {
@@ -465,9 +467,9 @@ export function domainXml(o: { name: string; title: string; virtType: string; di
 `;
 }
 
-async function removeDomain(name: string): Promise<void> {
-    await virshLocal(["destroy", name]); // fails harmlessly when not running
-    const r = await virshLocal(["undefine", name, "--snapshots-metadata", "--checkpoints-metadata"]);
+async function removeDomain(name: string, lab: LabInfo): Promise<void> {
+    await virshLocal(["destroy", name], { lab }); // fails harmlessly when not running
+    const r = await virshLocal(["undefine", name, "--snapshots-metadata", "--checkpoints-metadata"], { lab });
     if (r.code !== 0 && !/failed to get domain|Domain not found/i.test(r.stderr)) {
         throw new Error(`virsh undefine ${name} failed: ${r.stderr.trim()}`);
     }
@@ -475,7 +477,7 @@ async function removeDomain(name: string): Promise<void> {
 
 /** A fresh throwaway domain with its own disk under .lab/disks/tmp/NAME/. */
 export async function makeDomain(opts: MakeDomainOptions = {}): Promise<TestDomain> {
-    const lab = loadLab();
+    const lab = opts.lab ?? loadLab();
     const prefix = opts.prefix ?? DEFAULT_TMP_PREFIX;
     if (!/^[A-Za-z0-9_.+-]*$/.test(prefix)) throw new Error(`makeDomain: prefix ${JSON.stringify(prefix)} has unsafe characters`);
     const format = opts.format ?? "qcow2";
@@ -489,22 +491,22 @@ export async function makeDomain(opts: MakeDomainOptions = {}): Promise<TestDoma
     // Written first, so disposeAllTestDomains() can tell a live run's folder from a crashed one's.
     fs.writeFileSync(path.join(dir, "owner"), ownerTag() + "\n");
     const dispose = async (): Promise<void> => {
-        await removeDomain(name);
+        await removeDomain(name, lab);
         fs.rmSync(dir, { recursive: true, force: true });
     };
     try {
-        await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", format, disk, `${sizeMB}M`]);
+        await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", format, disk, `${sizeMB}M`], { lab });
         if (opts.writer) {
-            await runOk("/usr/bin/qemu-io", ["-f", format, "-c", `write -q -s ${lab.bootSectorPath} 0 512`, disk]);
+            await runOk("/usr/bin/qemu-io", ["-f", format, "-c", `write -q -s ${lab.bootSectorPath} 0 512`, disk], { lab });
         }
         const xmlPath = path.join(dir, "domain.xml");
         fs.writeFileSync(
             xmlPath,
             domainXml({ name, title: `${TMP_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format, uuid: opts.uuid }),
         );
-        await virshOk(["define", xmlPath]);
-        if (opts.running) await virshOk(["start", name]);
-        const uuid = (await virshOk(["domuuid", name])).trim();
+        await virshOk(["define", xmlPath], { lab });
+        if (opts.running) await virshOk(["start", name], { lab });
+        const uuid = (await virshOk(["domuuid", name], { lab })).trim();
         return { name, uuid, disk, format, dir, dispose };
     } catch (e) {
         await dispose().catch(() => undefined);
@@ -536,7 +538,7 @@ export async function disposeAllTestDomains(opts: { prefix?: string; includeLive
     const removed: string[] = [];
     for (const d of await listTestDomains(opts.prefix)) {
         if (!doomed(d.title)) continue;
-        await removeDomain(d.name);
+        await removeDomain(d.name, loadLab());
         fs.rmSync(path.join(lab.tmpDiskDir, d.name), { recursive: true, force: true });
         removed.push(d.name);
     }
@@ -557,7 +559,7 @@ export async function disposeAllTestDomains(opts: { prefix?: string; includeLive
             // no owner file: not made by makeDomain, or crashed before writing it
         }
         if (!doomed(tag)) continue;
-        if ((await domState(name)) !== undefined) await removeDomain(name);
+        if ((await domState(name)) !== undefined) await removeDomain(name, loadLab());
         fs.rmSync(dir, { recursive: true, force: true });
         if (!removed.includes(name)) removed.push(name);
     }

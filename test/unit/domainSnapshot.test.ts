@@ -47,6 +47,8 @@ describe("DomainSnapshot inputs", () => {
     });
 });
 
+const versionText = (n: number) => `${Math.floor(n / 1_000_000)}.${Math.floor(n / 1000) % 1000}.${n % 1000}`;
+
 describe("planSnapshot", () => {
     const probe = (
         over: {
@@ -75,7 +77,7 @@ describe("planSnapshot", () => {
         },
         state: over.state ?? "running",
         active: (over.state ?? "running") !== "shut off",
-        version: { libvirt: "9.0.0", number: over.version ?? 9_000_000, hypervisor: "QEMU 7.2.0" },
+        version: { libvirt: versionText(over.version ?? 9_000_000), number: over.version ?? 9_000_000, hypervisor: "QEMU 7.2.0" },
         checkpointsWhileOff: over.checkpoints ?? [],
     });
     const CREATE = ["snapshot-create", "--domain", "11111111-2222-3333-4444-555555555555", "--xmlfile", "/dev/stdin"];
@@ -126,11 +128,27 @@ describe("planSnapshot", () => {
         assert.match(why({ disks: [{ name: "vda", snapshot: "no" }] }), /no disk of domain 'web1' would be snapshotted/);
         assert.match(why({ kind: "external" }, probe({ version: 8_000_000 })), /can't delete external snapshots/);
         assert.match(why({ halt: true }, probe({ state: "shut off" })), /^halt: domain 'web1' is already shut off/);
-        for (const kind of ["internal", "external"]) {
+        // A shut-off domain with checkpoints: external refused on every version, internal below 11.3 (measured 9.0 and 11.3).
+        const offWithCheckpoints = (version: number) => probe({ state: "shut off", checkpoints: ["c1", "c2"], version });
+        assert.match(
+            why({ kind: "internal" }, offWithCheckpoints(9_000_000)),
+            /^domain: domain 'web1' is shut off and has checkpoints \(c1, c2\): libvirt 9\.0\.0 takes no snapshot of it then \('cannot perform block operations/,
+        );
+        assert.match(why({ kind: "internal" }, offWithCheckpoints(11_002_000)), /takes no snapshot of it then/);
+        assert.equal(plan({ kind: "internal" }, offWithCheckpoints(11_003_000)).failures.length, 0);
+        for (const version of [9_000_000, 11_003_000]) {
             assert.match(
-                why({ kind }, probe({ state: "shut off", checkpoints: ["c1", "c2"] })),
-                /^domain: domain 'web1' is shut off and has checkpoints \(c1, c2\): libvirt 9\.0\.0 takes no snapshot of it then/,
+                why({ kind: "external" }, offWithCheckpoints(version)),
+                /has checkpoints \(c1, c2\): libvirt .* takes no external snapshot of it then/,
             );
         }
+        // A running domain's internal snapshot is a qemu job from 10.9 on: its name must be a valid job ID.
+        assert.match(
+            why({ snapshotName: "before upgrade" }, probe({ version: 10_009_000 })),
+            /^snapshotName: libvirt .* qemu refuses 'before upgrade' in a job ID/,
+        );
+        assert.equal(plan({ snapshotName: "before upgrade" }, probe({ version: 10_008_000 })).failures.length, 0);
+        assert.equal(plan({ snapshotName: "before-upgrade.1" }, probe({ version: 11_003_000 })).failures.length, 0);
+        assert.equal(plan({ snapshotName: "before upgrade", kind: "external" }, probe({ version: 11_003_000 })).failures.length, 0);
     });
 });
