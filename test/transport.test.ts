@@ -9,6 +9,7 @@ import type { Connection } from "../provider/connection";
 import { LibvirtError } from "../provider/errors";
 import { closeAllTransports, handshakeCount, transportFor } from "../provider/host/transport";
 import { Virsh } from "../provider/host/virsh";
+import { re } from "./support/helpers";
 import { loadLab, makeDomain, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
@@ -29,7 +30,7 @@ async function rejects(p: Promise<unknown>, kind: string, re: RegExp): Promise<L
 
 /** Kill every per-connection sshd child of the lab's sshd: drops the pooled connections. */
 function dropSshSessions(): number {
-    const pid = Number(fs.readFileSync(path.join(lab.labDir, "sshd.pid"), "utf8").trim());
+    const pid = Number(fs.readFileSync(lab.sshdPidPath, "utf8").trim());
     const kids = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" })
         .split("\n")
         .filter(Boolean);
@@ -91,7 +92,7 @@ describe("SSH transport (real sshd)", function () {
         const bad = await rejects(
             new Virsh({ ...conn, password: "not-the-password", dialErrorLimit: 5 }).run(["list"]),
             "connection-failed",
-            /SSH authentication failed for labuser@127\.0\.0\.1:\d+.*Check connection\.user and the credentials/,
+            new RegExp(`SSH authentication failed for labuser@${re(lab.host)}:\\d+.*Check connection\\.user and the credentials`),
         );
         assert.ok(!bad.message.includes("not-the-password"));
     });
@@ -138,7 +139,7 @@ describe("SSH transport (real sshd)", function () {
         const e = await rejects(
             new Virsh({ ...root, hostKey: other }).run(["list"]),
             "host-key",
-            /host key verification failed for 127\.0\.0\.1:\d+/,
+            new RegExp(`host key verification failed for ${re(lab.host)}:\\d+`),
         );
         assert.ok(e.message.includes(presented), `shows ${presented}`);
         assert.doesNotMatch(e.message, /gave up after/, "a key mismatch is not retried");
@@ -150,7 +151,7 @@ describe("SSH transport (real sshd)", function () {
             "host-key",
             /is not in .*known_hosts and connection\.hostKey is not set/,
         );
-        fs.writeFileSync(kh, `[${lab.host}]:${lab.port} ${other}\n`);
+        fs.writeFileSync(kh, `${lab.port === 22 ? lab.host : `[${lab.host}]:${lab.port}`} ${other}\n`);
         await rejects(new Virsh({ ...root, hostKey: undefined, knownHostsPath: kh }).run(["list"]), "host-key", /host key has changed/);
         assert.equal(handshakeCount(), before, "nothing authenticated");
         // The lab's known_hosts does have the right key.
@@ -241,10 +242,8 @@ describe("virsh runner: typed errors produced for real", function () {
         closeAllTransports();
     });
 
-    for (const [label, conn] of [
-        ["local", {}],
-        ["ssh", root],
-    ] as Array<[string, Connection]>) {
+    // Local virsh reaches only the host this machine is; a host of its own is reached over SSH.
+    for (const [label, conn] of [...(lab.local ? [["local", {}]] : []), ["ssh", root]] as Array<[string, Connection]>) {
         it(`${label}: missing domain, missing snapshot, existing name; each carries the command and stderr`, async () => {
             const v = new Virsh(conn);
             const e1 = await rejects(

@@ -48,10 +48,18 @@ const withGuest = (domains, guest) => [...domains.filter((d) => d.name !== guest
 
 const hosts = [
     // On this machine: the provider may also run virsh here without SSH.
-    entry({ ...lab, name: "debian12" }, { local: true, domains: withGuest(lab.domains, JSON.parse(baseGuest)) }),
+    entry(
+        { ...lab, name: "debian12" },
+        { local: true, sshdPidPath: path.join(labDir, "sshd.pid"), domains: withGuest(lab.domains, JSON.parse(baseGuest)) },
+    ),
     // Its own network namespace: reached over SSH only. Tests inspect it with its own
     // binaries through `chroot rootDir`, which sees LABDIR at the same path.
-    entry(host13, { local: false, rootDir: host13.rootDir, domains: withGuest(host13.domains, JSON.parse(host13Guest)) }),
+    entry(host13, {
+        local: false,
+        rootDir: host13.rootDir,
+        sshdPidPath: path.join(labDir, "host13", "sshd.pid"),
+        domains: withGuest(host13.domains, JSON.parse(host13Guest)),
+    }),
 ];
 
 const next = JSON.stringify({ ...lab, hosts }, null, 2) + "\n";

@@ -63,7 +63,8 @@ export interface LabInfo {
     /** This machine: the provider can also reach its libvirt without SSH. */
     local: boolean;
     /** A host in its own root: tests run its own virsh, qemu-img and qemu-io through `chroot rootDir`. */
-    rootDir?: string;
+    rootDir?: string; /** The pid file of the host's sshd, whose children are the SSH sessions (tests cut them). */
+    sshdPidPath: string;
 }
 
 export type LabHost = Pick<
@@ -87,6 +88,7 @@ export type LabHost = Pick<
     | "domains"
     | "local"
     | "rootDir"
+    | "sshdPidPath"
 >;
 
 /** The host this run tests: LAB_HOST names one of lab.json's hosts (default: the first, Debian 12). */
