@@ -458,35 +458,10 @@ make_disk() { # name format writer
   fi
 }
 
-domain_xml() { # name format
+domain_xml() { # name format: the one shape every lab host's domains have (scripts/lab/domain-xml.cjs)
   local name=$1 format=$2
-  # cache='writethrough' makes qemu flush after each guest write, so the qcow2 metadata
-  # reaches the file and 'qemu-io -U -r' from outside sees the guest's new clusters.
-  cat <<EOF
-<domain type='$VIRT_TYPE'>
-  <name>$name</name>
-  <title>$MARK virt=$VIRT_TYPE dir=$LAB</title>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='$format' cache='writethrough'/>
-      <source file='$(disk_path "$name" "$format")'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <controller type='usb' model='none'/>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-EOF
+  node "$REPO/scripts/lab/domain-xml.cjs" --name "$name" --title "$MARK virt=$VIRT_TYPE dir=$LAB" --virt-type "$VIRT_TYPE" \
+    --disk "$(disk_path "$name" "$format")" --format "$format"
 }
 
 remove_domain() {

@@ -23,7 +23,7 @@ import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-s
 import { ProviderCallError, type ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
 import { MiB, domstate, qcow2Snapshots, snapshotNames } from "./support/helpers";
-import { loadLab, qemuIoRead, qemuIoWrite, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
+import { loadLab, qemuIoRead, qemuIoWrite, repoRoot, run, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
 import { libvirtdAnswers, libvirtdPid, pidAlive, recoverHungLibvirtd, startLibvirtd, withRestartLock } from "./support/libvirtd";
 
 const lab = loadLab();
@@ -304,6 +304,18 @@ async function expectFailure(p: Promise<unknown>): Promise<ProviderCallError> {
 describe("faults (slow suite): nothing is lost, and the next pulumi up converges", function () {
     this.timeout(240_000);
     const suite = engineSuite("labtmp-fault-");
+    // A test that fails with libvirtd down must not fail every test after it.
+    afterEach(async function () {
+        this.timeout(300_000);
+        await startLibvirtd();
+    });
+    // Killing libvirtd can leave libvirt holding the lab guest's agent as broken until the guest
+    // restarts: give the suites after this one the lab as they expect it.
+    after(async function () {
+        this.timeout(120_000);
+        const r = await run("bash", [path.join(repoRoot(), "scripts", "lab", "guest", "ensure.sh"), "base", lab.labDir]);
+        assert.equal(r.code, 0, `lab-guest could not be brought back: ${r.stderr}`);
+    });
 
     async function runningDomainWithData(): Promise<TestDomain> {
         const d = await suite.newDomain();

@@ -203,6 +203,30 @@ describe("SSH transport (real sshd)", function () {
         assert.equal(handshakeCount() - before, 1);
     });
 
+    it("works across a slow link (the lab's delay proxy, 25 ms round trip): the same answers, each one at least a round trip later", async () => {
+        const { startDelayProxy } = require(path.join(__dirname, "..", "..", "scripts", "lab", "delay-proxy.cjs")) as {
+            startDelayProxy(o: {
+                targetHost: string;
+                targetPort: number;
+                rttMs: number;
+            }): Promise<{ port: number; close(): Promise<void> }>;
+        };
+        const proxy = await startDelayProxy({ targetHost: lab.host, targetPort: lab.port, rttMs: 25 });
+        try {
+            // The pinned key is the host's own, whatever address reaches it.
+            const far: Connection = { ...root, host: "127.0.0.1", port: proxy.port };
+            const v = new Virsh(far);
+            assert.match(await v.run(["list", "--name"]), /lab-writer/);
+            const t0 = performance.now();
+            assert.equal((await v.run(["domstate", "--domain", "lab-writer"])).trim(), "running");
+            // A lower bound only: the proxy can't answer sooner than its delay.
+            assert.ok(performance.now() - t0 >= 25, "a command over the proxy takes at least one round trip");
+        } finally {
+            closeAllTransports();
+            await proxy.close();
+        }
+    });
+
     it("reconnects once when the pooled connection has dropped", async () => {
         const v = new Virsh(root);
         await v.run(["list"]);

@@ -334,6 +334,7 @@ const VALUE_OPTIONS = new Set(["--domain", "--snapshotname", "--checkpointname",
 const FLAGS: Record<string, string[]> = {
     version: [],
     domcapabilities: [],
+    capabilities: [],
     dumpxml: ["--inactive", "--security-info"],
     domstate: ["--reason"],
     "snapshot-create": ["--atomic", "--disk-only", "--redefine", "--current"],

@@ -4,8 +4,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
+import * as os from "node:os";
 import { execFile } from "node:child_process";
-import { xmlEscape } from "./xml";
 
 export const PACKAGE_NAME = "pulumi-libvirt-snapshots";
 /** <title> prefix of throwaway domains; scripts/lab.sh knows it too (status, down). */
@@ -443,30 +443,9 @@ function ownedByMe(tag: string): boolean {
 
 /** The same shape as the lab domains (scripts/lab.sh): 64 MiB, 1 vcpu, pc, virtio disk, no NIC. */
 export function domainXml(o: { name: string; title: string; virtType: string; disk: string; format: string; uuid?: string }): string {
-    return `<domain type='${xmlEscape(o.virtType)}'>
-  <name>${xmlEscape(o.name)}</name>${o.uuid ? `\n  <uuid>${xmlEscape(o.uuid)}</uuid>` : ""}
-  <title>${xmlEscape(o.title)}</title>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='${xmlEscape(o.format)}' cache='writethrough'/>
-      <source file='${xmlEscape(o.disk)}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <controller type='usb' model='none'/>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-`;
+    // The one shape every lab host's domains have, shared with scripts/lab.sh and host13.sh.
+    const { labDomainXml } = require(path.join(repoRoot(), "scripts", "lab", "domain-xml.cjs")) as { labDomainXml(x: typeof o): string };
+    return labDomainXml(o);
 }
 
 async function removeDomain(name: string, lab: LabInfo): Promise<void> {
@@ -595,4 +574,67 @@ export function sshArgs(lab: LabInfo = loadLab(), keyPath: string = lab.privateK
         "LogLevel=ERROR",
         `${lab.user}@${lab.host}`,
     ];
+}
+
+// ------------------------------------------------------------ real guest ---
+
+/** A throwaway copy of the lab's real Linux guest (scripts/lab/guest): running, its agent answering. */
+export async function makeGuestDomain(opts: { prefix?: string } = {}): Promise<TestDomain> {
+    const lab = loadLab();
+    const prefix = opts.prefix ?? DEFAULT_TMP_PREFIX;
+    const name = prefix + crypto.randomBytes(4).toString("hex");
+    const dir = path.join(lab.tmpDiskDir, name);
+    const disk = path.join(dir, "disk.qcow2");
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, "owner"), ownerTag() + "\n");
+    const dispose = async (): Promise<void> => {
+        await removeDomain(name, lab);
+        fs.rmSync(dir, { recursive: true, force: true });
+    };
+    try {
+        // Empty: the guest makes its ext4 on first boot.
+        await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", disk, "256M"]);
+        const { guestDomainXml } = require(path.join(repoRoot(), "scripts", "lab", "guest", "domain.cjs")) as {
+            guestDomainXml(o: Record<string, unknown>): string;
+        };
+        const xmlPath = path.join(dir, "domain.xml");
+        const guestDir = path.join(lab.labDir, "guest");
+        fs.writeFileSync(
+            xmlPath,
+            guestDomainXml({
+                name,
+                title: `${TMP_TITLE} ${ownerTag()}`,
+                kernel: path.join(guestDir, "vmlinux"),
+                initrd: path.join(guestDir, "initramfs.gz"),
+                disk,
+                virtType: "qemu",
+            }),
+        );
+        await virshOk(["define", xmlPath]);
+        await virshOk(["start", name]);
+        const deadline = Date.now() + 90_000;
+        while ((await virshLocal(["qemu-agent-command", name, '{"execute":"guest-ping"}'])).code !== 0) {
+            if (Date.now() > deadline) throw new Error(`the guest agent of ${name} did not answer within 90 s`);
+            await sleep(200);
+        }
+        const uuid = (await virshOk(["domuuid", name])).trim();
+        return { name, uuid, disk, format: "qcow2", dir, dispose };
+    } catch (e) {
+        await dispose().catch(() => undefined);
+        throw e;
+    }
+}
+
+/** The real guest's writer, read from its disk on the host: the raw counter, and whether the ext4 there is clean. */
+export function guestDisk(disk: string): { counter: number; clean: boolean } {
+    const { readRawCounter, readFileCounter } = require(path.join(repoRoot(), "scripts", "lab", "guest", "counter.cjs")) as {
+        readRawCounter(d: string): { counter: number } | null;
+        readFileCounter(d: string, o: { tmpDir: string }): { clean: boolean };
+    };
+    const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "guest-disk-"));
+    try {
+        return { counter: readRawCounter(disk)?.counter ?? 0, clean: readFileCounter(disk, { tmpDir }).clean };
+    } finally {
+        fs.rmSync(tmpDir, { recursive: true, force: true });
+    }
 }

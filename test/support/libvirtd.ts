@@ -138,8 +138,16 @@ if ! timeout 5 virsh -c qemu:///system version >/dev/null 2>&1; then
 fi
 for i in $(seq 300); do timeout 5 virsh -c qemu:///system list --name >/dev/null 2>&1 && exit 0; sleep 0.05; done
 exit 4`;
-    const r = await run("/bin/bash", ["-c", script, "start-libvirtd", labDir], { timeoutMs: 180_000 });
-    if (r.code === 0 && (await libvirtdAnswers())) return;
+    for (let attempt = 0; attempt < 3; attempt++) {
+        const r = await run("/bin/bash", ["-c", script, "start-libvirtd", labDir], { timeoutMs: 180_000 });
+        if (r.code !== 0 || !(await libvirtdAnswers())) break;
+        // libvirt 9.0 was seen to segfault in its qemu driver while it reconnected to a domain whose
+        // block commit had been cut off (dmesg: init-<domain> ... libvirt_driver_qemu.so): the daemon
+        // answers, then dies. Give the reconnect time, and start it again if it died.
+        await sleep(1500);
+        if (await libvirtdAnswers()) return;
+        console.log("      (libvirtd died again right after its restart, while reconnecting to its domains: starting it once more)");
+    }
     const up = await run("/bin/bash", [path.join(repoRoot(), "scripts", "lab.sh"), "up"], { timeoutMs: 300_000 });
     if (up.code !== 0) throw new Error(`lab.sh up failed (exit ${up.code}): ${(up.stderr || up.stdout).trim()}`);
     for (let i = 0; i < 100; i++) {

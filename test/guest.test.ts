@@ -1,0 +1,99 @@
+// quiesce on a real Linux guest (scripts/lab/guest): qemu-guest-agent freezes the
+// guest's ext4 for the snapshot and thaws it afterwards, also when the snapshot
+// fails. Evidence from outside the guest: the agent's guest-fsfreeze-status, the
+// writer's counter on the disk, and the ext4 in the snapshot's image, which a
+// freeze leaves clean (no journal to replay) and a plain snapshot of a writing
+// guest does not.
+import * as assert from "node:assert/strict";
+import * as path from "node:path";
+import { DomainSnapshotProvider } from "pulumi-libvirt-snapshots";
+import { engineSuite } from "./support/fixture";
+import { expectCallError, snapshotNames } from "./support/helpers";
+import { guestDisk, makeGuestDomain, sleep, virshOk, type TestDomain } from "./support/lab";
+
+async function freezeStatus(dom: TestDomain): Promise<string> {
+    return (JSON.parse(await virshOk(["qemu-agent-command", dom.name, '{"execute":"guest-fsfreeze-status"}'])) as { return: string })
+        .return;
+}
+
+/** Waits until the guest's writer has moved past `above`, read from the active disk. */
+async function writerPast(dom: TestDomain, disk: string, above: number): Promise<number> {
+    for (const until = Date.now() + 30_000; Date.now() < until; await sleep(300)) {
+        const c = guestDisk(disk).counter;
+        if (c > above) return c;
+    }
+    assert.fail(`the guest's writer did not get past ${above} on ${disk} within 30 s`);
+}
+
+describe("quiesce on a real guest (engine path, qemu-guest-agent)", function () {
+    this.timeout(300_000);
+    const suite = engineSuite("labtmp-guest-");
+    let dom: TestDomain;
+    before(async function () {
+        this.timeout(180_000);
+        dom = await makeGuestDomain({ prefix: "labtmp-guest-" });
+    });
+    after(async () => {
+        await dom?.dispose().catch(() => undefined);
+    });
+
+    it("quiesce: true freezes the ext4 for the snapshot and thaws it: the snapshot's image is clean, the writer goes on", async () => {
+        const c0 = await writerPast(dom, dom.disk, 2);
+        assert.equal(await freezeStatus(dom), "thawed");
+        const s = await suite.up("quiesced", DomainSnapshotProvider, {
+            domain: dom.name,
+            snapshotName: "quiesced",
+            kind: "external",
+            memory: "none",
+            quiesce: true,
+        });
+        assert.equal(await freezeStatus(dom), "thawed", "thawed after the snapshot");
+        const overlay = (s.outs.diskFiles as Record<string, string>).vda!;
+        assert.notEqual(overlay, dom.disk);
+        // The base image now holds the filesystem as it was frozen: nothing to replay.
+        const base = guestDisk(dom.disk);
+        assert.equal(base.clean, true, "the snapshot's ext4 is clean: it was frozen when the snapshot was taken");
+        assert.ok(base.counter >= c0);
+        await writerPast(dom, overlay, base.counter + 1);
+        await suite.engine.destroy(s);
+        assert.deepEqual(await snapshotNames(dom.name), []);
+        assert.equal(await freezeStatus(dom), "thawed");
+        await writerPast(dom, dom.disk, base.counter + 1);
+    });
+
+    it("without quiesce, the same snapshot of a writing guest catches its ext4 mid-journal (the control)", async () => {
+        await writerPast(dom, dom.disk, guestDisk(dom.disk).counter + 1);
+        const s = await suite.up("plain", DomainSnapshotProvider, {
+            domain: dom.name,
+            snapshotName: "plain",
+            kind: "external",
+            memory: "none",
+        });
+        assert.equal(guestDisk(dom.disk).clean, false, "a mounted, unfrozen ext4 needs its journal replayed");
+        await suite.engine.destroy(s);
+        assert.deepEqual(await snapshotNames(dom.name), []);
+    });
+
+    it("a snapshot that fails after the freeze leaves the guest thawed, and nothing half-made", async () => {
+        const c0 = await writerPast(dom, dom.disk, guestDisk(dom.disk).counter);
+        // libvirt freezes first, then creates the overlay (qemuSnapshotCreateActiveExternal, read in
+        // libvirt's source): in a folder that doesn't exist, that fails, and libvirt must thaw.
+        const missing = path.join(dom.dir, "no-such-folder", "overlay.qcow2");
+        await expectCallError(
+            suite.up("fails", DomainSnapshotProvider, {
+                domain: dom.name,
+                snapshotName: "fails",
+                kind: "external",
+                memory: "none",
+                quiesce: true,
+                disks: [{ name: "vda", snapshot: "external", file: missing }],
+            }),
+            /failed to create image file '.*no-such-folder\/overlay\.qcow2'.*\n.*no snapshot 'fails' was left behind[\s\S]*--quiesce/,
+        );
+        assert.equal(await freezeStatus(dom), "thawed", "thawed after the failure");
+        assert.deepEqual(await snapshotNames(dom.name), []);
+        const blk = await virshOk(["domblklist", "--domain", dom.name]);
+        assert.ok(blk.includes(dom.disk), `still on its own disk: ${blk}`);
+        await writerPast(dom, dom.disk, c0 + 1);
+    });
+});
