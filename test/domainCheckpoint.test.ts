@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { DomainCheckpointProvider } from "pulumi-libvirt-snapshots";
 import { UNKNOWN, type ResourceState } from "./harness/engine";
+import { observe } from "./support/compat";
 import { engineSuite } from "./support/fixture";
 import { checkpointNames, defaultTarget, domstate, expectCallError, re, sameHostConnection, sshConnection } from "./support/helpers";
 import { loadLab, qemuImgInfo, readGuestCounter, virshLocal, virshOk, waitGuestCounter, type TestDomain } from "./support/lab";
@@ -196,6 +197,10 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
             ),
         );
         assert.ok(!/\bat \S+\.js/.test(msg), "no stack trace in the message");
+        // libvirt asked directly says the same, and changes nothing either.
+        const direct = await virshLocal(["checkpoint-delete", "--domain", dom.name, "--checkpointname", "chain-3"]);
+        assert.match(direct.stderr, /cannot delete checkpoint for inactive domain/);
+        observe("checkpoint-delete-offline", direct.code === 0 ? "works" : "refused");
         assert.deepEqual(await checkpointNames(dom.name), ["chain-1", "chain-3"]);
         assert.deepEqual(
             (await imageBitmaps(dom.disk)).map((b) => b.name),
@@ -304,6 +309,9 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
 
     it("preview refuses what this libvirt would refuse (9.0 and 11.3 alike), with the reason, and leaves the VMs alone", async () => {
         const off = await newDomain();
+        const direct = await virshLocal(["checkpoint-create-as", "--domain", off.name, "--name", "x"]);
+        assert.match(direct.stderr, /cannot create checkpoint for inactive domain/);
+        observe("checkpoint-create-offline", direct.code === 0 ? "works" : "refused");
         assert.match(
             await failuresOf({ domain: off.name, checkpointName: "x" }),
             new RegExp(

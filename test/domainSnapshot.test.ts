@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { DomainSnapshotProvider } from "pulumi-libvirt-snapshots";
 import { PACKAGE_ROOT, type ResourceState } from "./harness/engine";
+import { observe } from "./support/compat";
 import { engineSuite } from "./support/fixture";
 import {
     MiB,
@@ -144,6 +145,10 @@ describe("DomainSnapshot (engine path, real lab)", function () {
                         ? ["--disk-only", "--diskspec", `vda,snapshot=external,file=${path.join(dom.dir, "direct.qcow2")}`]
                         : []),
                 ]);
+                observe(
+                    kind === "internal" ? "internal-offline-with-checkpoints" : "external-offline-with-checkpoints",
+                    direct.code === 0 ? "works" : "refused",
+                );
                 if (direct.code === 0) {
                     assert.deepEqual(r.failures, [], `libvirt ${lab.libvirtVersion} takes a ${kind} snapshot here, so preview allows it`);
                     await virshOk(["snapshot-delete", "--domain", dom.name, "--snapshotname", "direct"]);
@@ -183,6 +188,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
             for (const name of ["before upgrade", "before-upgrade.1"]) {
                 const failures = await suite.failuresOf(DomainSnapshotProvider, { domain: dom.name, snapshotName: name });
                 const direct = await virshLocal(["snapshot-create-as", "--domain", dom.name, "--name", name]);
+                if (name === "before upgrade") observe("internal-running-name-with-space", direct.code === 0 ? "works" : "refused");
                 if (direct.code === 0) {
                     assert.equal(failures, "", `libvirt ${lab.libvirtVersion} took '${name}', so preview allows it`);
                     await virshOk(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]);
@@ -294,6 +300,7 @@ describe("DomainSnapshot (engine path, real lab)", function () {
                 assert.equal(chain.includes(o1), false, `off-ext1's overlay is merged out of the chain: ${chain.join(" <- ")}`);
                 assert.equal(await qemuIoRead(o2, A, 0, MiB), true, "the data before off-ext1 is intact");
                 assert.equal(await qemuIoRead(o2, B, MiB, MiB), true, "the data written into off-ext1's overlay is kept");
+                observe("external-nonleaf-delete-offline", "works");
                 await suite.engine.destroy(s2);
             } else {
                 const msg = await expectCallError(
@@ -301,6 +308,14 @@ describe("DomainSnapshot (engine path, real lab)", function () {
                     /cannot delete external snapshot 'off-ext1' .*the domain is shut off and the snapshot has 1 child snapshot\(s\).*Nothing was changed/,
                 );
                 assert.ok(!/stack|at /.test(msg.split("\n")[0]!));
+                // libvirt asked directly refuses it too, and changes nothing.
+                const direct = await virshLocal(["snapshot-delete", "--domain", dom.name, "--snapshotname", "off-ext1"]);
+                assert.notEqual(
+                    direct.code,
+                    0,
+                    "libvirt without <externalSnapshot/> merges no non-leaf external snapshot of a shut-off domain",
+                );
+                observe("external-nonleaf-delete-offline", "refused");
                 assert.deepEqual(await snapshotNames(dom.name), ["off-ext1", "off-ext2"]);
                 assert.equal(await qemuIoRead(o2, A, 0, MiB), true);
                 assert.equal(await qemuIoRead(o2, B, MiB, MiB), true);

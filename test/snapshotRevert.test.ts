@@ -6,9 +6,10 @@ import * as assert from "node:assert/strict";
 import * as path from "node:path";
 import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
 import { UNKNOWN } from "./harness/engine";
+import { observe } from "./support/compat";
 import { engineSuite } from "./support/fixture";
 import { MiB, defaultTarget, domstate, expectCallError, hostHasExternalSnapshot, re, sameHostConnection, shutOff } from "./support/helpers";
-import { loadLab, qemuIoRead, qemuIoWrite, virshLocal, virshOk } from "./support/lab";
+import { loadLab, qemuImgInfo, qemuIoRead, qemuIoWrite, virshLocal, virshOk } from "./support/lab";
 
 const lab = loadLab();
 
@@ -135,9 +136,21 @@ describe("SnapshotRevert (engine path, real lab)", function () {
             `vda,snapshot=external,file=${overlay}`,
         ]);
         if (await hostHasExternalSnapshot()) {
-            // libvirt 9.9 and newer (11.3 here) revert external snapshots: preview lets it through.
+            // libvirt 9.9 and newer (11.3 here) revert external snapshots: preview lets it through, and it reverts.
             assert.equal(await failuresOf({ domain: ext.name, snapshot: "external-1" }), "");
+            const r = await revert("ext-revert", { domain: ext.name, snapshot: "external-1", afterRevert: "running" });
+            assert.equal(r.outs.domainState, "running");
+            // A disk-only snapshot holds no memory: the domain boots from the snapshot's disk state.
+            assert.match((await virshOk(["domstate", "--domain", ext.name, "--reason"])).trim(), /^running \((from snapshot|booted)\)$/);
+            // libvirt 11.3 puts a new overlay on the snapshot's base and drops the one that was active.
+            const active = /vda\s+(\S+)/.exec(await virshOk(["domblklist", "--domain", ext.name]))![1]!;
+            assert.notEqual(active, overlay);
+            assert.deepEqual((await qemuImgInfo(active, { backingChain: true })).map((c) => c.filename).slice(1), [ext.disk]);
+            observe("external-revert", "works");
         } else {
+            const direct = await virshLocal(["snapshot-revert", "--domain", ext.name, "--snapshotname", "external-1"]);
+            assert.match(direct.stderr, /revert to external snapshot not supported yet/);
+            observe("external-revert", "refused");
             assert.match(
                 await failuresOf({ domain: ext.name, snapshot: "external-1" }),
                 new RegExp(

@@ -1,0 +1,32 @@
+// The rows of the README's compatibility table: [key, what is asked of libvirt, the cell
+// read from libvirt's NEWS for READ_COLUMN]. Tests record what each host did per key
+// (test/support/compat.ts); scripts/compat-table.cjs writes the table.
+"use strict";
+const ROWS = [
+    [
+        "internal-offline-with-checkpoints",
+        "internal snapshot of a shut-off domain that has checkpoints",
+        "refused (read: no NEWS entry; the provider treats it as 9.0)",
+    ],
+    [
+        "external-offline-with-checkpoints",
+        "external disk-only snapshot of a shut-off domain that has checkpoints",
+        "refused (read: refused on 9.0 and 11.3)",
+    ],
+    [
+        "internal-running-name-with-space",
+        "internal snapshot of a running domain named `before upgrade`",
+        "works (read: qemu jobs named after snapshots came in 10.9, NEWS)",
+    ],
+    [
+        "external-nonleaf-delete-offline",
+        "delete a non-leaf external snapshot of a shut-off domain",
+        "works (read: `<externalSnapshot/>`, since 9.9, means libvirt deletes and reverts external snapshots; not measured)",
+    ],
+    ["external-revert", "revert to an external snapshot (`<externalSnapshot/>` in capabilities)", "works (read: NEWS 9.9)"],
+    ["checkpoint-create-offline", "create a checkpoint of a shut-off domain", "refused (read: refused on 9.0 and 11.3)"],
+    ["checkpoint-delete-offline", "delete a checkpoint of a shut-off domain", "refused (read: refused on 9.0 and 11.3)"],
+];
+const READ_COLUMN = "10.0 (Ubuntu 24.04, read)";
+
+module.exports = { ROWS, READ_COLUMN };
