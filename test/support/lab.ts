@@ -456,6 +456,21 @@ async function removeDomain(name: string, lab: LabInfo): Promise<void> {
     }
 }
 
+/** The folder of throwaway domain NAME, and how to remove the domain and the folder. */
+function throwawayFolder(name: string, lab: LabInfo): { dir: string; dispose(): Promise<void> } {
+    const dir = path.join(lab.tmpDiskDir, name);
+    fs.mkdirSync(dir, { recursive: true });
+    // Written first, so disposeAllTestDomains() can tell a live run's folder from a crashed one's.
+    fs.writeFileSync(path.join(dir, "owner"), ownerTag() + "\n");
+    return {
+        dir,
+        dispose: async () => {
+            await removeDomain(name, lab);
+            fs.rmSync(dir, { recursive: true, force: true });
+        },
+    };
+}
+
 /** A fresh throwaway domain with its own disk under .lab/disks/tmp/NAME/. */
 export async function makeDomain(opts: MakeDomainOptions = {}): Promise<TestDomain> {
     const lab = opts.lab ?? loadLab();
@@ -466,15 +481,8 @@ export async function makeDomain(opts: MakeDomainOptions = {}): Promise<TestDoma
     const name = opts.name ?? prefix + crypto.randomBytes(4).toString("hex");
     if (opts.name !== undefined && !/^[A-Za-z0-9_.+-]+$/.test(opts.name))
         throw new Error(`makeDomain: name ${JSON.stringify(opts.name)} has unsafe characters`);
-    const dir = path.join(lab.tmpDiskDir, name);
+    const { dir, dispose } = throwawayFolder(name, lab);
     const disk = path.join(dir, `disk.${format}`);
-    fs.mkdirSync(dir, { recursive: true });
-    // Written first, so disposeAllTestDomains() can tell a live run's folder from a crashed one's.
-    fs.writeFileSync(path.join(dir, "owner"), ownerTag() + "\n");
-    const dispose = async (): Promise<void> => {
-        await removeDomain(name, lab);
-        fs.rmSync(dir, { recursive: true, force: true });
-    };
     try {
         await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", format, disk, `${sizeMB}M`], { lab });
         if (opts.writer) {
@@ -583,14 +591,8 @@ export async function makeGuestDomain(opts: { prefix?: string } = {}): Promise<T
     const lab = loadLab();
     const prefix = opts.prefix ?? DEFAULT_TMP_PREFIX;
     const name = prefix + crypto.randomBytes(4).toString("hex");
-    const dir = path.join(lab.tmpDiskDir, name);
+    const { dir, dispose } = throwawayFolder(name, lab);
     const disk = path.join(dir, "disk.qcow2");
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, "owner"), ownerTag() + "\n");
-    const dispose = async (): Promise<void> => {
-        await removeDomain(name, lab);
-        fs.rmSync(dir, { recursive: true, force: true });
-    };
     try {
         // Empty: the guest makes its ext4 on first boot.
         await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", disk, "256M"]);
