@@ -5,6 +5,7 @@ import { parseInputs } from "../../provider/inputs";
 import { DomainSnapshotSchema } from "../../provider/resources/domainSnapshot";
 import { planSnapshot } from "../../provider/resources/moments";
 import type { DomainProbe } from "../../provider/host/probe";
+import { fakeProbe } from "./fakeProbe";
 
 describe("DomainSnapshot inputs", () => {
     const ok = (over: Record<string, unknown>) =>
@@ -47,39 +48,8 @@ describe("DomainSnapshot inputs", () => {
     });
 });
 
-const versionText = (n: number) => `${Math.floor(n / 1_000_000)}.${Math.floor(n / 1000) % 1000}.${n % 1000}`;
-
 describe("planSnapshot", () => {
-    const probe = (
-        over: {
-            state?: string;
-            format?: string;
-            agent?: "none" | "connected" | "disconnected";
-            version?: number;
-            checkpoints?: string[];
-        } = {},
-    ): DomainProbe => ({
-        info: {
-            name: "web1",
-            uuid: "11111111-2222-3333-4444-555555555555",
-            guestAgent: over.agent ?? "none",
-            disks: [
-                {
-                    target: "vda",
-                    device: "disk",
-                    type: "file",
-                    format: over.format ?? "qcow2",
-                    source: "/var/lib/libvirt/images/web1.qcow2",
-                    readonly: false,
-                },
-                { target: "sda", device: "cdrom", type: "file", format: "raw", source: "/iso/x.iso", readonly: true },
-            ],
-        },
-        state: over.state ?? "running",
-        active: (over.state ?? "running") !== "shut off",
-        version: { libvirt: versionText(over.version ?? 9_000_000), number: over.version ?? 9_000_000, hypervisor: "QEMU 7.2.0" },
-        checkpointsWhileOff: over.checkpoints ?? [],
-    });
+    const probe = fakeProbe;
     const CREATE = ["snapshot-create", "--domain", "11111111-2222-3333-4444-555555555555", "--xmlfile", "/dev/stdin"];
     const plan = (inputs: Record<string, unknown>, p = probe()) => {
         const r = parseInputs(DomainSnapshotSchema, { domain: "web1", snapshotName: "s1", ...inputs }, { allowUnknowns: false });
