@@ -396,6 +396,7 @@ export async function deleteSnapshot(
         await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName, "--metadata"]);
         return;
     }
+    const version = await virsh.version(); // cached per host
     // Without <externalSnapshot/> (9.0 measured), libvirt merges a non-leaf external snapshot only while the domain runs; 11.3 does it in every position.
     if (
         kindOf(observed.info) === "external" &&
@@ -403,24 +404,26 @@ export async function deleteSnapshot(
         !(await virsh.capabilities()).externalSnapshot &&
         (await stateOf(virsh, t.domain)) === "shut off"
     ) {
-        const version = (await virsh.version()).libvirt;
         throw new LibvirtError(
             "unsupported",
             `cannot delete external snapshot '${t.snapshotName}' of domain '${t.domainName}': the domain is shut off and the snapshot has ` +
-                `${observed.children} child snapshot(s). libvirt ${version} can merge a non-leaf external snapshot only while the domain runs. ` +
+                `${observed.children} child snapshot(s). libvirt ${version.libvirt} can merge a non-leaf external snapshot only while the domain runs. ` +
                 `Nothing was changed. Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`,
         );
     }
-    if (kindOf(observed.info) === "internal" && !isJobIdSafe(t.snapshotName) && (await stateOf(virsh, t.domain)) !== "shut off") {
-        const version = await virsh.version();
-        if (version.number >= VERSIONS.internalSnapshotJobIds) {
-            throw new LibvirtError(
-                "unsupported",
-                `cannot delete internal snapshot '${t.snapshotName}' of domain '${t.domainName}' while it runs: libvirt ${version.libvirt} deletes it as a qemu job ` +
-                    `named after the snapshot, and qemu refuses that name in a job ID ('Invalid job ID'). Nothing was changed. Shut the domain off and run destroy ` +
-                    `again, or set deletion: 'metadata' to keep the data in the image.`,
-            );
-        }
+    // The domain's state is asked only where the rule can apply.
+    if (
+        kindOf(observed.info) === "internal" &&
+        !isJobIdSafe(t.snapshotName) &&
+        version.number >= VERSIONS.internalSnapshotJobIds &&
+        (await stateOf(virsh, t.domain)) !== "shut off"
+    ) {
+        throw new LibvirtError(
+            "unsupported",
+            `cannot delete internal snapshot '${t.snapshotName}' of domain '${t.domainName}' while it runs: libvirt ${version.libvirt} deletes it as a qemu job ` +
+                `named after the snapshot, and qemu refuses that name in a job ID ('Invalid job ID'). Nothing was changed. Shut the domain off and run destroy ` +
+                `again, or set deletion: 'metadata' to keep the data in the image.`,
+        );
     }
     await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
     const memoryFile = observed.info.memory.snapshot === "external" ? observed.info.memory.file : undefined;
