@@ -7,6 +7,7 @@ import { MiB, defaultTarget, domstate, re, snapshotNames, sshConnection } from "
 import {
     allLabHosts,
     loadLab,
+    onHost,
     type LabInfo,
     qemuIoRead,
     qemuIoWrite,
@@ -23,9 +24,8 @@ class EventLog {
     private proc: ChildProcess;
     private text = "";
     constructor() {
-        // On the host itself: through its root for a host that has one.
-        const argv = ["virsh", "-c", lab.libvirtUri, "event", "--loop", "--event", "lifecycle", "--timestamp"];
-        this.proc = spawn(lab.rootDir ? "/usr/sbin/chroot" : argv[0]!, lab.rootDir ? [lab.rootDir, ...argv] : argv.slice(1), {
+        const [file, args] = onHost("virsh", ["-c", lab.libvirtUri, "event", "--loop", "--event", "lifecycle", "--timestamp"], lab);
+        this.proc = spawn(file, args, {
             env: { ...process.env, LC_ALL: "C" },
         });
         this.proc.stdout!.on("data", (d: Buffer) => {

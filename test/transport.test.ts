@@ -10,7 +10,7 @@ import { LibvirtError } from "../provider/errors";
 import { closeAllTransports, handshakeCount, transportFor } from "../provider/host/transport";
 import { Virsh } from "../provider/host/virsh";
 import { re } from "./support/helpers";
-import { loadLab, makeDomain, virshOk, type TestDomain } from "./support/lab";
+import { loadLab, makeDomain, repoRoot, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
 const key = fs.readFileSync(lab.privateKeyPath, "utf8");
@@ -204,7 +204,7 @@ describe("SSH transport (real sshd)", function () {
     });
 
     it("works across a slow link (the lab's delay proxy, 25 ms round trip): the same answers, each one at least a round trip later", async () => {
-        const { startDelayProxy } = require(path.join(__dirname, "..", "..", "scripts", "lab", "delay-proxy.cjs")) as {
+        const { startDelayProxy } = require(path.join(repoRoot(), "scripts", "lab", "delay-proxy.cjs")) as {
             startDelayProxy(o: {
                 targetHost: string;
                 targetPort: number;

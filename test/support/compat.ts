@@ -70,8 +70,7 @@ export const mochaHooks = {
         const file = path.join(dir, `${host}.json`);
         const previous = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, Outcome>) : {};
         const now = { ...previous, ...Object.fromEntries(seen) };
-        fs.writeFileSync(file, JSON.stringify({ ...now }, null, 2) + "\n");
-        fs.writeFileSync(path.join(dir, `${host}.version`), lab.libvirtVersion + "\n");
+        fs.writeFileSync(file, JSON.stringify(now, null, 2) + "\n");
         const table = readmeTable();
         const col = columnOf(lab.libvirtVersion, host);
         const wrong: string[] = [];

@@ -152,7 +152,7 @@ export function allLabHosts(): LabInfo[] {
 }
 
 /** The command line that runs FILE on the lab host itself (through its root, for a host that has one). */
-function onHost(file: string, args: readonly string[], lab: Pick<LabInfo, "rootDir"> = loadLab()): [string, string[]] {
+export function onHost(file: string, args: readonly string[], lab: Pick<LabInfo, "rootDir"> = loadLab()): [string, string[]] {
     return lab.rootDir ? ["/usr/sbin/chroot", [lab.rootDir, file, ...args]] : [file, [...args]];
 }
 
