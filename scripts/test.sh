@@ -11,9 +11,8 @@ hosts=${LAB_HOSTS:-$(node -e 'console.log(require("./.lab/lab.json").hosts.map((
 # Host-free unit tests run once. These suites still drive local virsh, local
 # processes or a local recording, and don't run against the second host yet:
 # hostile (its virsh wrapper logs local virsh only), concurrency (the same),
-# faults (kills and restarts the Debian 12 host's sshd and libvirtd), upgrade
-# (the 0.1.0 state was recorded against local virsh).
-FIRST_ONLY=".build/test/{unit/**/*,hostile,concurrency,faults,upgrade}.test.js"
+# faults (kills and restarts the Debian 12 host's sshd and libvirtd).
+FIRST_ONLY=".build/test/{unit/**/*,hostile,concurrency,faults}.test.js"
 failed=()
 first=1
 for h in $hosts; do
@@ -23,7 +22,7 @@ for h in $hosts; do
   extra=()
   if ((!first)); then
     extra=(--ignore "$FIRST_ONLY")
-    echo "(not on this host: unit tests, which ran once; hostile, concurrency, faults, upgrade: see the comment in scripts/test.sh)"
+    echo "(not on this host: unit tests, which ran once; hostile, concurrency, faults: see the comment in scripts/test.sh)"
   fi
   # The second host runs fewer random sequences: the same properties, less wall time.
   runs=${PROPERTY_RUNS:-$([[ $first == 1 ]] && echo 25 || echo 10)}

@@ -11,15 +11,20 @@ import type * as pulumi from "@pulumi/pulumi";
 import * as pkg from "pulumi-libvirt-snapshots";
 import { PACKAGE_ROOT, PROVIDER_KEY, type ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
-import { virshOk, type TestDomain } from "./support/lab";
+import { DEFAULT_HOST, currentHostName, loadLab, virshOk, type TestDomain } from "./support/lab";
 import type { RecordedResource, RecordedState } from "./upgrade/record";
 import { UPGRADE_RESOURCES, recreateHostObjects, upgradeDomains } from "./upgrade/scenario";
 
 const STATE_DIR = path.join(PACKAGE_ROOT, "test", "fixtures", "state");
+const HOST = currentHostName();
+const read = (f: string) => JSON.parse(fs.readFileSync(path.join(STATE_DIR, f), "utf8")) as RecordedState;
+// A recording names its host's objects and its connection (RestorePoint keeps each
+// member's host), so each host replays the recordings made on it.
 const recordings = fs
     .readdirSync(STATE_DIR)
-    .filter((f) => f.endsWith(".json"))
+    .filter((f) => f.endsWith(".json") && (read(f).host ?? DEFAULT_HOST) === HOST)
     .sort();
+const release = (f: string) => read(f).version;
 
 const providerOf = (type: string) => (pkg as unknown as Record<string, pulumi.dynamic.ResourceProvider>)[`${type}Provider`]!;
 const programInputs = (r: RecordedResource) => UPGRADE_RESOURCES.find((x) => x.name === r.name)!.inputs;
@@ -56,9 +61,11 @@ describe("recorded state of earlier releases (engine path, real lab)", function 
         for (const d of domains) await d.dispose().catch(() => undefined);
     });
 
-    it("has a recording of 0.1.0, with each resource's inputs and outputs and the shim text of that release", () => {
-        assert.ok(recordings.includes("0.1.0.json"), `recordings: ${recordings.join(", ")}`);
-        const rec = JSON.parse(fs.readFileSync(path.join(STATE_DIR, "0.1.0.json"), "utf8")) as RecordedState;
+    it(`has a recording of 0.1.0 made on this host (${HOST}), with each resource's inputs and outputs and the shim text of that release`, () => {
+        const file = recordings.find((f) => release(f) === "0.1.0");
+        assert.ok(file, `recordings for ${HOST}: ${recordings.join(", ") || "none"}`);
+        const rec = read(file);
+        assert.equal(rec.libvirtVersion, loadLab().libvirtVersion, "recorded against this host's libvirt");
         assert.deepEqual(
             rec.resources.map((r) => r.type),
             ["DomainSnapshot", "DomainCheckpoint", "SnapshotRevert", "RestorePoint"],
@@ -70,9 +77,9 @@ describe("recorded state of earlier releases (engine path, real lab)", function 
     });
 
     for (const file of recordings) {
-        const rec = JSON.parse(fs.readFileSync(path.join(STATE_DIR, file), "utf8")) as RecordedState;
+        const rec = read(file);
 
-        describe(`state recorded with ${rec.version}`, () => {
+        describe(`state recorded with ${rec.version} on ${HOST}`, () => {
             beforeEach(async () => {
                 for (const d of domains) await d.dispose().catch(() => undefined);
                 domains = await upgradeDomains();

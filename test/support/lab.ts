@@ -91,9 +91,12 @@ export type LabHost = Pick<
     | "sshdPidPath"
 >;
 
+/** The first host of lab.json, whose fields are also lab.json's top-level ones. */
+export const DEFAULT_HOST = "debian12";
+
 /** The host this run tests: LAB_HOST names one of lab.json's hosts (default: the first, Debian 12). */
 export function currentHostName(): string {
-    return process.env.LAB_HOST ?? "debian12";
+    return process.env.LAB_HOST ?? DEFAULT_HOST;
 }
 
 let cachedRoot: string | undefined;
