@@ -17,14 +17,14 @@ import { UPGRADE_RESOURCES, recreateHostObjects, upgradeDomains } from "./upgrad
 
 const STATE_DIR = path.join(PACKAGE_ROOT, "test", "fixtures", "state");
 const HOST = currentHostName();
-const read = (f: string) => JSON.parse(fs.readFileSync(path.join(STATE_DIR, f), "utf8")) as RecordedState;
 // A recording names its host's objects and its connection (RestorePoint keeps each
 // member's host), so each host replays the recordings made on it.
 const recordings = fs
     .readdirSync(STATE_DIR)
-    .filter((f) => f.endsWith(".json") && (read(f).host ?? DEFAULT_HOST) === HOST)
-    .sort();
-const release = (f: string) => read(f).version;
+    .filter((f) => f.endsWith(".json"))
+    .sort()
+    .map((f) => JSON.parse(fs.readFileSync(path.join(STATE_DIR, f), "utf8")) as RecordedState)
+    .filter((rec) => (rec.host ?? DEFAULT_HOST) === HOST);
 
 const providerOf = (type: string) => (pkg as unknown as Record<string, pulumi.dynamic.ResourceProvider>)[`${type}Provider`]!;
 const programInputs = (r: RecordedResource) => UPGRADE_RESOURCES.find((x) => x.name === r.name)!.inputs;
@@ -62,9 +62,8 @@ describe("recorded state of earlier releases (engine path, real lab)", function 
     });
 
     it(`has a recording of 0.1.0 made on this host (${HOST}), with each resource's inputs and outputs and the shim text of that release`, () => {
-        const file = recordings.find((f) => release(f) === "0.1.0");
-        assert.ok(file, `recordings for ${HOST}: ${recordings.join(", ") || "none"}`);
-        const rec = read(file);
+        const rec = recordings.find((r) => r.version === "0.1.0");
+        assert.ok(rec, `recordings for ${HOST}: ${recordings.map((r) => r.version).join(", ") || "none"}`);
         assert.equal(rec.libvirtVersion, loadLab().libvirtVersion, "recorded against this host's libvirt");
         assert.deepEqual(
             rec.resources.map((r) => r.type),
@@ -76,9 +75,7 @@ describe("recorded state of earlier releases (engine path, real lab)", function 
         }
     });
 
-    for (const file of recordings) {
-        const rec = read(file);
-
+    for (const rec of recordings) {
         describe(`state recorded with ${rec.version} on ${HOST}`, () => {
             beforeEach(async () => {
                 for (const d of domains) await d.dispose().catch(() => undefined);
