@@ -6,20 +6,22 @@
 //      in-process lock tables) on one domain at once: the case of two stacks
 //      sharing a host. Each creates and deletes 5 snapshots concurrently.
 //  (c) Both processes create the same snapshot name at the same moment.
-// A virsh wrapper on each server's PATH records every virsh call that failed,
-// with its stderr, to show what libvirt said while the runner retried.
+// A virsh wrapper in front of each server's virsh (test/support/virshWrapper.ts)
+// records every virsh call that failed, with its stderr, to show what libvirt said
+// while the runner retried.
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { DomainSnapshotProvider } from "pulumi-libvirt-snapshots";
 import { EngineHarness, PACKAGE_ROOT, dynamicType, type ResourceState } from "./harness/engine";
 import { limiter, qcow2Snapshots, snapshotNames } from "./support/helpers";
 import { makeDomain, type TestDomain } from "./support/lab";
+import { installVirshWrapper, type VirshWrapper } from "./support/virshWrapper";
 
 const TYPE = dynamicType("libvirt-snapshots", "DomainSnapshot");
 
-const WRAPPER = `#!/bin/bash
+/** The wrapper's text; LOG is its log file (quoted for the shell). */
+const wrapper = (log: string) => `#!/bin/bash
 # Runs the real virsh. A failed call is logged with its arguments and stderr;
 # every snapshot-create and snapshot-delete is logged with its start and end time.
 case "$3" in snapshot-create|snapshot-delete) timed=1 ;; *) timed= ;; esac
@@ -28,8 +30,8 @@ err=$(mktemp)
 /usr/bin/virsh "$@" 2>"$err"
 rc=$?
 cat "$err" >&2
-if [ $rc -ne 0 ]; then { printf '%s\\n' "virsh $* (exit $rc)"; sed 's/^/    /' "$err"; } >> "$CONCURRENCY_VIRSH_LOG"; fi
-if [ -n "$timed" ]; then printf '%s %s %s %s\\n' "$start" "$(date +%s%3N)" "$3" "$rc" >> "$CONCURRENCY_VIRSH_LOG.times"; fi
+if [ $rc -ne 0 ]; then { printf '%s\\n' "virsh $* (exit $rc)"; sed 's/^/    /' "$err"; } >> ${log}; fi
+if [ -n "$timed" ]; then printf '%s %s %s %s\\n' "$start" "$(date +%s%3N)" "$3" "$rc" >> ${log}.times; fi
 rm -f "$err"
 exit $rc
 `;
@@ -46,18 +48,16 @@ describe("concurrency (engine path, real running domains)", function () {
     this.timeout(300_000);
     const doms: TestDomain[] = [];
     const engines: EngineHarness[] = [];
-    let tmp: string;
+    const wrappers: VirshWrapper[] = [];
     const logs: string[] = [];
 
     async function startEngine(label: string): Promise<EngineHarness> {
-        const log = path.join(tmp, `virsh-failures-${label}.log`);
+        const w = installVirshWrapper((dir) => wrapper(`${dir}/virsh-failures-${label}.log`));
+        wrappers.push(w);
+        const log = path.join(w.dir, `virsh-failures-${label}.log`);
         fs.writeFileSync(log, "");
         logs.push(log);
-        const e = await EngineHarness.start({
-            cwd: PACKAGE_ROOT,
-            env: { PATH: `${path.join(tmp, "bin")}:${process.env.PATH ?? "/usr/bin:/bin"}`, CONCURRENCY_VIRSH_LOG: log },
-            callTimeoutMs: 240_000,
-        });
+        const e = await EngineHarness.start({ cwd: PACKAGE_ROOT, ...w.server, callTimeoutMs: 240_000 });
         engines.push(e);
         return e;
     }
@@ -75,15 +75,12 @@ describe("concurrency (engine path, real running domains)", function () {
         a.filter((x) => b.some((y) => x.start < y.end && y.start < x.end)).length;
 
     before(async () => {
-        tmp = fs.mkdtempSync(path.join(os.tmpdir(), "concurrency-"));
-        fs.mkdirSync(path.join(tmp, "bin"));
-        fs.writeFileSync(path.join(tmp, "bin", "virsh"), WRAPPER, { mode: 0o755 });
         doms.push(...(await Promise.all(Array.from({ length: 3 }, () => makeDomain({ prefix: "labtmp-conc-", running: true })))));
     });
     after(async () => {
         for (const e of engines) await e.close();
         for (const d of doms) await d.dispose().catch(() => undefined);
-        if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+        for (const w of wrappers) w.dispose();
     });
 
     it("(a) 20 snapshots across 3 running domains, created then deleted with 10 operations in flight: none fails, nothing left", async () => {

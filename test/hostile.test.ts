@@ -36,11 +36,12 @@ import {
     snapshotShapeProblems,
     takeRunLock,
     undefineByUuid,
-    VIRSH_WRAPPER,
+    virshWrapper,
     virshOk,
     wire,
 } from "./support/hostile";
 import { limiter, sshConnection } from "./support/helpers";
+import { installVirshWrapper, type VirshWrapper } from "./support/virshWrapper";
 import { RELATIVE_CANARY_PREFIX, hostileCorpus, type HostileEntry } from "./support/hostile-corpus";
 
 const lab = loadLab();
@@ -87,7 +88,8 @@ interface Tally {
 describe("hostile input (engine path, real lab)", function () {
     this.timeout(600_000);
     let corpus: HostileEntry[];
-    let canaryDir: string, logDir: string, wrapDir: string;
+    let canaryDir: string;
+    let wrapper: VirshWrapper;
     const token = crypto.randomBytes(4).toString("hex");
     let victim: TestDomain;
     const hostileDomains = new Map<string, HostileDomain>();
@@ -127,10 +129,10 @@ describe("hostile input (engine path, real lab)", function () {
         const t0 = Date.now();
         await removeStaleHostileDomains();
         await disposeAllTestDomains({ prefix: "labtmp-hostile-" });
-        canaryDir = fs.mkdtempSync(path.join(os.tmpdir(), "hostile-canary-"));
-        logDir = fs.mkdtempSync(path.join(os.tmpdir(), "hostile-virsh-log-"));
-        wrapDir = fs.mkdtempSync(path.join(os.tmpdir(), "hostile-virsh-bin-"));
-        fs.writeFileSync(path.join(wrapDir, "virsh"), VIRSH_WRAPPER, { mode: 0o755 });
+        // A host in its own root sees the lab folder at the same path, and not this machine's /tmp.
+        canaryDir = fs.mkdtempSync(path.join(lab.rootDir ? lab.labDir : os.tmpdir(), "hostile-canary-"));
+        wrapper = installVirshWrapper(virshWrapper);
+        declareUri(wrapper.uri);
         for (const d of lab.domains) {
             labBefore.set(d.name, { snapshots: await snapshotList(d.name), checkpoints: await checkpointList(d.name) });
         }
@@ -157,9 +159,7 @@ describe("hostile input (engine path, real lab)", function () {
     });
 
     // Registered after the setup hook, so the server starts with the wrapper on its PATH.
-    const suite = engineSuite("labtmp-hostile-", () => ({
-        env: { PATH: `${wrapDir}:${process.env.PATH ?? "/usr/bin:/bin"}`, HOSTILE_VIRSH_LOG_DIR: logDir },
-    }));
+    const suite = engineSuite("labtmp-hostile-", () => wrapper.server);
 
     after(async function () {
         this.timeout(300_000);
@@ -172,7 +172,8 @@ describe("hostile input (engine path, real lab)", function () {
                 }),
             ),
         );
-        for (const d of [canaryDir, logDir, wrapDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
+        if (canaryDir) fs.rmSync(canaryDir, { recursive: true, force: true });
+        wrapper?.dispose();
         dropRunLock();
         if (tallies.size) {
             const sum: Tally = { tried: 0, refused: 0, refusedAtHost: 0, literal: 0, failed: 0 };
@@ -553,39 +554,45 @@ describe("hostile input (engine path, real lab)", function () {
                     );
                 },
             },
-            {
-                input: "DomainSnapshot.connection.libvirtUri (local)",
-                type: TYPE.snapshot,
-                provider: DomainSnapshotProvider,
-                properties: ["connection.libvirtUri"],
-                hostProperties: ["connection"],
-                lanes: 3,
-                build: (e) => ({
-                    connection: { libvirtUri: declareUri(e.value) },
-                    domain: checkOnly.name,
-                    snapshotName: declareName("hostile-uri"),
-                }),
-            },
-            {
-                input: "DomainSnapshot.connection.libvirtUri (local, as a URI fragment)",
-                type: TYPE.snapshot,
-                provider: DomainSnapshotProvider,
-                properties: ["connection.libvirtUri"],
-                hostProperties: ["connection"],
-                lanes: [[off[12]!], [off[15]!], [off[16]!]],
-                build: (e, lane) => ({
-                    connection: { libvirtUri: declareUri(`qemu:///system#${e.value}`) },
-                    domain: lane.doms[0]!.name,
-                    snapshotName: declareName(`u-${e.id}`),
-                }),
-                use: (e, lane, checked, urn) =>
-                    internalSnapshotRoundTrip(urn, checked, {
-                        uuid: lane.doms[0]!.uuid,
-                        disk: lane.doms[0]!.disk,
-                        domainName: lane.doms[0]!.name,
-                        name: `u-${e.id}`,
-                    }),
-            },
+            // A connection without a host is this machine's virsh: on a host in its own root, that is not the host
+            // under test, whose URIs the SSH spec below covers (the same validation runs on every host).
+            ...(lab.local
+                ? ([
+                      {
+                          input: "DomainSnapshot.connection.libvirtUri (local)",
+                          type: TYPE.snapshot,
+                          provider: DomainSnapshotProvider,
+                          properties: ["connection.libvirtUri"],
+                          hostProperties: ["connection"],
+                          lanes: 3,
+                          build: (e) => ({
+                              connection: { libvirtUri: declareUri(e.value) },
+                              domain: checkOnly.name,
+                              snapshotName: declareName("hostile-uri"),
+                          }),
+                      },
+                      {
+                          input: "DomainSnapshot.connection.libvirtUri (local, as a URI fragment)",
+                          type: TYPE.snapshot,
+                          provider: DomainSnapshotProvider,
+                          properties: ["connection.libvirtUri"],
+                          hostProperties: ["connection"],
+                          lanes: [[off[12]!], [off[15]!], [off[16]!]],
+                          build: (e, lane) => ({
+                              connection: { libvirtUri: declareUri(`qemu:///system#${e.value}`) },
+                              domain: lane.doms[0]!.name,
+                              snapshotName: declareName(`u-${e.id}`),
+                          }),
+                          use: (e, lane, checked, urn) =>
+                              internalSnapshotRoundTrip(urn, checked, {
+                                  uuid: lane.doms[0]!.uuid,
+                                  disk: lane.doms[0]!.disk,
+                                  domainName: lane.doms[0]!.name,
+                                  name: `u-${e.id}`,
+                              }),
+                      },
+                  ] satisfies Spec[])
+                : []),
             {
                 // Over SSH the URI crosses the remote shell. Only the shell and quote entries: every distinct URI
                 // starts its own virsh shell sessions, which hold SSH channels for 30 s (see the report), so this
@@ -637,6 +644,10 @@ describe("hostile input (engine path, real lab)", function () {
                 }),
             },
         ];
+        if (!lab.local)
+            console.log(
+                `      (not on ${lab.name}: DomainSnapshot.connection.libvirtUri (local) and (local, as a URI fragment): a connection without a host is this machine's virsh, not ${lab.name}'s)`,
+            );
         report(await runSpecs(specs, "DomainSnapshot"));
     });
 
@@ -919,6 +930,8 @@ describe("hostile input (engine path, real lab)", function () {
             "/var/lib/libvirt",
             "/var/lib/libvirt/qemu",
             lab.labDir,
+            // Where a shell on a host in its own root could have started.
+            ...(lab.rootDir ? ["/", "/root", "/tmp", "/home/labuser", "/var/lib/libvirt/qemu"].map((d) => path.join(lab.rootDir!, d)) : []),
         ];
         const bare = `${RELATIVE_CANARY_PREFIX}${token}`;
         for (const dir of shellHomes) {
@@ -960,8 +973,8 @@ describe("hostile input (engine path, real lab)", function () {
                 if (declared.names.has(n)) problems.push(`lab domain ${d.name} gained ${show(n)}`);
             }
         }
-        // virsh: the wrapper logged every local invocation, and every line its shell sessions read.
-        const { processes, sessions, sessionLines } = readVirshLog(logDir);
+        // virsh: the wrapper logged every invocation through the stack's connection, and every line its shell sessions read.
+        const { processes, sessions, sessionLines } = readVirshLog(wrapper.dir);
         if (processes.length < 100) problems.push(`the virsh wrapper logged only ${processes.length} calls: is it on the server's PATH?`);
         const mangled = processes.filter((a) => mangledUris.has(a[1] ?? ""));
         if (mangled.length)
@@ -972,7 +985,7 @@ describe("hostile input (engine path, real lab)", function () {
         for (const cmd of sessions) {
             if (!SESSION_READ_ONLY.has(cmd[0] ?? ""))
                 problems.push(`virsh's shell ran ${JSON.stringify(cmd)}: only read-only commands belong in a session`);
-            problems.push(...argvProblems(["-c", "qemu:///system", ...cmd], declared));
+            problems.push(...argvProblems(["-c", wrapper.uri, ...cmd], declared));
         }
         const deletes = processes.filter((a) => a[2] === "snapshot-delete").length;
         console.log(

@@ -313,17 +313,18 @@ export async function removeStaleHostileDomains(): Promise<void> {
     }
 }
 
-// ---- the virsh wrapper: every argument vector the provider gives virsh (local transport) ----------
+// ---- the virsh wrapper: every argument vector the provider gives virsh ----------
 
-export const VIRSH_WRAPPER = `#!/bin/sh
+/** The wrapper's text (test/support/virshWrapper.ts installs it); DIR, quoted for the shell, gets its logs. */
+export const virshWrapper = (dir: string) => `#!/bin/sh
 # Logs its argument vector (NUL-separated, count first), then runs the real virsh.
 # Without a command (only -c URI) virsh is a shell reading commands from stdin:
 # those lines are logged too.
-exec 3>>"$HOSTILE_VIRSH_LOG_DIR/$$"
+exec 3>>${dir}/$$
 printf '%s\\0' "$#" "$@" >&3
 exec 3>&-
 if [ "$#" -le 2 ]; then
-  tee -a "$HOSTILE_VIRSH_LOG_DIR/$$.stdin" | /usr/bin/virsh "$@"
+  tee -a ${dir}/$$.stdin | /usr/bin/virsh "$@"
   exit $?
 fi
 exec /usr/bin/virsh "$@"

@@ -1,4 +1,4 @@
-// Restarting the lab's libvirtd from a test, as briefly as possible and never
+// Restarting a lab host's libvirtd from a test, as briefly as possible and never
 // leaving it down. Other test runs share this libvirtd, so every restart runs
 // under a host-wide lock file, and whatever happens, libvirtd is started again
 // (`bash scripts/lab.sh up` starts it under tini, as the lab always does).
@@ -21,24 +21,26 @@ export function pidAlive(pid: number): boolean {
     }
 }
 
-/** A process in this host's own root, not one chrooted into another lab host's. */
-function inOurRoot(pid: number): boolean {
+/** A process in the root of the lab host under test (this machine's "/" for the first host). */
+function inHostRoot(pid: number): boolean {
     try {
-        return fs.readlinkSync(`/proc/${pid}/root`) === "/";
+        return fs.readlinkSync(`/proc/${pid}/root`) === (loadLab().rootDir ?? "/");
     } catch {
         return false;
     }
 }
 
+/** Each lab host keeps its daemons' pid files beside its sshd's. */
+const hostStateDir = () => path.dirname(loadLab().sshdPidPath);
+
 /**
- * The PID of the libvirtd the lab uses: the one it started (.lab/libvirtd.pid),
- * else the only libvirtd of this host's root (one the lab found running: a
- * system service, or another checkout's lab). Another lab host's libvirtd runs
- * chrooted and is never this one.
+ * The PID of the libvirtd of the lab host under test: the one the lab started (its
+ * pid file), else the only libvirtd in that host's root (for the first host, one the
+ * lab found running: a system service, or another checkout's lab).
  */
 export function libvirtdPid(): number | undefined {
     try {
-        const pid = Number(fs.readFileSync(path.join(loadLab().labDir, "libvirtd.pid"), "utf8").trim());
+        const pid = Number(fs.readFileSync(path.join(hostStateDir(), "libvirtd.pid"), "utf8").trim());
         if (pid > 0 && pidAlive(pid)) return pid;
     } catch {
         /* no PID file: the lab did not start it */
@@ -48,7 +50,7 @@ export function libvirtdPid(): number | undefined {
             .split("\n")
             .filter(Boolean)
             .map(Number)
-            .filter((p) => pidAlive(p) && inOurRoot(p));
+            .filter((p) => pidAlive(p) && inHostRoot(p));
         return pids.length === 1 ? pids[0] : undefined;
     } catch {
         return undefined; // pgrep found none
@@ -127,7 +129,19 @@ export async function stopLibvirtd(signal: NodeJS.Signals): Promise<number | und
  * fails, `lab.sh up` is the fallback.
  */
 export async function startLibvirtd(): Promise<void> {
-    const labDir = loadLab().labDir;
+    const lab = loadLab();
+    const labDir = lab.labDir;
+    if (lab.rootDir) {
+        // A host in its own root: its own script starts what is not running there (about 2 s).
+        if (await libvirtdAnswers(5_000)) return;
+        const r = await run("/bin/bash", [path.join(repoRoot(), "scripts", "lab", "host13.sh"), "up", labDir], { timeoutMs: 300_000 });
+        if (r.code !== 0) throw new Error(`host13.sh up failed (exit ${r.code}): ${(r.stderr || r.stdout).trim()}`);
+        for (let i = 0; i < 100; i++) {
+            if (await libvirtdAnswers()) return;
+            await sleep(100);
+        }
+        throw new Error(`libvirtd of ${lab.name} does not answer after host13.sh up`);
+    }
     const script = `set -u
 exec 9>"$1/lab.lock"; flock -w 120 9 || exit 3
 if ! timeout 5 virsh -c qemu:///system version >/dev/null 2>&1; then
