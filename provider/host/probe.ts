@@ -3,7 +3,7 @@
 // only these, so it never changes a VM.
 import { LibvirtError } from "../errors";
 import { Virsh, type LibvirtVersion } from "./virsh";
-import { parseDomainXml, type DomainDisk, type DomainInfo } from "./xml";
+import { diskChainsOf, parseDomainXml, type DomainDisk, type DomainInfo } from "./xml";
 
 export type DomainState =
     "running" | "paused" | "shut off" | "crashed" | "pmsuspended" | "in shutdown" | "idle" | "blocked" | "no state" | string;
@@ -103,18 +103,26 @@ export function inRange(version: number, r: { from: number; fixedIn: number }): 
 }
 
 /**
- * Each file-backed disk's chain of images, top first, as `qemu-img info -U --backing-chain` reads it on the host
- * (libvirt's XML of a shut-off domain names only the top). A disk that is not a file is left out.
+ * Each file-backed disk's chain of images, top first: from libvirt's XML where it records the whole chain
+ * (a running domain), else read with `qemu-img info -U --backing-chain` on the host (a shut-off domain's XML
+ * may name only the top). A disk that is not a file is left out.
  */
-export async function diskChains(virsh: Virsh, disks: readonly DomainDisk[]): Promise<Map<string, string[]>> {
+export async function diskChains(virsh: Virsh, domain: string, disks: readonly DomainDisk[]): Promise<Map<string, string[]>> {
+    const recorded = diskChainsOf(await virsh.query(["dumpxml", "--domain", domain]));
     const out = new Map<string, string[]>();
     for (const d of disks) {
         if (d.type !== "file" || !d.source) continue;
+        const known = recorded.get(d.target);
+        if (known?.complete) {
+            out.set(d.target, known.files);
+            continue;
+        }
         const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", d.source]);
         if (r.code !== 0) {
             throw new LibvirtError(
                 "failed",
-                `cannot read the backing chain of disk ${d.target} (${d.source}): ${r.stderr.trim() || `qemu-img exited with ${r.code}`}`,
+                `cannot read the backing chain of disk ${d.target} (${d.source}): ${r.stderr.trim() || `qemu-img exited with ${r.code}`}` +
+                    (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/qemu-img info)` : ""),
                 { command: r.command, exitCode: r.code, stderr: r.stderr },
             );
         }

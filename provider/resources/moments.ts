@@ -344,7 +344,7 @@ export async function chainLimitFailures(virsh: Virsh, probe: DomainProbe, plan:
     if (plan.kind !== "external" || !inRange(probe.version.number, limit)) return [];
     const disks = probe.info.disks.filter((d) => plan.spec.disks.some((s) => s.name === d.target && s.snapshot === "external"));
     const failures: CheckFailure[] = [];
-    for (const [target, chain] of await diskChains(virsh, disks)) {
+    for (const [target, chain] of await diskChains(virsh, probe.info.uuid, disks)) {
         if (chain.length + 1 <= limit.maxImages) continue;
         failures.push({
             property: "kind",

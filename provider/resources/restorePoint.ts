@@ -16,6 +16,7 @@ import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import { Virsh } from "../host/virsh";
 import {
+    chainLimitFailures,
     deleteSnapshot,
     kindOf,
     memoryOf,
@@ -195,10 +196,19 @@ async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; 
             : `cannot check domain '${m.domain}' on ${m.virsh.where}: ${messageOf(e)}`;
         return { failures: [{ property: m.property, reason }] };
     }
-    const { plan, failures } = planSnapshot(snapshotRequest(v), probe);
+    const planned = planSnapshot(snapshotRequest(v), probe);
+    const { plan } = planned;
+    let failures = planned.failures;
+    if (plan) {
+        try {
+            failures = await chainLimitFailures(m.virsh, probe, plan);
+        } catch (e) {
+            failures = [{ property: "kind", reason: `cannot read the disks' backing chains: ${messageOf(e)}` }];
+        }
+    }
     return {
         probe,
-        plan,
+        plan: failures.length ? undefined : plan,
         failures: failures.map((f) => ({ property: m.property, reason: `domain '${probe.info.name}': ${f.property}: ${f.reason}` })),
     };
 }

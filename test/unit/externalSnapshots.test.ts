@@ -5,6 +5,7 @@
 import * as assert from "node:assert/strict";
 import { LibvirtError } from "../../provider/errors";
 import type { Virsh } from "../../provider/host/virsh";
+import { diskChainsOf } from "../../provider/host/xml";
 import { deleteSnapshot } from "../../provider/resources/moments";
 import { revertNow } from "../../provider/resources/snapshotRevert";
 import { expectCallError } from "../support/helpers";
@@ -170,5 +171,22 @@ describe("reverting to an internal snapshot with external descendants", () => {
             await revertNow(h.virsh, inputs).catch(() => undefined);
             assert.ok(!h.ran.some((c) => c.startsWith("snapshot-list")), `libvirt ${version} is not asked`);
         }
+    });
+});
+
+describe("a disk's chain from libvirt's domain XML", () => {
+    const disk = (backing: string) =>
+        `<domain><name>d</name><devices><disk type='file' device='disk'><source file='/i/top.qcow2'/>${backing}<target dev='vda'/></disk></devices></domain>`;
+    it("a running domain's XML ends the chain with an empty <backingStore/>: complete, no host command needed", () => {
+        const live = disk(
+            "<backingStore type='file' index='1'><format type='qcow2'/><source file='/i/mid.qcow2'/>" +
+                "<backingStore type='file'><source file='/i/base.qcow2'/><backingStore/></backingStore></backingStore>",
+        );
+        assert.deepEqual(diskChainsOf(live).get("vda"), { files: ["/i/top.qcow2", "/i/mid.qcow2", "/i/base.qcow2"], complete: true });
+    });
+    it("an inactive XML may stop short: not complete (qemu-img reads the rest)", () => {
+        assert.deepEqual(diskChainsOf(disk("")).get("vda"), { files: ["/i/top.qcow2"], complete: false });
+        const partial = disk("<backingStore type='file'><format type='qcow2'/><source file='/i/base.qcow2'/></backingStore>");
+        assert.deepEqual(diskChainsOf(partial).get("vda"), { files: ["/i/top.qcow2", "/i/base.qcow2"], complete: false });
     });
 });
