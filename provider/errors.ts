@@ -87,6 +87,29 @@ export function classifyStderr(stderr: string): ErrorKind {
     return "failed";
 }
 
+/** A libvirt bug that a message identifies, and the release that fixes it. */
+export interface KnownBug {
+    what: string;
+    fixedIn: string;
+}
+
+// Matched on the message, never on the version: a distribution's build may carry the fix
+// (Debian's 11.3.0-3+deb13u3 reverts internal snapshots fine, measured).
+const KNOWN_BUGS: Array<[RegExp, KnownBug]> = [
+    [
+        /is writable but does not support snapshots/i,
+        {
+            what: "upstream libvirt 11.2 and 11.3 can't revert to internal snapshots (qemu is asked to load the snapshot from a device that holds none)",
+            fixedIn: "11.4",
+        },
+    ],
+];
+
+/** The known libvirt bug this stderr shows, if any. */
+export function knownBugOf(stderr: string): KnownBug | undefined {
+    return KNOWN_BUGS.find(([re]) => re.test(stderr))?.[1];
+}
+
 /** Replace every secret that occurs in text. Also the secret's individual lines,
  * since a private key may leak one line at a time. */
 export function redact(text: string, secrets: readonly string[]): string {

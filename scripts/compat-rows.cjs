@@ -26,6 +26,16 @@ const ROWS = [
     ["external-revert", "revert to an external snapshot (`<externalSnapshot/>` in capabilities)", "works (read: NEWS 9.9)"],
     ["checkpoint-create-offline", "create a checkpoint of a shut-off domain", "refused (read: refused on 9.0 and 11.3)"],
     ["checkpoint-delete-offline", "delete a checkpoint of a shut-off domain", "refused (read: refused on 9.0 and 11.3)"],
+    [
+        "external-delete-after-internal-revert",
+        "delete an external snapshot after a revert to its internal parent (virt-manager #811)",
+        "refused (read: 9.9 to 10.x delete the base image with it, libvirt #734, fixed in 11.0; the provider refuses it)",
+    ],
+    [
+        "chain-26-images-start",
+        "start a domain whose disk chain holds 26 images (25 start on every host)",
+        "works (read: libvirt 10.8 to 11.x fail, 'nesting too deep', fixed in 12.0)",
+    ],
 ];
 const READ_COLUMN = "10.0 (Ubuntu 24.04, read)";
 

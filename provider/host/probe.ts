@@ -1,8 +1,9 @@
 // Read-only questions to the libvirt host, shared by every resource: what a
 // domain looks like right now, and what this libvirt can do. Preview asks
 // only these, so it never changes a VM.
+import { LibvirtError } from "../errors";
 import { Virsh, type LibvirtVersion } from "./virsh";
-import { parseDomainXml, type DomainInfo } from "./xml";
+import { diskChainsOf, parseDomainXml, type DomainDisk, type DomainInfo } from "./xml";
 
 export type DomainState =
     "running" | "paused" | "shut off" | "crashed" | "pmsuspended" | "in shutdown" | "idle" | "blocked" | "no state" | string;
@@ -74,4 +75,61 @@ export const VERSIONS = {
     internalSnapshotJobIds: 10_009_000,
     /** Checkpoints arrived in 5.6. */
     checkpoints: 5_006_000,
+    /** libvirt removes an external snapshot's memory file when it deletes the snapshot from 9.1 on (NEWS 9.1; 9.0 keeps it, 11.3 removes it: measured). */
+    snapshotDeleteRemovesMemoryFile: 9_001_000,
+    /**
+     * libvirt 10.8 to 11.x parse qemu's answers with json-c, whose nesting limit a long backing chain passes:
+     * the domain then fails to start ('failed to parse JSON: nesting too deep'); 12.0 fixes it (NEWS).
+     * Measured on 11.3: a disk whose chain holds 25 images (the base's own backing files counted) starts, 26 don't.
+     */
+    chainJsonLimit: { from: 10_008_000, fixedIn: 12_000_000, maxImages: 25 },
+    /**
+     * libvirt 9.9 (external revert) to 10.x deleted the base image when an external snapshot was deleted
+     * after a revert to its internal parent (virt-manager #811, libvirt #734); 11.0 fixes it (NEWS). Neither lab host
+     * is in the range: 9.0 refuses that delete ('could not find base disk source'), 11.3 keeps every file (measured).
+     */
+    deleteAfterRevertDataLoss: { from: 9_009_000, fixedIn: 11_000_000 },
+    /**
+     * CVE-2025-13193: before 11.10 the overlays of an external snapshot of a shut-off domain were created 0644, readable
+     * by everyone (NEWS 11.10). Measured: 9.0 makes them 0644; Debian's 11.3 build carries the fix (0600). Memory
+     * files, overlays of running domains, revert overlays and backup files are 0600 on both.
+     */
+    offlineOverlayPrivate: 11_010_000,
 } as const;
+
+/** True when libvirt's version lies in [from, fixedIn). */
+export function inRange(version: number, r: { from: number; fixedIn: number }): boolean {
+    return version >= r.from && version < r.fixedIn;
+}
+
+/**
+ * Each file-backed disk's chain of images, top first: from libvirt's XML where it records the whole chain
+ * (a running domain), else read with `qemu-img info -U --backing-chain` on the host (a shut-off domain's XML
+ * may name only the top). A disk that is not a file is left out.
+ */
+export async function diskChains(virsh: Virsh, domain: string, disks: readonly DomainDisk[]): Promise<Map<string, string[]>> {
+    const recorded = diskChainsOf(await virsh.query(["dumpxml", "--domain", domain]));
+    const out = new Map<string, string[]>();
+    for (const d of disks) {
+        if (d.type !== "file" || !d.source) continue;
+        const known = recorded.get(d.target);
+        if (known?.complete) {
+            out.set(d.target, known.files);
+            continue;
+        }
+        const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", d.source]);
+        if (r.code !== 0) {
+            throw new LibvirtError(
+                "failed",
+                `cannot read the backing chain of disk ${d.target} (${d.source}): ${r.stderr.trim() || `qemu-img exited with ${r.code}`}` +
+                    (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/qemu-img info)` : ""),
+                { command: r.command, exitCode: r.code, stderr: r.stderr },
+            );
+        }
+        out.set(
+            d.target,
+            (JSON.parse(r.stdout) as Array<{ filename: string }>).map((i) => i.filename),
+        );
+    }
+    return out;
+}

@@ -108,6 +108,36 @@ function domainFromNode(d: Node): DomainInfo {
     return { name: text(d.name) ?? "", uuid: text(d.uuid) ?? "", disks, guestAgent };
 }
 
+/**
+ * Each disk's chain of images as libvirt's domain XML records it, top first. `complete` is true only where the
+ * XML ends the chain with an empty <backingStore/> (a running domain's live XML does); an inactive XML may
+ * stop short of images libvirt has not looked at yet.
+ */
+export function diskChainsOf(xml: string): Map<string, { files: string[]; complete: boolean }> {
+    const d = (parser.parse(xml) as Node).domain as Node | undefined;
+    if (!d) throw new Error("not a libvirt domain XML document");
+    const out = new Map<string, { files: string[]; complete: boolean }>();
+    for (const n of ((d.devices as Node | undefined)?.disk ?? []) as Node[]) {
+        const target = attr(n.target, "dev");
+        const top = attr(n.source, "file");
+        if (!target || !top) continue;
+        const files = [top];
+        let b: unknown = n.backingStore;
+        let complete = false;
+        for (;;) {
+            const file = b && typeof b === "object" ? attr((b as Node).source, "file") : undefined;
+            if (!file) {
+                complete = b === "" || (typeof b === "object" && b !== null && Object.keys(b).length === 0);
+                break;
+            }
+            files.push(file);
+            b = (b as Node).backingStore;
+        }
+        out.set(target, { files, complete });
+    }
+    return out;
+}
+
 // ---- snapshot --------------------------------------------------------------
 
 export interface SnapshotDisk {

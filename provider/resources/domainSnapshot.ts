@@ -24,8 +24,10 @@ import type { Virsh } from "../host/virsh";
 import { snapshotRecordXml, type SnapshotInfo } from "../host/xml";
 import {
     adoptOrRefuse,
+    chainLimitFailures,
     deleteSnapshot,
     kindOf,
+    makeOverlaysPrivate,
     memoryOf,
     observeSnapshot,
     planSnapshot,
@@ -186,7 +188,11 @@ export const domainSnapshot = {
         return checkInputs(DomainSnapshotSchema, olds, news, {
             planKeys: PLAN_KEYS,
             createKeys: REPLACE_KEYS,
-            ask: (v) => askAboutDomain(v, "the snapshot", (_virsh, probe) => planSnapshot(v, probe).failures),
+            ask: (v) =>
+                askAboutDomain(v, "the snapshot", async (virsh, probe) => {
+                    const { plan, failures } = planSnapshot(v, probe);
+                    return plan ? chainLimitFailures(virsh, probe, plan) : failures;
+                }),
         });
     },
 
@@ -288,6 +294,8 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     const probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, v.domain));
     const { plan, failures } = planSnapshot(v, probe);
     if (!plan) throw new InputError(failures);
+    const tooLong = await chainLimitFailures(virsh, probe, plan);
+    if (tooLong.length) throw new InputError(tooLong);
     const domain = probe.info.uuid;
     const cutOff = (e: unknown, what: string) =>
         unknownOutcome(e, {
@@ -333,7 +341,20 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     } catch (e) {
         throw cutOff(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
     }
-    return outputsFrom(v, observed, probe.version.libvirt, adopted);
+    const outs = outputsFrom(v, observed, probe.version.libvirt, adopted);
+    if (!adopted) {
+        try {
+            await makeOverlaysPrivate(virsh, probe, plan, observed.info);
+        } catch (e) {
+            // The snapshot exists: Pulumi keeps it (an init failure) while the error says what to do.
+            throw Object.assign(e instanceof Error ? e : new Error(String(e)), {
+                id: `${domain}/${v.snapshotName}`,
+                properties: outs,
+                reasons: [e instanceof Error ? e.message : String(e)],
+            });
+        }
+    }
+    return outs;
 }
 
 /**

@@ -6,7 +6,7 @@
 import * as path from "node:path";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import type { CheckFailure } from "../inputs";
-import { VERSIONS, isJobIdSafe, stateOf, type DomainProbe } from "../host/probe";
+import { VERSIONS, diskChains, inRange, isJobIdSafe, stateOf, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import {
     buildSnapshotXml,
@@ -334,6 +334,71 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     return { plan: { spec, xml: buildSnapshotXml(spec), argv, domain: dom.uuid, memory, kind }, failures };
 }
 
+/**
+ * On libvirt 10.8 to 11.x (chainJsonLimit), an external snapshot that would make a disk's chain longer than
+ * a domain can start with is refused: the snapshot itself may be taken, but the domain would never start again.
+ * The chains are read with qemu-img on the host, only where the rule applies; empty elsewhere.
+ */
+export async function chainLimitFailures(virsh: Virsh, probe: DomainProbe, plan: SnapshotPlan): Promise<CheckFailure[]> {
+    const limit = VERSIONS.chainJsonLimit;
+    if (plan.kind !== "external" || !inRange(probe.version.number, limit)) return [];
+    const disks = probe.info.disks.filter((d) => plan.spec.disks.some((s) => s.name === d.target && s.snapshot === "external"));
+    const failures: CheckFailure[] = [];
+    for (const [target, chain] of await diskChains(virsh, probe.info.uuid, disks)) {
+        if (chain.length + 1 <= limit.maxImages) continue;
+        failures.push({
+            property: "kind",
+            reason:
+                `disk ${target} of domain '${probe.info.name}' has ${chain.length} images in its chain (${chain[0]} and its backing files), and an external snapshot adds one: ` +
+                `libvirt ${probe.version.libvirt} can't start a domain whose chain has more than ${limit.maxImages} ('failed to parse JSON: nesting too deep'; ` +
+                `libvirt 10.8 to 11.x, fixed in 12.0). Nothing was changed. Delete older external snapshots to merge the chain, take an internal snapshot, or upgrade libvirt`,
+        });
+    }
+    return failures;
+}
+
+/**
+ * The overlays libvirt made for an external snapshot of a shut-off domain are made private (no access for
+ * group and others) where libvirt may have left them readable (CVE-2025-13193, before 11.10): a disk image
+ * holds whatever the guest keeps on disk. Read first with stat on the host; changed only when the overlay has
+ * the owner and group of the image under it, which qemu opens as that owner (or as root): the owner keeps its
+ * access, so qemu's own user can still open it. An overlay owned otherwise is left as libvirt made it.
+ * Returns the files it changed.
+ */
+export async function makeOverlaysPrivate(virsh: Virsh, probe: DomainProbe, plan: SnapshotPlan, made: SnapshotInfo): Promise<string[]> {
+    if (plan.kind !== "external" || probe.active || probe.version.number >= VERSIONS.offlineOverlayPrivate) return [];
+    const changed: string[] = [];
+    for (const d of made.disks) {
+        const base = probe.info.disks.find((x) => x.target === d.name)?.source;
+        if (d.snapshot !== "external" || !d.file || !base) continue;
+        const r = await virsh.host(["stat", "-c", "%a %u %g", "--", d.file, base]);
+        const lines = r.stdout.trim().split("\n");
+        if (r.code !== 0 || lines.length !== 2) {
+            throw new LibvirtError(
+                "failed",
+                `snapshot '${made.name}' was created, but the mode of its overlay ${d.file} could not be read (${r.stderr.trim() || `stat exited with ${r.code}`}); ` +
+                    `libvirt ${probe.version.libvirt} may have left it readable by everyone (CVE-2025-13193). Check it on the host (chmod go-rwx), ` +
+                    `or with sudo give the login user NOPASSWD rules for /usr/bin/stat and /usr/bin/chmod`,
+                { command: r.command, exitCode: r.code, stderr: r.stderr },
+            );
+        }
+        const [overlay, under] = lines.map((l) => l.split(" "));
+        const mode = parseInt(overlay![0]!, 8);
+        if ((mode & 0o077) === 0 || overlay![1] !== under![1] || overlay![2] !== under![2]) continue;
+        const c = await virsh.host(["chmod", "go-rwx", "--", d.file]);
+        if (c.code !== 0) {
+            throw new LibvirtError(
+                "failed",
+                `snapshot '${made.name}' was created, but its overlay ${d.file} is readable by others (mode ${overlay![0]}) and could not be made private: ` +
+                    `${c.stderr.trim() || `chmod exited with ${c.code}`}. Run chmod go-rwx on it, or with sudo give the login user a NOPASSWD rule for /usr/bin/chmod`,
+                { command: c.command, exitCode: c.code, stderr: c.stderr },
+            );
+        }
+        changed.push(d.file);
+    }
+    return changed;
+}
+
 // ---- snapshots: take, read back, delete ------------------------------------------------
 
 /** Run the planned snapshot-create; on failure, say whether anything was left behind. */
@@ -376,9 +441,10 @@ export function memoryOf(s: SnapshotInfo): "none" | "internal" | "external" {
 /**
  * Delete one snapshot safely (the caller holds the domain's lock): never with
  * --children, which crashes libvirtd 9.0 when there are several children;
- * a non-leaf external snapshot of a shut-off domain is refused before
- * anything changes where libvirt can't merge it; the memory file libvirt 9.0
- * leaves behind is removed (9.1 and newer remove it themselves: rm -f then finds nothing).
+ * an external snapshot libvirt can't delete, or would delete losing data, is
+ * refused before anything changes; the memory file libvirt 9.0 leaves behind is
+ * removed (9.1 and newer remove it themselves, and then nothing else is run:
+ * the file is never removed twice, and no rule beyond virsh is needed).
  * A snapshot that is already gone is deleted successfully.
  */
 export async function deleteSnapshot(
@@ -397,19 +463,44 @@ export async function deleteSnapshot(
         return;
     }
     const version = await virsh.version(); // cached per host
-    // Without <externalSnapshot/> (9.0 measured), libvirt merges a non-leaf external snapshot only while the domain runs; 11.3 does it in every position.
-    if (
-        kindOf(observed.info) === "external" &&
-        observed.children > 0 &&
-        !(await virsh.capabilities()).externalSnapshot &&
-        (await stateOf(virsh, t.domain)) === "shut off"
-    ) {
-        throw new LibvirtError(
+    const refuse = (why: string, what: string) =>
+        new LibvirtError(
             "unsupported",
-            `cannot delete external snapshot '${t.snapshotName}' of domain '${t.domainName}': the domain is shut off and the snapshot has ` +
-                `${observed.children} child snapshot(s). libvirt ${version.libvirt} can merge a non-leaf external snapshot only while the domain runs. ` +
-                `Nothing was changed. Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`,
+            `cannot delete external snapshot '${t.snapshotName}' of domain '${t.domainName}': ${why}. Nothing was changed. ${what}`,
         );
+    if (kindOf(observed.info) === "external") {
+        const externalSnapshot = (await virsh.capabilities()).externalSnapshot;
+        if (observed.children > 1) {
+            // Measured on 11.3: 'deletion of external disk snapshot with multiple children snapshots not supported'.
+            throw refuse(
+                `it has ${observed.children} child snapshots (a revert made a branch), and libvirt ${version.libvirt} deletes an external snapshot with at most one child`,
+                `Delete the newer snapshots of all but one branch first, then run destroy again, or set deletion: 'metadata' to keep the files.`,
+            );
+        }
+        // Without <externalSnapshot/> (9.0 measured), libvirt merges a non-leaf external snapshot only while the domain runs; 11.3 does it in every position.
+        if (observed.children > 0 && !externalSnapshot && (await stateOf(virsh, t.domain)) === "shut off") {
+            throw refuse(
+                `the domain is shut off and the snapshot has ${observed.children} child snapshot(s). libvirt ${version.libvirt} can merge a non-leaf external snapshot only while the domain runs`,
+                `Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`,
+            );
+        }
+        const lossy = inRange(version.number, VERSIONS.deleteAfterRevertDataLoss);
+        if (!externalSnapshot || lossy) {
+            // Its overlays are in the domain's current chains exactly when it is the current snapshot or an ancestor of it;
+            // a revert to an earlier snapshot (or its internal parent) takes them out. Asked of libvirt: no host command beyond virsh.
+            const outside = (await isCurrentOrAncestor(virsh, t.domain, t.snapshotName))
+                ? []
+                : observed.info.disks.filter((d) => d.snapshot === "external");
+            if (outside.length) {
+                throw refuse(
+                    `its overlay ${outside.map((d) => `${d.file ?? "?"} (${d.name})`).join(", ")} is not in the domain's current disk chain: the domain was reverted to an earlier snapshot since. ` +
+                        (lossy
+                            ? `libvirt ${version.libvirt} would delete the base image with it (a data loss fixed in 11.0: libvirt #734, virt-manager #811)`
+                            : `libvirt ${version.libvirt} can't delete it ('could not find base disk source in disk source chain')`),
+                    `Set deletion: 'metadata' to drop libvirt's record and keep every file${lossy ? ", or upgrade libvirt to 11.0 or newer" : ""}.`,
+                );
+            }
+        }
     }
     // The domain's state is asked only where the rule can apply.
     if (
@@ -427,15 +518,37 @@ export async function deleteSnapshot(
     }
     await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
     const memoryFile = observed.info.memory.snapshot === "external" ? observed.info.memory.file : undefined;
-    if (memoryFile) {
+    if (memoryFile && version.number < VERSIONS.snapshotDeleteRemovesMemoryFile) {
         const r = await virsh.host(["rm", "-f", "--", memoryFile]);
         if (r.code !== 0) {
             throw new LibvirtError(
                 "failed",
                 `snapshot '${t.snapshotName}' was deleted, but its memory file could not be removed: ${memoryFile} (${r.stderr.trim() || `rm exited with ${r.code}`}). ` +
-                    `Remove it by hand; running destroy again is safe`,
+                    `Remove it by hand (libvirt ${version.libvirt} leaves it; with sudo, the login user needs a NOPASSWD rule for /usr/bin/rm); running destroy again is safe`,
                 { command: r.command, exitCode: r.code, stderr: r.stderr },
             );
         }
     }
+}
+
+/** Whether NAME is the domain's current snapshot or one of its ancestors (the snapshots the current state descends from). */
+async function isCurrentOrAncestor(virsh: Virsh, domain: string, name: string): Promise<boolean> {
+    let at: string;
+    try {
+        at = (await virsh.query(["snapshot-current", "--domain", domain, "--name"])).trim();
+    } catch (e) {
+        if (isKind(e, "snapshot-not-found") || (e instanceof LibvirtError && /has no current snapshot/.test(e.message))) return false;
+        throw e;
+    }
+    for (let depth = 0; at && depth < 10_000; depth++) {
+        if (at === name) return true;
+        try {
+            at = (await virsh.query(["snapshot-parent", "--domain", domain, "--snapshotname", at])).trim();
+        } catch (e) {
+            // A root snapshot has no parent: virsh exits 1 ("snapshot 'X' has no parent").
+            if (e instanceof LibvirtError && /has no parent/.test(e.message)) return false;
+            throw e;
+        }
+    }
+    return false;
 }

@@ -16,8 +16,10 @@ import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import { Virsh } from "../host/virsh";
 import {
+    chainLimitFailures,
     deleteSnapshot,
     kindOf,
+    makeOverlaysPrivate,
     memoryOf,
     observeSnapshot,
     planSnapshot,
@@ -195,10 +197,19 @@ async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; 
             : `cannot check domain '${m.domain}' on ${m.virsh.where}: ${messageOf(e)}`;
         return { failures: [{ property: m.property, reason }] };
     }
-    const { plan, failures } = planSnapshot(snapshotRequest(v), probe);
+    const planned = planSnapshot(snapshotRequest(v), probe);
+    const { plan } = planned;
+    let failures = planned.failures;
+    if (plan) {
+        try {
+            failures = await chainLimitFailures(m.virsh, probe, plan);
+        } catch (e) {
+            failures = [{ property: "kind", reason: `cannot read the disks' backing chains: ${messageOf(e)}` }];
+        }
+    }
     return {
         probe,
-        plan,
+        plan: failures.length ? undefined : plan,
         failures: failures.map((f) => ({ property: m.property, reason: `domain '${probe.info.name}': ${f.property}: ${f.reason}` })),
     };
 }
@@ -213,10 +224,14 @@ async function withLocks<T>(members: Member[], fn: () => Promise<T>): Promise<T>
 interface Taken {
     m: Member;
     probe: DomainProbe;
+    plan: SnapshotPlan;
 }
 
 /** Snapshot every member, all or nothing. Returns the member snapshots and the paused time. */
-async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: MemberSnapshot[]; pausedMilliseconds: number }> {
+async function snapshotAll(
+    v: Inputs,
+    members: Member[],
+): Promise<{ snapshots: MemberSnapshot[]; pausedMilliseconds: number; notPrivate: string[] }> {
     const planned = await Promise.all(members.map((m) => planMember(v, m)));
     const failures = planned.flatMap((p) => p.failures);
     if (failures.length) throw new InputError(failures);
@@ -247,7 +262,7 @@ async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: M
                 members.map(async (m, i) => {
                     try {
                         await takeSnapshot(m.virsh, planned[i]!.plan!);
-                        taken.push({ m, probe: planned[i]!.probe! });
+                        taken.push({ m, probe: planned[i]!.probe!, plan: planned[i]!.plan! });
                     } catch (e) {
                         failure ??= { m, error: e };
                     }
@@ -298,7 +313,17 @@ async function snapshotAll(v: Inputs, members: Member[]): Promise<{ snapshots: M
     if (resumeProblems.length)
         throw new LibvirtError("failed", `restore point '${v.snapshotName}' was taken, but ${resumeProblems.join("; ")}`);
     const snapshots = await Promise.all(taken.map((t) => describeMember(t.m, t.probe.info.uuid, v.snapshotName)));
-    return { snapshots: order(members, snapshots), pausedMilliseconds: paused.length ? resumedAt - pausedAt : 0 };
+    // Overlays libvirt may have left readable (see makeOverlaysPrivate); a failure there leaves the snapshots, and says so.
+    const notPrivate: string[] = [];
+    for (const t of taken) {
+        try {
+            const info = (await observeSnapshot(t.m.virsh, t.probe.info.uuid, v.snapshotName)).info;
+            await makeOverlaysPrivate(t.m.virsh, t.probe, t.plan, info);
+        } catch (e) {
+            notPrivate.push(`domain '${t.probe.info.name}': ${messageOf(e)}`);
+        }
+    }
+    return { snapshots: order(members, snapshots), pausedMilliseconds: paused.length ? resumedAt - pausedAt : 0, notPrivate };
 }
 
 async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {
@@ -419,11 +444,15 @@ export const restorePoint = {
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
         const v = parseOrThrow(RestorePointSchema, news);
         const members = membersOf(v);
-        const { snapshots, pausedMilliseconds } = await withLocks(members, () => snapshotAll(v, members));
-        return {
-            id: `restorepoint/${v.snapshotName}/${snapshots.map((s) => s.domainUuid).join(",")}`,
-            outs: outputsOf(v, snapshots, pausedMilliseconds),
-        };
+        const { snapshots, pausedMilliseconds, notPrivate } = await withLocks(members, () => snapshotAll(v, members));
+        const id = `restorepoint/${v.snapshotName}/${snapshots.map((s) => s.domainUuid).join(",")}`;
+        const outs = outputsOf(v, snapshots, pausedMilliseconds);
+        if (notPrivate.length) {
+            // The snapshots exist: Pulumi keeps the restore point (an init failure) while the error says what to do.
+            const message = `restore point '${v.snapshotName}' was taken, but: ${notPrivate.join("; ")}`;
+            throw Object.assign(new LibvirtError("failed", message), { id, properties: outs, reasons: [message] });
+        }
+        return { id, outs };
     },
 
     async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {

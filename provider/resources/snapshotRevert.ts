@@ -8,11 +8,11 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
-import { LibvirtError, isKind, messageOf } from "../errors";
+import { LibvirtError, isKind, knownBugOf, messageOf } from "../errors";
 import { InputError, domainRef, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virshFor, withoutConnection } from "../resource";
-import { listCheckpoints, listSnapshots, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
+import { inRange, listCheckpoints, listSnapshots, names, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, type SnapshotInfo } from "../host/xml";
 import { kindOf } from "./moments";
@@ -111,6 +111,20 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
                 `('revert to external snapshot not supported yet'; its capabilities show no <externalSnapshot/>, which libvirt 9.9 and newer have). ` +
                 `Revert to an internal snapshot, or upgrade libvirt on the host`,
         });
+    }
+    if (kindOf(snapshot) === "internal" && inRange(probe.version.number, VERSIONS.deleteAfterRevertDataLoss)) {
+        const external = names(
+            await virsh.query(["snapshot-list", "--domain", domain, "--from", v.snapshot, "--descendants", "--external", "--name"]),
+        );
+        if (external.length) {
+            failures.push({
+                property: "snapshot",
+                reason:
+                    `'${v.snapshot}' is an internal snapshot with external descendants (${external.map((n) => `'${n}'`).join(", ")}), and libvirt ${probe.version.libvirt} ` +
+                    `deletes the base image when one of them is deleted after this revert (a data loss fixed in 11.0: libvirt #734, virt-manager #811). ` +
+                    `Nothing was changed. Delete the external snapshots first, or upgrade libvirt to 11.0 or newer`,
+            });
+        }
     }
     if (checkpoints.length) {
         failures.push({
@@ -236,8 +250,8 @@ function outputsOf(v: Inputs, probe: DomainProbe, snapshot: SnapshotInfo, revert
     };
 }
 
-/** Check, revert, read the state back (the caller holds the domain's lock). */
-async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
+/** Check, revert, read the state back (the caller holds the domain's lock). Exported for a unit test of libvirt's known bugs. */
+export async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
     let probe: DomainProbe;
     try {
         probe = await probeDomain(virsh, v.domain);
@@ -252,7 +266,7 @@ async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
     const idBefore = await domainId(virsh, domain);
     const at = new Date().toISOString();
     try {
-        await virsh.run(revertArgv(domain, v));
+        await revertRetryingOverlayName(virsh, revertArgv(domain, v));
     } catch (e) {
         let now = "unknown";
         let idNow = "unknown";
@@ -268,10 +282,26 @@ async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
         }
         const [first, ...rest] = messageOf(e).split("\n");
         const cutOff = isKind(e, "connection-failed") || isKind(e, "timeout");
+        const bug = cutOff ? undefined : knownBugOf(e instanceof LibvirtError ? (e.stderr ?? e.message) : messageOf(e));
+        // The known bug fails before qemu loads anything; a running domain libvirt left paused gets its CPUs back, as it was.
+        if (bug && probe.state === "running" && now.startsWith("paused")) {
+            try {
+                await virsh.run(["resume", "--domain", domain]);
+                now = `${(await virsh.query(["domstate", "--domain", domain, "--reason"])).trim()}, resumed by the provider`;
+            } catch {
+                /* say what it is now */
+            }
+        }
         const lines = [
             `reverting domain '${probe.info.name}' to snapshot '${v.snapshot}' failed: ${first}`,
             `  the domain was ${probe.state} (id ${idBefore}) before and is ${now} (id ${idNow}) now.`,
         ];
+        if (bug) {
+            lines.push(
+                `  this is a known libvirt bug: ${bug.what}; libvirt ${bug.fixedIn} fixes it. The host runs libvirt ${probe.version.libvirt}: ` +
+                    `upgrade it to ${bug.fixedIn} or newer (or a build with the fix), then run pulumi up again.`,
+            );
+        }
         if (cutOff) {
             lines.push(
                 `  whether libvirt reverted it is unknown. Pulumi keeps the revert in the state: the next pulumi up checks the host ` +
@@ -290,6 +320,25 @@ async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
     const revertedAt = new Date().toISOString();
     const domainState = await stateOf(virsh, domain);
     return outputsOf(v, probe, snapshot, revertedAt, domainState);
+}
+
+/**
+ * libvirt (11.3 measured) names the overlay a revert to an external snapshot makes after the base image and the
+ * time in whole seconds (`disk.1796482571`), so a second revert within the same second finds its file taken
+ * ('external snapshot file for disk vda already exists') and changes nothing. The next second has a free name.
+ */
+async function revertRetryingOverlayName(virsh: Virsh, argv: string[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+        try {
+            await virsh.run(argv);
+            return;
+        } catch (e) {
+            const taken =
+                e instanceof LibvirtError && /external snapshot file for disk \S+ already exists .*\.\d{9,}$/m.test(e.stderr ?? "");
+            if (!taken || attempt >= 2) throw e;
+            await new Promise((r) => setTimeout(r, 1100 - (Date.now() % 1000)));
+        }
+    }
 }
 
 /** The next up after a cut-off revert: record it if libvirt did it, else revert now. */

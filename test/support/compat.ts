@@ -18,7 +18,9 @@ export type Feature =
     | "external-nonleaf-delete-offline"
     | "external-revert"
     | "checkpoint-create-offline"
-    | "checkpoint-delete-offline";
+    | "checkpoint-delete-offline"
+    | "external-delete-after-internal-revert"
+    | "chain-26-images-start";
 const LABELS = new Map(ROWS.map(([k, label]) => [k, label]));
 
 export type Outcome = "works" | "refused";
