@@ -10,8 +10,20 @@ import * as path from "node:path";
 import { DomainBackupProvider } from "pulumi-libvirt-snapshots";
 import type { ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
-import { MiB, checkpointNames, domstate, expectCallError, re } from "./support/helpers";
-import { hostRun, loadLab, readGuestCounter, virshOk, waitGuestCounter, type TestDomain } from "./support/lab";
+import { MiB, checkpointNames, domstate, expectCallError, re, sameHostConnection } from "./support/helpers";
+import {
+    guestDisk,
+    hostRun,
+    loadLab,
+    makeGuestDomain,
+    readGuestCounter,
+    sleep,
+    virshOk,
+    waitGuestCounter,
+    type TestDomain,
+} from "./support/lab";
+import { startThawGuard } from "../provider/host/thawGuard";
+import { Virsh } from "../provider/host/virsh";
 
 const lab = loadLab();
 
@@ -394,6 +406,63 @@ describe("DomainBackup (engine path, real lab)", function () {
             await virshOk(["checkpoint-delete", "--domain", dom.name, "--checkpointname", "foreign"]).catch(() => undefined);
             await suite.engine.destroy({ ...s, outs: { ...s.outs, deletion: "files" } });
             assert.equal(exists(file), false);
+        });
+    });
+
+    describe("quiesce on the real guest (qemu-guest-agent)", () => {
+        let dom: TestDomain;
+        const freezeStatus = async () =>
+            (JSON.parse(await virshOk(["qemu-agent-command", dom.name, '{"execute":"guest-fsfreeze-status"}'])) as { return: string })
+                .return;
+        before(async function () {
+            this.timeout(240_000);
+            dom = await makeGuestDomain({ prefix: "labtmp-bkup-" });
+        });
+        after(async () => {
+            await dom?.dispose().catch(() => undefined);
+        });
+
+        it("the thaw guard on the host thaws a guest nobody thaws, and a cancelled guard leaves it alone", async () => {
+            // The provider's own module, through the same runner and connection a resource uses.
+            const virsh = new Virsh(sameHostConnection(lab) as ConstructorParameters<typeof Virsh>[0]);
+            assert.equal(await freezeStatus(), "thawed");
+            await startThawGuard(virsh, dom.uuid, 3);
+            await virshOk(["domfsfreeze", "--domain", dom.name]);
+            assert.equal(await freezeStatus(), "frozen");
+            // Nothing here thaws it: the guard does, on the host, after its deadline.
+            let status = "frozen";
+            for (const until = Date.now() + 30_000; status === "frozen" && Date.now() < until; await sleep(500))
+                status = await freezeStatus();
+            assert.equal(status, "thawed", "the guard thawed the guest");
+
+            const cancelled = await startThawGuard(virsh, dom.uuid, 2);
+            await cancelled.cancel();
+            await virshOk(["domfsfreeze", "--domain", dom.name]);
+            try {
+                await sleep(5_000);
+                assert.equal(await freezeStatus(), "frozen", "a cancelled guard does not thaw a later freeze");
+            } finally {
+                await virshOk(["domfsthaw", "--domain", dom.name]);
+            }
+            assert.equal(await freezeStatus(), "thawed");
+        });
+
+        it("quiesce: true freezes the ext4 for the start of the job: the backup's filesystem is clean, the guest thawed after", async () => {
+            const targetDir = path.join(dom.dir, "backups");
+            const s = await up("quiesced", { domain: dom.name, targetDir, checkpointName: "quiesced", quiesce: true, deletion: "files" });
+            assert.equal(await freezeStatus(), "thawed");
+            assert.equal(typeof s.outs.frozenMilliseconds, "number");
+            assert.ok((s.outs.frozenMilliseconds as number) > 0);
+            const file = (s.outs.files as FileOut[])[0]!.file;
+            assert.equal(guestDisk(file).clean, true, "the backup's ext4 needs no journal replay: it was frozen when the job started");
+            await suite.engine.destroy(s);
+            assert.equal(exists(file), false);
+            // The control: the same backup of the writing guest without quiesce catches its ext4 mid-journal.
+            const plain = await up("plain", { domain: dom.name, targetDir, checkpointName: "plain", deletion: "files" });
+            assert.equal(plain.outs.frozenMilliseconds, null);
+            assert.equal(guestDisk((plain.outs.files as FileOut[])[0]!.file).clean, false);
+            await suite.engine.destroy(plain);
+            assert.deepEqual(await checkpointNames(dom.name), []);
         });
     });
 });
