@@ -10,6 +10,7 @@ import { domainSnapshot } from "./resources/domainSnapshot";
 import { domainCheckpoint } from "./resources/domainCheckpoint";
 import { snapshotRevert } from "./resources/snapshotRevert";
 import { restorePoint as restorePointResource } from "./resources/restorePoint";
+import { domainBackup } from "./resources/domainBackup";
 
 /** What the engine passes: plain JSON, validated inside each method. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -32,6 +33,7 @@ export interface Impl {
     checkpoint: ResourceImpl;
     revert: ResourceImpl;
     restorePoint: ResourceImpl;
+    backup: ResourceImpl;
 }
 
 /** The resources' keys in `Impl`, one per shim. */
@@ -48,3 +50,4 @@ export const snapshot: Impl["snapshot"] = guarded(domainSnapshot);
 export const checkpoint: Impl["checkpoint"] = guarded(domainCheckpoint);
 export const revert: Impl["revert"] = guarded(snapshotRevert);
 export const restorePoint: Impl["restorePoint"] = guarded(restorePointResource);
+export const backup: Impl["backup"] = guarded(domainBackup);

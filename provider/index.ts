@@ -11,6 +11,7 @@ import type { DomainSnapshotOutputs, DomainSnapshotSchema } from "./resources/do
 import type { CheckpointDiskState, DomainCheckpointOutputs, DomainCheckpointSchema } from "./resources/domainCheckpoint";
 import type { SnapshotRevertOutputs, SnapshotRevertSchema } from "./resources/snapshotRevert";
 import type { MemberSnapshot, RestorePointOutputs, RestorePointSchema } from "./resources/restorePoint";
+import type { BackupFile, DomainBackupOutputs, DomainBackupSchema } from "./resources/domainBackup";
 
 export type {
     Connection,
@@ -20,6 +21,8 @@ export type {
     DomainCheckpointOutputs,
     SnapshotRevertOutputs,
     RestorePointOutputs,
+    BackupFile,
+    DomainBackupOutputs,
 };
 
 /**
@@ -44,6 +47,7 @@ export const DomainSnapshotProvider = shim("snapshot");
 export const DomainCheckpointProvider = shim("checkpoint");
 export const SnapshotRevertProvider = shim("revert");
 export const RestorePointProvider = shim("restorePoint");
+export const DomainBackupProvider = shim("backup");
 
 // ---- arguments ------------------------------------------------------------------
 
@@ -217,6 +221,37 @@ export interface RestorePointArgs {
     timeoutSeconds?: pulumi.Input<number>;
 }
 
+export interface DomainBackupArgs {
+    /** Where the domain lives. Default: the stack config. */
+    connection?: pulumi.Input<ConnectionArgs>;
+    /** The domain's name or UUID; it must be running or paused. */
+    domain: pulumi.Input<string>;
+    /**
+     * The folder on the libvirt host for the backup files (made if missing). Each disk goes to
+     * `DOMAIN.CHECKPOINT.DISK.qcow2`; an incremental finds its base there by the same rule.
+     */
+    targetDir: pulumi.Input<string>;
+    /** The checkpoint of an earlier backup (typically its `checkpointName` output): only the blocks written since are copied. Default: a full backup. */
+    incrementalFrom?: pulumi.Input<string>;
+    /** Per-disk choices. Default: every writable disk is backed up. */
+    disks?: pulumi.Input<pulumi.Input<BackupDiskArgs>[]>;
+    /** The checkpoint this backup creates, atomically with it. Default: the resource's logical name. Same rules as DomainCheckpoint's. */
+    checkpointName?: pulumi.Input<string>;
+    /** Freeze the guest's filesystems (guest agent) while the job starts; a guard on the host thaws them if the provider is cut off. Default false. */
+    quiesce?: pulumi.Input<boolean>;
+    /** `checkpoint` (the default) removes the checkpoint on destroy and keeps the files; `files` removes the files too. */
+    deletion?: pulumi.Input<"checkpoint" | "files">;
+    /** The bound for the whole backup job; a job that outlives it is aborted and its partial files removed. Default 3600. */
+    timeoutSeconds?: pulumi.Input<number>;
+}
+
+export interface BackupDiskArgs {
+    /** A disk target (`vda`) or its source path. */
+    name: pulumi.Input<string>;
+    /** `yes` (copy the disk) or `no` (leave it out, for example a raw one). */
+    backup: pulumi.Input<"yes" | "no">;
+}
+
 // Each interface above is exactly its schema's input type, with every value a
 // Pulumi Input and the name (which defaults to the logical name) optional.
 type Resolved<T> =
@@ -241,6 +276,7 @@ type ArgsMatchSchemas = [
     Assert<Same<DomainCheckpointArgs, WithOptional<z.input<typeof DomainCheckpointSchema>, "checkpointName">>>,
     Assert<Same<SnapshotRevertArgs, z.input<typeof SnapshotRevertSchema>>>,
     Assert<Same<RestorePointArgs, WithOptional<z.input<typeof RestorePointSchema>, "snapshotName">>>,
+    Assert<Same<DomainBackupArgs, WithOptional<z.input<typeof DomainBackupSchema>, "checkpointName">>>,
 ];
 
 // ---- resources --------------------------------------------------------------------
@@ -440,6 +476,66 @@ export class RestorePoint extends pulumi.dynamic.Resource implements Outputs<Res
             secretOpts(opts, ["connection", "targets"]),
             MODULE,
             "RestorePoint",
+        );
+    }
+}
+
+/**
+ * A libvirt push-mode backup of one running (or paused) domain: a full copy of
+ * its disks, or only the blocks written since an earlier backup's checkpoint.
+ * It makes its own checkpoint, for the next incremental. Refresh reports a
+ * missing or changed file in `intact` and `drift`; destroy keeps the files
+ * unless `deletion: "files"`.
+ */
+export class DomainBackup extends pulumi.dynamic.Resource implements Outputs<DomainBackupOutputs> {
+    declare public readonly connection: pulumi.Output<Connection | undefined>;
+    declare public readonly domain: pulumi.Output<string>;
+    declare public readonly targetDir: pulumi.Output<string>;
+    declare public readonly incrementalFrom: pulumi.Output<string | undefined>;
+    declare public readonly checkpointName: pulumi.Output<string>;
+    declare public readonly deletion: pulumi.Output<DomainBackupOutputs["deletion"]>;
+    declare public readonly domainName: pulumi.Output<string>;
+    declare public readonly domainUuid: pulumi.Output<string>;
+    declare public readonly kind: pulumi.Output<DomainBackupOutputs["kind"]>;
+    declare public readonly basedOn: pulumi.Output<Record<string, string> | null>;
+    declare public readonly files: pulumi.Output<BackupFile[]>;
+    declare public readonly bytesProcessed: pulumi.Output<number>;
+    declare public readonly completedAt: pulumi.Output<string>;
+    declare public readonly frozenMilliseconds: pulumi.Output<number | null>;
+    declare public readonly adopted: pulumi.Output<boolean>;
+    declare public readonly libvirtVersion: pulumi.Output<string>;
+    declare public readonly intact: pulumi.Output<boolean>;
+    declare public readonly drift: pulumi.Output<string | null>;
+    declare public readonly checkedAt: pulumi.Output<string>;
+
+    constructor(name: string, args: DomainBackupArgs, opts?: pulumi.CustomResourceOptions) {
+        super(
+            DomainBackupProvider,
+            name,
+            {
+                ...args,
+                connection: secretInput(args.connection),
+                checkpointName: args.checkpointName ?? name,
+                incrementalFrom: args.incrementalFrom,
+                deletion: args.deletion,
+                domainName: undefined,
+                domainUuid: undefined,
+                kind: undefined,
+                basedOn: undefined,
+                files: undefined,
+                bytesProcessed: undefined,
+                completedAt: undefined,
+                frozenMilliseconds: undefined,
+                adopted: undefined,
+                libvirtVersion: undefined,
+                intact: undefined,
+                drift: undefined,
+                checkedAt: undefined,
+                declared: undefined,
+            },
+            secretOpts(opts),
+            MODULE,
+            "DomainBackup",
         );
     }
 }

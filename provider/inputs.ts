@@ -70,29 +70,44 @@ export const description = z
     })
     .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE });
 
-/** A file on the libvirt host: absolute and already normal, so '..' can't walk anywhere. */
-export const hostPath = z
-    .string({ error: "must be a string (an absolute path on the libvirt host)" })
-    .min(1, { error: "must not be empty" })
-    .max(4096, { error: "must be at most 4096 bytes" })
-    .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
-    .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
-    .refine((s) => !XML_NONCHARACTER.test(s), {
-        error: "must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the snapshot XML",
-    })
-    .refine((s) => s.startsWith("/"), { error: "must be an absolute path on the libvirt host" })
-    .refine((s) => path.posix.normalize(s) === s && !s.split("/").includes(".."), {
-        error: "must be a normal absolute path, without '..', '.' or '//' segments",
-    })
-    .refine((s) => !s.endsWith("/"), { error: "must name a file, not a directory" })
-    .refine((s) => s.split("/").every((seg) => Buffer.byteLength(seg, "utf8") <= 255), {
-        error: "must not have a path component longer than 255 bytes (the file system's limit for a name)",
-    })
-    // libvirt 9.0 escapes ',' as ',,' for qemu's option syntax, then passes an offline overlay's path to
-    // qemu-img create as a plain file name: the overlay lands at another path, and the domain points at a missing file.
-    .refine((s) => !s.includes(","), {
-        error: "must not contain ',': libvirt 9.0 creates an offline overlay at the path with every ',' doubled and then points the domain at the path as given, which does not exist",
-    });
+/** A path on the libvirt host: absolute and already normal, so '..' can't walk anywhere. */
+function absoluteHostPath(what: "file" | "folder") {
+    return (
+        z
+            .string({ error: "must be a string (an absolute path on the libvirt host)" })
+            .min(1, { error: "must not be empty" })
+            .max(4096, { error: "must be at most 4096 bytes" })
+            .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
+            .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
+            .refine((s) => !XML_NONCHARACTER.test(s), {
+                error: `must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the ${what === "file" ? "snapshot" : "backup"} XML`,
+            })
+            .refine((s) => s.startsWith("/"), { error: "must be an absolute path on the libvirt host" })
+            .refine((s) => path.posix.normalize(s) === s && !s.split("/").includes(".."), {
+                error: "must be a normal absolute path, without '..', '.' or '//' segments",
+            })
+            .refine((s) => s === "/" || !s.endsWith("/"), {
+                error: what === "file" ? "must name a file, not a directory" : "must not end with '/'",
+            })
+            .refine((s) => s.split("/").every((seg) => Buffer.byteLength(seg, "utf8") <= 255), {
+                error: "must not have a path component longer than 255 bytes (the file system's limit for a name)",
+            })
+            // libvirt 9.0 escapes ',' as ',,' for qemu's option syntax, then passes an offline overlay's path to
+            // qemu-img create as a plain file name: the overlay lands at another path, and the domain points at a missing file.
+            .refine((s) => !s.includes(","), {
+                error:
+                    what === "file"
+                        ? "must not contain ',': libvirt 9.0 creates an offline overlay at the path with every ',' doubled and then points the domain at the path as given, which does not exist"
+                        : "must not contain ',': libvirt doubles every ',' in a path it hands to qemu, so files in it may land elsewhere",
+            })
+    );
+}
+
+/** A file on the libvirt host. */
+export const hostPath = absoluteHostPath("file").refine((s) => s !== "/", { error: "must name a file, not a directory" });
+
+/** A folder on the libvirt host. */
+export const hostFolder = absoluteHostPath("folder");
 
 export const timeoutSeconds = z
     .number({ error: "must be a number of seconds" })

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { PACKAGE_ROOT } from "./harness/engine";
-import { virshOk } from "./support/lab";
+import { hostRun, virshOk } from "./support/lab";
 import { extraTranscripts } from "./support/secrets-hook";
 
 interface Result {
@@ -43,8 +43,9 @@ describe("examples (run under mocks against the real provider and lab)", functio
         .readdirSync(path.join(PACKAGE_ROOT, "examples"))
         .filter((d) => fs.existsSync(path.join(PACKAGE_ROOT, "examples", d, "Pulumi.yaml")));
 
-    it("has the three documented examples, each with its own Pulumi.yaml, and the root Pulumi.yaml runs the quickstart", () => {
-        for (const e of ["quickstart", "pre-upgrade", "checkpoint-and-backup"]) assert.ok(examples.includes(e), `examples/${e}`);
+    it("has the four documented examples, each with its own Pulumi.yaml, and the root Pulumi.yaml runs the quickstart", () => {
+        for (const e of ["quickstart", "pre-upgrade", "checkpoint-and-backup", "backup-before-upgrade"])
+            assert.ok(examples.includes(e), `examples/${e}`);
         const root = fs.readFileSync(path.join(PACKAGE_ROOT, "Pulumi.yaml"), "utf8");
         assert.match(root, /^main: examples\/quickstart\/index\.ts$/m);
     });
@@ -110,6 +111,31 @@ describe("examples (run under mocks against the real provider and lab)", functio
         assert.ok(Date.parse(String(revert!.outs.revertedAt)) > 0);
         assert.deepEqual(await snapshotsOf("lab-idle"), []);
         assert.equal((await virshOk(["domstate", "--domain", "lab-idle"])).trim(), "running");
+    });
+
+    it("backup-before-upgrade: a checkpoint, a full backup, the upgrade, an incremental backup based on the full one; all removed again", async () => {
+        const r = await runExample("examples/backup-before-upgrade", ["--config", "deletion=files"]);
+        assert.deepEqual(
+            r.created.map((c) => c.type),
+            [
+                "pulumi-nodejs:dynamic/libvirt-snapshots:DomainCheckpoint",
+                "pulumi-nodejs:dynamic/libvirt-snapshots:DomainBackup",
+                "command:remote:Command",
+                "pulumi-nodejs:dynamic/libvirt-snapshots:DomainBackup",
+            ],
+        );
+        const [cp, full, cmd, inc] = r.created;
+        assert.equal(typeof cp!.outs.changedBytes, "number");
+        assert.equal(full!.outs.kind, "full");
+        assert.equal(cmd!.ran, false, "the remote command is @pulumi/command's, echoed by the mock");
+        assert.equal(inc!.outs.kind, "incremental");
+        assert.equal(inc!.outs.incrementalFrom, "full-before-upgrade");
+        const fullFile = (full!.outs.files as Array<{ file: string }>)[0]!.file;
+        assert.deepEqual(inc!.outs.basedOn, { vda: fullFile });
+        assert.deepEqual(await checkpointsOf(String(cp!.outs.domainName)), []);
+        const files = [fullFile, (inc!.outs.files as Array<{ file: string }>)[0]!.file];
+        const left = await hostRun("/usr/bin/stat", ["-c", "%n", ...files]);
+        assert.equal(left.stdout, "", "deletion: files removed both backups");
     });
 
     it("checkpoint-and-backup: a checkpoint whose changedBytes is reported, removed again", async () => {

@@ -81,11 +81,13 @@ export class Virsh {
     /**
      * A command other than virsh on the libvirt host (rm, qemu-img), with the
      * same environment, sudo and quoting. Resolves whatever its exit code;
-     * a lost connection or a timeout rejects, as for virsh.
+     * a lost connection or a timeout rejects, as for virsh. `asLoginUser` leaves
+     * sudo out: for files only the login user's own commands touch (a private
+     * folder whose XML a sudo'ed virsh reads), so no extra sudo rule is needed.
      */
-    async host(argv: readonly string[], opts: { timeoutMs?: number } = {}): Promise<HostResult> {
-        const full = this.hostArgv(argv);
-        const r = await this.transport.exec(full, { timeoutMs: opts.timeoutMs ?? READ_TIMEOUT_MS });
+    async host(argv: readonly string[], opts: { timeoutMs?: number; stdin?: string; asLoginUser?: boolean } = {}): Promise<HostResult> {
+        const full = opts.asLoginUser ? ["env", "LC_ALL=C", ...argv] : this.hostArgv(argv);
+        const r = await this.transport.exec(full, { timeoutMs: opts.timeoutMs ?? READ_TIMEOUT_MS, stdin: opts.stdin });
         const secrets = this.transport.secrets;
         return { ...r, stderr: redact(r.stderr, secrets), command: redact(commandLine(full), secrets) };
     }

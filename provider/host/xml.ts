@@ -344,3 +344,54 @@ export function withCheckpointParent(xml: string, parent: string | undefined): s
     }
     return orderedBuilder.build(doc) as string;
 }
+
+// ---- backup -------------------------------------------------------------------
+
+export interface BackupSpec {
+    /** The checkpoint an incremental backup starts from; none for a full one. */
+    incremental?: string;
+    /** Every disk of the domain: backed up into a new qcow2 file, or left out. */
+    disks: Array<{ name: string; file?: string }>;
+}
+
+/** A push-mode backup: libvirt (qemu) writes each disk into its target file. */
+export function buildBackupXml(spec: BackupSpec): string {
+    const doc: Node = {
+        "@mode": "push",
+        ...(spec.incremental !== undefined ? { incremental: spec.incremental } : {}),
+        disks: {
+            disk: spec.disks.map((d) =>
+                d.file
+                    ? { "@name": d.name, "@backup": "yes", "@type": "file", driver: { "@type": "qcow2" }, target: { "@file": d.file } }
+                    : { "@name": d.name, "@backup": "no" },
+            ),
+        },
+    };
+    return builder.build({ domainbackup: doc }) as string;
+}
+
+export interface BackupJobXml {
+    mode: string;
+    incremental?: string;
+    /** The disks being backed up and their target files. */
+    disks: Array<{ name: string; file?: string }>;
+}
+
+const backupParser = new XMLParser({
+    ignoreAttributes: false,
+    attributeNamePrefix: "@",
+    parseTagValue: false,
+    parseAttributeValue: false,
+    trimValues: true,
+    isArray: (_name, jpath) => String(jpath) === "domainbackup.disks.disk",
+});
+
+/** `virsh backup-dumpxml`: the running backup job's own description. */
+export function parseBackupXml(xml: string): BackupJobXml {
+    const b = (backupParser.parse(xml) as Node).domainbackup as Node | undefined;
+    if (!b) throw new Error("not a libvirt backup XML document");
+    const disks = ((((b.disks ?? {}) as Node).disk as Node[] | undefined) ?? [])
+        .filter((n) => attr(n, "backup") !== "no")
+        .map((n) => ({ name: attr(n, "name") ?? "", file: attr(n.target, "file") }));
+    return { mode: attr(b, "mode") ?? "push", incremental: text(b.incremental), disks };
+}

@@ -46,7 +46,8 @@ const bitmapName = z
 // [a-zA-Z0-9_-][a-zA-Z0-9_.-]*: stricter than snapshot names (no spaces, no quotes).
 const CHECKPOINT_NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
 const anyMomentName = momentName("checkpoint");
-const checkpointName = momentName("checkpoint").refine(
+/** A checkpoint name libvirt's checkpoint schema takes (DomainBackup names its checkpoints with it too). */
+export const checkpointName = momentName("checkpoint").refine(
     // Where momentName already explains what is wrong, one message is enough.
     (s) => CHECKPOINT_NAME.test(s) || !anyMomentName.safeParse(s).success,
     {

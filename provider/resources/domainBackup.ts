@@ -1,0 +1,719 @@
+// DomainBackup: the whole life of one libvirt push-mode backup.
+//   inputs (zod) → plan (backup XML + checkpoint XML, checked against the live
+//   domain, its checkpoint chain and the files on the host)
+//   → virsh backup-begin (the new checkpoint made atomically with it)
+//   → wait for the job (domjobinfo) → read the files back → outputs
+// A backup is data that outlives the stack: refresh only reports drift
+// (a missing or changed file), and nothing ever takes a new backup under an
+// existing checkpoint name, which would break every later incremental.
+import * as path from "node:path";
+import type * as pulumi from "@pulumi/pulumi";
+import { z } from "zod";
+import { ConnectionSchema, type Connection } from "../connection";
+import { LibvirtError, isKind, messageOf } from "../errors";
+import { InputError, domainRef, hostFolder, timeoutSeconds, type CheckFailure } from "../inputs";
+import { withDomainLock } from "../locks";
+import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, sameDomain, withoutConnection } from "../resource";
+import { resolveConnection } from "../stackConfig";
+import { listCheckpoints, names, probeDomain, type DomainProbe } from "../host/probe";
+import { withPrivateFolder } from "../host/privateFolder";
+import { withFrozenGuest } from "../host/thawGuard";
+import { Virsh } from "../host/virsh";
+import { buildBackupXml, buildCheckpointXml, parseBackupXml, parseCheckpointXml, type CheckpointSpec } from "../host/xml";
+import { checkpointName } from "./domainCheckpoint";
+import { coveredDisks, type Fail } from "./moments";
+
+/** A whole backup job of real disks can take a while: the default bound for it. */
+export const DEFAULT_BACKUP_TIMEOUT_SECONDS = 3600;
+const POLL_MS = 1000;
+
+// ---- inputs ----------------------------------------------------------------
+
+export const BackupDiskSchema = z.strictObject({
+    name: z.string({ error: "must be a string (a disk target such as vda, or its source path)" }).min(1, { error: "must not be empty" }),
+    backup: z.enum(["yes", "no"], { error: "must be 'yes' (copy the disk) or 'no' (leave it out)" }),
+});
+
+export const DomainBackupSchema = z
+    .strictObject({
+        connection: ConnectionSchema.optional(),
+        domain: domainRef,
+        targetDir: hostFolder,
+        incrementalFrom: checkpointName.optional(),
+        disks: z.array(BackupDiskSchema, { error: "must be a list of { name, backup }" }).optional(),
+        checkpointName,
+        quiesce: z.boolean({ error: "must be true or false" }).default(false),
+        deletion: z
+            .enum(["checkpoint", "files"], {
+                error: "must be 'checkpoint' (remove the checkpoint, keep the backup files) or 'files' (remove both)",
+            })
+            .default("checkpoint"),
+        timeoutSeconds: timeoutSeconds.default(DEFAULT_BACKUP_TIMEOUT_SECONDS),
+    })
+    .superRefine((v, ctx) => {
+        if (v.incrementalFrom !== undefined && v.incrementalFrom === v.checkpointName)
+            ctx.addIssue({
+                code: "custom",
+                path: ["incrementalFrom"],
+                message: "must name an earlier checkpoint, not the one this backup creates (checkpointName)",
+            });
+        const seen = new Set<string>();
+        v.disks?.forEach((d, i) => {
+            if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+            seen.add(d.name);
+        });
+    });
+
+type Inputs = z.infer<typeof DomainBackupSchema>;
+
+/** One disk's backup file. */
+export interface BackupFile {
+    /** Disk target, e.g. vda. */
+    disk: string;
+    /** The qcow2 file on the libvirt host. */
+    file: string;
+    /** Its size in bytes when the backup completed. */
+    size: number;
+    /** The data the backup wrote into it (its allocated clusters), in bytes. */
+    bytesCopied: number;
+    /** For an incremental: the backup file it builds on (restore rebases onto it); null for a full backup. */
+    basedOn: string | null;
+}
+
+/** What a DomainBackup exposes. */
+export interface DomainBackupOutputs {
+    /** The connection it was made through (stored as a secret). */
+    connection?: Connection;
+    /** The domain as declared: name or UUID. */
+    domain: string;
+    targetDir: string;
+    /** The checkpoint an incremental starts from, as declared. */
+    incrementalFrom?: string;
+    /** The checkpoint this backup created. */
+    checkpointName: string;
+    /** What destroy does: `checkpoint` removes the checkpoint and keeps the files; `files` removes both. */
+    deletion: "checkpoint" | "files";
+    domainName: string;
+    domainUuid: string;
+    /** `full`, or `incremental` (only the blocks written since incrementalFrom). */
+    kind: "full" | "incremental";
+    /** Per disk: the file it builds on (an incremental), else null. */
+    basedOn: Record<string, string> | null;
+    /** Per disk: the file, its size and the bytes the job copied. */
+    files: BackupFile[];
+    /** What libvirt's job reported it processed, over all disks. */
+    bytesProcessed: number;
+    /** When the job completed (ISO 8601). */
+    completedAt: string;
+    /** How long the guest's filesystems were frozen (quiesce), else null. */
+    frozenMilliseconds: number | null;
+    /** True when create found this backup's own job already running (an earlier, interrupted run) and took its result. */
+    adopted: boolean;
+    libvirtVersion: string;
+    /** Every file is there with the size it had when the backup completed (checked again by every refresh). */
+    intact: boolean;
+    /** Why not intact, or a problem with the checkpoint's bitmaps; null when all is well. */
+    drift: string | null;
+    /** When intact and drift were last checked (ISO 8601). */
+    checkedAt: string;
+}
+
+interface Recorded extends DomainBackupOutputs {
+    declared: Omit<Inputs, "connection">;
+}
+
+// ---- facts from the host, and the plan ----------------------------------------------
+
+/** The file a disk's backup goes to: named after the domain, the checkpoint and the disk, so an incremental finds its base. */
+export function backupFileName(targetDir: string, domainName: string, checkpoint: string, disk: string): string {
+    const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]/g, "_");
+    return path.posix.join(targetDir, `${safe(domainName)}.${checkpoint}.${safe(disk)}.qcow2`);
+}
+
+interface JobInfo {
+    /** none, bounded, unbounded, completed, failed, cancelled */
+    type: string;
+    /** backup, snapshot, migration-out... or a number libvirt added later. */
+    operation: string;
+    processed?: number;
+    total?: number;
+    error?: string;
+}
+
+const JOB_TYPES = ["none", "bounded", "unbounded", "completed", "failed", "cancelled"];
+const JOB_OPERATIONS = [
+    "unknown",
+    "start",
+    "save",
+    "restore",
+    "incoming migration",
+    "outgoing migration",
+    "snapshot",
+    "snapshot revert",
+    "dump",
+    "backup",
+];
+
+/** `virsh domjobinfo --rawstats`: the numbers as libvirt gives them. */
+export function parseJobInfo(out: string): JobInfo {
+    const kv = new Map<string, string>();
+    for (const line of out.split("\n")) {
+        const m = /^\s*([^:]+?):\s*(.*?)\s*$/.exec(line);
+        if (m) kv.set(m[1]!.toLowerCase(), m[2]!);
+    }
+    const type = Number(kv.get("job type") ?? 0);
+    const op = kv.get("operation");
+    const num = (k: string) => (kv.has(k) && /^\d+$/.test(kv.get(k)!) ? Number(kv.get(k)) : undefined);
+    return {
+        type: JOB_TYPES[type] ?? String(type),
+        operation: op === undefined ? "unknown" : (JOB_OPERATIONS[Number(op)] ?? `operation ${op}`),
+        processed: num("disk_processed") ?? num("data_processed"),
+        total: num("disk_total") ?? num("data_total"),
+        error: kv.get("errmsg"),
+    };
+}
+
+async function jobInfo(virsh: Virsh, domain: string, completed = false): Promise<JobInfo> {
+    const extra = completed ? ["--completed", "--keep-completed", "--anystats"] : [];
+    return parseJobInfo(await virsh.run(["domjobinfo", "--domain", domain, "--rawstats", ...extra], { timeoutMs: 60_000 }));
+}
+
+/** Sizes of files on the host; a missing file has none. Paths hold no newline (hostFolder refuses control characters). */
+async function fileSizes(virsh: Virsh, files: string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (!files.length) return out;
+    const r = await virsh.host(["stat", "-L", "-c", "%s %n", "--", ...files]);
+    for (const line of r.stdout.split("\n")) {
+        const m = /^(\d+) (.*)$/.exec(line);
+        if (m) out.set(m[2]!, Number(m[1]));
+    }
+    if (r.code !== 0 && out.size === 0 && !/No such file/.test(r.stderr))
+        throw new LibvirtError("failed", `cannot read the backup files on the libvirt host: ${r.stderr.trim()}`, {
+            command: r.command,
+            exitCode: r.code,
+            stderr: r.stderr,
+        });
+    return out;
+}
+
+/** The data a qcow2 file holds itself (not its backing file): `qemu-img map` entries at depth 0. */
+async function allocatedBytes(virsh: Virsh, file: string): Promise<number> {
+    const r = await virsh.host(["qemu-img", "map", "-U", "--output=json", "--", file]);
+    if (r.code !== 0)
+        throw new LibvirtError("failed", `cannot read backup file ${file}: ${r.stderr.trim()}`, {
+            command: r.command,
+            exitCode: r.code,
+            stderr: r.stderr,
+        });
+    const entries = JSON.parse(r.stdout) as Array<{ length: number; depth: number; data: boolean }>;
+    return entries.filter((e) => e.depth === 0 && e.data).reduce((n, e) => n + e.length, 0);
+}
+
+/**
+ * Problems with the bitmaps an incremental from `base` needs: `base` and
+ * every checkpoint after it (libvirt merges them all), read with
+ * `checkpoint-dumpxml --size`, which has no size where a bitmap is missing or broken.
+ */
+export async function chainProblems(virsh: Virsh, domain: string, base: string, disks: readonly string[]): Promise<string[]> {
+    const later = names(await virsh.query(["checkpoint-list", "--domain", domain, "--from", base, "--descendants", "--name"]));
+    const problems: string[] = [];
+    for (const name of [base, ...later]) {
+        const c = parseCheckpointXml(
+            await virsh.run(["checkpoint-dumpxml", "--domain", domain, "--checkpointname", name, "--size", "--no-domain"]),
+        );
+        for (const d of c.disks) {
+            if (d.checkpoint !== "bitmap" || !disks.includes(d.name)) continue;
+            if (d.size === undefined)
+                problems.push(`bitmap '${d.bitmap ?? name}' of checkpoint '${name}' on disk ${d.name} is missing or broken`);
+        }
+    }
+    return problems;
+}
+
+interface HostFacts {
+    checkpoints: string[];
+    /**
+     * This backup's own job (the same target files) is running, or has completed with its checkpoint
+     * and every file in place: an earlier run was interrupted after backup-begin. Its result is taken.
+     */
+    ownJob: false | "running" | "completed";
+    /** Another job holds the domain: why this backup can't start. */
+    otherJob?: string;
+    /** Target files that exist already. */
+    existing: string[];
+    /** With incrementalFrom: what is wrong with its chain or its base files. */
+    baseProblems: string[];
+    /** With incrementalFrom: the disks its checkpoint covers with a bitmap. */
+    baseDisks?: string[];
+}
+
+export interface BackupPlan {
+    domain: string;
+    kind: "full" | "incremental";
+    backupXml: string;
+    checkpointXml: string;
+    files: Array<{ disk: string; file: string; basedOn: string | null }>;
+}
+
+/** The disks to back up, with their target files; failures for disks that can't be. */
+function plannedDisks(v: Inputs, probe: DomainProbe, fail: Fail): Array<{ disk: string; file?: string }> {
+    const out: Array<{ disk: string; file?: string }> = [];
+    for (const { disk: d, entry: o, index: i } of coveredDisks(v.disks, probe.info, fail)) {
+        if ((o?.backup ?? "yes") === "no") {
+            out.push({ disk: d.target });
+            continue;
+        }
+        if (d.format !== "qcow2") {
+            fail(
+                i === undefined ? "disks" : `disks[${i}].backup`,
+                `disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}: the backup's checkpoint is a dirty bitmap kept inside a qcow2 image. ` +
+                    `Leave it out with disks: [{ name: '${d.target}', backup: 'no' }]`,
+            );
+        }
+        out.push({ disk: d.target, file: backupFileName(v.targetDir, probe.info.name, v.checkpointName, d.target) });
+    }
+    return out;
+}
+
+async function gatherFacts(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<HostFacts> {
+    const domain = probe.info.uuid;
+    const facts: HostFacts = { checkpoints: [], ownJob: false, existing: [], baseProblems: [] };
+    if (!probe.active) return facts;
+    const planned = plannedDisks(v, probe, () => undefined).filter((d) => d.file);
+    const [checkpoints, job] = await Promise.all([listCheckpoints(virsh, domain), jobInfo(virsh, domain)]);
+    facts.checkpoints = checkpoints;
+    if (job.type !== "none") {
+        let files: string[] = [];
+        if (job.operation === "backup") {
+            try {
+                files = parseBackupXml(await virsh.query(["backup-dumpxml", "--domain", domain])).disks.flatMap((d) =>
+                    d.file ? [d.file] : [],
+                );
+            } catch {
+                files = [];
+            }
+        }
+        const mine = planned.map((d) => d.file!).sort();
+        if (files.length && JSON.stringify([...files].sort()) === JSON.stringify(mine)) facts.ownJob = "running";
+        else
+            facts.otherJob =
+                `domain '${probe.info.name}' is running a${job.operation === "unknown" ? "" : ` ${job.operation}`} job` +
+                (files.length ? ` that writes ${files.join(", ")}` : "") +
+                `, which is not this backup's. Wait for it to finish (virsh domjobinfo ${probe.info.name}), or abort it (virsh domjobabort ${probe.info.name}), then run pulumi up again`;
+    }
+    const sizes = await fileSizes(
+        virsh,
+        planned.map((d) => d.file!),
+    );
+    facts.existing = [...sizes.keys()];
+    // backup-begin makes the checkpoint and the files at once, and libvirt removes the files of a job that
+    // fails or is aborted: all of them there, with the checkpoint, after a completed backup job, are that job's.
+    if (
+        job.type === "none" &&
+        planned.length > 0 &&
+        facts.existing.length === planned.length &&
+        checkpoints.includes(v.checkpointName) &&
+        (await jobInfo(virsh, domain, true).then((j) => j.type === "completed" && j.operation === "backup"))
+    )
+        facts.ownJob = "completed";
+    if (v.incrementalFrom !== undefined && checkpoints.includes(v.incrementalFrom) && !facts.ownJob) {
+        const base = parseCheckpointXml(
+            await virsh.run(["checkpoint-dumpxml", "--domain", domain, "--checkpointname", v.incrementalFrom, "--no-domain"]),
+        );
+        facts.baseDisks = base.disks.filter((d) => d.checkpoint === "bitmap").map((d) => d.name);
+        const disks = planned.map((d) => d.disk);
+        facts.baseProblems.push(...(await chainProblems(virsh, domain, v.incrementalFrom, disks)));
+        const baseFiles = disks.map((d) => backupFileName(v.targetDir, probe.info.name, v.incrementalFrom!, d));
+        const baseSizes = await fileSizes(virsh, baseFiles);
+        for (const f of baseFiles) {
+            if (!baseSizes.has(f)) facts.baseProblems.push(`its backup file ${f} is missing`);
+            else {
+                const r = await virsh.host(["qemu-img", "info", "-U", "--output=json", "--", f]);
+                if (r.code !== 0)
+                    facts.baseProblems.push(`its backup file ${f} is not a readable image (${r.stderr.trim().split("\n")[0]})`);
+            }
+        }
+    }
+    return facts;
+}
+
+/** Decide the backup, or say exactly why it can't be taken. Check reports the failures; create throws them. */
+export function planBackup(v: Inputs, probe: DomainProbe, facts: HostFacts): { plan?: BackupPlan; failures: CheckFailure[] } {
+    const failures: CheckFailure[] = [];
+    const fail: Fail = (property, reason) => failures.push({ property, reason });
+    const dom = probe.info;
+    const lib = probe.version.libvirt;
+    if (!probe.active) {
+        fail(
+            "domain",
+            `domain '${dom.name}' is ${probe.state}: libvirt ${lib} backs up only a running or paused domain (a backup is a qemu job, and it makes a checkpoint). Start the domain first`,
+        );
+        return { failures };
+    }
+    const disks = plannedDisks(v, probe, fail);
+    const backedUp = disks.filter((d) => d.file);
+    if (!backedUp.length) fail(v.disks ? "disks" : "domain", `no disk of domain '${dom.name}' would be backed up`);
+    if (facts.otherJob) fail("domain", facts.otherJob);
+    if (!facts.ownJob) {
+        if (facts.checkpoints.includes(v.checkpointName)) {
+            fail(
+                "checkpointName",
+                `domain '${dom.name}' already has a checkpoint '${v.checkpointName}'. A backup makes its own checkpoint, and the provider never takes a new backup ` +
+                    `under an existing checkpoint name (every later incremental would silently build on the wrong data). Choose another checkpointName`,
+            );
+        }
+        for (const f of facts.existing) {
+            fail(
+                "targetDir",
+                `backup file ${f} already exists, and a backup never overwrites one. Choose another checkpointName or targetDir, or move the file away`,
+            );
+        }
+        if (v.incrementalFrom !== undefined) {
+            const base = v.incrementalFrom;
+            if (!facts.checkpoints.includes(base)) {
+                fail(
+                    "incrementalFrom",
+                    `domain '${dom.name}' has no checkpoint '${base}' (its checkpoints: ${facts.checkpoints.join(", ") || "none"}). Take a full backup (leave incrementalFrom unset), ` +
+                        `or name the checkpoint of an earlier backup`,
+                );
+            } else {
+                for (const d of backedUp) {
+                    if (facts.baseDisks && !facts.baseDisks.includes(d.disk))
+                        fail(
+                            "incrementalFrom",
+                            `checkpoint '${base}' has no bitmap for disk ${d.disk}, so libvirt can't tell what changed on it. Take a full backup, or leave the disk out`,
+                        );
+                }
+                if (facts.baseProblems.length) {
+                    fail(
+                        "incrementalFrom",
+                        `the chain from checkpoint '${base}' is broken: ${facts.baseProblems.join("; ")}. An incremental from it would be refused by libvirt ` +
+                            `('checkpoint inconsistent') or could never be restored. Take a full backup instead (leave incrementalFrom unset, with a new checkpointName)`,
+                    );
+                }
+            }
+        }
+    }
+    if (v.quiesce) {
+        if (probe.state !== "running")
+            fail("quiesce", `domain '${dom.name}' is ${probe.state}: its guest agent can freeze filesystems only while it runs`);
+        else if (dom.guestAgent !== "connected")
+            fail(
+                "quiesce",
+                dom.guestAgent === "none"
+                    ? `domain '${dom.name}' has no QEMU guest agent channel, so its filesystems can't be frozen. Add a guest agent, or set quiesce: false`
+                    : `the QEMU guest agent of domain '${dom.name}' is not connected. Start qemu-guest-agent in the guest, or set quiesce: false`,
+            );
+    }
+    if (failures.length) return { failures };
+    const kind = v.incrementalFrom === undefined ? "full" : "incremental";
+    const checkpoint: CheckpointSpec = {
+        name: v.checkpointName,
+        disks: disks.map((d) => (d.file ? { name: d.disk, checkpoint: "bitmap" } : { name: d.disk, checkpoint: "no" })),
+    };
+    return {
+        plan: {
+            domain: dom.uuid,
+            kind,
+            backupXml: buildBackupXml({ incremental: v.incrementalFrom, disks: disks.map((d) => ({ name: d.disk, file: d.file })) }),
+            checkpointXml: buildCheckpointXml(checkpoint),
+            files: backedUp.map((d) => ({
+                disk: d.disk,
+                file: d.file!,
+                basedOn: kind === "incremental" ? backupFileName(v.targetDir, dom.name, v.incrementalFrom!, d.disk) : null,
+            })),
+        },
+        failures,
+    };
+}
+
+// ---- the job ---------------------------------------------------------------------
+
+/** Undo a backup that did not complete: libvirt's partial files and the checkpoint made with it. */
+async function discard(virsh: Virsh, plan: BackupPlan, checkpoint: string): Promise<string[]> {
+    const problems: string[] = [];
+    const r = await virsh.host(["rm", "-f", "--", ...plan.files.map((f) => f.file)]);
+    if (r.code !== 0)
+        problems.push(
+            `the partial files could not be removed (${r.stderr.trim()}): remove ${plan.files.map((f) => f.file).join(", ")} by hand`,
+        );
+    try {
+        if ((await listCheckpoints(virsh, plan.domain)).includes(checkpoint))
+            await virsh.run(["checkpoint-delete", "--domain", plan.domain, "--checkpointname", checkpoint]);
+    } catch (e) {
+        problems.push(
+            `checkpoint '${checkpoint}' could not be deleted (${messageOf(e).split("\n")[0]}): delete it with virsh checkpoint-delete`,
+        );
+    }
+    return problems;
+}
+
+/** Wait for the running backup job; abort it at the deadline. Returns what libvirt reports of the completed job. */
+async function waitForJob(virsh: Virsh, plan: BackupPlan, v: Inputs, domainName: string, deadline: number): Promise<JobInfo> {
+    let last: JobInfo | undefined;
+    for (;;) {
+        const job = await jobInfo(virsh, plan.domain);
+        if (job.type === "none") break;
+        last = job;
+        if (Date.now() >= deadline) {
+            try {
+                await virsh.run(["domjobabort", "--domain", plan.domain]);
+            } catch (e) {
+                // It may have finished in between: then its result decides.
+                if (!/no job is active/i.test(messageOf(e))) throw e;
+            }
+            for (const until = Date.now() + 60_000; Date.now() < until; await sleep(POLL_MS)) {
+                if ((await jobInfo(virsh, plan.domain)).type === "none") break;
+            }
+            const done = await jobInfo(virsh, plan.domain, true);
+            if (done.type === "completed" && done.operation === "backup") return done;
+            const problems = await discard(virsh, plan, v.checkpointName);
+            const progress = last.total ? ` after ${last.processed ?? 0} of ${last.total} bytes` : "";
+            throw new LibvirtError(
+                "timeout",
+                `the backup of domain '${domainName}' outlived timeoutSeconds (${v.timeoutSeconds} s)${progress}: it was aborted (virsh domjobabort), ` +
+                    (problems.length
+                        ? `but ${problems.join("; ")}`
+                        : `its partial files were removed (${plan.files.map((f) => f.file).join(", ")}) and checkpoint '${v.checkpointName}' was deleted`) +
+                    `. Raise timeoutSeconds and run pulumi up again`,
+            );
+        }
+        await sleep(POLL_MS);
+    }
+    const done = await jobInfo(virsh, plan.domain, true);
+    if (done.type === "completed" && done.operation === "backup") return done;
+    const problems = await discard(virsh, plan, v.checkpointName);
+    throw new LibvirtError(
+        "failed",
+        `the backup job of domain '${domainName}' ended ${done.type === "none" ? "without a result" : done.type}` +
+            (done.error ? `: ${done.error}` : "") +
+            `. ${problems.length ? problems.join("; ") : `Its partial files were removed and checkpoint '${v.checkpointName}' was deleted`}.`,
+    );
+}
+
+function sleep(ms: number): Promise<void> {
+    return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The runner for a backup: virsh commands get the usual limit; the job's own bound is timeoutSeconds. */
+function runnerFor(v: { connection?: Connection }): Virsh {
+    return new Virsh(resolveConnection(v.connection));
+}
+
+async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
+    const started = Date.now();
+    const probe = await probeDomain(virsh, v.domain);
+    const facts = await gatherFacts(virsh, v, probe);
+    const { plan, failures } = planBackup(v, probe, facts);
+    if (!plan) throw new InputError(failures);
+    let frozenMilliseconds: number | null = null;
+    if (!facts.ownJob) {
+        const mkdir = await virsh.host(["mkdir", "-p", "--", v.targetDir]);
+        if (mkdir.code !== 0)
+            throw new LibvirtError("failed", `cannot make targetDir ${v.targetDir} on ${virsh.where}: ${mkdir.stderr.trim()}`, {
+                command: mkdir.command,
+                exitCode: mkdir.code,
+                stderr: mkdir.stderr,
+            });
+        await withPrivateFolder(virsh, async (folder) => {
+            // virsh takes one document on stdin: the checkpoint goes through the private folder.
+            const checkpointFile = await folder.write("checkpoint.xml", plan.checkpointXml);
+            const begin = () =>
+                virsh.run(["backup-begin", "--domain", plan.domain, "--backupxml", "/dev/stdin", "--checkpointxml", checkpointFile], {
+                    stdin: plan.backupXml,
+                });
+            if (v.quiesce) frozenMilliseconds = (await withFrozenGuest(virsh, plan.domain, begin)).frozenMilliseconds;
+            else await begin();
+        });
+    }
+    const job = await waitForJob(virsh, plan, v, probe.info.name, (facts.ownJob ? Date.now() : started) + v.timeoutSeconds * 1000);
+    const sizes = await fileSizes(
+        virsh,
+        plan.files.map((f) => f.file),
+    );
+    const files: BackupFile[] = [];
+    for (const f of plan.files) {
+        const size = sizes.get(f.file);
+        if (size === undefined)
+            throw new LibvirtError("failed", `the backup job completed, but its file ${f.file} is missing on ${virsh.where}`);
+        files.push({ disk: f.disk, file: f.file, size, bytesCopied: await allocatedBytes(virsh, f.file), basedOn: f.basedOn });
+    }
+    const now = new Date().toISOString();
+    return {
+        ...(v.connection ? { connection: v.connection } : {}),
+        domain: v.domain,
+        targetDir: v.targetDir,
+        ...(v.incrementalFrom !== undefined ? { incrementalFrom: v.incrementalFrom } : {}),
+        checkpointName: v.checkpointName,
+        deletion: v.deletion,
+        domainName: probe.info.name,
+        domainUuid: probe.info.uuid,
+        kind: plan.kind,
+        basedOn: plan.kind === "incremental" ? Object.fromEntries(files.map((f) => [f.disk, f.basedOn!])) : null,
+        files,
+        bytesProcessed: job.processed ?? 0,
+        completedAt: now,
+        frozenMilliseconds,
+        adopted: facts.ownJob !== false,
+        libvirtVersion: probe.version.libvirt,
+        intact: true,
+        drift: null,
+        checkedAt: now,
+        declared: withoutConnection(v),
+    };
+}
+
+/** Are the files still what the backup wrote, and is its checkpoint still usable for an incremental? */
+async function checkDrift(virsh: Virsh, props: Recorded): Promise<{ intact: boolean; drift: string | null }> {
+    const sizes = await fileSizes(
+        virsh,
+        props.files.map((f) => f.file),
+    );
+    const fileProblems: string[] = [];
+    for (const f of props.files) {
+        const now = sizes.get(f.file);
+        if (now === undefined) fileProblems.push(`${f.file} is missing`);
+        else if (now !== f.size) fileProblems.push(`${f.file} is ${now} bytes, but the backup wrote ${f.size}`);
+    }
+    const chain: string[] = [];
+    try {
+        const probe = await probeDomain(virsh, props.domainUuid);
+        if (probe.active) {
+            if (!(await listCheckpoints(virsh, probe.info.uuid)).includes(props.checkpointName))
+                chain.push(
+                    `checkpoint '${props.checkpointName}' is gone from domain '${probe.info.name}': no incremental can start from this backup`,
+                );
+            else
+                chain.push(
+                    ...(await chainProblems(
+                        virsh,
+                        probe.info.uuid,
+                        props.checkpointName,
+                        props.files.map((f) => f.disk),
+                    )),
+                );
+        }
+    } catch (e) {
+        if (!isKind(e, "domain-not-found")) throw e;
+        chain.push(`domain '${props.domainName}' is gone: its checkpoint with it (the files remain)`);
+    }
+    const all = [...fileProblems, ...chain];
+    return { intact: fileProblems.length === 0, drift: all.length ? all.join("; ") : null };
+}
+
+// ---- the provider ------------------------------------------------------------
+
+const REPLACE_KEYS = ["domain", "targetDir", "incrementalFrom", "disks", "checkpointName", "quiesce"] as const;
+const UPDATE_KEYS = ["deletion", "timeoutSeconds"] as const;
+
+export const domainBackup = {
+    check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+        return checkInputs(DomainBackupSchema, olds, news, {
+            planKeys: REPLACE_KEYS,
+            createKeys: REPLACE_KEYS,
+            ask: (v) =>
+                askAboutDomain({ connection: v.connection, domain: v.domain }, "the backup", async (virsh, probe) => {
+                    return planBackup(v, probe, await gatherFacts(virsh, v, probe)).failures;
+                }),
+        });
+    },
+
+    async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+        const { v, replaces, updates, credentialsChanged } = compareInputs(DomainBackupSchema, olds, news, {
+            replace: REPLACE_KEYS,
+            update: UPDATE_KEYS,
+        });
+        // Drift (a missing file) is reported, never repaired by a new backup under the same name.
+        const sameSpot =
+            !replaces.includes("connection") &&
+            typeof v.domain === "string" &&
+            sameDomain(olds, v.domain) &&
+            olds.checkpointName === v.checkpointName;
+        return {
+            changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,
+            replaces,
+            deleteBeforeReplace: replaces.length > 0 && sameSpot,
+        };
+    },
+
+    async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
+        const v = parseOrThrow(DomainBackupSchema, news);
+        const virsh = runnerFor(v);
+        return withDomainLock(lockKey(v), async () => {
+            const outs = await createLocked(v, virsh);
+            return { id: `${outs.domainUuid}/backup/${outs.checkpointName}`, outs };
+        });
+    },
+
+    async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
+        const virsh = runnerFor(props);
+        return withDomainLock(lockKey(props), async () => {
+            const { intact, drift } = await checkDrift(virsh, props);
+            return { id, props: { ...props, intact, drift, checkedAt: new Date().toISOString() } };
+        });
+    },
+
+    async update(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+        const v = parseOrThrow(DomainBackupSchema, news);
+        // Only how to reach the host, what destroy does and the time limit change: the backup stays as it is.
+        const { connection: _old, ...kept } = olds;
+        const outs: Recorded = {
+            ...kept,
+            ...(v.connection ? { connection: v.connection } : {}),
+            deletion: v.deletion,
+            declared: withoutConnection(v),
+        };
+        return { outs };
+    },
+
+    async delete(_id: string, props: Recorded): Promise<void> {
+        const virsh = runnerFor(props);
+        await withDomainLock(lockKey(props), async () => {
+            let probe: DomainProbe | undefined;
+            try {
+                probe = await probeDomain(virsh, props.domainUuid || props.domain);
+            } catch (e) {
+                if (!isKind(e, "domain-not-found")) throw e; // gone: its checkpoints with it
+            }
+            if (probe && (await listCheckpoints(virsh, probe.info.uuid)).includes(props.checkpointName)) {
+                if (!probe.active) {
+                    throw new LibvirtError(
+                        "unsupported",
+                        `cannot delete checkpoint '${props.checkpointName}' of backup on domain '${probe.info.name}': the domain is ${probe.state}, and libvirt ` +
+                            `${probe.version.libvirt} removes a checkpoint's bitmaps only while the domain runs. Nothing was changed. Start the domain and run destroy again`,
+                    );
+                }
+                try {
+                    // Never --children: libvirt merges its bitmap into the parent and re-parents later checkpoints.
+                    await virsh.run(["checkpoint-delete", "--domain", probe.info.uuid, "--checkpointname", props.checkpointName]);
+                } catch (e) {
+                    if (e instanceof LibvirtError && /bitmap '.*' not found in backing chain/.test(e.message)) {
+                        // The bitmap vanished behind libvirt's back: only the record is left to drop.
+                        await virsh.run([
+                            "checkpoint-delete",
+                            "--domain",
+                            probe.info.uuid,
+                            "--checkpointname",
+                            props.checkpointName,
+                            "--metadata",
+                        ]);
+                    } else if (!isKind(e, "checkpoint-not-found")) throw e;
+                }
+            }
+            if (props.deletion === "files") {
+                const files = props.files.map((f) => f.file);
+                const r = await virsh.host(["rm", "-f", "--", ...files]);
+                if (r.code !== 0)
+                    throw new LibvirtError(
+                        "failed",
+                        `the backup's checkpoint was removed, but its files could not be: ${r.stderr.trim()}`,
+                        {
+                            command: r.command,
+                            exitCode: r.code,
+                            stderr: r.stderr,
+                        },
+                    );
+            }
+        });
+    },
+};
