@@ -37,7 +37,10 @@ function q(a: string): string {
     return /^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
 }
 
-function sshArgv(sshd: BenchSshd): string[] {
+/** Where the system ssh connects: the bench sshd, or a proxy in front of it (same host key). */
+type SshTarget = Pick<BenchSshd, "port" | "knownHosts">;
+
+function sshArgv(sshd: SshTarget): string[] {
     return [
         "-F",
         "/dev/null",
@@ -61,14 +64,14 @@ function sshArgv(sshd: BenchSshd): string[] {
     ];
 }
 
-async function sshVirsh(sshd: BenchSshd, args: readonly string[]): Promise<void> {
+async function sshVirsh(sshd: SshTarget, args: readonly string[]): Promise<void> {
     const line = ["env", "LC_ALL=C", "virsh", "-c", URI, ...args].map(q).join(" ");
     const r = await run("/usr/bin/ssh", [...sshArgv(sshd), "--", line], { timeoutMs: 300_000 });
     if (r.code !== 0) throw new Error(`ssh virsh ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
 }
 
 /** Baseline B: the same commands through a fresh ssh process each (a local-exec / @pulumi/command user). */
-export async function sshTrio(sshd: BenchSshd, domainUuid: string, name: string): Promise<Trio> {
+export async function sshTrio(sshd: SshTarget, domainUuid: string, name: string): Promise<Trio> {
     const t0 = now();
     await sshVirsh(sshd, ["snapshot-create-as", "--domain", domainUuid, "--name", name, "--atomic"]);
     const t1 = now();

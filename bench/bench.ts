@@ -13,13 +13,18 @@
 // session: command") are counted exactly even while other sessions use the
 // lab's sshd.
 //
+// The per-operation phase also reaches that sshd through the lab's delay proxy
+// (scripts/lab/delay-proxy.cjs, BENCH_RTT_MS of round trip), as if the host were far
+// away, and reports how many round trips one operation waits for (bench/delay.ts).
+//
 // This file runs the phases (bench/phases/) in order and prints the report.
 // Helpers: config.ts (these variables), measure.ts (timing, stats, CPU and RSS),
 // report.ts (table and JSON line), baselines.ts (local virsh, fresh ssh),
-// provider-server.ts (the provider under test), sshd.ts, domains.ts, lifecycle.ts.
+// provider-server.ts (the provider under test), sshd.ts, delay.ts, domains.ts, lifecycle.ts.
 //
 // Env (all optional):
 //   BENCH_ITER            per-operation iterations (default 30)
+//   BENCH_RTT_MS          the delay proxy's round trip in the per-operation phase (default 25)
 //   BENCH_SCALE_ITER      scale iterations per count (default 15)
 //   BENCH_FANOUT_ROUNDS   fan-out rounds (default 3)
 //   BENCH_SKIP            comma list of phases to skip: perop, fanout (with refresh), scale

@@ -12,6 +12,8 @@ export const FANOUT_DOMAINS = 5,
     FANOUT_SNAPSHOTS = 50,
     PARALLEL = 10,
     REFRESH_COUNT = 100;
+/** The round trip the delay proxy adds in the per-operation phase (issue 14: 25 ms). */
+export const RTT_MS = Number(process.env.BENCH_RTT_MS ?? 25);
 export const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 3);
 export const SKIP = new Set((process.env.BENCH_SKIP ?? "").split(",").filter(Boolean));
 export const PROF_DIR = process.env.BENCH_CPU_PROF;

@@ -52,10 +52,15 @@ export class ProviderServer {
         return new ProviderServer(engine, connection, label);
     }
 
+    /** The same connection through another loopback port (a proxy in front of the sshd): its own pooled SSH connection. */
+    via(port: number): Props {
+        return { ...this.connection, port };
+    }
+
     /** Check, as the engine does before a create; returns the checked inputs. */
-    async check(domain: string, snapshotName: string): Promise<{ urn: string; inputs: Props }> {
+    async check(domain: string, snapshotName: string, connection: Props = this.connection): Promise<{ urn: string; inputs: Props }> {
         const urn = this.engine.urn(TYPE, snapshotName);
-        const news = await this.engine.programInputs(DomainSnapshotProvider, { connection: this.connection, domain, snapshotName });
+        const news = await this.engine.programInputs(DomainSnapshotProvider, { connection, domain, snapshotName });
         const r = await this.engine.check(urn, {}, news);
         if (r.failures.length) throw new Error(`check failed: ${JSON.stringify(r.failures)}`);
         return { urn, inputs: r.inputs };

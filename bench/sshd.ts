@@ -79,6 +79,11 @@ export async function startSshd(): Promise<BenchSshd> {
     throw new Error(`the benchmark's sshd did not start on 127.0.0.1:${port}: ${text.trim()}`);
 }
 
+/** Trusts the sshd's host key also at another loopback port (a proxy in front of it), for the system ssh. */
+export function trustPort(sshd: BenchSshd, port: number): void {
+    fs.appendFileSync(sshd.knownHosts, `[127.0.0.1]:${port} ${lab.hostKey}\n`);
+}
+
 /** Counts of sshd log events since a mark. */
 export class SshdLog {
     constructor(private readonly file: string) {}
