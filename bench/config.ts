@@ -22,5 +22,7 @@ export const VIRSH = "/usr/bin/virsh";
 /** Where the provider server runs from, and so which build of the provider it loads. */
 export const SERVER_CWD = process.env.BENCH_PACKAGE_ROOT ?? PACKAGE_ROOT;
 
+// BENCH_HOST picks the lab host as LAB_HOST does for the tests (default: debian12, this machine).
+if (process.env.BENCH_HOST) process.env.LAB_HOST = process.env.BENCH_HOST;
 export const lab: LabInfo = loadLab();
 export const URI = lab.libvirtUri;

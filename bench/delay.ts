@@ -9,6 +9,7 @@ import { median, now } from "./measure";
 
 export interface DelayProxy {
     port: number;
+    pid: number;
     rttMs: number;
     stop(): Promise<void>;
 }
@@ -47,7 +48,7 @@ export async function startDelayProxy(targetHost: string, targetPort: number, rt
             await gone;
         }
     };
-    return { port, rttMs, stop };
+    return { port, pid: proc.pid!, rttMs, stop };
 }
 
 /** Median time (ms) of a one-byte ping-pong on a fresh connection to port, over n exchanges. */

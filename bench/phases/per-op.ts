@@ -12,9 +12,20 @@ import { median, ms, now, r1, r2, type Trio } from "../measure";
 import { ProviderServer } from "../provider-server";
 import type { Props } from "../../test/harness/engine";
 import { results, row } from "../report";
-import { trustPort, type BenchSshd, type SshdLog } from "../sshd";
+import { clientPorts, viaLoopbackPort, type SshEndpoint, type SshdLog } from "../sshd";
 
-/** One provider create → read → delete, with what the bench sshd saw of it (its Check included in the counts). */
+/**
+ * What the sshd's log says about one path's own connections: everything, when the sshd is the
+ * benchmark's own; on a shared sshd, the events of the client ports that `ports` returns
+ * (sampled after each round, so a connection opened and closed within one round is missed).
+ */
+interface Counter {
+    log: SshdLog;
+    ports?: () => Promise<number[]>;
+    seen: Set<number>;
+}
+
+/** One provider create → read → delete, with what the sshd saw of it (its Check included in the counts). */
 interface ProviderRound {
     trio: Trio;
     commands: number;
@@ -24,11 +35,12 @@ interface ProviderRound {
 
 async function providerRound(
     provider: ProviderServer,
-    sshdLog: SshdLog,
+    counter: Counter,
     domain: string,
     name: string,
     connection: Props,
 ): Promise<ProviderRound> {
+    const sshdLog = counter.log;
     const m0 = sshdLog.mark();
     const { urn, inputs } = await provider.check(domain, name, connection);
     const m1 = sshdLog.mark();
@@ -39,8 +51,10 @@ async function providerRound(
     const tc2 = now();
     await provider.delete(s);
     const tc3 = now();
-    const all = sshdLog.since(m0),
-        trio = sshdLog.since(m1);
+    if (counter.ports) for (const p of await counter.ports()) counter.seen.add(p);
+    const ports = counter.ports ? counter.seen : undefined;
+    const all = sshdLog.since(m0, ports),
+        trio = sshdLog.since(m1, ports);
     return {
         trio: { create: tc1 - tc0, read: tc2 - tc1, del: tc3 - tc2, total: tc3 - tc0 },
         commands: trio.commands,
@@ -54,19 +68,31 @@ function spread(xs: number[]): { med: number; min: number; max: number } {
     return { med: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
 }
 
-export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<void> {
-    log(`per-operation: ${WARMUP} warm-up + ${ITER} iterations, interleaved, half of them through a ${RTT_MS} ms delay proxy`);
+/**
+ * sshd is the host's SSH endpoint and sshdLog its sshd's log; shared: other sessions use
+ * that sshd too, so only the provider's own connections are counted (by client port).
+ */
+export async function perOperation(sshd: SshEndpoint, sshdLog: SshdLog, shared = false): Promise<void> {
+    log(
+        `per-operation on ${lab.name}: ${WARMUP} warm-up + ${ITER} iterations, interleaved, half of them through a ${RTT_MS} ms delay proxy`,
+    );
     const dom = await newDomain("labtmp-bench-op-");
-    const proxy = await startDelayProxy(lab.host, sshd.port, RTT_MS);
+    const proxy = await startDelayProxy(sshd.host, sshd.port, RTT_MS);
     onCleanup(() => proxy.stop());
-    trustPort(sshd, proxy.port);
-    const far = { port: proxy.port, knownHosts: sshd.knownHosts };
+    const far = viaLoopbackPort(sshd, proxy.port);
     const rttBefore = await measureProxyRtt(RTT_MS);
     const provider = await ProviderServer.start(sshd, "perop");
     onCleanup(() => provider.close());
     // One server, two connections (two pooled SSH connections): the pair runs in the same process.
     const near = provider.connection,
         farConnection = provider.via(proxy.port);
+    const counter = (pid: number): Counter => ({
+        log: sshdLog,
+        ports: shared ? () => clientPorts(pid, sshd.host, sshd.port) : undefined,
+        seen: new Set(),
+    });
+    const nearCounter = counter(provider.pid),
+        farCounter = counter(proxy.pid);
     const L: Trio[] = [],
         S: Trio[] = [],
         SD: Trio[] = [],
@@ -74,25 +100,35 @@ export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<v
         PD: ProviderRound[] = [];
     let handshakesNear = 0,
         handshakesFar = 0;
+    // Three groups in rotating order: local virsh, fresh ssh without and with the delay, the
+    // provider without and with it. The two halves of a pair run back to back, in alternating
+    // order, so that each pair sees the same load: the ops themselves vary by far more than an RTT.
     for (let i = 0; i < WARMUP + ITER; i++) {
-        const order = [0, 1, 2, 3, 4].map((k) => (k + i) % 5);
-        for (const which of order) {
-            const name = `bench-${i}-${which}`;
-            const keep = i >= WARMUP;
-            if (which === 0) {
-                const t = await localTrio(dom.uuid, name);
+        const keep = i >= WARMUP;
+        const halves = i % 2 ? [true, false] : [false, true];
+        for (const group of [0, 1, 2].map((k) => (k + i) % 3)) {
+            if (group === 0) {
+                const t = await localTrio(dom.uuid, `bench-${i}-local`);
                 if (keep) L.push(t);
-            } else if (which === 1) {
-                const t = await sshTrio(sshd, dom.uuid, name);
-                if (keep) S.push(t);
-            } else if (which === 2) {
-                const t = await sshTrio(far, dom.uuid, name);
-                if (keep) SD.push(t);
-            } else {
-                const r = await providerRound(provider, sshdLog, dom.name, name, which === 3 ? near : farConnection);
-                if (which === 3) handshakesNear += r.handshakes;
-                else handshakesFar += r.handshakes;
-                if (keep) (which === 3 ? P : PD).push(r);
+                continue;
+            }
+            for (const delayed of halves) {
+                const name = `bench-${i}-${group === 1 ? "ssh" : "provider"}${delayed ? "-far" : ""}`;
+                if (group === 1) {
+                    const t = await sshTrio(delayed ? far : sshd, dom.uuid, name);
+                    if (keep) (delayed ? SD : S).push(t);
+                } else {
+                    const r = await providerRound(
+                        provider,
+                        delayed ? farCounter : nearCounter,
+                        dom.name,
+                        name,
+                        delayed ? farConnection : near,
+                    );
+                    if (delayed) handshakesFar += r.handshakes;
+                    else handshakesNear += r.handshakes;
+                    if (keep) (delayed ? PD : P).push(r);
+                }
             }
         }
     }
@@ -112,7 +148,7 @@ export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<v
     const cmdsPerTrio = median(P.map((r) => r.commands)),
         cmdsPerTrioFar = median(PD.map((r) => r.commands)),
         checkCmds = median(P.map((r) => r.checkCommands));
-    row("per operation (median of " + ITER + ")", "local virsh", "fresh ssh", "provider");
+    row(`per operation on ${lab.name} (median of ${ITER})`, "local virsh", "fresh ssh", "provider");
     for (const k of ["create", "read", "del", "total"] as const) {
         row(`  ${k === "del" ? "delete" : k}`, ms(med(L, k)), ms(med(S, k)), ms(med(trios(P), k)));
     }
@@ -168,6 +204,7 @@ export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<v
         checkMs: r1(median(checks)),
         virshProcessesPerOp: cmdsPerTrio,
         virshProcessesPerCheck: checkCmds,
+        perOpHost: lab.name,
         roundTripsPerOp: r2(rtProv.med),
         roundTripsPerOpMin: r2(rtProv.min),
         roundTripsPerOpMax: r2(rtProv.max),
