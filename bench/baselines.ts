@@ -2,11 +2,11 @@
 // with execFile (baseline A) and through a fresh `ssh` process each (baseline B, what a
 // local-exec or @pulumi/command user gets), and local virsh with the fan-out's and the
 // refresh's parallelism.
-import { run, type TestDomain } from "../test/support/lab";
+import { onHost, run, type TestDomain } from "../test/support/lab";
 import { PARALLEL, URI, VIRSH, lab } from "./config";
 import { now, pool, type Trio } from "./measure";
 import type { State } from "./provider-server";
-import type { BenchSshd } from "./sshd";
+import type { SshEndpoint } from "./sshd";
 
 /** One snapshot of the fan-out: which domain, which name. */
 export interface SnapshotJob {
@@ -14,8 +14,9 @@ export interface SnapshotJob {
     name: string;
 }
 
+/** virsh on the host itself, without SSH (for a host in its own root, through chroot). */
 export async function virshLocalOk(args: readonly string[]): Promise<string> {
-    const r = await run(VIRSH, ["-c", URI, ...args], { timeoutMs: 300_000 });
+    const r = await run(...onHost(VIRSH, ["-c", URI, ...args], lab), { timeoutMs: 300_000 });
     if (r.code !== 0) throw new Error(`virsh ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
     return r.stdout;
 }
@@ -37,7 +38,7 @@ function q(a: string): string {
     return /^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
 }
 
-function sshArgv(sshd: BenchSshd): string[] {
+function sshArgv(sshd: SshEndpoint): string[] {
     return [
         "-F",
         "/dev/null",
@@ -57,18 +58,18 @@ function sshArgv(sshd: BenchSshd): string[] {
         "GlobalKnownHostsFile=/dev/null",
         "-o",
         "LogLevel=ERROR",
-        `root@${lab.host}`,
+        `root@${sshd.host}`,
     ];
 }
 
-async function sshVirsh(sshd: BenchSshd, args: readonly string[]): Promise<void> {
+async function sshVirsh(sshd: SshEndpoint, args: readonly string[]): Promise<void> {
     const line = ["env", "LC_ALL=C", "virsh", "-c", URI, ...args].map(q).join(" ");
     const r = await run("/usr/bin/ssh", [...sshArgv(sshd), "--", line], { timeoutMs: 300_000 });
     if (r.code !== 0) throw new Error(`ssh virsh ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
 }
 
 /** Baseline B: the same commands through a fresh ssh process each (a local-exec / @pulumi/command user). */
-export async function sshTrio(sshd: BenchSshd, domainUuid: string, name: string): Promise<Trio> {
+export async function sshTrio(sshd: SshEndpoint, domainUuid: string, name: string): Promise<Trio> {
     const t0 = now();
     await sshVirsh(sshd, ["snapshot-create-as", "--domain", domainUuid, "--name", name, "--atomic"]);
     const t1 = now();

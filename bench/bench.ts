@@ -13,13 +13,20 @@
 // session: command") are counted exactly even while other sessions use the
 // lab's sshd.
 //
+// The per-operation phase also reaches that sshd through the lab's delay proxy
+// (scripts/lab/delay-proxy.cjs, BENCH_RTT_MS of round trip), as if the host were far
+// away, and reports how many round trips one operation waits for (bench/delay.ts).
+//
 // This file runs the phases (bench/phases/) in order and prints the report.
 // Helpers: config.ts (these variables), measure.ts (timing, stats, CPU and RSS),
 // report.ts (table and JSON line), baselines.ts (local virsh, fresh ssh),
-// provider-server.ts (the provider under test), sshd.ts, domains.ts, lifecycle.ts.
+// provider-server.ts (the provider under test), sshd.ts, delay.ts, domains.ts, lifecycle.ts.
 //
 // Env (all optional):
 //   BENCH_ITER            per-operation iterations (default 30)
+//   BENCH_RTT_MS          the delay proxy's round trip in the per-operation phase (default 25)
+//   BENCH_HOST            the lab host, as LAB_HOST for the tests (default debian12); debian13, reached
+//                         over SSH, runs the per-operation phase only, against that host's own sshd
 //   BENCH_SCALE_ITER      scale iterations per count (default 15)
 //   BENCH_FANOUT_ROUNDS   fan-out rounds (default 3)
 //   BENCH_SKIP            comma list of phases to skip: perop, fanout (with refresh), scale
@@ -41,7 +48,7 @@ import { perOperation } from "./phases/per-op";
 import { refresh } from "./phases/refresh";
 import { scale } from "./phases/scale";
 import { printReport, results } from "./report";
-import { SshdLog, startSshd } from "./sshd";
+import { SshdLog, labHostEndpoint, startSshd } from "./sshd";
 
 async function machine(): Promise<Record<string, unknown>> {
     const virshVersion = await virshLocalOk(["version"]);
@@ -62,23 +69,41 @@ async function main(): Promise<void> {
     log(`machine: ${JSON.stringify(m)}`);
     // The server loads the provider text with require-from-string, which resolves from its cwd.
     log(`provider from ${createRequire(path.join(SERVER_CWD, "__bench__.js")).resolve("pulumi-libvirt-snapshots/impl")}`);
-    const sshd = await startSshd();
-    onCleanup(() => sshd.stop());
-    const sshdLog = new SshdLog(sshd.log);
-    log(`private sshd on 127.0.0.1:${sshd.port} (lab config), log ${sshd.log}`);
     try {
-        if (!SKIP.has("perop")) await perOperation(sshd, sshdLog);
-        if (!SKIP.has("fanout")) {
-            // The refresh reads the fan-out's snapshots, so it runs (and is skipped) with it.
-            const afterFanout = await fanout(sshd, sshdLog);
-            await refresh(sshd, sshdLog, afterFanout);
-        }
-        if (!SKIP.has("scale")) await scale(sshd);
+        if (lab.local) await onThisMachine();
+        else await onRemoteHost();
     } finally {
         await cleanupAll();
     }
     Object.assign(results, { machine: { ...m, loadavgEnd: os.loadavg().map(r2) }, runtimeS: r1((now() - started) / 1000) });
     printReport();
+}
+
+/** The lab host on this machine: every phase, against the benchmark's own sshd. */
+async function onThisMachine(): Promise<void> {
+    const sshd = await startSshd();
+    onCleanup(() => sshd.stop());
+    const sshdLog = new SshdLog(sshd.log);
+    log(`private sshd on 127.0.0.1:${sshd.port} (lab config), log ${sshd.log}`);
+    if (!SKIP.has("perop")) await perOperation(sshd, sshdLog);
+    if (!SKIP.has("fanout")) {
+        // The refresh reads the fan-out's snapshots, so it runs (and is skipped) with it.
+        const afterFanout = await fanout(sshd, sshdLog);
+        await refresh(sshd, sshdLog, afterFanout);
+    }
+    if (!SKIP.has("scale")) await scale(sshd);
+}
+
+/**
+ * A lab host reached over SSH (BENCH_HOST=debian13): the per-operation phase only, against
+ * that host's own sshd, which others use too. The other phases count CPU in the sshd's
+ * process tree and need an sshd of their own, which that host does not give the benchmark.
+ */
+async function onRemoteHost(): Promise<void> {
+    const host = labHostEndpoint();
+    onCleanup(async () => host.dispose());
+    log(`${lab.name}: its own sshd at ${host.host}:${host.port}, log ${host.log}; the per-operation phase only`);
+    if (!SKIP.has("perop")) await perOperation(host, new SshdLog(host.log), true);
 }
 
 main().catch(async (e) => {

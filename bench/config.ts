@@ -12,6 +12,8 @@ export const FANOUT_DOMAINS = 5,
     FANOUT_SNAPSHOTS = 50,
     PARALLEL = 10,
     REFRESH_COUNT = 100;
+/** The round trip the delay proxy adds in the per-operation phase (issue 14: 25 ms). */
+export const RTT_MS = Number(process.env.BENCH_RTT_MS ?? 25);
 export const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 3);
 export const SKIP = new Set((process.env.BENCH_SKIP ?? "").split(",").filter(Boolean));
 export const PROF_DIR = process.env.BENCH_CPU_PROF;
@@ -20,5 +22,7 @@ export const VIRSH = "/usr/bin/virsh";
 /** Where the provider server runs from, and so which build of the provider it loads. */
 export const SERVER_CWD = process.env.BENCH_PACKAGE_ROOT ?? PACKAGE_ROOT;
 
+// BENCH_HOST picks the lab host as LAB_HOST does for the tests (default: debian12, this machine).
+if (process.env.BENCH_HOST) process.env.LAB_HOST = process.env.BENCH_HOST;
 export const lab: LabInfo = loadLab();
 export const URI = lab.libvirtUri;

@@ -7,7 +7,7 @@ import { DomainSnapshotProvider } from "pulumi-libvirt-snapshots";
 import { EngineHarness, type Props } from "../test/harness/engine";
 import { MEM_DIR, PROF_DIR, SERVER_CWD, TYPE, lab } from "./config";
 import { memoryKb, now, type Trio } from "./measure";
-import type { BenchSshd } from "./sshd";
+import type { SshEndpoint } from "./sshd";
 
 /** What the engine keeps of a created snapshot between RPCs. */
 export interface State {
@@ -25,7 +25,7 @@ export class ProviderServer {
     ) {}
 
     /** label names the server's profile and log files. */
-    static async start(sshd: BenchSshd, label: string): Promise<ProviderServer> {
+    static async start(sshd: Pick<SshEndpoint, "host" | "port">, label: string): Promise<ProviderServer> {
         const env: Record<string, string> = {};
         if (process.env.BENCH_SERVER_NODE_OPTIONS) env.NODE_OPTIONS = process.env.BENCH_SERVER_NODE_OPTIONS;
         if (PROF_DIR) {
@@ -43,7 +43,7 @@ export class ProviderServer {
         env.BENCH_PROFILE_LABEL = label;
         const engine = await EngineHarness.start({ cwd: SERVER_CWD, env, callTimeoutMs: 300_000 });
         const connection = {
-            host: lab.host,
+            host: sshd.host,
             port: sshd.port,
             user: "root",
             privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"),
@@ -52,10 +52,19 @@ export class ProviderServer {
         return new ProviderServer(engine, connection, label);
     }
 
+    /** The same connection through another loopback port (a proxy in front of the sshd): its own pooled SSH connection. */
+    via(port: number): Props {
+        return { ...this.connection, host: "127.0.0.1", port };
+    }
+
+    get pid(): number {
+        return this.engine.pid;
+    }
+
     /** Check, as the engine does before a create; returns the checked inputs. */
-    async check(domain: string, snapshotName: string): Promise<{ urn: string; inputs: Props }> {
+    async check(domain: string, snapshotName: string, connection: Props = this.connection): Promise<{ urn: string; inputs: Props }> {
         const urn = this.engine.urn(TYPE, snapshotName);
-        const news = await this.engine.programInputs(DomainSnapshotProvider, { connection: this.connection, domain, snapshotName });
+        const news = await this.engine.programInputs(DomainSnapshotProvider, { connection, domain, snapshotName });
         const r = await this.engine.check(urn, {}, news);
         if (r.failures.length) throw new Error(`check failed: ${JSON.stringify(r.failures)}`);
         return { urn, inputs: r.inputs };

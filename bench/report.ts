@@ -12,6 +12,7 @@ export function row(label: string, ...cols: string[]): void {
 
 const targets: Array<[string, string, (v: number) => boolean]> = [
     ["perOpRatio", "<= 1.25", (v) => v <= 1.25],
+    ["roundTripsPerOp", "<= 3", (v) => v <= 3],
     ["fanoutRatio", "<= 1.3", (v) => v <= 1.3],
     ["handshakesPerHost", "== 1", (v) => v === 1],
     ["peakRssMB", "< 150", (v) => v < 150],

@@ -6,13 +6,19 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { run } from "../test/support/lab";
 import { lab } from "./config";
 
-export interface BenchSshd {
+/** Where the benchmark reaches a host over SSH: the address, and a known_hosts file the system ssh trusts there. */
+export interface SshEndpoint {
+    host: string;
     port: number;
+    knownHosts: string;
+}
+
+export interface BenchSshd extends SshEndpoint {
     pid: number;
     log: string;
-    knownHosts: string;
     dir: string;
     stop(): Promise<void>;
 }
@@ -71,7 +77,7 @@ export async function startSshd(): Promise<BenchSshd> {
     };
     for (let i = 0; i < 100; i++) {
         if (exited) break;
-        if (await canConnect(port)) return { port, pid: proc.pid!, log: logFile, knownHosts, dir, stop };
+        if (await canConnect(port)) return { host: "127.0.0.1", port, pid: proc.pid!, log: logFile, knownHosts, dir, stop };
         await new Promise((r) => setTimeout(r, 50));
     }
     const text = fs.readFileSync(logFile, "utf8");
@@ -79,25 +85,61 @@ export async function startSshd(): Promise<BenchSshd> {
     throw new Error(`the benchmark's sshd did not start on 127.0.0.1:${port}: ${text.trim()}`);
 }
 
-/** Counts of sshd log events since a mark. */
+/** The same host through another loopback port (a proxy in front of it): the system ssh trusts its key there too. */
+export function viaLoopbackPort(endpoint: SshEndpoint, port: number): SshEndpoint {
+    fs.appendFileSync(endpoint.knownHosts, `[127.0.0.1]:${port} ${lab.hostKey}\n`);
+    return { host: "127.0.0.1", port, knownHosts: endpoint.knownHosts };
+}
+
+/**
+ * The lab host's own sshd (BENCH_HOST names a host this machine reaches over SSH): a copy of
+ * its known_hosts the benchmark may add to, and the log that sshd writes (LogLevel VERBOSE,
+ * shared with everyone else who uses that host).
+ */
+export function labHostEndpoint(): SshEndpoint & { log: string; dispose(): void } {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-host-"));
+    const knownHosts = path.join(dir, "known_hosts");
+    fs.copyFileSync(lab.knownHostsPath, knownHosts);
+    const log = path.join(path.dirname(lab.sshdPidPath), "sshd.log");
+    if (!fs.existsSync(log)) throw new Error(`no sshd log at ${log}: the lab writes its sshd's log next to its pid file`);
+    return { host: lab.host, port: lab.port, knownHosts, log, dispose: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Counts of sshd log events since a mark. With ports, only the events of connections
+ * from those client ports (an sshd that other sessions share: LogLevel VERBOSE names the
+ * client's port on every line counted here).
+ */
 export class SshdLog {
     constructor(private readonly file: string) {}
     mark(): number {
         return fs.statSync(this.file).size;
     }
-    since(mark: number): { handshakes: number; commands: number } {
+    since(mark: number, ports?: ReadonlySet<number>): { handshakes: number; commands: number } {
         const fd = fs.openSync(this.file, "r");
         try {
             const size = fs.fstatSync(fd).size;
             const buf = Buffer.alloc(Math.max(0, size - mark));
             fs.readSync(fd, buf, 0, buf.length, mark);
             const text = buf.toString("utf8");
+            const count = (re: RegExp) => [...text.matchAll(re)].filter((m) => !ports || ports.has(Number(m[1]))).length;
             return {
-                handshakes: (text.match(/^Accepted publickey for /gm) ?? []).length,
-                commands: (text.match(/^Starting session: command /gm) ?? []).length,
+                handshakes: count(/^Accepted publickey for \S+ from \S+ port (\d+)/gm),
+                commands: count(/^Starting session: command for \S+ from \S+ port (\d+)/gm),
             };
         } finally {
             fs.closeSync(fd);
         }
     }
+}
+
+/** The local ports of a process's established TCP connections to host:port (ss), e.g. a pooled SSH connection. */
+export async function clientPorts(pid: number, host: string, port: number): Promise<number[]> {
+    const r = await run("/usr/bin/ss", ["-tnpH", "state", "established", "dst", `${host}:${port}`]);
+    if (r.code !== 0) throw new Error(`ss failed (exit ${r.code}): ${r.stderr.trim()}`);
+    return r.stdout
+        .split("\n")
+        .filter((l) => l.includes(`pid=${pid},`))
+        .map((l) => Number(/^\s*\S+\s+\S+\s+\S+:(\d+)\s/.exec(l)?.[1]))
+        .filter((n) => n > 0);
 }

@@ -1,56 +1,138 @@
 // Per operation: create → read → delete on one warm provider process, against local
 // virsh (A) and a fresh ssh per command (B), interleaved in rotating order within each
-// iteration so that all three see the same load.
+// iteration so that all of them see the same load. The provider and B also run through the
+// lab's delay proxy (a host RTT_MS away) in the same rotation, and each iteration's pair
+// (with the delay, without it) gives the round trips one create → read → delete waits for.
 import { localTrio, sshTrio } from "../baselines";
-import { ITER, WARMUP } from "../config";
+import { ITER, RTT_MS, WARMUP, lab } from "../config";
+import { measureProxyRtt, startDelayProxy } from "../delay";
 import { newDomain } from "../domains";
 import { log, onCleanup } from "../lifecycle";
 import { median, ms, now, r1, r2, type Trio } from "../measure";
 import { ProviderServer } from "../provider-server";
+import type { Props } from "../../test/harness/engine";
 import { results, row } from "../report";
-import type { BenchSshd, SshdLog } from "../sshd";
+import { clientPorts, viaLoopbackPort, type SshEndpoint, type SshdLog } from "../sshd";
 
-export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<void> {
-    log(`per-operation: ${WARMUP} warm-up + ${ITER} iterations, interleaved`);
+/**
+ * What the sshd's log says about one path's own connections: everything, when the sshd is the
+ * benchmark's own; on a shared sshd, the events of the client ports that `ports` returns
+ * (sampled after each round, so a connection opened and closed within one round is missed).
+ */
+interface Counter {
+    log: SshdLog;
+    ports?: () => Promise<number[]>;
+    seen: Set<number>;
+}
+
+/** One provider create → read → delete, with what the sshd saw of it (its Check included in the counts). */
+interface ProviderRound {
+    trio: Trio;
+    commands: number;
+    checkCommands: number;
+    handshakes: number;
+}
+
+async function providerRound(
+    provider: ProviderServer,
+    counter: Counter,
+    domain: string,
+    name: string,
+    connection: Props,
+): Promise<ProviderRound> {
+    const sshdLog = counter.log;
+    const m0 = sshdLog.mark();
+    const { urn, inputs } = await provider.check(domain, name, connection);
+    const m1 = sshdLog.mark();
+    const tc0 = now();
+    const s = await provider.create(urn, inputs);
+    const tc1 = now();
+    await provider.read(s);
+    const tc2 = now();
+    await provider.delete(s);
+    const tc3 = now();
+    if (counter.ports) for (const p of await counter.ports()) counter.seen.add(p);
+    const ports = counter.ports ? counter.seen : undefined;
+    const all = sshdLog.since(m0, ports),
+        trio = sshdLog.since(m1, ports);
+    return {
+        trio: { create: tc1 - tc0, read: tc2 - tc1, del: tc3 - tc2, total: tc3 - tc0 },
+        commands: trio.commands,
+        checkCommands: all.commands - trio.commands,
+        handshakes: all.handshakes,
+    };
+}
+
+/** Median, minimum and maximum of paired rounds. */
+function spread(xs: number[]): { med: number; min: number; max: number } {
+    return { med: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+}
+
+/**
+ * sshd is the host's SSH endpoint and sshdLog its sshd's log; shared: other sessions use
+ * that sshd too, so only the provider's own connections are counted (by client port).
+ */
+export async function perOperation(sshd: SshEndpoint, sshdLog: SshdLog, shared = false): Promise<void> {
+    log(
+        `per-operation on ${lab.name}: ${WARMUP} warm-up + ${ITER} iterations, interleaved, half of them through a ${RTT_MS} ms delay proxy`,
+    );
     const dom = await newDomain("labtmp-bench-op-");
+    const proxy = await startDelayProxy(sshd.host, sshd.port, RTT_MS);
+    onCleanup(() => proxy.stop());
+    const far = viaLoopbackPort(sshd, proxy.port);
+    const rttBefore = await measureProxyRtt(RTT_MS);
     const provider = await ProviderServer.start(sshd, "perop");
     onCleanup(() => provider.close());
+    // One server, two connections (two pooled SSH connections): the pair runs in the same process.
+    const near = provider.connection,
+        farConnection = provider.via(proxy.port);
+    const counter = (pid: number): Counter => ({
+        log: sshdLog,
+        ports: shared ? () => clientPorts(pid, sshd.host, sshd.port) : undefined,
+        seen: new Set(),
+    });
+    const nearCounter = counter(provider.pid),
+        farCounter = counter(proxy.pid);
     const L: Trio[] = [],
         S: Trio[] = [],
-        P: Array<Trio & { check: number }> = [];
-    const cmdsPerTrio: number[] = [],
-        checkCmds: number[] = [];
+        SD: Trio[] = [],
+        P: ProviderRound[] = [],
+        PD: ProviderRound[] = [];
+    let handshakesNear = 0,
+        handshakesFar = 0;
+    // Three groups in rotating order: local virsh, fresh ssh without and with the delay, the
+    // provider without and with it. The two halves of a pair run back to back, in alternating
+    // order, so that each pair sees the same load: the ops themselves vary by far more than an RTT.
     for (let i = 0; i < WARMUP + ITER; i++) {
-        const order = [0, 1, 2].map((k) => (k + i) % 3);
-        for (const which of order) {
-            const name = `bench-${i}-${which}`;
-            if (which === 0) {
-                const t = await localTrio(dom.uuid, name);
-                if (i >= WARMUP) L.push(t);
+        const keep = i >= WARMUP;
+        const halves = i % 2 ? [true, false] : [false, true];
+        for (const group of [0, 1, 2].map((k) => (k + i) % 3)) {
+            if (group === 0) {
+                const t = await localTrio(dom.uuid, `bench-${i}-local`);
+                if (keep) L.push(t);
+                continue;
             }
-            if (which === 1) {
-                const t = await sshTrio(sshd, dom.uuid, name);
-                if (i >= WARMUP) S.push(t);
-            }
-            if (which === 2) {
-                const m0 = sshdLog.mark();
-                const { urn, inputs } = await provider.check(dom.name, name);
-                const m1 = sshdLog.mark();
-                const tc0 = now();
-                const s = await provider.create(urn, inputs);
-                const tc1 = now();
-                await provider.read(s);
-                const tc2 = now();
-                await provider.delete(s);
-                const tc3 = now();
-                if (i >= WARMUP) {
-                    P.push({ check: NaN, create: tc1 - tc0, read: tc2 - tc1, del: tc3 - tc2, total: tc3 - tc0 });
-                    checkCmds.push(sshdLog.since(m0).commands - sshdLog.since(m1).commands);
-                    cmdsPerTrio.push(sshdLog.since(m1).commands);
+            for (const delayed of halves) {
+                const name = `bench-${i}-${group === 1 ? "ssh" : "provider"}${delayed ? "-far" : ""}`;
+                if (group === 1) {
+                    const t = await sshTrio(delayed ? far : sshd, dom.uuid, name);
+                    if (keep) (delayed ? SD : S).push(t);
+                } else {
+                    const r = await providerRound(
+                        provider,
+                        delayed ? farCounter : nearCounter,
+                        dom.name,
+                        name,
+                        delayed ? farConnection : near,
+                    );
+                    if (delayed) handshakesFar += r.handshakes;
+                    else handshakesNear += r.handshakes;
+                    if (keep) (delayed ? PD : P).push(r);
                 }
             }
         }
     }
+    const rttAfter = await measureProxyRtt(RTT_MS);
     // Check is timed on its own (a create's Check happens at preview and again at up).
     const checks: number[] = [];
     for (let i = 0; i < 10; i++) {
@@ -59,19 +141,53 @@ export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<v
         checks.push(now() - t0);
     }
     const med = (xs: Trio[], k: keyof Trio) => median(xs.map((x) => x[k]));
+    const trios = (rs: ProviderRound[]) => rs.map((r) => r.trio);
     const local = med(L, "total"),
         ssh = med(S, "total"),
-        prov = med(P, "total");
-    row("per operation (median of " + ITER + ")", "local virsh", "fresh ssh", "provider");
+        prov = med(trios(P), "total");
+    const cmdsPerTrio = median(P.map((r) => r.commands)),
+        cmdsPerTrioFar = median(PD.map((r) => r.commands)),
+        checkCmds = median(P.map((r) => r.checkCommands));
+    row(`per operation on ${lab.name} (median of ${ITER})`, "local virsh", "fresh ssh", "provider");
     for (const k of ["create", "read", "del", "total"] as const) {
-        row(`  ${k === "del" ? "delete" : k}`, ms(med(L, k)), ms(med(S, k)), ms(med(P, k)));
+        row(`  ${k === "del" ? "delete" : k}`, ms(med(L, k)), ms(med(S, k)), ms(med(trios(P), k)));
     }
     row("  provider check (not in total)", "", "", ms(median(checks)));
-    row("  virsh processes per create+read+delete", "3", "3", String(median(cmdsPerTrio)));
-    row("  virsh processes per check", "", "", String(median(checkCmds)));
+    row("  virsh processes per create+read+delete", "3", "3", String(cmdsPerTrio));
+    row("  virsh processes per check", "", "", String(checkCmds));
     row("  perOpRatio provider/local", "", "", r2(prov / local).toFixed(2));
     row("  sshPerOpRatio freshSsh/local", "", r2(ssh / local).toFixed(2), "");
     row("  provider/freshSsh", "", "", r2(prov / ssh).toFixed(2));
+
+    // Round trips: each iteration's (with the delay − without it) / RTT, paired within the iteration.
+    const paired = (withDelay: Trio[], without: Trio[], k: keyof Trio, per = 1) =>
+        withDelay.map((w, j) => (w[k] - without[j]![k]) / RTT_MS / per);
+    const rtProv = spread(paired(trios(PD), trios(P), "total", 3)),
+        rtSsh = spread(paired(SD, S, "total", 3));
+    const rtRpc = {
+        create: spread(paired(trios(PD), trios(P), "create")),
+        read: spread(paired(trios(PD), trios(P), "read")),
+        del: spread(paired(trios(PD), trios(P), "del")),
+    };
+    const measuredRtt = (rttBefore.proxied - rttBefore.direct + rttAfter.proxied - rttAfter.direct) / 2;
+    const f2 = (x: number) => r2(x).toFixed(2);
+    row(`over the delay proxy, ${RTT_MS} ms RTT: ${ITER} paired rounds`, "median", "min", "max");
+    row("  roundTripsPerOp (provider)", f2(rtProv.med), f2(rtProv.min), f2(rtProv.max));
+    for (const k of ["create", "read", "del"] as const) {
+        row(`    round trips in ${k === "del" ? "delete" : k}`, f2(rtRpc[k].med), f2(rtRpc[k].min), f2(rtRpc[k].max));
+    }
+    row("  freshSshRoundTripsPerOp (fresh ssh)", f2(rtSsh.med), f2(rtSsh.min), f2(rtSsh.max));
+    row("  create+read+delete, with / without delay", "provider", ms(med(trios(PD), "total")), ms(prov));
+    row("", "fresh ssh", ms(med(SD, "total")), ms(ssh));
+    row("  virsh processes per create+read+delete", "provider", String(cmdsPerTrioFar), String(cmdsPerTrio));
+    row("  handshakes over the phase", "provider", String(handshakesFar), String(handshakesNear));
+    row(
+        "  proxy's RTT measured (echo), before/after",
+        ms(rttBefore.proxied - rttBefore.direct),
+        ms(rttAfter.proxied - rttAfter.direct),
+        "",
+    );
+    row("  roundTripsPerOp at the measured RTT", "", "", f2((rtProv.med * RTT_MS) / measuredRtt));
     Object.assign(results, {
         perOpRatio: r2(prov / local),
         sshPerOpRatio: r2(ssh / local),
@@ -79,15 +195,31 @@ export async function perOperation(sshd: BenchSshd, sshdLog: SshdLog): Promise<v
         perOpLocalMs: r1(local),
         perOpFreshSshMs: r1(ssh),
         perOpProviderMs: r1(prov),
-        perOpProviderCreateMs: r1(med(P, "create")),
-        perOpProviderReadMs: r1(med(P, "read")),
-        perOpProviderDeleteMs: r1(med(P, "del")),
+        perOpProviderCreateMs: r1(med(trios(P), "create")),
+        perOpProviderReadMs: r1(med(trios(P), "read")),
+        perOpProviderDeleteMs: r1(med(trios(P), "del")),
         perOpLocalCreateMs: r1(med(L, "create")),
         perOpLocalReadMs: r1(med(L, "read")),
         perOpLocalDeleteMs: r1(med(L, "del")),
         checkMs: r1(median(checks)),
-        virshProcessesPerOp: median(cmdsPerTrio),
-        virshProcessesPerCheck: median(checkCmds),
+        virshProcessesPerOp: cmdsPerTrio,
+        virshProcessesPerCheck: checkCmds,
+        perOpHost: lab.name,
+        roundTripsPerOp: r2(rtProv.med),
+        roundTripsPerOpMin: r2(rtProv.min),
+        roundTripsPerOpMax: r2(rtProv.max),
+        roundTripsCreate: r2(rtRpc.create.med),
+        roundTripsRead: r2(rtRpc.read.med),
+        roundTripsDelete: r2(rtRpc.del.med),
+        freshSshRoundTripsPerOp: r2(rtSsh.med),
+        freshSshRoundTripsPerOpMin: r2(rtSsh.min),
+        freshSshRoundTripsPerOpMax: r2(rtSsh.max),
+        delayRttMs: RTT_MS,
+        delayProxyMeasuredRttMs: r1(measuredRtt),
+        perOpProviderDelayedMs: r1(med(trios(PD), "total")),
+        perOpFreshSshDelayedMs: r1(med(SD, "total")),
+        virshProcessesPerOpDelayed: cmdsPerTrioFar,
+        perOpHandshakesDelayed: handshakesFar,
     });
     await provider.close();
 }
