@@ -217,6 +217,12 @@ export interface RestorePointArgs {
     consistency?: pulumi.Input<"simultaneous" | "independent">;
     /** As for DomainSnapshot. */
     deletion?: pulumi.Input<"delete" | "metadata">;
+    /**
+     * Freeze each running guest's filesystems through its guest agent for the snapshots (disk-only snapshots:
+     * memory 'none'), with a guard on each host that thaws them if the provider is cut off. With `simultaneous`
+     * every guest is frozen, then every domain paused, snapshotted and resumed, then the guests thawed. Default false.
+     */
+    quiesce?: pulumi.Input<boolean>;
     /** The time limit for each virsh command. Default 300. */
     timeoutSeconds?: pulumi.Input<number>;
 }

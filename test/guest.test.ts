@@ -6,7 +6,7 @@
 // guest does not.
 import * as assert from "node:assert/strict";
 import * as path from "node:path";
-import { DomainSnapshotProvider } from "pulumi-libvirt-snapshots";
+import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
 import { engineSuite } from "./support/fixture";
 import { expectCallError, snapshotNames } from "./support/helpers";
 import { guestDisk, makeGuestDomain, sleep, virshOk, type TestDomain } from "./support/lab";
@@ -95,5 +95,74 @@ describe("quiesce on a real guest (engine path, qemu-guest-agent)", function () 
         const blk = await virshOk(["domblklist", "--domain", dom.name]);
         assert.ok(blk.includes(dom.disk), `still on its own disk: ${blk}`);
         await writerPast(dom, dom.disk, c0 + 1);
+    });
+
+    it("RestorePoint with quiesce: the guest is frozen, then paused, snapshotted, resumed and thawed: its snapshot's ext4 is clean", async () => {
+        const off = await suite.newDomain();
+        const c0 = await writerPast(dom, dom.disk, guestDisk(dom.disk).counter);
+        const rp = await suite.up("rp-quiesced", RestorePointProvider, {
+            domains: [dom.name, off.name],
+            snapshotName: "rp-quiesced",
+            kind: "external",
+            memory: "none",
+            quiesce: true,
+        });
+        assert.equal(await freezeStatus(dom), "thawed", "thawed after the restore point");
+        assert.ok((rp.outs.pausedMilliseconds as number) > 0, "the running member was paused (simultaneous)");
+        const snaps = rp.outs.snapshots as Array<{ domainName: string; kind: string; memory: string }>;
+        assert.deepEqual(
+            snaps.map((m) => [m.domainName, m.kind, m.memory]),
+            [
+                [dom.name, "external", "none"],
+                [off.name, "external", "none"],
+            ],
+        );
+        const base = guestDisk(dom.disk);
+        assert.equal(base.clean, true, "the snapshot's ext4 is clean: the guest was frozen while it was taken");
+        assert.ok(base.counter >= c0);
+        await suite.engine.destroy(rp);
+        assert.deepEqual(await snapshotNames(dom.name), []);
+        assert.deepEqual(await snapshotNames(off.name), []);
+        assert.equal(await freezeStatus(dom), "thawed");
+        await writerPast(dom, dom.disk, base.counter + 1);
+    });
+
+    it("RestorePoint without quiesce, the control: the pause alone leaves the guest's ext4 mid-journal in the snapshot", async () => {
+        await writerPast(dom, dom.disk, guestDisk(dom.disk).counter + 1);
+        const rp = await suite.up("rp-plain", RestorePointProvider, {
+            domains: [dom.name],
+            snapshotName: "rp-plain",
+            kind: "external",
+            memory: "none",
+        });
+        assert.ok((rp.outs.pausedMilliseconds as number) > 0, "paused for the snapshot");
+        assert.equal(guestDisk(dom.disk).clean, false, "a mounted, unfrozen ext4 needs its journal replayed");
+        await suite.engine.destroy(rp);
+        assert.deepEqual(await snapshotNames(dom.name), []);
+    });
+
+    it("RestorePoint with quiesce is refused at preview for a running member without an agent, and for a snapshot with memory", async () => {
+        const plain = await suite.newDomain({ running: true });
+        const noAgent = await suite.failuresOf(RestorePointProvider, {
+            domains: [dom.name, plain.name],
+            snapshotName: "rp-noagent",
+            kind: "external",
+            memory: "none",
+            quiesce: true,
+        });
+        assert.match(
+            noAgent,
+            new RegExp(`^domains\\[1\\]: domain '${plain.name}': quiesce: domain '${plain.name}' has no QEMU guest agent channel`),
+        );
+        assert.doesNotMatch(noAgent, /domains\[0\]/, "the guest with its agent is fine");
+        const withMemory = await suite.failuresOf(RestorePointProvider, {
+            domains: [dom.name],
+            snapshotName: "rp-memory",
+            memory: "internal",
+            quiesce: true,
+        });
+        assert.match(withMemory, /^domains\[0\]: .*quiesce: libvirt quiesces only disk-only snapshots: set memory: 'none'/);
+        assert.deepEqual(await snapshotNames(dom.name), [], "preview changed nothing");
+        assert.equal(await freezeStatus(dom), "thawed");
     });
 });

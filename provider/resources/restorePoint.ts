@@ -4,7 +4,9 @@
 // each on its own, in parallel. Either way it is all or nothing: when one
 // domain fails, the snapshots already taken are rolled back and no VM is left
 // paused. Each snapshot is a plain libvirt snapshot, planned and deleted by the
-// same code as DomainSnapshot.
+// same code as DomainSnapshot. With quiesce, every running guest's filesystems
+// are frozen through its agent first (a paused guest's agent can't freeze), then
+// the domains are paused, snapshotted and resumed, then thawed.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "../connection";
@@ -14,6 +16,7 @@ import { withDomainLock } from "../locks";
 import { checkInputs, domainLockKey, parseOrThrow, same } from "../resource";
 import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
+import { withFrozenGuest } from "../host/thawGuard";
 import { Virsh } from "../host/virsh";
 import {
     chainLimitFailures,
@@ -58,6 +61,8 @@ export const RestorePointSchema = z
         deletion: z
             .enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" })
             .default("delete"),
+        // Optional, not defaulted: state recorded before it existed keeps diffing as unchanged.
+        quiesce: z.boolean({ error: "must be true or false" }).optional(),
         timeoutSeconds: timeoutSeconds.optional(),
     })
     .superRefine((v, ctx) => {
@@ -172,14 +177,17 @@ function memberKey(m: { connection: Connection; domain: string }): string {
     return domainLockKey(m.connection, m.domain);
 }
 
-/** Every member's snapshot: atomic, no quiesce, live or halt. */
-function snapshotRequest(v: Inputs): SnapshotRequest {
+/**
+ * Every member's snapshot: atomic, no live or halt. libvirt's own --quiesce is never passed (the guests are
+ * frozen by the provider before they are paused); `quiesce` asks the plan for its checks only.
+ */
+function snapshotRequest(v: Inputs, quiesce = false): SnapshotRequest {
     return {
         snapshotName: v.snapshotName,
         description: v.description,
         kind: v.kind,
         memory: v.memory,
-        quiesce: false,
+        quiesce,
         atomic: true,
         live: false,
         halt: false,
@@ -206,6 +214,9 @@ async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; 
         } catch (e) {
             failures = [{ property: "kind", reason: `cannot read the disks' backing chains: ${messageOf(e)}` }];
         }
+        // A shut-off member writes nothing: there is nothing to freeze. A running one needs a connected agent and a disk-only snapshot.
+        if (v.quiesce && probe.state !== "shut off")
+            failures = [...failures, ...planSnapshot(snapshotRequest(v, true), probe).failures.filter((f) => f.property === "quiesce")];
     }
     return {
         probe,
@@ -241,7 +252,14 @@ async function snapshotAll(
         resumedAt = 0;
     let failure: { m: Member; error: unknown } | undefined;
     const resumeProblems: string[] = [];
-    try {
+    const capture = async () => {
+        try {
+            await pauseAndSnapshot();
+        } finally {
+            await resumeAll();
+        }
+    };
+    const pauseAndSnapshot = async () => {
         if (v.consistency === "simultaneous") {
             const running = members.filter((_, i) => planned[i]!.probe!.state === "running");
             pausedAt = Date.now();
@@ -269,8 +287,9 @@ async function snapshotAll(
                 }),
             );
         }
-    } finally {
-        // Whatever happened, no VM stays paused by us.
+    };
+    // Whatever happened, no VM stays paused by us.
+    const resumeAll = async () => {
         await Promise.all(
             paused.map(async (m) => {
                 try {
@@ -283,7 +302,20 @@ async function snapshotAll(
             }),
         );
         resumedAt = Date.now();
-    }
+    };
+    const frozen = v.quiesce ? members.filter((_, i) => planned[i]!.probe!.state === "running") : [];
+    // Each guest is frozen in turn, outermost first, and thawed in reverse after the capture, also when it fails.
+    const freezeThen = frozen.reduceRight<() => Promise<void>>(
+        (inner, m) => async () => {
+            try {
+                await withFrozenGuest(m.virsh, m.domain, inner);
+            } catch (e) {
+                failure ??= { m, error: e };
+            }
+        },
+        capture,
+    );
+    await freezeThen();
     if (failure) {
         const rolledBack: string[] = [],
             leftBehind: string[] = [];
@@ -411,7 +443,7 @@ function memberIds(v: Pick<Inputs, "connection" | "domains" | "targets">): strin
 export const restorePoint = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         return checkInputs(RestorePointSchema, olds, news, {
-            planKeys: ["domains", "targets", "snapshotName", "description", "kind", "memory", "deletion"],
+            planKeys: ["domains", "targets", "snapshotName", "description", "kind", "memory", "deletion", "quiesce"],
             createKeys: CREATE_KEYS,
             ask: async (v) => (await Promise.all(membersOf(v).map((m) => planMember(v, m)))).flatMap((p) => p.failures),
         });
