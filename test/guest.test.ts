@@ -5,6 +5,7 @@
 // freeze leaves clean (no journal to replay) and a plain snapshot of a writing
 // guest does not.
 import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
 import { engineSuite } from "./support/fixture";
@@ -139,6 +140,31 @@ describe("quiesce on a real guest (engine path, qemu-guest-agent)", function () 
         assert.equal(guestDisk(dom.disk).clean, false, "a mounted, unfrozen ext4 needs its journal replayed");
         await suite.engine.destroy(rp);
         assert.deepEqual(await snapshotNames(dom.name), []);
+    });
+
+    it("RestorePoint with quiesce, a member's snapshot fails after the freeze: the guest is thawed, nothing is left", async () => {
+        const off = await suite.newDomain();
+        // libvirt names the overlay after the snapshot (disk.qcow2 -> disk.rp-fails) and refuses to overwrite a file.
+        const inTheWay = path.join(path.dirname(off.disk), `${path.basename(off.disk, path.extname(off.disk))}.rp-fails`);
+        fs.writeFileSync(inTheWay, "in the way");
+        const c0 = await writerPast(dom, dom.disk, guestDisk(dom.disk).counter);
+        await expectCallError(
+            suite.up("rp-fails", RestorePointProvider, {
+                domains: [dom.name, off.name],
+                snapshotName: "rp-fails",
+                kind: "external",
+                memory: "none",
+                quiesce: true,
+            }),
+            new RegExp(`restore point 'rp-fails' failed on domain '${off.name}' \\(domains\\[1\\]\\)[\\s\\S]*rolled back: `),
+        );
+        assert.equal(await freezeStatus(dom), "thawed", "thawed after the failure");
+        assert.deepEqual(await snapshotNames(dom.name), []);
+        assert.deepEqual(await snapshotNames(off.name), []);
+        const blk = await virshOk(["domblklist", "--domain", dom.name]);
+        assert.ok(blk.includes(dom.disk), `the guest is back on its own disk: ${blk}`);
+        assert.equal(fs.readFileSync(inTheWay, "utf8"), "in the way", "the file in the way is untouched");
+        await writerPast(dom, dom.disk, c0 + 1);
     });
 
     it("RestorePoint with quiesce is refused at preview for a running member without an agent, and for a snapshot with memory", async () => {
