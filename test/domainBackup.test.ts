@@ -7,7 +7,7 @@
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DomainBackupProvider } from "pulumi-libvirt-snapshots";
+import { DomainBackupProvider, DomainCheckpointProvider } from "pulumi-libvirt-snapshots";
 import type { ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
 import { MiB, checkpointNames, domstate, expectCallError, re, sameHostConnection } from "./support/helpers";
@@ -61,6 +61,33 @@ async function jobType(dom: TestDomain): Promise<string> {
 
 function exists(file: string): boolean {
     return fs.existsSync(file);
+}
+
+/** Remove a dirty bitmap through QMP, as if it had been lost (the test's own throwaway domain). */
+async function removeBitmap(dom: TestDomain, name: string): Promise<void> {
+    const qmp = (cmd: object) => virshOk(["qemu-monitor-command", "--domain", dom.name, "--cmd", JSON.stringify(cmd)]);
+    const nodes = (
+        JSON.parse(await qmp({ execute: "query-named-block-nodes", arguments: { flat: true } })) as {
+            return: Array<{ "node-name": string; "dirty-bitmaps"?: Array<{ name: string }> }>;
+        }
+    ).return;
+    const node = nodes.find((n) => n["dirty-bitmaps"]?.some((b) => b.name === name));
+    assert.ok(node, `no node holds bitmap ${name}`);
+    await qmp({ execute: "block-dirty-bitmap-remove", arguments: { node: node["node-name"], name } });
+}
+
+/**
+ * Drop the host's page cache of a disk image, so a backup reads it from the device: with the
+ * data cached, copying a few hundred MiB can finish in well under a second on an idle machine.
+ */
+async function uncache(file: string): Promise<void> {
+    for (const [cmd, args] of [
+        ["/usr/bin/sync", [file]],
+        ["/usr/bin/dd", [`if=${file}`, "iflag=nocache", "count=0", "status=none"]],
+    ] as const) {
+        const r = await hostRun(cmd, args);
+        assert.equal(r.code, 0, `${cmd}: ${r.stderr}`);
+    }
 }
 
 interface FileOut {
@@ -285,25 +312,7 @@ describe("DomainBackup (engine path, real lab)", function () {
         await guestWrites(dom, 1);
         assert.equal(await failuresOf({ domain: dom.name, targetDir, checkpointName: "next", incrementalFrom: "base" }), "");
         // The failure users of incremental backup meet most: the bitmap is lost behind libvirt's back (here through QMP).
-        const nodes = (
-            JSON.parse(
-                await virshOk([
-                    "qemu-monitor-command",
-                    "--domain",
-                    dom.name,
-                    "--cmd",
-                    JSON.stringify({ execute: "query-named-block-nodes", arguments: { flat: true } }),
-                ]),
-            ) as { return: Array<{ "node-name": string; "dirty-bitmaps"?: Array<{ name: string }> }> }
-        ).return;
-        const node = nodes.find((n) => n["dirty-bitmaps"]?.some((b) => b.name === "base"))!;
-        await virshOk([
-            "qemu-monitor-command",
-            "--domain",
-            dom.name,
-            "--cmd",
-            JSON.stringify({ execute: "block-dirty-bitmap-remove", arguments: { node: node["node-name"], name: "base" } }),
-        ]);
+        await removeBitmap(dom, "base");
         const r = (await suite.engine.refresh(full))!;
         assert.equal(r.outs.intact, true, "the files are fine");
         assert.match(r.outs.drift as string, /bitmap 'base' of checkpoint 'base' on disk vda is missing or broken/);
@@ -312,6 +321,25 @@ describe("DomainBackup (engine path, real lab)", function () {
             /incrementalFrom: the chain from checkpoint 'base' is broken: bitmap 'base' of checkpoint 'base' on disk vda is missing or broken\. An incremental from it would be refused by libvirt \('checkpoint inconsistent'\) or could never be restored\. Take a full backup instead/,
         );
         await suite.engine.destroy(r);
+    });
+
+    it("DomainCheckpoint reports its bitmaps' health: a lost bitmap while running (--size), and in the image once shut off (qemu-img info -U)", async () => {
+        const dom = await suite.newDomain({ running: true, writer: true });
+        const s = await suite.up("health", DomainCheckpointProvider, { domain: dom.name, checkpointName: "health" });
+        assert.equal(s.outs.bitmapsHealthy, true);
+        assert.deepEqual(s.outs.bitmapProblems, []);
+        await removeBitmap(dom, "health");
+        const r1 = (await suite.engine.refresh(s))!;
+        assert.equal(r1.outs.bitmapsHealthy, false);
+        assert.deepEqual(r1.outs.bitmapProblems, ["bitmap 'health' of disk vda is missing or broken (libvirt can't measure it)"]);
+        await virshOk(["destroy", "--domain", dom.name]);
+        const r2 = (await suite.engine.refresh(r1))!;
+        assert.equal(r2.outs.bitmapsHealthy, false);
+        assert.match(
+            (r2.outs.bitmapProblems as string[]).join("\n"),
+            new RegExp(`^bitmap 'health' is not in disk vda \\(${re(dom.disk)}\\)$`),
+        );
+        await virshOk(["checkpoint-delete", "--domain", dom.name, "--checkpointname", "health", "--metadata"]);
     });
 
     describe("a disk with enough data that the backup lasts seconds", () => {
@@ -329,6 +357,7 @@ describe("DomainBackup (engine path, real lab)", function () {
         it("a job that outlives timeoutSeconds is aborted, its partial files removed and its checkpoint deleted", async () => {
             const targetDir = path.join(dom.dir, "slow");
             const file = path.join(targetDir, `${dom.name}.slow.vda.qcow2`);
+            await uncache(dom.disk);
             await expectCallError(
                 up("slow", { domain: dom.name, targetDir, checkpointName: "slow", timeoutSeconds: 1 }),
                 new RegExp(
@@ -365,6 +394,7 @@ describe("DomainBackup (engine path, real lab)", function () {
             const inputs = { domain: dom.name, targetDir, checkpointName: "adopted" };
             const checked = await e.check(urn, {}, await e.programInputs(DomainBackupProvider, inputs));
             assert.deepEqual(checked.failures, []);
+            await uncache(dom.disk);
             await begin(file, "adopted");
             assert.equal(await jobType(dom), "Unbounded");
             const created = await e.create(urn, checked.inputs);
@@ -392,6 +422,7 @@ describe("DomainBackup (engine path, real lab)", function () {
 
             // Someone else's job: the error names it and what to do.
             const foreign = path.join(targetDir, "foreign.qcow2");
+            await uncache(dom.disk);
             await begin(foreign, "foreign");
             const msg = await failuresOf({ domain: dom.name, targetDir, checkpointName: "mine", incrementalFrom: "adopted" });
             await virshOk(["domjobabort", "--domain", dom.name]).catch(() => undefined);
