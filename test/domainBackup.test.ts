@@ -8,8 +8,8 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DomainBackupProvider, DomainCheckpointProvider } from "pulumi-libvirt-snapshots";
-import type { ResourceState } from "./harness/engine";
-import { engineSuite } from "./support/fixture";
+import { DYNAMIC_TYPE, EngineHarness, PACKAGE_ROOT, type ResourceState } from "./harness/engine";
+import { engineSuite, stackConfigFor } from "./support/fixture";
 import { MiB, checkpointNames, domstate, expectCallError, re, sameHostConnection } from "./support/helpers";
 import {
     guestDisk,
@@ -346,8 +346,8 @@ describe("DomainBackup (engine path, real lab)", function () {
         let dom: TestDomain;
         before(async function () {
             this.timeout(300_000);
-            dom = await suite.newDomain({ writer: true, sizeMB: 512 });
-            const r = await hostRun("/usr/bin/qemu-io", ["-f", "qcow2", "-c", `write -P 0x5a ${MiB} ${300 * MiB}`, dom.disk], {
+            dom = await suite.newDomain({ writer: true, sizeMB: 1024 });
+            const r = await hostRun("/usr/bin/qemu-io", ["-f", "qcow2", "-c", `write -P 0x5a ${MiB} ${600 * MiB}`, dom.disk], {
                 timeoutMs: 240_000,
             });
             assert.equal(r.code, 0, r.stderr);
@@ -369,7 +369,7 @@ describe("DomainBackup (engine path, real lab)", function () {
             assert.equal(await jobType(dom), "None");
         });
 
-        it("a job left running by an interrupted provider: the next up takes its result; another's job is named", async () => {
+        it("a provider killed mid-backup leaves libvirt's job running: the next up waits for it and takes its result (also once it has finished); another's job is named", async () => {
             const targetDir = path.join(dom.dir, "adopt");
             fs.mkdirSync(targetDir, { recursive: true });
             const file = path.join(targetDir, `${dom.name}.adopted.vda.qcow2`);
@@ -387,16 +387,34 @@ describe("DomainBackup (engine path, real lab)", function () {
                 );
                 await virshOk(["backup-begin", "--domain", dom.name, "--backupxml", bx, "--checkpointxml", cp]);
             };
-            // What a provider killed after backup-begin leaves: this resource's own job, still running.
-            // Preview ran before the job started (as in the interrupted run); create finds the job and waits for it.
-            const e = suite.engine;
-            const urn = e.urn("pulumi-nodejs:dynamic:Resource", "adopted");
+            // A provider killed in the middle of the backup: its own server process, stopped while it waits for the job.
+            const killed = await EngineHarness.start({ cwd: PACKAGE_ROOT, ...stackConfigFor(lab) });
+            const urn = killed.urn(DYNAMIC_TYPE, "adopted");
             const inputs = { domain: dom.name, targetDir, checkpointName: "adopted" };
-            const checked = await e.check(urn, {}, await e.programInputs(DomainBackupProvider, inputs));
+            const checked = await killed.check(urn, {}, await killed.programInputs(DomainBackupProvider, inputs));
             assert.deepEqual(checked.failures, []);
             await uncache(dom.disk);
-            await begin(file, "adopted");
-            assert.equal(await jobType(dom), "Unbounded");
+            const cut = killed.create(urn, checked.inputs).then(
+                () => "completed",
+                (err: Error) => err.message,
+            );
+            for (const until = Date.now() + 60_000; (await jobType(dom)) !== "Unbounded" && Date.now() < until;) await sleep(100);
+            assert.equal(await jobType(dom), "Unbounded", "the provider started the job");
+            await killed.close();
+            assert.notEqual(await cut, "completed", "the create was cut off");
+            // libvirt's job goes on without its provider: still running, or completed (never aborted) by now.
+            const after = await jobType(dom);
+            console.log(`      (after the provider was killed, its job was ${after === "Unbounded" ? "still running" : "complete"})`);
+            if (after !== "Unbounded") {
+                const done = await virshOk(["domjobinfo", "--domain", dom.name, "--completed", "--keep-completed"]);
+                assert.match(
+                    done,
+                    /Job type:\s+Completed[\s\S]*Operation:\s+Backup/,
+                    `the job was neither running nor completed: ${after}\n${done}`,
+                );
+            }
+            // The next pulumi up (another provider process) finds the job, waits for it and takes its result.
+            const e = suite.engine;
             const created = await e.create(urn, checked.inputs);
             const s: ResourceState = { urn, id: created.id, inputs: checked.inputs, outs: created.outs };
             assert.equal(s.outs.adopted, true);
@@ -405,7 +423,7 @@ describe("DomainBackup (engine path, real lab)", function () {
             const f = (s.outs.files as FileOut[])[0]!;
             assert.equal(f.file, file);
             assert.equal(fs.statSync(file).size, f.size);
-            assert.ok(f.bytesCopied >= 300 * MiB, `copied ${f.bytesCopied}`);
+            assert.ok(f.bytesCopied >= 600 * MiB, `copied ${f.bytesCopied}`);
 
             // The same, when the job finished before the next up: its checkpoint and every file are there, so it is taken as it is.
             const file2 = path.join(targetDir, `${dom.name}.finished.vda.qcow2`);
