@@ -56,7 +56,13 @@ async function guestWrites(dom: TestDomain, n: number): Promise<void> {
 }
 
 async function jobType(dom: TestDomain): Promise<string> {
-    return /Job type:\s+(\S+)/.exec(await virshOk(["domjobinfo", "--domain", dom.name]))?.[1] ?? "";
+    for (let attempt = 0; ; attempt++) {
+        const r = await hostRun("/usr/bin/virsh", ["-c", "qemu:///system", "domjobinfo", "--domain", dom.name]);
+        if (r.code === 0) return /Job type:\s+(\S+)/.exec(r.stdout)?.[1] ?? "";
+        // libvirt 11.3 says this for a moment while a backup job starts or ends.
+        if (!/backup job data missing/.test(r.stderr) || attempt >= 10) throw new Error(`virsh domjobinfo ${dom.name}: ${r.stderr.trim()}`);
+        await sleep(200);
+    }
 }
 
 function exists(file: string): boolean {

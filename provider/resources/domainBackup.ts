@@ -175,7 +175,15 @@ export function parseJobInfo(out: string): JobInfo {
 
 async function jobInfo(virsh: Virsh, domain: string, completed = false): Promise<JobInfo> {
     const extra = completed ? ["--completed", "--keep-completed", "--anystats"] : [];
-    return parseJobInfo(await virsh.run(["domjobinfo", "--domain", domain, "--rawstats", ...extra], { timeoutMs: 60_000 }));
+    for (let attempt = 0; ; attempt++) {
+        try {
+            return parseJobInfo(await virsh.run(["domjobinfo", "--domain", domain, "--rawstats", ...extra], { timeoutMs: 60_000 }));
+        } catch (e) {
+            // libvirt 11.3 answers this for a moment while a backup job starts or ends (measured): ask again.
+            if (!/backup job data missing/.test(messageOf(e)) || attempt >= 10) throw e;
+            await sleep(200);
+        }
+    }
 }
 
 /** Sizes of files on the host; a missing file has none. Paths hold no newline (hostFolder refuses control characters). */
