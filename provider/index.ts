@@ -373,6 +373,8 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
     declare public readonly libvirtVersion: pulumi.Output<string>;
     declare public readonly adopted: pulumi.Output<boolean>;
     declare public readonly restoredAt: pulumi.Output<string | null>;
+    declare public readonly bitmapsHealthy: pulumi.Output<boolean | null>;
+    declare public readonly bitmapProblems: pulumi.Output<string[]>;
 
     constructor(name: string, args: DomainCheckpointArgs, opts?: pulumi.CustomResourceOptions) {
         super(
@@ -395,6 +397,8 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
                 libvirtVersion: undefined,
                 adopted: undefined,
                 restoredAt: undefined,
+                bitmapsHealthy: undefined,
+                bitmapProblems: undefined,
                 declared: undefined,
             },
             secretOpts(opts),

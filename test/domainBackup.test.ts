@@ -7,9 +7,9 @@
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DomainBackupProvider } from "pulumi-libvirt-snapshots";
-import type { ResourceState } from "./harness/engine";
-import { engineSuite } from "./support/fixture";
+import { DomainBackupProvider, DomainCheckpointProvider } from "pulumi-libvirt-snapshots";
+import { DYNAMIC_TYPE, EngineHarness, PACKAGE_ROOT, type ResourceState } from "./harness/engine";
+import { engineSuite, stackConfigFor } from "./support/fixture";
 import { MiB, checkpointNames, domstate, expectCallError, re, sameHostConnection } from "./support/helpers";
 import {
     guestDisk,
@@ -56,11 +56,44 @@ async function guestWrites(dom: TestDomain, n: number): Promise<void> {
 }
 
 async function jobType(dom: TestDomain): Promise<string> {
-    return /Job type:\s+(\S+)/.exec(await virshOk(["domjobinfo", "--domain", dom.name]))?.[1] ?? "";
+    for (let attempt = 0; ; attempt++) {
+        const r = await hostRun("/usr/bin/virsh", ["-c", "qemu:///system", "domjobinfo", "--domain", dom.name]);
+        if (r.code === 0) return /Job type:\s+(\S+)/.exec(r.stdout)?.[1] ?? "";
+        // libvirt 11.3 says this for a moment while a backup job starts or ends.
+        if (!/backup job data missing/.test(r.stderr) || attempt >= 10) throw new Error(`virsh domjobinfo ${dom.name}: ${r.stderr.trim()}`);
+        await sleep(200);
+    }
 }
 
 function exists(file: string): boolean {
     return fs.existsSync(file);
+}
+
+/** Remove a dirty bitmap through QMP, as if it had been lost (the test's own throwaway domain). */
+async function removeBitmap(dom: TestDomain, name: string): Promise<void> {
+    const qmp = (cmd: object) => virshOk(["qemu-monitor-command", "--domain", dom.name, "--cmd", JSON.stringify(cmd)]);
+    const nodes = (
+        JSON.parse(await qmp({ execute: "query-named-block-nodes", arguments: { flat: true } })) as {
+            return: Array<{ "node-name": string; "dirty-bitmaps"?: Array<{ name: string }> }>;
+        }
+    ).return;
+    const node = nodes.find((n) => n["dirty-bitmaps"]?.some((b) => b.name === name));
+    assert.ok(node, `no node holds bitmap ${name}`);
+    await qmp({ execute: "block-dirty-bitmap-remove", arguments: { node: node["node-name"], name } });
+}
+
+/**
+ * Drop the host's page cache of a disk image, so a backup reads it from the device: with the
+ * data cached, copying a few hundred MiB can finish in well under a second on an idle machine.
+ */
+async function uncache(file: string): Promise<void> {
+    for (const [cmd, args] of [
+        ["/usr/bin/sync", [file]],
+        ["/usr/bin/dd", [`if=${file}`, "iflag=nocache", "count=0", "status=none"]],
+    ] as const) {
+        const r = await hostRun(cmd, args);
+        assert.equal(r.code, 0, `${cmd}: ${r.stderr}`);
+    }
 }
 
 interface FileOut {
@@ -285,25 +318,7 @@ describe("DomainBackup (engine path, real lab)", function () {
         await guestWrites(dom, 1);
         assert.equal(await failuresOf({ domain: dom.name, targetDir, checkpointName: "next", incrementalFrom: "base" }), "");
         // The failure users of incremental backup meet most: the bitmap is lost behind libvirt's back (here through QMP).
-        const nodes = (
-            JSON.parse(
-                await virshOk([
-                    "qemu-monitor-command",
-                    "--domain",
-                    dom.name,
-                    "--cmd",
-                    JSON.stringify({ execute: "query-named-block-nodes", arguments: { flat: true } }),
-                ]),
-            ) as { return: Array<{ "node-name": string; "dirty-bitmaps"?: Array<{ name: string }> }> }
-        ).return;
-        const node = nodes.find((n) => n["dirty-bitmaps"]?.some((b) => b.name === "base"))!;
-        await virshOk([
-            "qemu-monitor-command",
-            "--domain",
-            dom.name,
-            "--cmd",
-            JSON.stringify({ execute: "block-dirty-bitmap-remove", arguments: { node: node["node-name"], name: "base" } }),
-        ]);
+        await removeBitmap(dom, "base");
         const r = (await suite.engine.refresh(full))!;
         assert.equal(r.outs.intact, true, "the files are fine");
         assert.match(r.outs.drift as string, /bitmap 'base' of checkpoint 'base' on disk vda is missing or broken/);
@@ -314,12 +329,31 @@ describe("DomainBackup (engine path, real lab)", function () {
         await suite.engine.destroy(r);
     });
 
+    it("DomainCheckpoint reports its bitmaps' health: a lost bitmap while running (--size), and in the image once shut off (qemu-img info -U)", async () => {
+        const dom = await suite.newDomain({ running: true, writer: true });
+        const s = await suite.up("health", DomainCheckpointProvider, { domain: dom.name, checkpointName: "health" });
+        assert.equal(s.outs.bitmapsHealthy, true);
+        assert.deepEqual(s.outs.bitmapProblems, []);
+        await removeBitmap(dom, "health");
+        const r1 = (await suite.engine.refresh(s))!;
+        assert.equal(r1.outs.bitmapsHealthy, false);
+        assert.deepEqual(r1.outs.bitmapProblems, ["bitmap 'health' of disk vda is missing or broken (libvirt can't measure it)"]);
+        await virshOk(["destroy", "--domain", dom.name]);
+        const r2 = (await suite.engine.refresh(r1))!;
+        assert.equal(r2.outs.bitmapsHealthy, false);
+        assert.match(
+            (r2.outs.bitmapProblems as string[]).join("\n"),
+            new RegExp(`^bitmap 'health' is not in disk vda \\(${re(dom.disk)}\\)$`),
+        );
+        await virshOk(["checkpoint-delete", "--domain", dom.name, "--checkpointname", "health", "--metadata"]);
+    });
+
     describe("a disk with enough data that the backup lasts seconds", () => {
         let dom: TestDomain;
         before(async function () {
             this.timeout(300_000);
-            dom = await suite.newDomain({ writer: true, sizeMB: 512 });
-            const r = await hostRun("/usr/bin/qemu-io", ["-f", "qcow2", "-c", `write -P 0x5a ${MiB} ${300 * MiB}`, dom.disk], {
+            dom = await suite.newDomain({ writer: true, sizeMB: 1024 });
+            const r = await hostRun("/usr/bin/qemu-io", ["-f", "qcow2", "-c", `write -P 0x5a ${MiB} ${600 * MiB}`, dom.disk], {
                 timeoutMs: 240_000,
             });
             assert.equal(r.code, 0, r.stderr);
@@ -329,6 +363,7 @@ describe("DomainBackup (engine path, real lab)", function () {
         it("a job that outlives timeoutSeconds is aborted, its partial files removed and its checkpoint deleted", async () => {
             const targetDir = path.join(dom.dir, "slow");
             const file = path.join(targetDir, `${dom.name}.slow.vda.qcow2`);
+            await uncache(dom.disk);
             await expectCallError(
                 up("slow", { domain: dom.name, targetDir, checkpointName: "slow", timeoutSeconds: 1 }),
                 new RegExp(
@@ -340,7 +375,7 @@ describe("DomainBackup (engine path, real lab)", function () {
             assert.equal(await jobType(dom), "None");
         });
 
-        it("a job left running by an interrupted provider: the next up takes its result; another's job is named", async () => {
+        it("a provider killed mid-backup leaves libvirt's job running: the next up waits for it and takes its result (also once it has finished); another's job is named", async () => {
             const targetDir = path.join(dom.dir, "adopt");
             fs.mkdirSync(targetDir, { recursive: true });
             const file = path.join(targetDir, `${dom.name}.adopted.vda.qcow2`);
@@ -358,15 +393,34 @@ describe("DomainBackup (engine path, real lab)", function () {
                 );
                 await virshOk(["backup-begin", "--domain", dom.name, "--backupxml", bx, "--checkpointxml", cp]);
             };
-            // What a provider killed after backup-begin leaves: this resource's own job, still running.
-            // Preview ran before the job started (as in the interrupted run); create finds the job and waits for it.
-            const e = suite.engine;
-            const urn = e.urn("pulumi-nodejs:dynamic:Resource", "adopted");
+            // A provider killed in the middle of the backup: its own server process, stopped while it waits for the job.
+            const killed = await EngineHarness.start({ cwd: PACKAGE_ROOT, ...stackConfigFor(lab) });
+            const urn = killed.urn(DYNAMIC_TYPE, "adopted");
             const inputs = { domain: dom.name, targetDir, checkpointName: "adopted" };
-            const checked = await e.check(urn, {}, await e.programInputs(DomainBackupProvider, inputs));
+            const checked = await killed.check(urn, {}, await killed.programInputs(DomainBackupProvider, inputs));
             assert.deepEqual(checked.failures, []);
-            await begin(file, "adopted");
-            assert.equal(await jobType(dom), "Unbounded");
+            await uncache(dom.disk);
+            const cut = killed.create(urn, checked.inputs).then(
+                () => "completed",
+                (err: Error) => err.message,
+            );
+            for (const until = Date.now() + 60_000; (await jobType(dom)) !== "Unbounded" && Date.now() < until;) await sleep(100);
+            assert.equal(await jobType(dom), "Unbounded", "the provider started the job");
+            await killed.close();
+            assert.notEqual(await cut, "completed", "the create was cut off");
+            // libvirt's job goes on without its provider: still running, or completed (never aborted) by now.
+            const after = await jobType(dom);
+            console.log(`      (after the provider was killed, its job was ${after === "Unbounded" ? "still running" : "complete"})`);
+            if (after !== "Unbounded") {
+                const done = await virshOk(["domjobinfo", "--domain", dom.name, "--completed", "--keep-completed"]);
+                assert.match(
+                    done,
+                    /Job type:\s+Completed[\s\S]*Operation:\s+Backup/,
+                    `the job was neither running nor completed: ${after}\n${done}`,
+                );
+            }
+            // The next pulumi up (another provider process) finds the job, waits for it and takes its result.
+            const e = suite.engine;
             const created = await e.create(urn, checked.inputs);
             const s: ResourceState = { urn, id: created.id, inputs: checked.inputs, outs: created.outs };
             assert.equal(s.outs.adopted, true);
@@ -375,7 +429,7 @@ describe("DomainBackup (engine path, real lab)", function () {
             const f = (s.outs.files as FileOut[])[0]!;
             assert.equal(f.file, file);
             assert.equal(fs.statSync(file).size, f.size);
-            assert.ok(f.bytesCopied >= 300 * MiB, `copied ${f.bytesCopied}`);
+            assert.ok(f.bytesCopied >= 600 * MiB, `copied ${f.bytesCopied}`);
 
             // The same, when the job finished before the next up: its checkpoint and every file are there, so it is taken as it is.
             const file2 = path.join(targetDir, `${dom.name}.finished.vda.qcow2`);
@@ -392,6 +446,7 @@ describe("DomainBackup (engine path, real lab)", function () {
 
             // Someone else's job: the error names it and what to do.
             const foreign = path.join(targetDir, "foreign.qcow2");
+            await uncache(dom.disk);
             await begin(foreign, "foreign");
             const msg = await failuresOf({ domain: dom.name, targetDir, checkpointName: "mine", incrementalFrom: "adopted" });
             await virshOk(["domjobabort", "--domain", dom.name]).catch(() => undefined);

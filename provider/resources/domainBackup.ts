@@ -20,7 +20,7 @@ import { withPrivateFolder } from "../host/privateFolder";
 import { withFrozenGuest } from "../host/thawGuard";
 import { Virsh } from "../host/virsh";
 import { buildBackupXml, buildCheckpointXml, parseBackupXml, parseCheckpointXml, type CheckpointSpec } from "../host/xml";
-import { checkpointName } from "./domainCheckpoint";
+import { bitmapsMissingOffline, checkpointName } from "./domainCheckpoint";
 import { coveredDisks, type Fail } from "./moments";
 
 /** A whole backup job of real disks can take a while: the default bound for it. */
@@ -175,7 +175,15 @@ export function parseJobInfo(out: string): JobInfo {
 
 async function jobInfo(virsh: Virsh, domain: string, completed = false): Promise<JobInfo> {
     const extra = completed ? ["--completed", "--keep-completed", "--anystats"] : [];
-    return parseJobInfo(await virsh.run(["domjobinfo", "--domain", domain, "--rawstats", ...extra], { timeoutMs: 60_000 }));
+    for (let attempt = 0; ; attempt++) {
+        try {
+            return parseJobInfo(await virsh.run(["domjobinfo", "--domain", domain, "--rawstats", ...extra], { timeoutMs: 60_000 }));
+        } catch (e) {
+            // libvirt 11.3 answers this for a moment while a backup job starts or ends (measured): ask again.
+            if (!/backup job data missing/.test(messageOf(e)) || attempt >= 10) throw e;
+            await sleep(200);
+        }
+    }
 }
 
 /** Sizes of files on the host; a missing file has none. Paths hold no newline (hostFolder refuses control characters). */
@@ -230,6 +238,24 @@ export async function chainProblems(virsh: Virsh, domain: string, base: string, 
     return problems;
 }
 
+/**
+ * The job running on the domain and, for a backup, the files it writes; undefined when none runs.
+ * A backup that ends between domjobinfo and backup-dumpxml is asked about again.
+ */
+async function runningJob(virsh: Virsh, domain: string): Promise<{ job: JobInfo; files: string[] } | undefined> {
+    for (let attempt = 0; ; attempt++) {
+        const job = await jobInfo(virsh, domain);
+        if (job.type === "none") return undefined;
+        if (job.operation !== "backup") return { job, files: [] };
+        try {
+            const xml = await virsh.run(["backup-dumpxml", "--domain", domain], { timeoutMs: 60_000 });
+            return { job, files: parseBackupXml(xml).disks.flatMap((d) => (d.file ? [d.file] : [])) };
+        } catch (e) {
+            if (!/no domain backup job/i.test(messageOf(e)) || attempt >= 3) return { job, files: [] };
+        }
+    }
+}
+
 interface HostFacts {
     checkpoints: string[];
     /**
@@ -280,19 +306,10 @@ async function gatherFacts(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise
     const facts: HostFacts = { checkpoints: [], ownJob: false, existing: [], baseProblems: [] };
     if (!probe.active) return facts;
     const planned = plannedDisks(v, probe, () => undefined).filter((d) => d.file);
-    const [checkpoints, job] = await Promise.all([listCheckpoints(virsh, domain), jobInfo(virsh, domain)]);
+    const [checkpoints, running] = await Promise.all([listCheckpoints(virsh, domain), runningJob(virsh, domain)]);
     facts.checkpoints = checkpoints;
-    if (job.type !== "none") {
-        let files: string[] = [];
-        if (job.operation === "backup") {
-            try {
-                files = parseBackupXml(await virsh.query(["backup-dumpxml", "--domain", domain])).disks.flatMap((d) =>
-                    d.file ? [d.file] : [],
-                );
-            } catch {
-                files = [];
-            }
-        }
+    if (running) {
+        const { job, files } = running;
         const mine = planned.map((d) => d.file!).sort();
         if (files.length && JSON.stringify([...files].sort()) === JSON.stringify(mine)) facts.ownJob = "running";
         else
@@ -301,6 +318,7 @@ async function gatherFacts(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise
                 (files.length ? ` that writes ${files.join(", ")}` : "") +
                 `, which is not this backup's. Wait for it to finish (virsh domjobinfo ${probe.info.name}), or abort it (virsh domjobabort ${probe.info.name}), then run pulumi up again`;
     }
+    const job = running?.job ?? { type: "none" };
     const sizes = await fileSizes(
         virsh,
         planned.map((d) => d.file!),
@@ -578,7 +596,24 @@ async function checkDrift(virsh: Virsh, props: Recorded): Promise<{ intact: bool
     const chain: string[] = [];
     try {
         const probe = await probeDomain(virsh, props.domainUuid);
-        if (probe.active) {
+        if (!probe.active) {
+            // Shut off: the images themselves, read with qemu-img info -U (missing, or in-use: not closed cleanly).
+            if (!probe.checkpointsWhileOff.includes(props.checkpointName))
+                chain.push(
+                    `checkpoint '${props.checkpointName}' is gone from domain '${probe.info.name}': no incremental can start from this backup`,
+                );
+            else {
+                const xml = await virsh.run([
+                    "checkpoint-dumpxml",
+                    "--domain",
+                    probe.info.uuid,
+                    "--checkpointname",
+                    props.checkpointName,
+                    "--no-domain",
+                ]);
+                chain.push(...(await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(xml)).catch(() => [])));
+            }
+        } else {
             if (!(await listCheckpoints(virsh, probe.info.uuid)).includes(props.checkpointName))
                 chain.push(
                     `checkpoint '${props.checkpointName}' is gone from domain '${probe.info.name}': no incremental can start from this backup`,

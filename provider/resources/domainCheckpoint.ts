@@ -143,6 +143,13 @@ export interface DomainCheckpointOutputs {
     adopted: boolean;
     /** When the provider last put libvirt's lost record back from this state (ISO 8601), else null. */
     restoredAt: string | null;
+    /**
+     * Whether every bitmap of the checkpoint is present and consistent, as the host shows it (checked again by every refresh):
+     * `checkpoint-dumpxml --size` while the domain runs, `qemu-img info -U` while it is shut off. Null when it can't be told.
+     */
+    bitmapsHealthy: boolean | null;
+    /** What is wrong with the bitmaps (missing, or in-use: not closed cleanly); empty when healthy. An incremental backup from here would fail. */
+    bitmapProblems: string[];
 }
 
 /** What the resource records: its outputs, and the inputs as declared (defaults applied) for diff. */
@@ -246,6 +253,8 @@ interface Observed {
     /** Per disk dirty bytes; undefined when not measured (domain not running). */
     sizes?: Map<string, number | null>;
     lineage: KeptCheckpoint[];
+    /** What is wrong with the bitmaps, as the host shows it; null when it can't tell. */
+    bitmapProblems: string[] | null;
 }
 
 function notRunning(e: unknown): boolean {
@@ -256,7 +265,12 @@ async function dumpXml(virsh: Virsh, domain: string, name: string, extra: string
     return virsh.run(["checkpoint-dumpxml", "--domain", domain, "--checkpointname", name, ...extra]);
 }
 
-async function observe(virsh: Virsh, domain: string, name: string, opts: { measure: boolean; version: LibvirtVersion }): Promise<Observed> {
+async function observe(
+    virsh: Virsh,
+    domain: string,
+    name: string,
+    opts: { measure: boolean; version: LibvirtVersion; probe?: DomainProbe },
+): Promise<Observed> {
     const [xml, sized] = await Promise.all([
         dumpXml(virsh, domain, name),
         opts.measure
@@ -272,7 +286,20 @@ async function observe(virsh: Virsh, domain: string, name: string, opts: { measu
         sizes = new Map();
         for (const d of parseCheckpointXml(sized).disks) if (d.checkpoint === "bitmap") sizes.set(d.name, d.size ?? null);
     }
-    return { info, xml, sizes, lineage: await lineageOf(virsh, domain, info.parent, opts.version) };
+    let bitmapProblems: string[] | null = null;
+    if (sizes) bitmapProblems = sizedBitmapProblems(info, sizes);
+    else if (opts.probe && !opts.probe.active) {
+        // Shut off: the images themselves, read with qemu-img info -U (never through qemu's monitor).
+        bitmapProblems = await bitmapsMissingOffline(virsh, opts.probe, info).catch(() => null);
+    }
+    return { info, xml, sizes, lineage: await lineageOf(virsh, domain, info.parent, opts.version), bitmapProblems };
+}
+
+/** While the domain runs, `checkpoint-dumpxml --size` gives no size for a bitmap that is missing or broken. */
+function sizedBitmapProblems(info: CheckpointInfo, sizes: Map<string, number | null>): string[] {
+    return info.disks
+        .filter((d) => d.checkpoint === "bitmap" && (sizes.get(d.name) ?? null) === null)
+        .map((d) => `bitmap '${d.bitmap ?? info.name}' of disk ${d.name} is missing or broken (libvirt can't measure it)`);
 }
 
 /** The ancestors' XML, oldest first. Without <domain> where libvirt allows it, to keep the state small. */
@@ -339,6 +366,8 @@ function outputsFrom(
         libvirtVersion: version,
         adopted: extra.adopted,
         restoredAt: extra.restoredAt,
+        bitmapsHealthy: o.bitmapProblems === null ? null : o.bitmapProblems.length === 0,
+        bitmapProblems: o.bitmapProblems ?? [],
         declared: withoutConnection(v),
     };
 }
@@ -424,7 +453,7 @@ async function redefineIfBitmapsExist(virsh: Virsh, probe: DomainProbe, xml: str
  * which of the checkpoint's
  * bitmaps are missing or marked in-use (inconsistent).
  */
-async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: CheckpointInfo): Promise<string[]> {
+export async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: CheckpointInfo): Promise<string[]> {
     const missing: string[] = [];
     for (const d of c.disks) {
         if (d.checkpoint !== "bitmap") continue;
@@ -547,7 +576,11 @@ export const domainCheckpoint = {
             const restored = await restoreRecord(virsh, probe, props);
             if (restored.status === "gone") return { id: "", props: {} };
             const v = { ...props.declared, connection: props.connection } as Inputs;
-            const observed = await observe(virsh, probe.info.uuid, props.checkpointName, { measure: probe.active, version: probe.version });
+            const observed = await observe(virsh, probe.info.uuid, props.checkpointName, {
+                measure: probe.active,
+                version: probe.version,
+                probe,
+            });
             const restoredAt = restored.status === "restored" ? new Date().toISOString() : (props.restoredAt ?? null);
             return {
                 id,
@@ -573,7 +606,11 @@ export const domainCheckpoint = {
             }
             if (!same(olds.description, v.description))
                 await redefineDescription(virsh, "checkpoint", probe.info.uuid, olds.checkpointName, v.description);
-            const observed = await observe(virsh, probe.info.uuid, olds.checkpointName, { measure: probe.active, version: probe.version });
+            const observed = await observe(virsh, probe.info.uuid, olds.checkpointName, {
+                measure: probe.active,
+                version: probe.version,
+                probe,
+            });
             const restoredAt = restored.status === "restored" ? new Date().toISOString() : (olds.restoredAt ?? null);
             return { outs: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: olds.adopted, restoredAt, previous: olds }) };
         });
@@ -689,7 +726,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     }
     let observed: Observed;
     try {
-        observed = await observe(virsh, domain, v.checkpointName, { measure: true, version: probe.version });
+        observed = await observe(virsh, domain, v.checkpointName, { measure: true, version: probe.version, probe });
     } catch (e) {
         throw (
             cutOff(e, `the checkpoint was ${adopted ? "adopted" : "created"}, but reading it back failed`) ??
