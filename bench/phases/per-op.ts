@@ -1,8 +1,8 @@
 // Per operation: create → read → delete on one warm provider process, against local
 // virsh (A) and a fresh ssh per command (B), interleaved in rotating order within each
 // iteration so that all of them see the same load. The provider and B also run through the
-// lab's delay proxy (a host RTT_MS away) in the same rotation, and each iteration's pair
-// (with the delay, without it) gives the round trips one create → read → delete waits for.
+// lab's delay proxy (a host RTT_MS away), each right next to its run without it, and each
+// such pair gives the round trips one create → read → delete waits for.
 import { localTrio, sshTrio } from "../baselines";
 import { ITER, RTT_MS, WARMUP, lab } from "../config";
 import { measureProxyRtt, startDelayProxy } from "../delay";
