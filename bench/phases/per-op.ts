@@ -1,8 +1,8 @@
 // Per operation: create → read → delete on one warm provider process, against local
 // virsh (A) and a fresh ssh per command (B), interleaved in rotating order within each
 // iteration so that all of them see the same load. The provider and B also run through the
-// lab's delay proxy (a host RTT_MS away) in the same rotation, and each iteration's pair
-// (with the delay, without it) gives the round trips one create → read → delete waits for.
+// lab's delay proxy (a host RTT_MS away), each right next to its run without it, and each
+// such pair gives the round trips one create → read → delete waits for.
 import { localTrio, sshTrio } from "../baselines";
 import { ITER, RTT_MS, WARMUP, lab } from "../config";
 import { measureProxyRtt, startDelayProxy } from "../delay";
@@ -63,9 +63,11 @@ async function providerRound(
     };
 }
 
-/** Median, minimum and maximum of paired rounds. */
-function spread(xs: number[]): { med: number; min: number; max: number } {
-    return { med: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+/** Median, minimum, maximum and the middle half (25th to 75th percentile, nearest rank) of paired rounds. */
+function spread(xs: number[]): { med: number; min: number; max: number; q1: number; q3: number } {
+    const s = [...xs].sort((a, b) => a - b);
+    const rank = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+    return { med: median(xs), min: s[0]!, max: s[s.length - 1]!, q1: rank(0.25), q3: rank(0.75) };
 }
 
 /**
@@ -171,12 +173,13 @@ export async function perOperation(sshd: SshEndpoint, sshdLog: SshdLog, shared =
     };
     const measuredRtt = (rttBefore.proxied - rttBefore.direct + rttAfter.proxied - rttAfter.direct) / 2;
     const f2 = (x: number) => r2(x).toFixed(2);
-    row(`over the delay proxy, ${RTT_MS} ms RTT: ${ITER} paired rounds`, "median", "min", "max");
-    row("  roundTripsPerOp (provider)", f2(rtProv.med), f2(rtProv.min), f2(rtProv.max));
+    const cols = (x: ReturnType<typeof spread>) => [f2(x.med), f2(x.min), f2(x.max), `${f2(x.q1)} to ${f2(x.q3)}`];
+    row(`over the delay proxy, ${RTT_MS} ms RTT: ${ITER} paired rounds`, "median", "min", "max", "middle half");
+    row("  roundTripsPerOp (provider)", ...cols(rtProv));
     for (const k of ["create", "read", "del"] as const) {
-        row(`    round trips in ${k === "del" ? "delete" : k}`, f2(rtRpc[k].med), f2(rtRpc[k].min), f2(rtRpc[k].max));
+        row(`    round trips in ${k === "del" ? "delete" : k}`, ...cols(rtRpc[k]));
     }
-    row("  freshSshRoundTripsPerOp (fresh ssh)", f2(rtSsh.med), f2(rtSsh.min), f2(rtSsh.max));
+    row("  freshSshRoundTripsPerOp (fresh ssh)", ...cols(rtSsh));
     row("  create+read+delete, with / without delay", "provider", ms(med(trios(PD), "total")), ms(prov));
     row("", "fresh ssh", ms(med(SD, "total")), ms(ssh));
     row("  virsh processes per create+read+delete", "provider", String(cmdsPerTrioFar), String(cmdsPerTrio));
@@ -208,6 +211,7 @@ export async function perOperation(sshd: SshEndpoint, sshdLog: SshdLog, shared =
         roundTripsPerOp: r2(rtProv.med),
         roundTripsPerOpMin: r2(rtProv.min),
         roundTripsPerOpMax: r2(rtProv.max),
+        roundTripsPerOpMiddleHalf: [r2(rtProv.q1), r2(rtProv.q3)],
         roundTripsCreate: r2(rtRpc.create.med),
         roundTripsRead: r2(rtRpc.read.med),
         roundTripsDelete: r2(rtRpc.del.med),
