@@ -348,6 +348,33 @@ describe("DomainBackup (engine path, real lab)", function () {
         await virshOk(["checkpoint-delete", "--domain", dom.name, "--checkpointname", "health", "--metadata"]);
     });
 
+    it("a qemu killed while it held the bitmap: the image's bitmap is marked in-use, and DomainCheckpoint reports it as inconsistent", async () => {
+        const dom = await suite.newDomain({ running: true, writer: true });
+        const s = await suite.up("crashed", DomainCheckpointProvider, { domain: dom.name, checkpointName: "crashed" });
+        assert.equal(s.outs.bitmapsHealthy, true);
+        await guestWrites(dom, 2);
+        // qemu writes a persistent bitmap into the image when it closes it (destroy lets it), and marks it
+        // in-use when it opens the image again. Killed then, qemu never clears the mark.
+        await virshOk(["destroy", "--domain", dom.name]);
+        await virshOk(["start", "--domain", dom.name]);
+        await guestWrites(dom, 2);
+        const k = await hostRun("/usr/bin/pkill", ["-KILL", "-f", `guest=${dom.name},`]);
+        assert.equal(k.code, 0, `pkill: ${k.stderr}`);
+        for (let i = 0; i < 100 && (await domstate(dom.name)) !== "shut off"; i++) await sleep(100);
+        const flags = (
+            JSON.parse(await qemuImg(["info", "-U", "--output=json", dom.disk])) as {
+                "format-specific": { data: { bitmaps?: Array<{ name: string; flags: string[] }> } };
+            }
+        )["format-specific"].data.bitmaps?.find((b) => b.name === "crashed")?.flags;
+        assert.deepEqual(flags, ["in-use", "auto"], "qemu-img sees the bitmap left in use");
+        const r = (await suite.engine.refresh(s))!;
+        assert.equal(r.outs.bitmapsHealthy, false);
+        assert.deepEqual(r.outs.bitmapProblems, [
+            "bitmap 'crashed' of disk vda is marked in-use (inconsistent: qemu did not close it cleanly)",
+        ]);
+        await virshOk(["checkpoint-delete", "--domain", dom.name, "--checkpointname", "crashed", "--metadata"]);
+    });
+
     describe("a disk with enough data that the backup lasts seconds", () => {
         let dom: TestDomain;
         before(async function () {
