@@ -263,6 +263,48 @@ describe("External snapshots across libvirt versions (engine path, real lab)", f
         });
     });
 
+    describe("delete in every position", () => {
+        for (const running of [true, false]) {
+            it(`${running ? "running" : "shut-off"} domain: middle, then root, then leaf, where this libvirt can; refused before anything changes where not; the data is kept`, async () => {
+                const dom = await newDomain();
+                const snaps: ResourceState[] = [];
+                for (const [i, pattern] of [A, B, C].entries()) {
+                    await shutOff(dom);
+                    await qemuIoWrite(await activeDisk(dom.name), pattern, i * MiB, MiB);
+                    if (running) await virshOk(["start", "--domain", dom.name]);
+                    snaps.push(await snapshot(`pos-${i}`, { domain: dom.name, snapshotName: `s${i}`, kind: "external", memory: "none" }));
+                }
+                const data: Array<[number, number, string]> = [
+                    [A, 0, "written before s0"],
+                    [B, MiB, "written before s1"],
+                    [C, 2 * MiB, "written before s2"],
+                ];
+                const [s0, s1, s2] = snaps as [ResourceState, ResourceState, ResourceState];
+                if (!running && !canRevert) {
+                    // libvirt 9.0 merges a non-leaf external snapshot only while the domain runs: leaf first.
+                    await expectCallError(
+                        suite.engine.destroy(s1),
+                        /cannot delete external snapshot 's1' .*the domain is shut off and the snapshot has 1 child/,
+                    );
+                    await expectData(dom.name, data);
+                    for (const s of [s2, s1, s0]) {
+                        await suite.engine.destroy(s);
+                        await expectData(dom.name, data);
+                    }
+                } else {
+                    for (const s of [s1, s0, s2]) {
+                        await suite.engine.destroy(s);
+                        await expectData(dom.name, data);
+                    }
+                }
+                assert.deepEqual(await snapshotNames(dom.name), []);
+                assert.equal(await activeDisk(dom.name), dom.disk, "the domain is back on its base image, holding everything");
+                await shutOff(dom);
+                await expectData(dom.name, data);
+            });
+        }
+    });
+
     describe("a chain longer than libvirt 10.8 to 11.x can start", () => {
         /** Overlays on the domain's disk until its chain holds `images` images; the domain then uses the top one. */
         async function chainOn(dom: TestDomain, images: number, stem: string): Promise<string> {

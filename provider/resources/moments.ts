@@ -535,7 +535,8 @@ export async function deleteSnapshot(
 async function isCurrentOrAncestor(virsh: Virsh, domain: string, name: string): Promise<boolean> {
     let at: string;
     try {
-        at = (await virsh.query(["snapshot-current", "--domain", domain, "--name"])).trim();
+        // Names are compared exactly (a name may start or end with a space): only virsh's own newline is dropped.
+        at = (await virsh.query(["snapshot-current", "--domain", domain, "--name"])).replace(/\n$/, "");
     } catch (e) {
         if (isKind(e, "snapshot-not-found") || (e instanceof LibvirtError && /has no current snapshot/.test(e.message))) return false;
         throw e;
@@ -543,7 +544,7 @@ async function isCurrentOrAncestor(virsh: Virsh, domain: string, name: string): 
     for (let depth = 0; at && depth < 10_000; depth++) {
         if (at === name) return true;
         try {
-            at = (await virsh.query(["snapshot-parent", "--domain", domain, "--snapshotname", at])).trim();
+            at = (await virsh.query(["snapshot-parent", "--domain", domain, "--snapshotname", at])).replace(/\n$/, "");
         } catch (e) {
             // A root snapshot has no parent: virsh exits 1 ("snapshot 'X' has no parent").
             if (e instanceof LibvirtError && /has no parent/.test(e.message)) return false;

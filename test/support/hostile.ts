@@ -330,7 +330,8 @@ fi
 exec /usr/bin/virsh "$@"
 `;
 
-const VALUE_OPTIONS = new Set(["--domain", "--snapshotname", "--checkpointname", "--xmlfile"]);
+// --from: snapshot-list of an internal snapshot's external descendants (asked on libvirt 9.9 to 10.x only).
+const VALUE_OPTIONS = new Set(["--domain", "--snapshotname", "--checkpointname", "--xmlfile", "--from"]);
 /** The flags each command may get in this suite (deletion is always "delete", so never --metadata). */
 const FLAGS: Record<string, string[]> = {
     version: [],
@@ -342,7 +343,10 @@ const FLAGS: Record<string, string[]> = {
     "snapshot-delete": [],
     "snapshot-dumpxml": ["--security-info"],
     "snapshot-info": [],
-    "snapshot-list": ["--name"],
+    "snapshot-list": ["--name", "--descendants", "--external"],
+    // Deleting an external snapshot asks whether it is the current one or an ancestor of it.
+    "snapshot-current": ["--name"],
+    "snapshot-parent": [],
     "snapshot-revert": [],
     "checkpoint-create": ["--redefine", "--redefine-validate"],
     "checkpoint-delete": [],

@@ -6,9 +6,10 @@ import * as assert from "node:assert/strict";
 import { LibvirtError } from "../../provider/errors";
 import type { Virsh } from "../../provider/host/virsh";
 import { diskChainsOf } from "../../provider/host/xml";
-import { deleteSnapshot } from "../../provider/resources/moments";
+import { deleteSnapshot, makeOverlaysPrivate, type SnapshotPlan } from "../../provider/resources/moments";
 import { revertNow } from "../../provider/resources/snapshotRevert";
 import { expectCallError } from "../support/helpers";
+import { fakeProbe } from "./fakeProbe";
 
 const UUID = "11111111-2222-3333-4444-555555555555";
 const DOMAIN_XML =
@@ -188,5 +189,66 @@ describe("a disk's chain from libvirt's domain XML", () => {
         assert.deepEqual(diskChainsOf(disk("")).get("vda"), { files: ["/i/top.qcow2"], complete: false });
         const partial = disk("<backingStore type='file'><format type='qcow2'/><source file='/i/base.qcow2'/></backingStore>");
         assert.deepEqual(diskChainsOf(partial).get("vda"), { files: ["/i/top.qcow2", "/i/base.qcow2"], complete: false });
+    });
+});
+
+describe("making an offline snapshot's overlays private (CVE-2025-13193)", () => {
+    const plan = {
+        kind: "external",
+        memory: "none",
+        domain: UUID,
+        xml: "",
+        argv: [],
+        spec: { name: "s", memory: { snapshot: "no" }, disks: [{ name: "vda", snapshot: "external" }] },
+    } as unknown as SnapshotPlan;
+    const made = {
+        name: "s",
+        state: "shutoff",
+        creationTime: 0,
+        memory: { snapshot: "no" },
+        disks: [{ name: "vda", snapshot: "external", file: "/images/web1.s" }],
+    };
+
+    /** stat answers `overlay` and `under` ("MODE UID GID") for the overlay and the image under it. */
+    function statHost(overlay: string, under: string) {
+        const host: string[] = [];
+        const virsh = {
+            async host(argv: string[]) {
+                host.push(argv.join(" "));
+                return { code: 0, stdout: argv[0] === "stat" ? `${overlay}\n${under}\n` : "", stderr: "", command: argv.join(" ") };
+            },
+        } as unknown as Virsh;
+        return { virsh, host };
+    }
+
+    it("removes group and other access when the overlay has the owner and group of the image under it", async () => {
+        const h = statHost("644 0 0", "644 0 0");
+        assert.deepEqual(await makeOverlaysPrivate(h.virsh, fakeProbe({ state: "shut off" }), plan, made), ["/images/web1.s"]);
+        assert.deepEqual(h.host, [
+            "stat -c %a %u %g -- /images/web1.s /var/lib/libvirt/images/web1.qcow2",
+            "chmod go-rwx -- /images/web1.s",
+        ]);
+    });
+    it("leaves an overlay owned otherwise (qemu may open it through its group) and one that is private already", async () => {
+        for (const [overlay, under] of [
+            ["644 0 0", "660 64055 64055"],
+            ["640 0 0", "640 0 994"],
+            ["600 0 0", "600 0 0"],
+        ] as const) {
+            const h = statHost(overlay, under);
+            assert.deepEqual(
+                await makeOverlaysPrivate(h.virsh, fakeProbe({ state: "shut off" }), plan, made),
+                [],
+                `${overlay} on ${under}`,
+            );
+            assert.equal(h.host.length, 1, "only stat ran");
+        }
+    });
+    it("runs nothing for a running domain or on libvirt 11.10 and newer (libvirt makes those overlays 0600)", async () => {
+        for (const probe of [fakeProbe({ state: "running" }), fakeProbe({ state: "shut off", version: 11_010_000 })]) {
+            const h = statHost("644 0 0", "644 0 0");
+            assert.deepEqual(await makeOverlaysPrivate(h.virsh, probe, plan, made), []);
+            assert.deepEqual(h.host, []);
+        }
     });
 });
