@@ -109,6 +109,19 @@ export function sameDomain(olds: { declared?: { domain?: string }; domainName?: 
     return ref === olds.declared?.domain || ref === olds.domainName || ref.toLowerCase() === olds.domainUuid?.toLowerCase();
 }
 
+/**
+ * deleteBeforeReplace: a replacement that lands on the same name of the same domain on the same
+ * host must wait for the old one to go, since libvirt holds one moment per name and domain.
+ */
+export function replacesInPlace(
+    replaces: readonly string[],
+    olds: Parameters<typeof sameDomain>[0],
+    domain: unknown,
+    sameName: boolean,
+): boolean {
+    return replaces.length > 0 && !replaces.includes("connection") && typeof domain === "string" && sameDomain(olds, domain) && sameName;
+}
+
 /** The defaults a schema fills in for absent keys. */
 export function defaultsOf(schema: z.ZodObject): Record<string, unknown> {
     const out: Record<string, unknown> = {};

@@ -13,7 +13,7 @@ import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import { InputError, domainRef, hostFolder, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
-import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, sameDomain, withoutConnection } from "../resource";
+import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, replacesInPlace, withoutConnection } from "../resource";
 import { resolveConnection } from "../stackConfig";
 import { listCheckpoints, names, probeDomain, type DomainProbe } from "../host/probe";
 import { withPrivateFolder } from "../host/privateFolder";
@@ -659,15 +659,10 @@ export const domainBackup = {
             update: UPDATE_KEYS,
         });
         // Drift (a missing file) is reported, never repaired by a new backup under the same name.
-        const sameSpot =
-            !replaces.includes("connection") &&
-            typeof v.domain === "string" &&
-            sameDomain(olds, v.domain) &&
-            olds.checkpointName === v.checkpointName;
         return {
             changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,
             replaces,
-            deleteBeforeReplace: replaces.length > 0 && sameSpot,
+            deleteBeforeReplace: replacesInPlace(replaces, olds, v.domain, olds.checkpointName === v.checkpointName),
         };
     },
 

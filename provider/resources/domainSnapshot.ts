@@ -15,7 +15,7 @@ import {
     lockKey,
     parseOrThrow,
     same,
-    sameDomain,
+    replacesInPlace,
     virshFor,
     withoutConnection,
 } from "../resource";
@@ -217,16 +217,11 @@ export const domainSnapshot = {
                 // An unreachable host is not a diff: the operation that needs the host reports it.
             }
         }
-        const sameSpot =
-            !replaces.includes("connection") &&
-            typeof v.domain === "string" &&
-            sameDomain(olds, v.domain) &&
-            olds.snapshotName === v.snapshotName;
         return {
             changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,
             replaces,
             // The replacement would have the same name on the same domain: the old one must go first.
-            deleteBeforeReplace: replaces.length > 0 && sameSpot,
+            deleteBeforeReplace: replacesInPlace(replaces, olds, v.domain, olds.snapshotName === v.snapshotName),
         };
     },
 
