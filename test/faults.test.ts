@@ -17,13 +17,14 @@
 import * as assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as path from "node:path";
 import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
 import { ProviderCallError, type ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
 import { MiB, domstate, qcow2Snapshots, snapshotNames } from "./support/helpers";
 import { loadLab, qemuIoRead, qemuIoWrite, repoRoot, run, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
+import { stopWhenStarted } from "./support/stopWhenStarted";
+import { tcpProxy } from "./support/tcpProxy";
 import { libvirtdAnswers, libvirtdPid, pidAlive, recoverHungLibvirtd, startLibvirtd, withRestartLock } from "./support/libvirtd";
 
 const lab = loadLab();
@@ -135,34 +136,6 @@ function killSessionOf(pattern: string): number {
         }
     }
     return killed;
-}
-
-/**
- * Scan /proc (synchronously, so nothing gets between seeing and stopping) for a
- * process whose command line contains pattern, and SIGSTOP it: it is frozen
- * before it can do anything, at the latest a few milliseconds after it started.
- */
-function freezeWhenStarted(pattern: string, timeoutMs: number): number | undefined {
-    for (const until = Date.now() + timeoutMs; Date.now() < until;) {
-        for (const e of fs.readdirSync("/proc")) {
-            if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
-            let cmd: string;
-            try {
-                cmd = fs.readFileSync(`/proc/${e}/cmdline`, "latin1");
-            } catch {
-                continue;
-            }
-            if (cmd.replace(/\0/g, " ").includes(pattern)) {
-                try {
-                    process.kill(Number(e), "SIGSTOP");
-                    return Number(e);
-                } catch {
-                    /* gone */
-                }
-            }
-        }
-    }
-    return undefined;
 }
 
 function socketInodes(pid: number): Set<string> {
@@ -305,31 +278,6 @@ function killLibvirtdDuringSavevm(disk: string, libvirtd: number, before: number
     }
 }
 
-/** A TCP proxy in front of sshd that can hold back the host's replies: a slow network. */
-async function delayingProxy(target: number): Promise<{ port: number; delayMs: number; close(): void }> {
-    const state = { port: 0, delayMs: 0, close: () => server.close() };
-    const server = net.createServer((client) => {
-        const upstream = net.connect(target, lab.host);
-        client.on("data", (d) => upstream.write(d));
-        upstream.on("data", (d) => {
-            const ms = state.delayMs;
-            if (ms) setTimeout(() => client.write(d), ms);
-            else client.write(d);
-        });
-        const end = () => {
-            client.destroy();
-            upstream.destroy();
-        };
-        client.on("error", end);
-        upstream.on("error", end);
-        client.on("close", end);
-        upstream.on("close", end);
-    });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    state.port = (server.address() as net.AddressInfo).port;
-    return state;
-}
-
 async function expectFailure(p: Promise<unknown>): Promise<ProviderCallError> {
     try {
         await p;
@@ -434,7 +382,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
 
     it("an operation that outlives timeoutSeconds (a slow network): a timeout error, then the next up converges", async () => {
         const d = await runningDomainWithData();
-        const proxy = await delayingProxy(lab.port);
+        const proxy = await tcpProxy(lab.host, lab.port);
         try {
             const inputs = {
                 connection: { ...ssh(), host: "127.0.0.1", port: proxy.port },
@@ -494,7 +442,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
                 // catch it: stop the host's virsh as it starts, cut the connection, then let virsh go
                 // on without its client. (The scan blocks this process: let the request leave first.)
                 await sleep(10);
-                const frozen = freezeWhenStarted(pattern, 20_000);
+                const frozen = stopWhenStarted(pattern, 20_000);
                 assert.ok(frozen, "the delete command started on the host");
                 killSessionOf(pattern);
                 process.kill(frozen, "SIGCONT");
@@ -647,7 +595,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const pattern = `snapshot-revert --domain ${d.uuid}`;
             if (cut === "freeze") {
                 await sleep(10); // the Create request is on its way; the provider inspects the domain first
-                const frozen = freezeWhenStarted(pattern, 20_000);
+                const frozen = stopWhenStarted(pattern, 20_000);
                 assert.ok(frozen, "the revert command started on the host");
                 killSessionOf(pattern);
                 process.kill(frozen, "SIGKILL");

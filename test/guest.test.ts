@@ -9,8 +9,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
 import { engineSuite } from "./support/fixture";
-import { expectCallError, snapshotNames } from "./support/helpers";
-import { guestDisk, makeGuestDomain, sleep, virshOk, type TestDomain } from "./support/lab";
+import { domstate, expectCallError, snapshotNames, sshConnection } from "./support/helpers";
+import { guestDisk, loadLab, makeGuestDomain, sleep, virshOk, type TestDomain } from "./support/lab";
+import { stopWhenStartedInWorker } from "./support/stopWhenStarted";
+import { tcpProxy } from "./support/tcpProxy";
 
 async function freezeStatus(dom: TestDomain): Promise<string> {
     return (JSON.parse(await virshOk(["qemu-agent-command", dom.name, '{"execute":"guest-fsfreeze-status"}'])) as { return: string })
@@ -190,5 +192,42 @@ describe("quiesce on a real guest (engine path, qemu-guest-agent)", function () 
         assert.match(withMemory, /^domains\[0\]: .*quiesce: libvirt quiesces only disk-only snapshots: set memory: 'none'/);
         assert.deepEqual(await snapshotNames(dom.name), [], "preview changed nothing");
         assert.equal(await freezeStatus(dom), "thawed");
+    });
+    it("RestorePoint with quiesce, the connection is lost right after the freeze: the guard on the host thaws the guest", async () => {
+        // The provider reaches the host through a proxy of ours; the moment the member's pause starts (the freeze is done),
+        // that pause is stopped, the proxy drops every connection and refuses new ones: the provider can't thaw.
+        const lab = loadLab();
+        const proxy = await tcpProxy(lab.host, lab.port);
+        try {
+            const stopped = stopWhenStartedInWorker(`suspend --domain ${dom.name}`, 120_000);
+            const upping = suite.up("rp-cut", RestorePointProvider, {
+                connection: { ...sshConnection(lab), host: "127.0.0.1", port: proxy.port },
+                domains: [dom.name],
+                snapshotName: "rp-cut",
+                kind: "external",
+                memory: "none",
+                quiesce: true,
+            });
+            upping.catch(() => undefined); // awaited below
+            const pid = await stopped;
+            assert.ok(pid, "the provider paused the frozen guest over the proxy");
+            const frozenAt = Date.now();
+            assert.equal(await freezeStatus(dom), "frozen", "the provider froze the guest before the pause");
+            proxy.cut();
+            process.kill(pid, "SIGKILL"); // the pause never happens
+            const message = await expectCallError(upping, /restore point 'rp-cut' failed on domain/);
+            assert.match(message, /could not be thawed .*the guard on the host thaws them within 60 s of the freeze/);
+            assert.equal(await freezeStatus(dom), "frozen", "nobody thawed it yet: the provider lost its connection");
+            let status = "frozen";
+            for (const until = Date.now() + 120_000; status === "frozen" && Date.now() < until; await sleep(1000))
+                status = await freezeStatus(dom);
+            assert.equal(status, "thawed", "the guard on the host thawed the guest");
+            assert.ok(Date.now() - frozenAt > 30_000, "thawed by the guard's deadline, not by the provider");
+            assert.equal(await domstate(dom.name), "running");
+            assert.deepEqual(await snapshotNames(dom.name), [], "no snapshot was taken");
+            await writerPast(dom, dom.disk, guestDisk(dom.disk).counter + 1);
+        } finally {
+            proxy.close();
+        }
     });
 });

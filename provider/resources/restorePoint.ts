@@ -251,7 +251,7 @@ async function snapshotAll(
     let pausedAt = 0,
         resumedAt = 0;
     let failure: { m: Member; error: unknown } | undefined;
-    const resumeProblems: string[] = [];
+    const notReleased: string[] = [];
     const capture = async () => {
         try {
             await pauseAndSnapshot();
@@ -295,7 +295,7 @@ async function snapshotAll(
                 try {
                     await m.virsh.run(["resume", "--domain", m.domain]);
                 } catch (e) {
-                    resumeProblems.push(
+                    notReleased.push(
                         `domain '${m.domain}' on ${m.virsh.where} could not be resumed and is still paused (${messageOf(e).split("\n")[0]}): run virsh resume ${m.domain}`,
                     );
                 }
@@ -310,7 +310,9 @@ async function snapshotAll(
             try {
                 await withFrozenGuest(m.virsh, m.domain, inner);
             } catch (e) {
-                failure ??= { m, error: e };
+                // A thaw that fails after another failure must still be told: the guest stays frozen until the guard's deadline.
+                if (failure) notReleased.push(`domain '${m.domain}' on ${m.virsh.where}: ${messageOf(e)}`);
+                else failure = { m, error: e };
             }
         },
         capture,
@@ -339,11 +341,10 @@ async function snapshotAll(
             `restore point '${v.snapshotName}' failed on domain '${f.m.domain}' (${f.m.property}) on ${f.m.virsh.where}: ${messageOf(f.error)}\n` +
                 `  rolled back: ${rolledBack.length ? rolledBack.join(", ") : "nothing had been taken"}` +
                 (leftBehind.length ? `\n  NOT rolled back, remove by hand: ${leftBehind.join("; ")}` : "") +
-                (resumeProblems.length ? `\n  ${resumeProblems.join("\n  ")}` : paused.length ? `\n  every paused domain was resumed` : ""),
+                (notReleased.length ? `\n  ${notReleased.join("\n  ")}` : paused.length ? `\n  every paused domain was resumed` : ""),
         );
     }
-    if (resumeProblems.length)
-        throw new LibvirtError("failed", `restore point '${v.snapshotName}' was taken, but ${resumeProblems.join("; ")}`);
+    if (notReleased.length) throw new LibvirtError("failed", `restore point '${v.snapshotName}' was taken, but ${notReleased.join("; ")}`);
     const snapshots = await Promise.all(taken.map((t) => describeMember(t.m, t.probe.info.uuid, v.snapshotName)));
     // Overlays libvirt may have left readable (see makeOverlaysPrivate); a failure there leaves the snapshots, and says so.
     const notPrivate: string[] = [];
