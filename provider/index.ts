@@ -320,6 +320,10 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
     declare public readonly diskFiles: pulumi.Output<Record<string, string>>;
     declare public readonly libvirtVersion: pulumi.Output<string>;
     declare public readonly adopted: pulumi.Output<boolean>;
+    declare public readonly xml: pulumi.Output<string | undefined>;
+    declare public readonly lineage: pulumi.Output<DomainSnapshotOutputs["lineage"]>;
+    declare public readonly recordLost: pulumi.Output<boolean | undefined>;
+    declare public readonly restoredAt: pulumi.Output<string | null | undefined>;
 
     constructor(name: string, args: DomainSnapshotArgs, opts?: pulumi.CustomResourceOptions) {
         super(
@@ -342,6 +346,10 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
                 diskFiles: undefined,
                 libvirtVersion: undefined,
                 adopted: undefined,
+                xml: undefined,
+                lineage: undefined,
+                recordLost: undefined,
+                restoredAt: undefined,
                 declared: undefined,
             },
             secretOpts(opts),

@@ -93,8 +93,23 @@ export function lockKey(v: { connection?: Connection; domain: string }): string 
     return domainLockKey(resolveConnection(v.connection), v.domain);
 }
 
+/**
+ * Equal as values. Object keys are compared in sorted order: the state comes back from the engine with its
+ * keys sorted (a protobuf Struct), while parsed inputs follow the schema's order (disks: name, snapshot, file).
+ */
 export function same(a: unknown, b: unknown): boolean {
-    return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+    return JSON.stringify(sorted(a ?? null)) === JSON.stringify(sorted(b ?? null));
+}
+
+function sorted(x: unknown): unknown {
+    if (Array.isArray(x)) return x.map(sorted);
+    if (x && typeof x === "object")
+        return Object.fromEntries(
+            Object.keys(x)
+                .sort()
+                .map((k) => [k, sorted((x as Record<string, unknown>)[k])]),
+        );
+    return x;
 }
 
 export function containsUnknown(x: unknown): boolean {

@@ -169,7 +169,9 @@ describe("SnapshotRevert (engine path, real lab)", function () {
         await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", "internal_2"]);
         assert.equal(
             await failuresOf({ domain: dom.name, snapshot: "nope" }),
-            `snapshot: domain '${dom.name}' has no snapshot 'nope' (its snapshots: 'internal-1', 'internal_2')`,
+            `snapshot: domain '${dom.name}' has no snapshot 'nope' (its snapshots: 'internal-1', 'internal_2'). ` +
+                `If libvirt lost its record (the domain was undefined and defined again), the DomainSnapshot or RestorePoint that took it gives it back ` +
+                `on the next pulumi up: pass its snapshotName output here, so the revert runs after it`,
         );
         assert.match(
             await failuresOf({ domain: "no-such-domain", snapshot: "x" }),

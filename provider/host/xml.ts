@@ -332,16 +332,33 @@ export function buildCheckpointXml(spec: CheckpointSpec): string {
  * its recorded parent is gone for good.
  */
 export function withCheckpointParent(xml: string, parent: string | undefined): string {
+    return withMomentIdentity(xml, "domaincheckpoint", { parent });
+}
+
+/**
+ * A kept snapshot or checkpoint document made fit for `--redefine` on the domain as it is now: the <parent>
+ * set (or with undefined removed), and, with `uuid`, the <uuid> of its embedded <domain> replaced (libvirt
+ * refuses a record whose domain has another UUID: the domain may have been defined again under a new one).
+ * Everything else stays as libvirt wrote it.
+ */
+export function withMomentIdentity(
+    xml: string,
+    root: "domainsnapshot" | "domaincheckpoint",
+    to: { parent: string | undefined; uuid?: string },
+): string {
     const doc = orderedParser.parse(xml) as Node[];
-    const top = doc.find((n) => "domaincheckpoint" in n) as Node | undefined;
-    if (!top) throw new Error("not a domaincheckpoint XML document");
-    const children = top.domaincheckpoint as Node[];
+    const top = doc.find((n) => root in n) as Node | undefined;
+    if (!top) throw new Error(`not a ${root} XML document`);
+    const children = top[root] as Node[];
     const at = children.findIndex((n) => "parent" in n);
     if (at >= 0) children.splice(at, 1);
-    if (parent !== undefined) {
+    if (to.parent !== undefined) {
         const nameAt = children.findIndex((n) => "name" in n);
-        children.splice(nameAt + 1, 0, { parent: [{ name: [{ "#text": parent }] }] });
+        children.splice(nameAt + 1, 0, { parent: [{ name: [{ "#text": to.parent }] }] });
     }
+    const domain = children.find((n) => "domain" in n)?.domain as Node[] | undefined;
+    const uuid = domain?.find((n) => "uuid" in n);
+    if (to.uuid !== undefined && uuid) uuid.uuid = [{ "#text": to.uuid }];
     return orderedBuilder.build(doc) as string;
 }
 

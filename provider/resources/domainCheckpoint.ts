@@ -24,8 +24,16 @@ import {
 } from "../resource";
 import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { LibvirtVersion, Virsh } from "../host/virsh";
-import { buildCheckpointXml, parseCheckpointXml, withCheckpointParent, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
-import { adoptOrRefuse, coveredDisks, explainFailedCreate, redefineDescription, unknownOutcome, type Fail } from "./moments";
+import { buildCheckpointXml, parseCheckpointXml, withMomentIdentity, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
+import {
+    adoptOrRefuse,
+    coveredDisks,
+    explainFailedCreate,
+    probeRecordedDomain,
+    redefineDescription,
+    unknownOutcome,
+    type Fail,
+} from "./moments";
 
 /** `checkpoint-create --redefine-validate` arrived in 6.10. */
 const REDEFINE_VALIDATE = 6_010_000;
@@ -417,7 +425,12 @@ async function restoreRecord(
             continue;
         }
         // Re-parent onto the nearest ancestor that exists: one whose bitmap is gone stays gone.
-        const result = await redefineIfBitmapsExist(virsh, probe, withCheckpointParent(entry.xml, parent));
+        // Fitted to the domain's UUID now: libvirt refuses a record of another UUID, and the domain may have been defined again under a new one.
+        const result = await redefineIfBitmapsExist(
+            virsh,
+            probe,
+            withMomentIdentity(entry.xml, "domaincheckpoint", { parent, uuid: domain }),
+        );
         if (result === true) {
             names.push(entry.name);
             parent = entry.name;
@@ -529,9 +542,10 @@ export const domainCheckpoint = {
                         await virsh.query(["checkpoint-info", "--domain", olds.domainUuid, "--checkpointname", olds.checkpointName]);
                         return;
                     } catch (e) {
-                        if (!isKind(e, "checkpoint-not-found")) throw e;
+                        if (!isKind(e, "checkpoint-not-found") && !isKind(e, "domain-not-found")) throw e;
                     }
-                    const probe = await probeDomain(virsh, olds.domainUuid);
+                    // The same name on the same connection is the same domain, even defined again under a new UUID.
+                    const probe = await probeRecordedDomain(virsh, olds);
                     const restored = await restoreRecord(virsh, probe, olds);
                     if (restored.status === "gone") replaces.push("checkpointName");
                 });
@@ -562,7 +576,7 @@ export const domainCheckpoint = {
         return withDomainLock(lockKey(props), async () => {
             let probe: DomainProbe;
             try {
-                probe = await probeDomain(virsh, props.domainUuid || props.domain);
+                probe = await probeRecordedDomain(virsh, props);
             } catch (e) {
                 // Gone from the host: an empty id makes refresh drop the resource.
                 if (isKind(e, "domain-not-found")) return { id: "", props: {} };
@@ -588,7 +602,7 @@ export const domainCheckpoint = {
         const v = parseOrThrow(DomainCheckpointSchema, news);
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
-            const probe = await probeDomain(virsh, olds.domainUuid);
+            const probe = await probeRecordedDomain(virsh, olds);
             const restored = await restoreRecord(virsh, probe, olds);
             // An earlier create was cut off before libvirt made the checkpoint (an init failure): finish the job.
             if (restored.status === "gone" && !olds.xml) return { outs: await createLocked(v, virsh) };
@@ -617,7 +631,7 @@ export const domainCheckpoint = {
         await withDomainLock(lockKey(props), async () => {
             let probe: DomainProbe;
             try {
-                probe = await probeDomain(virsh, props.domainUuid || props.domain);
+                probe = await probeRecordedDomain(virsh, props);
             } catch (e) {
                 if (isKind(e, "domain-not-found")) return; // the domain is gone, and its checkpoints with it
                 throw e;

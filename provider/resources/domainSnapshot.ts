@@ -5,7 +5,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
-import { isKind } from "../errors";
+import { LibvirtError, isKind } from "../errors";
 import { InputError, domainRef, description, hostPath, momentName, timeoutSeconds } from "../inputs";
 import { withDomainLock } from "../locks";
 import {
@@ -21,7 +21,7 @@ import {
 } from "../resource";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
-import { snapshotRecordXml, type SnapshotInfo } from "../host/xml";
+import { parseSnapshotXml, snapshotRecordXml, type SnapshotInfo } from "../host/xml";
 import {
     adoptOrRefuse,
     chainLimitFailures,
@@ -31,9 +31,12 @@ import {
     memoryOf,
     observeSnapshot,
     planSnapshot,
+    locateSnapshot,
     redefineDescription,
+    snapshotLineage,
     takeSnapshot,
     unknownOutcome,
+    type KeptSnapshot,
     type ObservedSnapshot,
     type SnapshotPlan,
 } from "./moments";
@@ -124,6 +127,18 @@ export interface DomainSnapshotOutputs {
     libvirtVersion: string;
     /** True when it took over an existing snapshot instead of creating it. */
     adopted: boolean;
+    /**
+     * libvirt's snapshot XML with its `<domain>`, as `snapshot-create --redefine` takes it: when libvirt loses the record
+     * (the domain was undefined and defined again, perhaps under a new UUID) while the images still hold the data, the next
+     * pulumi up gives it back from here. Absent in state recorded by 0.1.0.
+     */
+    xml?: string;
+    /** The ancestors' XML, oldest first, so a lost chain is given back in order. */
+    lineage?: KeptSnapshot[];
+    /** True when refresh found libvirt's record lost but the data still in the images: the next pulumi up gives the record back. */
+    recordLost?: boolean;
+    /** When the provider last gave libvirt its lost record back from this state (ISO 8601), else null. */
+    restoredAt?: string | null;
 }
 
 /** What the resource records: its outputs, and the inputs as declared (defaults applied) for diff. */
@@ -133,7 +148,15 @@ interface Recorded extends DomainSnapshotOutputs {
 
 // ---- outputs ------------------------------------------------------------------
 
-function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, adopted: boolean): Recorded {
+interface Kept {
+    adopted: boolean;
+    lineage: KeptSnapshot[];
+    restoredAt: string | null;
+    /** Set when libvirt has no record of it now: outputs come from the kept XML, on the domain as it is now. */
+    lost?: { domainName: string; domainUuid: string };
+}
+
+function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, kept: Kept): Recorded {
     const s = o.info;
     const diskFiles: Record<string, string> = {};
     for (const d of s.disks) if (d.snapshot === "external" && d.file) diskFiles[d.name] = d.file;
@@ -146,17 +169,27 @@ function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, adopted: b
         memory: memoryOf(s),
         ...(s.memory.file ? { memoryFile: s.memory.file } : {}),
         deletion: v.deletion,
-        domainName: s.domain?.name ?? "",
-        domainUuid: s.domain?.uuid ?? "",
+        domainName: kept.lost?.domainName ?? s.domain?.name ?? "",
+        domainUuid: kept.lost?.domainUuid ?? s.domain?.uuid ?? "",
         creationTime: new Date(s.creationTime * 1000).toISOString(),
         state: s.state,
         parent: s.parent ?? null,
         isCurrent: o.isCurrent,
         diskFiles,
         libvirtVersion: version,
-        adopted,
+        adopted: kept.adopted,
+        xml: o.xml,
+        lineage: kept.lineage,
+        recordLost: kept.lost !== undefined,
+        restoredAt: kept.restoredAt,
         declared: withoutConnection(v),
     };
+}
+
+/** Read the snapshot back with its ancestors' records. */
+async function observeKept(virsh: Virsh, domain: string, name: string): Promise<{ observed: ObservedSnapshot; lineage: KeptSnapshot[] }> {
+    const observed = await observeSnapshot(virsh, domain, name);
+    return { observed, lineage: await snapshotLineage(virsh, domain, observed.info.parent) };
 }
 
 /** How an existing snapshot differs from the plan; empty when adopting is safe. */
@@ -202,23 +235,21 @@ export const domainSnapshot = {
             update: UPDATE_KEYS,
         });
 
-        // A snapshot deleted behind Pulumi's back is planned for re-creation now, rather than failing later.
+        // A snapshot deleted behind Pulumi's back is planned for re-creation now, rather than failing later. One whose
+        // record libvirt lost while the images still hold it is an update: it gives the record back. Only read here.
+        let recordLost = false;
         if (!replaces.length && olds.domainUuid && olds.snapshotName) {
+            const virsh = virshFor({ connection: olds.connection, timeoutSeconds: olds.declared?.timeoutSeconds });
             try {
-                await virshFor({ connection: olds.connection, timeoutSeconds: olds.declared?.timeoutSeconds }).query([
-                    "snapshot-info",
-                    "--domain",
-                    olds.domainUuid,
-                    "--snapshotname",
-                    olds.snapshotName,
-                ]);
-            } catch (e) {
-                if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) replaces.push("snapshotName");
+                const at = await locateSnapshot(virsh, olds, { restore: false });
+                if (!at || at.record.status === "gone") replaces.push("snapshotName");
+                recordLost = at?.record.status === "restorable";
+            } catch {
                 // An unreachable host is not a diff: the operation that needs the host reports it.
             }
         }
         return {
-            changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,
+            changes: replaces.length > 0 || updates.length > 0 || credentialsChanged || recordLost,
             replaces,
             // The replacement would have the same name on the same domain: the old one must go first.
             deleteBeforeReplace: replacesInPlace(replaces, olds, v.domain, olds.snapshotName === v.snapshotName),
@@ -234,15 +265,28 @@ export const domainSnapshot = {
         });
     },
 
+    /** Only reads: a record libvirt lost is reported (recordLost), and given back by the next pulumi up. */
     async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
         const virsh = virshFor(props);
-        const domain = props.domainUuid || props.domain;
+        const v = { ...props.declared, connection: props.connection } as Inputs;
+        const kept = { adopted: props.adopted, restoredAt: props.restoredAt ?? null };
         try {
-            const observed = await observeSnapshot(virsh, domain, props.snapshotName);
-            const v = { ...props.declared, connection: props.connection } as Inputs;
-            return { id, props: outputsFrom(v, observed, (await virsh.version()).libvirt, props.adopted) };
-        } catch (e) {
+            const at = await locateSnapshot(virsh, props, { restore: false });
             // Gone from the host: an empty id makes refresh drop the resource.
+            if (!at || at.record.status === "gone") return { id: "", props: {} };
+            if (at.record.status === "restorable") {
+                const o: ObservedSnapshot = {
+                    info: parseSnapshotXml(props.xml!),
+                    isCurrent: props.isCurrent,
+                    children: 0,
+                    xml: props.xml!,
+                };
+                const lost = { domainName: at.probe!.info.name, domainUuid: at.domain };
+                return { id, props: outputsFrom(v, o, at.probe!.version.libvirt, { ...kept, lineage: props.lineage ?? [], lost }) };
+            }
+            const { observed, lineage } = await observeKept(virsh, at.domain, props.snapshotName);
+            return { id, props: outputsFrom(v, observed, (await virsh.version()).libvirt, { ...kept, lineage }) };
+        } catch (e) {
             if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return { id: "", props: {} };
             throw e;
         }
@@ -252,20 +296,32 @@ export const domainSnapshot = {
         const v = parseOrThrow(DomainSnapshotSchema, news);
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
-            const domain = olds.domainUuid;
-            let observed: ObservedSnapshot;
-            try {
-                observed = await observeSnapshot(virsh, domain, olds.snapshotName);
-            } catch (e) {
-                // An earlier create was cut off before libvirt made the snapshot (an init failure): finish the job.
-                if (isKind(e, "snapshot-not-found")) return { outs: await createLocked(v, virsh) };
-                throw e;
+            // A record libvirt lost (the domain was defined again, perhaps under a new UUID) is given back from the state.
+            const at = await locateSnapshot(virsh, olds, { restore: true });
+            // An earlier create was cut off before libvirt made the snapshot (an init failure): finish the job.
+            if (at?.record.status === "gone" && !olds.creationTime) return { outs: await createLocked(v, virsh) };
+            if (!at)
+                throw new LibvirtError(
+                    "domain-not-found",
+                    `domain '${olds.domainName || olds.domain}' of snapshot '${olds.snapshotName}' is gone from ${virsh.where}`,
+                );
+            if (at.record.status === "gone") {
+                throw new LibvirtError(
+                    "snapshot-not-found",
+                    `snapshot '${olds.snapshotName}' of domain '${at.probe?.info.name ?? olds.domainName}' is gone and can't be given back: ${at.record.reason}. ` +
+                        `Nothing was changed. Run pulumi refresh, then pulumi up to take it again.`,
+                );
             }
+            const domain = at.domain;
+            const restoredAt = at.record.status === "restored" ? new Date().toISOString() : (olds.restoredAt ?? null);
+            const kept = await observeKept(virsh, domain, olds.snapshotName);
+            const lineage = kept.lineage;
+            let observed = kept.observed;
             if (!same(observed.info.description, v.description)) {
                 await redefineDescription(virsh, "snapshot", domain, olds.snapshotName, v.description);
                 observed = await observeSnapshot(virsh, domain, olds.snapshotName);
             }
-            return { outs: outputsFrom(v, observed, (await virsh.version()).libvirt, olds.adopted) };
+            return { outs: outputsFrom(v, observed, (await virsh.version()).libvirt, { adopted: olds.adopted, lineage, restoredAt }) };
         });
     },
 
@@ -274,8 +330,12 @@ export const domainSnapshot = {
         await withDomainLock(lockKey(props), async () => {
             // No creationTime: the state a cut-off create left (an init failure).
             if (!props.creationTime && props.deletion === "delete") await removeCutOffCreate(virsh, props);
+            // A record libvirt lost is given back first with deletion 'delete', so the delete removes the data from the
+            // images too rather than leaking it; with 'metadata' there is no record left to drop, and the data stays.
+            const at = await locateSnapshot(virsh, props, { restore: props.deletion === "delete" });
+            if (!at) return; // the domain is gone, and its snapshots' records with it
             await deleteSnapshot(virsh, {
-                domain: props.domainUuid || props.domain,
+                domain: at.domain,
                 domainName: props.domainName,
                 snapshotName: props.snapshotName,
                 deletion: props.deletion,
@@ -336,7 +396,13 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     } catch (e) {
         throw cutOff(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
     }
-    const outs = outputsFrom(v, observed, probe.version.libvirt, adopted);
+    let lineage: KeptSnapshot[];
+    try {
+        lineage = await snapshotLineage(virsh, domain, observed.info.parent);
+    } catch (e) {
+        throw cutOff(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
+    }
+    const outs = outputsFrom(v, observed, probe.version.libvirt, { adopted, lineage, restoredAt: null });
     if (!adopted) {
         try {
             await makeOverlaysPrivate(virsh, probe, plan, observed.info);

@@ -22,12 +22,15 @@ import {
     chainLimitFailures,
     deleteSnapshot,
     kindOf,
+    locateSnapshot,
     makeOverlaysPrivate,
     memoryOf,
     observeSnapshot,
     planSnapshot,
     redefineDescription,
+    snapshotLineage,
     takeSnapshot,
+    type KeptSnapshot,
     type SnapshotPlan,
     type SnapshotRequest,
 } from "./moments";
@@ -130,6 +133,12 @@ export interface MemberSnapshot {
     state: string;
     kind: "internal" | "external";
     memory: "none" | "internal" | "external";
+    /** libvirt's snapshot XML, kept so a record libvirt loses (the domain defined again) is given back by the next pulumi up. Absent in 0.1.0 state. */
+    xml?: string;
+    /** The ancestors' XML, oldest first. */
+    lineage?: KeptSnapshot[];
+    /** True when refresh found libvirt's record lost but the data still in the images. */
+    recordLost?: boolean;
 }
 
 /** What a RestorePoint exposes. */
@@ -361,6 +370,7 @@ async function snapshotAll(
 
 async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {
     const o = await observeSnapshot(m.virsh, domainUuid, name);
+    const lineage = await snapshotLineage(m.virsh, domainUuid, o.info.parent);
     return {
         host: m.virsh.where,
         domain: m.domain,
@@ -371,7 +381,21 @@ async function describeMember(m: Member, domainUuid: string, name: string): Prom
         state: o.info.state,
         kind: kindOf(o.info),
         memory: memoryOf(o.info),
+        xml: o.xml,
+        lineage,
     };
+}
+
+/**
+ * A recorded member as the host has it now: described again where libvirt has its record (on the domain's UUID
+ * now); with `restore`, a lost record whose data is still in the images is given back first, else it is kept
+ * as recorded and marked recordLost. Undefined when the snapshot or its domain is gone.
+ */
+async function memberNow(m: Member & { snap: MemberSnapshot }, restore: boolean): Promise<MemberSnapshot | undefined> {
+    const at = await locateSnapshot(m.virsh, m.snap, { restore });
+    if (!at || at.record.status === "gone") return undefined;
+    if (at.record.status === "restorable") return { ...m.snap, domainName: at.probe!.info.name, domainUuid: at.domain, recordLost: true };
+    return describeMember(m, at.domain, m.snap.snapshotName);
 }
 
 function order(members: Member[], snaps: MemberSnapshot[]): MemberSnapshot[] {
@@ -415,8 +439,11 @@ async function deleteMembers(members: Array<Member & { snap: MemberSnapshot }>, 
         members.map((m) =>
             withDomainLock(memberKey(m), async () => {
                 try {
+                    // A record libvirt lost is given back first with deletion 'delete', so the data leaves the images too.
+                    const at = await locateSnapshot(m.virsh, m.snap, { restore: deletion === "delete" });
+                    if (!at) return; // the domain is gone, and its snapshots' records with it
                     await deleteSnapshot(m.virsh, {
-                        domain: m.snap.domainUuid,
+                        domain: at.domain,
                         domainName: m.snap.domainName,
                         snapshotName: m.snap.snapshotName,
                         deletion,
@@ -463,7 +490,19 @@ export const restorePoint = {
                 /* bad stack config: the update reports it */
             }
         }
+        // A member whose record libvirt lost while its images still hold the data is an update: it gives the record back. Only read here.
+        let recordLost = false;
+        if (!replaces.length && !membersChanged) {
+            for (const m of recordedMembers(olds)) {
+                try {
+                    recordLost ||= (await locateSnapshot(m.virsh, m.snap, { restore: false }))?.record.status === "restorable";
+                } catch {
+                    // An unreachable host is not a diff: the operation that needs the host reports it.
+                }
+            }
+        }
         const changes =
+            recordLost ||
             replaces.length > 0 ||
             membersChanged ||
             !same(old.description, v.description) ||
@@ -493,7 +532,8 @@ export const restorePoint = {
         const snapshots: MemberSnapshot[] = [];
         for (const m of members) {
             try {
-                snapshots.push(await describeMember(m, m.snap.domainUuid, m.snap.snapshotName));
+                const now = await withDomainLock(memberKey(m), () => memberNow(m, false));
+                if (now) snapshots.push(now);
             } catch (e) {
                 if (!(isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found"))) throw e;
             }
@@ -520,9 +560,16 @@ export const restorePoint = {
             addedSnaps = res.snapshots;
             pausedMilliseconds = res.pausedMilliseconds;
         }
+        // Records libvirt lost (a domain defined again, perhaps under a new UUID) are given back from the state first.
+        const keptNow = await Promise.all(
+            kept.map(async (m) => {
+                const now = await withDomainLock(memberKey(m), () => memberNow(m, true));
+                return { ...m, snap: now ?? m.snap };
+            }),
+        );
         if (!same(olds.description, v.description)) {
             await Promise.all(
-                kept.map((m) =>
+                keptNow.map((m) =>
                     withDomainLock(memberKey(m), () =>
                         redefineDescription(m.virsh, "snapshot", m.snap.domainUuid, m.snap.snapshotName, v.description),
                     ),
@@ -530,7 +577,7 @@ export const restorePoint = {
             );
         }
         const keptSnaps = await Promise.all(
-            kept.map(async (m) => {
+            keptNow.map(async (m) => {
                 try {
                     return await describeMember(m, m.snap.domainUuid, m.snap.snapshotName);
                 } catch {

@@ -98,7 +98,10 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
         const names = await listSnapshots(virsh, domain);
         failures.push({
             property: "snapshot",
-            reason: `domain '${probe.info.name}' has no snapshot '${v.snapshot}' (${names.length ? `its snapshots: ${names.map((n) => `'${n}'`).join(", ")}` : "it has no snapshots"})`,
+            reason:
+                `domain '${probe.info.name}' has no snapshot '${v.snapshot}' (${names.length ? `its snapshots: ${names.map((n) => `'${n}'`).join(", ")}` : "it has no snapshots"}). ` +
+                `If libvirt lost its record (the domain was undefined and defined again), the DomainSnapshot or RestorePoint that took it gives it back ` +
+                `on the next pulumi up: pass its snapshotName output here, so the revert runs after it`,
         });
         return { failures };
     }

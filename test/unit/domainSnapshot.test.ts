@@ -5,6 +5,8 @@ import { parseInputs } from "../../provider/inputs";
 import { DomainSnapshotSchema } from "../../provider/resources/domainSnapshot";
 import { planSnapshot } from "../../provider/resources/moments";
 import type { DomainProbe } from "../../provider/host/probe";
+import { parseSnapshotXml, withMomentIdentity } from "../../provider/host/xml";
+import { same } from "../../provider/resource";
 import { fakeProbe } from "./fakeProbe";
 
 describe("DomainSnapshot inputs", () => {
@@ -120,5 +122,34 @@ describe("planSnapshot", () => {
         assert.equal(plan({ snapshotName: "before upgrade" }, probe({ version: 10_008_000 })).failures.length, 0);
         assert.equal(plan({ snapshotName: "before-upgrade.1" }, probe({ version: 11_003_000 })).failures.length, 0);
         assert.equal(plan({ snapshotName: "before upgrade", kind: "external" }, probe({ version: 11_003_000 })).failures.length, 0);
+    });
+});
+
+describe("a lost snapshot record given back (--redefine)", () => {
+    const kept =
+        "<domainsnapshot>\n  <name>s2</name>\n  <description>a &amp; b</description>\n  <state>shutoff</state>\n" +
+        "  <parent>\n    <name>s1</name>\n  </parent>\n  <creationTime>1764950000</creationTime>\n" +
+        "  <memory snapshot='no'/>\n  <disks>\n    <disk name='vda' snapshot='internal'/>\n  </disks>\n" +
+        "  <domain type='qemu'>\n    <name>web1</name>\n    <uuid>11111111-1111-1111-1111-111111111111</uuid>\n" +
+        "    <devices>\n      <disk type='file' device='disk'><source file='/d/web1.qcow2'/><target dev='vda'/></disk>\n    </devices>\n  </domain>\n</domainsnapshot>\n";
+    it("carries the domain's UUID now and the parent that exists; the rest as libvirt wrote it", () => {
+        const fitted = withMomentIdentity(kept, "domainsnapshot", { parent: "s0", uuid: "22222222-2222-2222-2222-222222222222" });
+        const s = parseSnapshotXml(fitted);
+        assert.equal(s.domain?.uuid, "22222222-2222-2222-2222-222222222222");
+        assert.equal(s.domain?.name, "web1");
+        assert.equal(s.parent, "s0");
+        assert.equal(s.description, "a & b");
+        assert.equal(s.creationTime, 1764950000);
+        assert.deepEqual(
+            s.disks.map((d) => [d.name, d.snapshot]),
+            [["vda", "internal"]],
+        );
+        const root = withMomentIdentity(kept, "domainsnapshot", { parent: undefined });
+        assert.equal(parseSnapshotXml(root).parent, undefined);
+        assert.equal(parseSnapshotXml(root).domain?.uuid, "11111111-1111-1111-1111-111111111111", "no uuid given: kept");
+    });
+    it("diff compares declared values whatever the key order (the state comes back with sorted keys)", () => {
+        assert.equal(same([{ name: "vda", snapshot: "external", file: "/o" }], [{ file: "/o", name: "vda", snapshot: "external" }]), true);
+        assert.equal(same([{ name: "vda", snapshot: "external" }], [{ name: "vda", snapshot: "internal" }]), false);
     });
 });
