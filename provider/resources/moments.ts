@@ -687,7 +687,9 @@ async function outOfSpace(
                 `where the snapshot needs about ${humanBytes(g.total)} (${g.needs.map((n) => n.what).join("; ")})`,
         );
     }
-    const first = messageOf(e).split("\n")[0];
+    const first = messageOf(e)
+        .split("\n")[0]!
+        .replace(/\s*\r\s*/g, " ");
     return new LibvirtError(
         "no-space",
         `out of space: snapshot '${name}' of domain '${ctx.probe.info.name}' failed part-way: ${first}\n  ${lines.join("\n  ")}`,
