@@ -12,6 +12,7 @@ export type ErrorKind =
     | "host-key"
     | "timeout"
     | "invalid"
+    | "no-space"
     | "failed";
 
 export interface CommandInfo {
@@ -54,6 +55,7 @@ const ERROR_NAMES: Record<ErrorKind, string> = {
     "host-key": "HostKeyError",
     timeout: "TimeoutError",
     invalid: "InvalidInputError",
+    "no-space": "OutOfSpaceError",
     failed: "VirshError",
 };
 

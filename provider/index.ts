@@ -126,6 +126,11 @@ export interface DomainSnapshotArgs {
     deletion?: pulumi.Input<"delete" | "metadata">;
     /** Take over an existing snapshot of this name, if it matches what is declared (`pulumi import` does not work for dynamic providers). Default false. */
     adopt?: pulumi.Input<boolean>;
+    /**
+     * The room check asks for on the filesystem of each overlay, in MiB, beside the guest's RAM for a memory
+     * state (check refuses a snapshot that doesn't fit, giving both figures). Default 64.
+     */
+    spaceMarginMiB?: pulumi.Input<number>;
     /** The time limit for each virsh command. Default 300. */
     timeoutSeconds?: pulumi.Input<number>;
 }
@@ -223,6 +228,8 @@ export interface RestorePointArgs {
      * every guest is frozen, then every domain paused, snapshotted and resumed, then the guests thawed. Default false.
      */
     quiesce?: pulumi.Input<boolean>;
+    /** The room check asks for on the filesystem of each overlay, in MiB (and the guest's RAM for memory: 'internal'). Default 64. */
+    spaceMarginMiB?: pulumi.Input<number>;
     /** The time limit for each virsh command. Default 300. */
     timeoutSeconds?: pulumi.Input<number>;
 }

@@ -115,6 +115,13 @@ export const timeoutSeconds = z
     .min(1, { error: "must be at least 1" })
     .max(86400, { error: "must be at most 86400 (a day)" });
 
+/** The room check asks for beside each overlay a snapshot makes; see DEFAULT_SPACE_MARGIN_MIB in resources/moments.ts. */
+export const spaceMarginMiB = z
+    .number({ error: "must be a number of MiB (the free space check asks for per overlay file)" })
+    .int({ error: "must be a whole number of MiB" })
+    .min(0, { error: "must be at least 0 (0 asks for no room beyond what the overlay itself needs)" })
+    .max(1024 * 1024, { error: "must be at most 1048576 (1 TiB)" });
+
 /** Drop unknown values (preview) so the known part can still be validated. */
 export function withoutUnknowns(v: unknown): { value: unknown; unknownPaths: string[] } {
     const unknownPaths: string[] = [];

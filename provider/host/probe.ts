@@ -133,3 +133,43 @@ export async function diskChains(virsh: Virsh, domain: string, disks: readonly D
     }
     return out;
 }
+
+/** The free space of the filesystem that holds a directory on the host, as `df` measures it. */
+export interface FreeSpace {
+    /** Where that filesystem is mounted: directories with the same mount share its space. */
+    mount: string;
+    /** Bytes that unprivileged writers may still use (df's Avail). */
+    availableBytes: number;
+}
+
+/**
+ * Each directory's free space, with `df -B1 --output=avail,target` on the host (one run per directory, so
+ * one missing directory doesn't hide the others). A directory that does not exist is left out: what would
+ * be made there fails in libvirt with its own message.
+ */
+export async function freeSpace(virsh: Virsh, dirs: readonly string[]): Promise<Map<string, FreeSpace>> {
+    const out = new Map<string, FreeSpace>();
+    await Promise.all(
+        [...new Set(dirs)].map(async (dir) => {
+            const r = await virsh.host(["df", "-B1", "--output=avail,target", "--", dir]);
+            const m = /^\s*(\d+)\s(.*)$/.exec(r.stdout.split("\n")[1] ?? "");
+            if (r.code === 0 && m) {
+                out.set(dir, { availableBytes: Number(m[1]), mount: m[2]!.trim() });
+                return;
+            }
+            if (/No such file or directory/.test(r.stderr)) return;
+            throw new LibvirtError(
+                "failed",
+                `cannot measure the free space in ${dir}: ${r.stderr.trim() || `df exited with ${r.code}`}` +
+                    (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/df)` : ""),
+                { command: r.command, exitCode: r.code, stderr: r.stderr },
+            );
+        }),
+    );
+    return out;
+}
+
+/** `virsh domstate --reason`: "running (booted)", "paused (I/O error)", "paused (user)"... */
+export async function stateWithReason(virsh: Virsh, domain: string): Promise<string> {
+    return (await virsh.query(["domstate", "--domain", domain, "--reason"])).trim().split("\n")[0]!.trim();
+}

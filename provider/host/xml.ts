@@ -78,6 +78,32 @@ export interface DomainInfo {
     disks: DomainDisk[];
     /** A qemu guest agent channel exists and libvirt sees it connected. */
     guestAgent: "none" | "disconnected" | "connected";
+    /** The guest's RAM in bytes: <currentMemory>, else <memory>; absent when the XML names neither. */
+    memoryBytes?: number;
+}
+
+const MEMORY_UNITS: Record<string, number> = {
+    b: 1,
+    bytes: 1,
+    kb: 1e3,
+    k: 1024,
+    kib: 1024,
+    mb: 1e6,
+    m: 1024 ** 2,
+    mib: 1024 ** 2,
+    gb: 1e9,
+    g: 1024 ** 3,
+    gib: 1024 ** 3,
+    tb: 1e12,
+    t: 1024 ** 4,
+    tib: 1024 ** 4,
+};
+
+/** A libvirt memory size (`<memory unit='KiB'>65536</memory>`; KiB when no unit is given) in bytes. */
+function memoryBytesOf(n: unknown): number | undefined {
+    const value = Number(text(n)?.trim());
+    const factor = MEMORY_UNITS[(attr(n, "unit") ?? "KiB").toLowerCase()];
+    return Number.isFinite(value) && factor !== undefined ? value * factor : undefined;
 }
 
 export function parseDomainXml(xml: string): DomainInfo {
@@ -105,7 +131,8 @@ function domainFromNode(d: Node): DomainInfo {
             guestAgent = attr(ch.target, "state") === "connected" ? "connected" : "disconnected";
         }
     }
-    return { name: text(d.name) ?? "", uuid: text(d.uuid) ?? "", disks, guestAgent };
+    const memoryBytes = memoryBytesOf(d.currentMemory) ?? memoryBytesOf(d.memory);
+    return { name: text(d.name) ?? "", uuid: text(d.uuid) ?? "", disks, guestAgent, ...(memoryBytes !== undefined ? { memoryBytes } : {}) };
 }
 
 /**

@@ -6,7 +6,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind } from "../errors";
-import { InputError, domainRef, description, hostPath, momentName, timeoutSeconds } from "../inputs";
+import { InputError, domainRef, description, hostPath, momentName, spaceMarginMiB, timeoutSeconds } from "../inputs";
 import { withDomainLock } from "../locks";
 import {
     askAboutDomain,
@@ -34,6 +34,7 @@ import {
     locateSnapshot,
     redefineDescription,
     snapshotLineage,
+    spaceFailures,
     takeSnapshot,
     unknownOutcome,
     type KeptSnapshot,
@@ -70,6 +71,8 @@ export const DomainSnapshotSchema = z
             .enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" })
             .default("delete"),
         adopt: z.boolean({ error: "must be true or false" }).default(false),
+        // Optional, not defaulted: state recorded before it existed keeps diffing as unchanged (DEFAULT_SPACE_MARGIN_MIB applies).
+        spaceMarginMiB: spaceMarginMiB.optional(),
         timeoutSeconds: timeoutSeconds.optional(),
     })
     .superRefine((v, ctx) => {
@@ -212,9 +215,9 @@ function differences(plan: SnapshotPlan, s: SnapshotInfo): string[] {
 
 /** A change in any of these is another snapshot. */
 const REPLACE_KEYS = ["domain", "snapshotName", "kind", "disks", "memory", "memoryFile", "quiesce", "atomic", "live"] as const;
-const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds", "halt"] as const;
+const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds", "halt", "spaceMarginMiB"] as const;
 /** Everything the plan reads; while one is unknown at preview, check can't plan. */
-const PLAN_KEYS = [...REPLACE_KEYS, "description", "deletion", "halt"] as const;
+const PLAN_KEYS = [...REPLACE_KEYS, "description", "deletion", "halt", "spaceMarginMiB"] as const;
 
 export const domainSnapshot = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
@@ -224,7 +227,9 @@ export const domainSnapshot = {
             ask: (v) =>
                 askAboutDomain(v, "the snapshot", async (virsh, probe) => {
                     const { plan, failures } = planSnapshot(v, probe);
-                    return plan ? chainLimitFailures(virsh, probe, plan) : failures;
+                    if (!plan) return failures;
+                    const tooLong = await chainLimitFailures(virsh, probe, plan);
+                    return tooLong.length ? tooLong : spaceFailures(virsh, probe, plan, v.spaceMarginMiB);
                 }),
         });
     },
@@ -373,7 +378,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         }) ?? e;
     let adopted = false;
     try {
-        await takeSnapshot(virsh, plan);
+        await takeSnapshot(virsh, plan, { probe, marginMiB: v.spaceMarginMiB });
     } catch (e) {
         if (!isKind(e, "already-exists")) throw cutOff(e, "the create was cut off");
         let existing: ObservedSnapshot | undefined;

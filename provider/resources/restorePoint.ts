@@ -11,7 +11,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
-import { InputError, domainRef, description, momentName, parseInputs, timeoutSeconds, type CheckFailure } from "../inputs";
+import { InputError, domainRef, description, momentName, parseInputs, spaceMarginMiB, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { checkInputs, domainLockKey, parseOrThrow, same } from "../resource";
 import { resolveConnection } from "../stackConfig";
@@ -29,6 +29,7 @@ import {
     planSnapshot,
     redefineDescription,
     snapshotLineage,
+    spaceFailures,
     takeSnapshot,
     type KeptSnapshot,
     type SnapshotPlan,
@@ -66,6 +67,7 @@ export const RestorePointSchema = z
             .default("delete"),
         // Optional, not defaulted: state recorded before it existed keeps diffing as unchanged.
         quiesce: z.boolean({ error: "must be true or false" }).optional(),
+        spaceMarginMiB: spaceMarginMiB.optional(),
         timeoutSeconds: timeoutSeconds.optional(),
     })
     .superRefine((v, ctx) => {
@@ -204,7 +206,12 @@ function snapshotRequest(v: Inputs, quiesce = false): SnapshotRequest {
     };
 }
 
-async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; plan?: SnapshotPlan; failures: CheckFailure[] }> {
+/** `space`: check's estimate of the free space too (preview only: create goes ahead, and cleans up if it runs out part-way). */
+async function planMember(
+    v: Inputs,
+    m: Member,
+    opts: { space?: boolean } = {},
+): Promise<{ probe?: DomainProbe; plan?: SnapshotPlan; failures: CheckFailure[] }> {
     let probe: DomainProbe;
     try {
         probe = await probeDomain(m.virsh, m.domain);
@@ -222,6 +229,13 @@ async function planMember(v: Inputs, m: Member): Promise<{ probe?: DomainProbe; 
             failures = await chainLimitFailures(m.virsh, probe, plan);
         } catch (e) {
             failures = [{ property: "kind", reason: `cannot read the disks' backing chains: ${messageOf(e)}` }];
+        }
+        if (opts.space && !failures.length) {
+            try {
+                failures = await spaceFailures(m.virsh, probe, plan, v.spaceMarginMiB);
+            } catch (e) {
+                failures = [{ property: "spaceMarginMiB", reason: `cannot measure the free space: ${messageOf(e)}` }];
+            }
         }
         // A shut-off member writes nothing: there is nothing to freeze. A running one needs a connected agent and a disk-only snapshot.
         if (v.quiesce && probe.state !== "shut off")
@@ -288,7 +302,11 @@ async function snapshotAll(
             await Promise.all(
                 members.map(async (m, i) => {
                     try {
-                        await takeSnapshot(m.virsh, planned[i]!.plan!);
+                        await takeSnapshot(m.virsh, planned[i]!.plan!, {
+                            probe: planned[i]!.probe!,
+                            marginMiB: v.spaceMarginMiB,
+                            ...(paused.includes(m) ? { pausedBy: `restore point '${v.snapshotName}'` } : {}),
+                        });
                         taken.push({ m, probe: planned[i]!.probe!, plan: planned[i]!.plan! });
                     } catch (e) {
                         failure ??= { m, error: e };
@@ -471,9 +489,9 @@ function memberIds(v: Pick<Inputs, "connection" | "domains" | "targets">): strin
 export const restorePoint = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         return checkInputs(RestorePointSchema, olds, news, {
-            planKeys: ["domains", "targets", "snapshotName", "description", "kind", "memory", "deletion", "quiesce"],
+            planKeys: ["domains", "targets", "snapshotName", "description", "kind", "memory", "deletion", "quiesce", "spaceMarginMiB"],
             createKeys: CREATE_KEYS,
-            ask: async (v) => (await Promise.all(membersOf(v).map((m) => planMember(v, m)))).flatMap((p) => p.failures),
+            ask: async (v) => (await Promise.all(membersOf(v).map((m) => planMember(v, m, { space: true })))).flatMap((p) => p.failures),
         });
     },
 
@@ -508,6 +526,7 @@ export const restorePoint = {
             !same(old.description, v.description) ||
             !same(old.deletion, v.deletion) ||
             !same(old.timeoutSeconds, v.timeoutSeconds) ||
+            !same(old.spaceMarginMiB, v.spaceMarginMiB) ||
             !same(olds.connection, v.connection) ||
             !same(olds.targets, v.targets);
         return { changes, replaces: [...replaces], deleteBeforeReplace: replaces.length > 0 && !replaces.includes("snapshotName") };
