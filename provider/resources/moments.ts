@@ -232,7 +232,7 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
             fail(
                 i === undefined ? "kind" : `disks[${i}].file`,
                 `disk ${d.target} is a block device (${d.source ?? "no source"}), and libvirt names an external snapshot's overlay only beside a regular file. ` +
-                    `Give its overlay a path: disks: [{ name: '${d.target}', snapshot: 'external', file: '/path/to/${d.target}.overlay.qcow2' }]`,
+                    `Give its overlay a path with DomainSnapshot's disks: [{ name: '${d.target}', snapshot: 'external', file: '/path/to/${d.target}.overlay.qcow2' }]`,
             );
         }
         disks.push({

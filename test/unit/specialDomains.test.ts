@@ -94,7 +94,7 @@ describe("planSnapshot: UEFI firmware and block devices", () => {
     it("an external snapshot of a block device needs its overlay's path; memory never defaults to /dev", () => {
         assert.match(
             failures({ kind: "external", memory: "none" }, probe({ disks: [blockDisk] })),
-            /^kind: disk vda is a block device \(\/dev\/loop3\), and libvirt names an external snapshot's overlay only beside a regular file\. Give its overlay a path: disks: \[\{ name: 'vda', snapshot: 'external', file: /,
+            /^kind: disk vda is a block device \(\/dev\/loop3\), and libvirt names an external snapshot's overlay only beside a regular file\. Give its overlay a path with DomainSnapshot's disks: \[\{ name: 'vda', snapshot: 'external', file: /,
         );
         assert.match(
             failures({ kind: "external", memory: "none", disks: [{ name: "vda", snapshot: "external" }] }, probe({ disks: [blockDisk] })),
