@@ -36,6 +36,33 @@ const ROWS = [
         "start a domain whose disk chain holds 26 images (25 start on every host)",
         "works (read: libvirt 10.8 to 11.x fail, 'nesting too deep', fixed in 12.0)",
     ],
+    [
+        "uefi-internal-running-raw-nvram",
+        "internal snapshot of a running UEFI (pflash) domain, raw NVRAM",
+        "refused (read: internal snapshots of pflash domains came in 10.9/10.10, NEWS)",
+    ],
+    [
+        "uefi-internal-running-qcow2-nvram",
+        "internal snapshot of a running UEFI (pflash) domain, qcow2 NVRAM (`<nvram format='qcow2'>`)",
+        "refused (read: 10.9/10.10, NEWS)",
+    ],
+    [
+        "uefi-internal-offline-raw-nvram",
+        "internal snapshot of a shut-off UEFI (pflash) domain, raw NVRAM (the NVRAM is left out)",
+        "refused (read: 10.9/10.10, NEWS)",
+    ],
+    ["uefi-external", "external snapshot with memory of a running UEFI (pflash) domain", "works (read: not limited by NEWS)"],
+    ["block-internal-raw", "internal snapshot of a raw block device (a loop device)", "refused (read: raw holds no snapshot)"],
+    ["block-internal-qcow2", "internal snapshot of a running domain whose block device holds qcow2", "works (read: not limited by NEWS)"],
+    [
+        "block-external-unnamed",
+        "external snapshot of a block device, no overlay path given",
+        "refused (read: libvirt names overlays only beside regular files)",
+    ],
+    ["block-external", "external disk-only snapshot of a block device, overlay path given", "works (read: not limited by NEWS)"],
+    ["tpm-internal", "internal snapshot with memory of a running domain with an emulated TPM (swtpm)", "works (read: not limited by NEWS)"],
+    ["tpm-external-memory", "external snapshot with memory of a running domain with an emulated TPM", "works (read: not limited by NEWS)"],
+    ["tpm-external-disk-only", "external disk-only snapshot of a running domain with an emulated TPM", "works (read: not limited by NEWS)"],
 ];
 const READ_COLUMN = "10.0 (Ubuntu 24.04, read)";
 

@@ -20,8 +20,9 @@ MARK="pulumi-libvirt-lab"            # domain <title> prefix; also marks our qem
 TMP_MARK="pulumi-libvirt-lab-tmp"    # title prefix of throwaway domains (test/support/lab.ts)
 SUDO_USER_NAME="labuser"
 SUDOERS_FILE="/etc/sudoers.d/pulumi-libvirt-lab"
+# ovmf (UEFI firmware) and swtpm (TPM emulator) for the special domains test/support/specialDomains.ts makes.
 PACKAGES=(libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients qemu-system-x86
-  qemu-utils openssh-server tini sudo)
+  qemu-utils openssh-server tini sudo ovmf swtpm swtpm-tools)
 # name:wanted-state:format:writer
 DOMAINS=("lab-writer:running:qcow2:1" "lab-idle:running:qcow2:0" "lab-off:shut off:qcow2:0"
   "lab-raw:shut off:raw:0")

@@ -73,6 +73,13 @@ export const VERSIONS = {
      * in a job ID: 11.3 measured ('Invalid job ID'), 9.0 takes any name.
      */
     internalSnapshotJobIds: 10_009_000,
+    /**
+     * Internal snapshots of a domain whose firmware runs from pflash (UEFI): none before 10.9 (measured on 9.0, running or shut
+     * off: 'internal snapshots of a VM with pflash based firmware are not supported'); from 10.9 (NEWS 10.9/10.10) a running
+     * domain's only with a qcow2 NVRAM, which gets the snapshot too (11.3 measured; a raw one: 'require QCOW2 nvram format'),
+     * a shut-off domain's with any NVRAM, which is then left out of the snapshot (11.3 measured).
+     */
+    pflashInternalSnapshot: 10_009_000,
     /** Checkpoints arrived in 5.6. */
     checkpoints: 5_006_000,
     /** libvirt removes an external snapshot's memory file when it deletes the snapshot from 9.1 on (NEWS 9.1; 9.0 keeps it, 11.3 removes it: measured). */

@@ -80,6 +80,17 @@ export interface DomainInfo {
     guestAgent: "none" | "disconnected" | "connected";
     /** The guest's RAM in bytes: <currentMemory>, else <memory>; absent when the XML names neither. */
     memoryBytes?: number;
+    /** Firmware in pflash (UEFI), which limits internal snapshots; absent for a BIOS or ROM loader. */
+    pflash?: PflashFirmware;
+}
+
+export interface PflashFirmware {
+    /** The loader image (<loader>), when the XML names it yet. */
+    loader?: string;
+    /** The UEFI variable store (<nvram>), when the XML names it yet. */
+    nvram?: string;
+    /** The variable store's format: <nvram format=...>, 'raw' where the XML names none (libvirt 9.0 drops the attribute: measured). */
+    nvramFormat: string;
 }
 
 const MEMORY_UNITS: Record<string, number> = {
@@ -132,7 +143,35 @@ function domainFromNode(d: Node): DomainInfo {
         }
     }
     const memoryBytes = memoryBytesOf(d.currentMemory) ?? memoryBytesOf(d.memory);
-    return { name: text(d.name) ?? "", uuid: text(d.uuid) ?? "", disks, guestAgent, ...(memoryBytes !== undefined ? { memoryBytes } : {}) };
+    return {
+        name: text(d.name) ?? "",
+        uuid: text(d.uuid) ?? "",
+        disks,
+        guestAgent,
+        ...(memoryBytes !== undefined ? { memoryBytes } : {}),
+        ...pflashOf(d.os),
+    };
+}
+
+/**
+ * <loader type='pflash'>, or <os firmware='efi'> whose loader libvirt has not chosen yet (it picks a pflash one
+ * when the domain is defined or started): the firmware runs from flash and keeps its variables in the NVRAM file.
+ */
+function pflashOf(os: unknown): { pflash?: PflashFirmware } {
+    if (!os || typeof os !== "object") return {};
+    const loader = (os as Node).loader;
+    const nvram = (os as Node).nvram;
+    const type = attr(loader, "type");
+    if (type !== "pflash" && !(type === undefined && attr(os, "firmware") === "efi")) return {};
+    const loaderPath = text(loader) || undefined;
+    const nvramPath = text(nvram) || undefined;
+    return {
+        pflash: {
+            ...(loaderPath ? { loader: loaderPath } : {}),
+            ...(nvramPath ? { nvram: nvramPath } : {}),
+            nvramFormat: attr(nvram, "format") ?? "raw",
+        },
+    };
 }
 
 /**

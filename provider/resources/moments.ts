@@ -209,7 +209,8 @@ export interface SnapshotPlan {
 }
 
 function defaultMemoryFile(probe: DomainProbe, snapshotName: string): string | undefined {
-    const first = probe.info.disks.find((d) => isWritableDisk(d) && d.source?.startsWith("/"));
+    // Beside an image file only: a block device's folder is /dev.
+    const first = probe.info.disks.find((d) => isWritableDisk(d) && d.type === "file" && d.source?.startsWith("/"));
     if (!first?.source) return undefined;
     const safe = snapshotName.replace(/[^A-Za-z0-9._-]/g, "_");
     return path.posix.join(path.posix.dirname(first.source), `${probe.info.name.replace(/[^A-Za-z0-9._-]/g, "_")}.${safe}.mem`);
@@ -227,6 +228,8 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
 
     // Per-disk mode: explicit override, else the kind; cdroms and read-only disks are left to libvirt.
     const disks: SnapshotSpec["disks"] = [];
+    /** The property that asked for the first internal disk snapshot. */
+    let internalProp: string | undefined;
     for (const { disk: d, entry: o, index: i } of coveredDisks(v.disks, dom, fail)) {
         const mode = o?.snapshot ?? v.kind;
         const prop = i === undefined ? "kind" : `disks[${i}].snapshot`;
@@ -235,6 +238,15 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
                 prop,
                 `an internal snapshot lives inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
                     `Use kind: 'external', or leave the disk out with disks: [{ name: '${d.target}', snapshot: 'no' }]`,
+            );
+        }
+        if (mode === "internal") internalProp ??= prop;
+        // Measured on 9.0 and 11.3: 'source for disk 'vda' is not a regular file; refusing to generate external snapshot name'.
+        if (mode === "external" && d.type === "block" && !o?.file) {
+            fail(
+                i === undefined ? "kind" : `disks[${i}].file`,
+                `disk ${d.target} is a block device (${d.source ?? "no source"}), and libvirt names an external snapshot's overlay only beside a regular file. ` +
+                    `Give its overlay a path with DomainSnapshot's disks: [{ name: '${d.target}', snapshot: 'external', file: '/path/to/${d.target}.overlay.qcow2' }]`,
             );
         }
         disks.push({
@@ -279,6 +291,7 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
             `libvirt ${probe.version.libvirt} can't save memory inside the disk image when the disks are external. Use memory: 'external' with memoryFile, or memory: 'none'`,
         );
     }
+    if (internalProp) pflashFailures(probe, internalProp, fail);
     let memoryFile: string | undefined;
     if (memory === "external") {
         memoryFile = v.memoryFile ?? defaultMemoryFile(probe, v.snapshotName);
@@ -346,6 +359,32 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     if (v.live) argv.push("--live");
     if (v.halt) argv.push("--halt");
     return { plan: { spec, xml: buildSnapshotXml(spec), argv, domain: dom.uuid, memory, kind }, failures };
+}
+
+/**
+ * An internal snapshot of a domain whose firmware runs from pflash (UEFI), keyed on its XML (<loader type='pflash'>,
+ * <nvram format=...>) and libvirt's version (VERSIONS.pflashInternalSnapshot): none before 10.9; from 10.9 a running
+ * domain's only when its NVRAM is qcow2, since the UEFI variables go into the snapshot with the RAM.
+ */
+function pflashFailures(probe: DomainProbe, property: string, fail: Fail): void {
+    const fw = probe.info.pflash;
+    if (!fw) return;
+    const dom = probe.info;
+    const firmware = `domain '${dom.name}' boots UEFI firmware from pflash (<loader type='pflash'>${fw.loader ? ` ${fw.loader}` : ""})`;
+    if (probe.version.number < VERSIONS.pflashInternalSnapshot) {
+        fail(
+            property,
+            `${firmware}, and libvirt ${probe.version.libvirt} takes no internal snapshot of such a domain ('internal snapshots of a VM with pflash ` +
+                `based firmware are not supported'; 10.9 and newer can, with the NVRAM in qcow2). Use kind: 'external'`,
+        );
+    } else if (probe.active && fw.nvramFormat !== "qcow2") {
+        fail(
+            property,
+            `${firmware}, and its UEFI variables (NVRAM ${fw.nvram ?? "(none named)"}) are ${fw.nvramFormat}: libvirt saves them inside an internal snapshot ` +
+                `of a running domain, which needs a qcow2 NVRAM ('require QCOW2 nvram format'). Use kind: 'external', take the snapshot while the ` +
+                `domain is shut off (the NVRAM is then left out of it), or convert the NVRAM to qcow2 (<nvram format='qcow2'>)`,
+        );
+    }
 }
 
 /**

@@ -12,10 +12,24 @@ function esc(value) {
     return String(value).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[c]);
 }
 
+// Optional, for the special domains of test/support/specialDomains.ts:
+//   diskType: 'block' (o.disk is then a block device), default 'file';
+//   uefi: { loader, nvram, nvramFormat?, template? }: UEFI firmware in pflash with its own NVRAM
+//     (UEFI needs ACPI; OVMF's non-SMM build boots on machine 'pc');
+//   tpm: true: an emulated TPM 2.0 (swtpm).
 function labDomainXml(o) {
     for (const k of ["name", "title", "virtType", "disk", "format"]) {
         if (typeof o[k] !== "string" || o[k] === "") throw new Error(`labDomainXml: ${k} is required`);
     }
+    const block = o.diskType === "block";
+    if (o.diskType !== undefined && o.diskType !== "file" && !block) throw new Error(`labDomainXml: diskType ${o.diskType}`);
+    const u = o.uefi;
+    const firmware = u
+        ? `
+    <loader readonly='yes' type='pflash'>${esc(u.loader)}</loader>
+    <nvram${u.template ? ` template='${esc(u.template)}'` : ""}${u.nvramFormat ? ` format='${esc(u.nvramFormat)}'` : ""}>${esc(u.nvram)}</nvram>
+    `
+        : "";
     // cache='writethrough' makes qemu flush after each guest write, so the qcow2 metadata
     // reaches the file and 'qemu-io -U -r' from outside sees the guest's new clusters.
     return `<domain type='${esc(o.virtType)}'>
@@ -23,22 +37,22 @@ function labDomainXml(o) {
   <title>${esc(o.title)}</title>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <os><type arch='x86_64' machine='pc'>hvm</type>${firmware}<boot dev='hd'/></os>${u ? "\n  <features><acpi/></features>" : ""}
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
+    <disk type='${block ? "block" : "file"}' device='disk'>
       <driver name='qemu' type='${esc(o.format)}' cache='writethrough'/>
-      <source file='${esc(o.disk)}'/>
+      <source ${block ? "dev" : "file"}='${esc(o.disk)}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
     <controller type='usb' model='none'/>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
     <video><model type='none'/></video>
-    <memballoon model='none'/>
+    <memballoon model='none'/>${o.tpm ? "\n    <tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>" : ""}
   </devices>
 </domain>
 `;

@@ -55,6 +55,10 @@ SUDO_USER_NAME="labuser"             # as in scripts/lab.sh
 # without systemd.
 ROOT_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
   qemu-utils openssh-server tini sudo sysvinit-core)
+# Added after roots of this recipe existed: installed into an existing root in place (below), so adding
+# one here never rebuilds the root (nor does a root unpacked from an older cache); a new root gets them
+# with the others. ovmf for UEFI domains, swtpm for TPM ones (test/support/specialDomains.ts).
+EXTRA_ROOT_PACKAGES=(ovmf swtpm swtpm-tools)
 HOST_PACKAGES=(debootstrap zstd)
 # A root (or tarball) made from another recipe is rebuilt, never patched.
 RECIPE="v1 $SUITE minbase ${ROOT_PACKAGES[*]}"
@@ -353,7 +357,7 @@ EOF
   say "installing libvirt, qemu and openssh in the root (13 to 30 s)"
   printf '\n==== %s apt-get install %s\n' "$(date -Is)" "${ROOT_PACKAGES[*]}" >>"$STATE/build.log"
   { chroot_apt "$BUILD" update -qq &&
-    chroot_apt "$BUILD" install -y -qq --no-install-recommends "${ROOT_PACKAGES[@]}" &&
+    chroot_apt "$BUILD" install -y -qq --no-install-recommends "${ROOT_PACKAGES[@]}" "${EXTRA_ROOT_PACKAGES[@]}" &&
     chroot_apt "$BUILD" clean; } >>"$STATE/build.log" 2>&1 ||
     { tail -n 30 "$STATE/build.log" >&2; die "apt-get in the root failed (log: $STATE/build.log)"; }
   chroot "$BUILD" "${CHROOT_ENV[@]}" dpkg-query -W -f='${Package} ${Version}\n' \
@@ -370,6 +374,30 @@ EOF
   t2=$(date +%s%N)
   did "built the root: debootstrap $(((t1 - t0) / 1000000)) ms, packages $(((t2 - t1) / 1000000)) ms"
   write_cache
+}
+
+# EXTRA_ROOT_PACKAGES a root (built or unpacked before they were added) lacks, installed in place with
+# the root's own apt. Needs the root's mounts (/proc, /dev); services stay stopped (policy-rc.d).
+ensure_extra_packages() {
+  local r=$1 have p missing=() made_policy=0
+  have=$(chroot "$r" "${CHROOT_ENV[@]}" dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${EXTRA_ROOT_PACKAGES[@]}" 2>/dev/null || true)
+  for p in "${EXTRA_ROOT_PACKAGES[@]}"; do grep -qx "$p installed" <<<"$have" || missing+=("$p"); done
+  ((${#missing[@]})) || return 0
+  say "installing ${missing[*]} in the root (log: $STATE/build.log)"
+  if [[ ! -e $r/usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$r/usr/sbin/policy-rc.d"
+    chmod 755 "$r/usr/sbin/policy-rc.d"
+    made_policy=1
+    ON_EXIT+=("rm -f '$r/usr/sbin/policy-rc.d'")
+  fi
+  printf '\n==== %s apt-get install %s (in place)\n' "$(date -Is)" "${missing[*]}" >>"$STATE/build.log"
+  { chroot_apt "$r" update -qq &&
+    chroot_apt "$r" install -y -qq --no-install-recommends "${missing[@]}" &&
+    chroot_apt "$r" clean; } >>"$STATE/build.log" 2>&1 ||
+    { tail -n 30 "$STATE/build.log" >&2; die "apt-get in the root failed (log: $STATE/build.log)"; }
+  ((!made_policy)) || rm -f "$r/usr/sbin/policy-rc.d"
+  find "$r/var/lib/apt/lists" "$r/var/cache/apt" -xdev -type f -delete
+  did "installed ${missing[*]} in the root"
 }
 
 write_cache() {
@@ -875,6 +903,7 @@ cmd_up() {
   ensure_mounts "$ROOT" 1
   ((NEW_MOUNTS == 0)) || did "mounted $NEW_MOUNTS filesystems in $ROOT"
   lab_bind_current || die "$ROOT$LAB is not the same directory as $LAB"
+  ensure_extra_packages "$ROOT"
   ensure_netns
   write_root_files "$ROOT" && conf_changed=1
   ensure_libvirtd "$conf_changed"

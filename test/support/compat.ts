@@ -20,7 +20,18 @@ export type Feature =
     | "checkpoint-create-offline"
     | "checkpoint-delete-offline"
     | "external-delete-after-internal-revert"
-    | "chain-26-images-start";
+    | "chain-26-images-start"
+    | "uefi-internal-running-raw-nvram"
+    | "uefi-internal-running-qcow2-nvram"
+    | "uefi-internal-offline-raw-nvram"
+    | "uefi-external"
+    | "block-internal-raw"
+    | "block-internal-qcow2"
+    | "block-external-unnamed"
+    | "block-external"
+    | "tpm-internal"
+    | "tpm-external-memory"
+    | "tpm-external-disk-only";
 const LABELS = new Map(ROWS.map(([k, label]) => [k, label]));
 
 export type Outcome = "works" | "refused";

@@ -215,7 +215,11 @@ export function run(file: string, args: readonly string[], opts: ExecOptions = {
 }
 
 /** On the lab host; throws on a non-zero exit. */
-async function runOk(file: string, args: readonly string[], opts?: ExecOptions & { lab?: Pick<LabInfo, "rootDir"> }): Promise<string> {
+export async function runOk(
+    file: string,
+    args: readonly string[],
+    opts?: ExecOptions & { lab?: Pick<LabInfo, "rootDir"> },
+): Promise<string> {
     const r = await hostRun(file, args, opts);
     if (r.code !== 0) {
         throw new Error(`${path.basename(file)} ${args.join(" ")} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim()}`);
@@ -445,7 +449,18 @@ function ownedByMe(tag: string): boolean {
 }
 
 /** The same shape as the lab domains (scripts/lab.sh): 64 MiB, 1 vcpu, pc, virtio disk, no NIC. */
-export function domainXml(o: { name: string; title: string; virtType: string; disk: string; format: string; uuid?: string }): string {
+export function domainXml(o: {
+    name: string;
+    title: string;
+    virtType: string;
+    disk: string;
+    format: string;
+    uuid?: string;
+    /** The special domains' options (test/support/specialDomains.ts). */
+    diskType?: "file" | "block";
+    uefi?: { loader: string; nvram: string; nvramFormat?: string };
+    tpm?: boolean;
+}): string {
     // The one shape every lab host's domains have, shared with scripts/lab.sh and host13.sh.
     const { labDomainXml } = require(path.join(repoRoot(), "scripts", "lab", "domain-xml.cjs")) as { labDomainXml(x: typeof o): string };
     return labDomainXml(o);
@@ -453,14 +468,15 @@ export function domainXml(o: { name: string; title: string; virtType: string; di
 
 async function removeDomain(name: string, lab: LabInfo): Promise<void> {
     await virshLocal(["destroy", name], { lab }); // fails harmlessly when not running
-    const r = await virshLocal(["undefine", name, "--snapshots-metadata", "--checkpoints-metadata"], { lab });
+    // --nvram: a UEFI domain's variable store goes with it (libvirt refuses to undefine one without it or --keep-nvram).
+    const r = await virshLocal(["undefine", name, "--snapshots-metadata", "--checkpoints-metadata", "--nvram"], { lab });
     if (r.code !== 0 && !/failed to get domain|Domain not found/i.test(r.stderr)) {
         throw new Error(`virsh undefine ${name} failed: ${r.stderr.trim()}`);
     }
 }
 
 /** The folder of throwaway domain NAME, and how to remove the domain and the folder. */
-function throwawayFolder(name: string, lab: LabInfo): { dir: string; dispose(): Promise<void> } {
+export function throwawayFolder(name: string, lab: LabInfo): { dir: string; dispose(): Promise<void> } {
     const dir = path.join(lab.tmpDiskDir, name);
     fs.mkdirSync(dir, { recursive: true });
     // Written first, so disposeAllTestDomains() can tell a live run's folder from a crashed one's.
