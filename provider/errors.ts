@@ -76,7 +76,8 @@ const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
         "domain-busy",
     ],
     [
-        /failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data/i,
+        // "Disconnected from URI due to ...": libvirtd went away while virsh was connected (virsh's shell says it on its own).
+        /failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data|Disconnected from \S+ due to/i,
         "connection-failed",
     ],
     [/not supported|unsupported|Operation not supported|this function is not supported/i, "unsupported"],
