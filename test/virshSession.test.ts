@@ -6,6 +6,7 @@
 import * as assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import type { Connection } from "../provider/connection";
 import { LibvirtError } from "../provider/errors";
 import { closeAllTransports, sshStats } from "../provider/host/transport";
@@ -28,6 +29,43 @@ const root: Connection = {
 async function viaExec(v: Virsh, args: string[]): Promise<{ code: number | null; stdout: string }> {
     const r = await v.transport.exec(v.argv(args), { timeoutMs: 60_000 });
     return { code: r.code, stdout: r.stdout };
+}
+
+/** A unix-socket proxy in front of the lab host's libvirtd that can hold back replies and cut every connection. */
+async function libvirtSocketProxy(sockPath: string): Promise<{ path: string; hold: boolean; cut(): void; close(): void }> {
+    const upstream = `${lab.rootDir ?? ""}/run/libvirt/libvirt-sock`;
+    const open = new Set<net.Socket>();
+    const state = {
+        path: sockPath,
+        hold: false,
+        cut: () => {
+            for (const c of open) c.destroy();
+            open.clear();
+        },
+        close: () => {
+            state.cut();
+            server.close();
+            fs.rmSync(sockPath, { force: true });
+        },
+    };
+    const server = net.createServer((c) => {
+        const up = net.connect(upstream);
+        open.add(c).add(up);
+        c.on("data", (d) => up.write(d));
+        up.on("data", (d) => {
+            if (!state.hold) c.write(d);
+        });
+        for (const s of [c, up]) {
+            s.on("error", () => undefined);
+            s.on("close", () => {
+                c.destroy();
+                up.destroy();
+            });
+        }
+    });
+    fs.rmSync(sockPath, { force: true });
+    await new Promise<void>((resolve) => server.listen(sockPath, resolve));
+    return state;
 }
 
 async function errorOf(p: Promise<unknown>): Promise<LibvirtError> {
@@ -171,6 +209,46 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 assert.equal(virshStats.sessionWrites, writes + 3);
                 assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]), /^Name: +plain$/m);
                 assert.ok(virshStats.sessionCommands > reads);
+            });
+
+            it("libvirtd's connection lost under the shell: idle, the next delete reconnects and is done once; mid-call, connection-failed", async () => {
+                // The shell reaches libvirtd through a unix-socket proxy of ours, which cuts its connection (libvirtd itself is shared).
+                const proxy = await libvirtSocketProxy(`${dom.dir}/lv-${label}.sock`);
+                try {
+                    const v = new Virsh({ ...conn, libvirtUri: `qemu+unix:///system?socket=${proxy.path}` });
+                    const name = `cut-${label}`;
+                    await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", name]);
+                    assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", name]), /^Name: +cut-/m);
+                    proxy.cut();
+                    await sleep(300);
+                    const writes = virshStats.sessionWrites;
+                    await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]);
+                    assert.equal(
+                        virshStats.sessionWrites,
+                        writes + 1,
+                        "the delete ran in the session, and its reconnect notice is no failure",
+                    );
+                    assert.ok(!(await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(name));
+                    // Replies held back, then the connection cut while virsh waits: what it was doing failed, and that is no 'not found'.
+                    await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", name]);
+                    assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", name]), /^Name: +cut-/m);
+                    proxy.hold = true;
+                    const pending = errorOf(v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]));
+                    await sleep(500);
+                    proxy.cut();
+                    proxy.hold = false;
+                    const e = await pending;
+                    assert.equal(virshStats.sessionWrites, writes + 2, "answered by the session, not run again");
+                    assert.equal(e.kind, "connection-failed", e.message);
+                    assert.match(e.stderr ?? "", /Disconnected from \S+ due to/);
+                    // Whatever happened, deleting again converges.
+                    await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]).catch((err: unknown) => {
+                        if (!(err instanceof LibvirtError) || err.kind !== "snapshot-not-found") throw err;
+                    });
+                    assert.ok(!(await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(name));
+                } finally {
+                    proxy.close();
+                }
             });
 
             it("deletes hostile names in a session (or, outside printable ASCII, as a process) and never runs what a name contains", async () => {

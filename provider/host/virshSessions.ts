@@ -12,8 +12,10 @@
 // session, success or failure, and never re-run (bench/RESULTS.md, "Writes in
 // the shell", has the measurements). Its exit status: the shell has no $?, but
 // virsh prints every failure of a command as lines starting with "error: " on
-// stderr (virsh's own and libvirt's), and nothing else there; a success prints
-// none, so such a line between the markers is exit code 1. A command that did
+// stderr (virsh's own and libvirt's); a success prints none, except the notice
+// "error: Reconnected to the hypervisor" when the shell's libvirt connection had
+// dropped and virsh reconnected before running it. So such a line between the
+// markers, other than that notice, is exit code 1. A command that did
 // not parse ran nothing (virsh parses a whole line first) and goes to exec. A
 // session that ends or loses step after the line was sent leaves the outcome
 // unknown: a connection-failed error, as a cut exec channel gives, and the
@@ -99,8 +101,13 @@ function sessionUse(args: readonly string[]): "read" | "write" | undefined {
     return undefined;
 }
 
-/** virsh prints a command's failure, and only a failure, as "error: " lines on stderr. */
+/** virsh prints a command's failure as "error: " lines on stderr. */
 const FAILED = /^error: /m;
+/**
+ * ...and one notice that is no failure: the first command after libvirtd dropped the shell's
+ * connection reconnects, runs, and says so on stderr (measured on 9.0).
+ */
+const RECONNECTED = /^error: Reconnected to the hypervisor\n/gm;
 /** libvirtd went away under the shell: virsh says so asynchronously, on stderr. */
 const CONNECTION_LOST =
     /Cannot (recv|write) data|End of file while reading|client socket is closed|no valid connection|not connected|Disconnected from/i;
@@ -301,6 +308,7 @@ class SessionPool {
             const r = await session.exchange(args, timeoutMs, () =>
                 timeoutError(fullArgv, timeoutMs, this.transport.description, this.transport.secrets),
             );
+            r.stderr = r.stderr.replace(RECONNECTED, "");
             if (CONNECTION_LOST.test(r.stderr)) keep = false;
             if (write) {
                 // Answered here, success or failure: a write never runs twice.
