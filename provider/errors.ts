@@ -67,8 +67,15 @@ export function isKind(e: unknown, kind: ErrorKind): e is LibvirtError {
 // order matters: "already exists" wins over "not found" in odd combinations,
 // and a block job still running ("Operation not supported: ... another active
 // block job", seen when qemu goes on committing after libvirtd restarted) is
-// busy, to wait for, not unsupported.
+// busy, to wait for, not unsupported. A lost connection wins over everything:
+// when libvirtd goes away mid-call virsh also says what it was doing ("failed
+// to get domain 'X'"), which must not read as a domain that is gone.
 const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
+    [
+        // "Disconnected from URI due to ...": libvirtd went away while virsh was connected (virsh's shell says it on its own).
+        /failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data|Disconnected from \S+ due to/i,
+        "connection-failed",
+    ],
     [/already exists/i, "already-exists"],
     [/Domain snapshot not found|no domain snapshot with matching name|domain has no current snapshot/i, "snapshot-not-found"],
     [/Domain checkpoint not found|no domain checkpoint with matching name/i, "checkpoint-not-found"],
@@ -76,10 +83,6 @@ const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
     [
         /cannot acquire state change lock|another (migration )?job is already running|job .* is already active|domain is already being (snapshotted|modified)|has active block job|another active block job/i,
         "domain-busy",
-    ],
-    [
-        /failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data/i,
-        "connection-failed",
     ],
     [/not supported|unsupported|Operation not supported|this function is not supported/i, "unsupported"],
 ];

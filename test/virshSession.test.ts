@@ -1,15 +1,20 @@
-// virsh sessions (provider/virsh.ts): read-only queries run in a long-lived
-// `virsh` shell per host. These tests hold them to what the process-per-command
-// path does, byte for byte, with names built to break quoting or the framing.
+// virsh sessions (provider/host/virshSessions.ts): read-only queries, and the
+// deletes, run in a long-lived `virsh` shell per host. These tests hold them to
+// what the process-per-command path does, byte for byte, with names built to
+// break quoting or the framing; a write in a session is answered once, failure
+// included, and a cut connection in the middle of one says the outcome is unknown.
 import * as assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import type { Connection } from "../provider/connection";
 import { LibvirtError } from "../provider/errors";
-import { closeAllTransports } from "../provider/host/transport";
+import { closeAllTransports, sshStats } from "../provider/host/transport";
 import { Virsh } from "../provider/host/virsh";
 import { virshStats } from "../provider/host/virshSessions";
-import { loadLab, makeDomain, virshLocal, virshOk, type TestDomain } from "./support/lab";
+import { MiB } from "./support/helpers";
+import { loadLab, makeDomain, qemuIoRead, qemuIoWrite, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
+import { killSessionsOfClient } from "./support/sshSessions";
 
 const lab = loadLab();
 const root: Connection = {
@@ -24,6 +29,43 @@ const root: Connection = {
 async function viaExec(v: Virsh, args: string[]): Promise<{ code: number | null; stdout: string }> {
     const r = await v.transport.exec(v.argv(args), { timeoutMs: 60_000 });
     return { code: r.code, stdout: r.stdout };
+}
+
+/** A unix-socket proxy in front of the lab host's libvirtd that can hold back replies and cut every connection. */
+async function libvirtSocketProxy(sockPath: string): Promise<{ path: string; hold: boolean; cut(): void; close(): void }> {
+    const upstream = `${lab.rootDir ?? ""}/run/libvirt/libvirt-sock`;
+    const open = new Set<net.Socket>();
+    const state = {
+        path: sockPath,
+        hold: false,
+        cut: () => {
+            for (const c of open) c.destroy();
+            open.clear();
+        },
+        close: () => {
+            state.cut();
+            server.close();
+            fs.rmSync(sockPath, { force: true });
+        },
+    };
+    const server = net.createServer((c) => {
+        const up = net.connect(upstream);
+        open.add(c).add(up);
+        c.on("data", (d) => up.write(d));
+        up.on("data", (d) => {
+            if (!state.hold) c.write(d);
+        });
+        for (const s of [c, up]) {
+            s.on("error", () => undefined);
+            s.on("close", () => {
+                c.destroy();
+                up.destroy();
+            });
+        }
+    });
+    fs.rmSync(sockPath, { force: true });
+    await new Promise<void>((resolve) => server.listen(sockPath, resolve));
+    return state;
 }
 
 async function errorOf(p: Promise<unknown>): Promise<LibvirtError> {
@@ -139,12 +181,104 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 }
             });
 
-            it("never runs a command that changes something", async () => {
+            it("carries a delete: a success is done once, a failure is a typed error with virsh's command and stderr", async () => {
                 const v = new Virsh(conn);
-                const before = virshStats.sessionCommands;
+                const reads = virshStats.sessionCommands,
+                    writes = virshStats.sessionWrites;
+                // A create takes XML or escaped syntax: it stays a process.
                 await v.run(["snapshot-create-as", "--domain", dom.name, "--name", `mut-${label}`]);
+                assert.equal(virshStats.sessionWrites, writes, "a create is not carried by a session");
                 await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", `mut-${label}`]);
-                assert.equal(virshStats.sessionCommands, before);
+                assert.equal(virshStats.sessionWrites, writes + 1, "the delete ran in a session");
+                assert.ok(!(await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(`mut-${label}`));
+                const e = await errorOf(v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", `mut-${label}`]));
+                assert.equal(virshStats.sessionWrites, writes + 2, "the failed delete was answered by the session, not run again");
+                assert.equal(e.kind, "snapshot-not-found");
+                assert.equal(e.exitCode, 1);
+                assert.match(e.stderr ?? "", new RegExp(`no domain snapshot with matching name 'mut-${label}'`));
+                assert.match(
+                    e.command ?? "",
+                    new RegExp(`virsh -c \\S+ snapshot-delete --domain ${dom.name} --snapshotname mut-${label}$`),
+                );
+                const e2 = await errorOf(v.run(["checkpoint-delete", "--domain", "no-such-domain", "--checkpointname", "x"]));
+                assert.equal(e2.kind, "domain-not-found");
+                assert.equal(virshStats.sessionWrites, writes + 3);
+                // An option virsh doesn't know: nothing ran, so the process gives the error (and the session stays in step).
+                const e3 = await errorOf(v.run(["snapshot-delete", "--domain", dom.name, "--no-such-option"]));
+                assert.match(e3.message, /doesn't support option --no-such-option/);
+                assert.equal(virshStats.sessionWrites, writes + 3);
+                assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]), /^Name: +plain$/m);
+                assert.ok(virshStats.sessionCommands > reads);
+            });
+
+            it("libvirtd's connection lost under the shell: idle, the next delete reconnects and is done once; mid-call, connection-failed", async () => {
+                // The shell reaches libvirtd through a unix-socket proxy of ours, which cuts its connection (libvirtd itself is shared).
+                const proxy = await libvirtSocketProxy(`${dom.dir}/lv-${label}.sock`);
+                try {
+                    const v = new Virsh({ ...conn, libvirtUri: `qemu+unix:///system?socket=${proxy.path}` });
+                    const name = `cut-${label}`;
+                    await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", name]);
+                    assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", name]), /^Name: +cut-/m);
+                    proxy.cut();
+                    await sleep(300);
+                    const writes = virshStats.sessionWrites;
+                    await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]);
+                    assert.equal(
+                        virshStats.sessionWrites,
+                        writes + 1,
+                        "the delete ran in the session, and its reconnect notice is no failure",
+                    );
+                    assert.ok(!(await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(name));
+                    // Replies held back, then the connection cut while virsh waits: what it was doing failed, and that is no 'not found'.
+                    await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", name]);
+                    assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", name]), /^Name: +cut-/m);
+                    proxy.hold = true;
+                    const pending = errorOf(v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]));
+                    await sleep(500);
+                    proxy.cut();
+                    proxy.hold = false;
+                    const e = await pending;
+                    assert.equal(virshStats.sessionWrites, writes + 2, "answered by the session, not run again");
+                    assert.equal(e.kind, "connection-failed", e.message);
+                    assert.match(e.stderr ?? "", /Disconnected from \S+ due to/);
+                    // Whatever happened, deleting again converges.
+                    await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]).catch((err: unknown) => {
+                        if (!(err instanceof LibvirtError) || err.kind !== "snapshot-not-found") throw err;
+                    });
+                    assert.ok(!(await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(name));
+                } finally {
+                    proxy.close();
+                }
+            });
+
+            it("deletes hostile names in a session (or, outside printable ASCII, as a process) and never runs what a name contains", async () => {
+                const v = new Virsh(conn);
+                const sample = [
+                    "$(touch /tmp/pwned-sw)",
+                    "`touch /tmp/pwned-sw`",
+                    "a'b",
+                    `q "d" \\e`,
+                    "semi; snapshot-list",
+                    " lead and trail ",
+                    "--snapshotname",
+                    "#x",
+                    "multi\nline",
+                    "ünï",
+                    `w ; snapshot-delete --domain ${dom.name} --snapshotname ${victim}`,
+                    `w' ; snapshot-delete --domain ${dom.name} --snapshotname ${victim} ; echo '`,
+                ].map((n) => `${label}-${n}`);
+                const made: string[] = [];
+                for (const n of sample)
+                    if ((await virshLocal(["snapshot-create-as", "--domain", dom.name, "--name", n])).code === 0) made.push(n);
+                assert.ok(made.length >= 9, `libvirt took only ${made.length} names`);
+                const writes = virshStats.sessionWrites;
+                for (const n of made) await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", n]);
+                const ascii = made.filter((n) => /^[\x20-\x7e]*$/.test(n)).length;
+                assert.equal(virshStats.sessionWrites - writes, ascii, "every printable-ASCII name was deleted in a session");
+                const left = (await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n");
+                for (const n of made) assert.ok(!left.includes(n), `${JSON.stringify(n)} is deleted`);
+                assert.ok(left.includes(victim), "a name that holds a second command ran no second command");
+                assert.ok(!fs.existsSync("/tmp/pwned-sw"));
             });
         });
     }
@@ -212,5 +346,68 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         await new Promise((r) => setTimeout(r, 100));
         assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]), /^Name: +plain$/m);
         assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "a;b"]), /^Name: +a;b$/m);
+    });
+
+    it("a delete in a session whose SSH connection is cut midway: connection-failed, outcome unknown; the next call reconnects and deleting again converges", async function () {
+        this.timeout(600_000);
+        // 300 MiB in an external snapshot's overlay: deleting it is a block commit into the base image that lasts,
+        // and the cut comes once the base image grows. Only this process's connections are cut.
+        const d = await makeDomain({ prefix: "labtmp-session-cut-", sizeMB: 512 });
+        try {
+            await qemuIoWrite(d.disk, 0xaa, 0, MiB);
+            const overlay = `${d.dir}/overlay.qcow2`;
+            await virshOk([
+                "snapshot-create-as",
+                "--domain",
+                d.name,
+                "--name",
+                "cut",
+                "--disk-only",
+                "--diskspec",
+                `vda,snapshot=external,file=${overlay}`,
+            ]);
+            await qemuIoWrite(overlay, 0xcd, MiB, 300 * MiB);
+            await virshOk(["start", d.name]);
+            const v = new Virsh(root);
+            await v.run(["snapshot-info", "--domain", d.name, "--snapshotname", "cut"]); // a warm session and connection
+            const baseSize = fs.statSync(d.disk).size;
+            const writes = virshStats.sessionWrites,
+                channels = sshStats.channels;
+            let settled = false;
+            const pending = v.run(["snapshot-delete", "--domain", d.name, "--snapshotname", "cut"]).then(
+                () => undefined,
+                (e: unknown) => e,
+            );
+            void pending.then(() => (settled = true));
+            let cut = 0;
+            for (const until = Date.now() + 120_000; Date.now() < until && !settled;) {
+                if (fs.statSync(d.disk).size > baseSize + 20 * MiB) {
+                    cut = killSessionsOfClient(process.pid);
+                    break;
+                }
+                await sleep(2);
+            }
+            const e = await pending;
+            assert.ok(cut > 0, "this process's SSH connection was cut while qemu committed the overlay");
+            assert.ok(e instanceof LibvirtError, `the delete failed: ${String(e)}`);
+            assert.equal(e.kind, "connection-failed");
+            assert.match(e.message, /SSH connection to .* was lost while the command ran; whether it took effect is unknown/);
+            assert.match(e.command ?? "", /snapshot-delete --domain \S+ --snapshotname cut$/);
+            assert.equal(sshStats.channels, channels, "the delete opened no channel of its own: it ran in the session");
+            assert.equal(virshStats.sessionWrites, writes, "the delete was not answered, and not run again");
+            // The next call reconnects; deleting again converges (libvirt may still be committing: the delete waits for the job).
+            assert.match(await v.run(["domstate", "--domain", d.name]), /running/);
+            await v.run(["snapshot-delete", "--domain", d.name, "--snapshotname", "cut"]).catch((err: unknown) => {
+                // The first delete may have finished on the host after its client went away.
+                if (!(err instanceof LibvirtError) || err.kind !== "snapshot-not-found") throw err;
+            });
+            assert.deepEqual((await virshOk(["snapshot-list", "--domain", d.name, "--name"])).trim(), "");
+            assert.ok((await virshOk(["domblklist", "--domain", d.name])).includes(d.disk), "back on the base disk");
+            assert.equal(await qemuIoRead(d.disk, 0xaa, 0, MiB), true);
+            assert.equal(await qemuIoRead(d.disk, 0xcd, MiB, 300 * MiB), true, "the data written after the snapshot is merged");
+        } finally {
+            closeAllTransports();
+            await d.dispose();
+        }
     });
 });

@@ -38,6 +38,8 @@ export interface Transport {
     /** Strings that must never appear in errors or logs. */
     readonly secrets: readonly string[];
     readonly description: string;
+    /** Over SSH (a lost connection) rather than on this machine (a killed process). */
+    readonly remote: boolean;
 }
 
 /** A process started by Transport.spawn. */
@@ -63,6 +65,17 @@ export function commandLine(argv: readonly string[]): string {
     return argv.map(shellQuote).join(" ");
 }
 
+/** A command whose connection (or shell) went away before it answered: it may or may not have run. */
+export function lostError(argv: readonly string[], where: string, secrets: readonly string[], remote: boolean): LibvirtError {
+    return new LibvirtError(
+        "connection-failed",
+        remote
+            ? `the SSH connection to ${where} was lost while the command ran; whether it took effect is unknown`
+            : `virsh on the ${where} ended while the command ran; whether it took effect is unknown`,
+        { command: redact(commandLine(argv), secrets) },
+    );
+}
+
 export function timeoutError(argv: readonly string[], ms: number, where: string, secrets: readonly string[]): LibvirtError {
     return new LibvirtError(
         "timeout",
@@ -76,6 +89,7 @@ export function timeoutError(argv: readonly string[], ms: number, where: string,
 export class LocalTransport implements Transport {
     readonly secrets: readonly string[] = [];
     readonly description = "local host";
+    readonly remote = false;
     readonly attached = new Map<string, { close(): void }>();
 
     spawn(argv: readonly string[]): Promise<HostProcess> {
@@ -340,6 +354,7 @@ async function dialWithRetries(s: Settings, sock: () => Promise<NodeJS.ReadableS
 export class SshTransport implements Transport {
     readonly secrets: readonly string[];
     readonly description: string;
+    readonly remote = true;
     private client?: Promise<Client>;
     private proxyClient?: Client;
     private active = 0;
@@ -478,12 +493,7 @@ export class SshTransport implements Transport {
                     code = c;
                     signal = sig ?? null;
                 });
-                const lost = () =>
-                    new LibvirtError(
-                        "connection-failed",
-                        `the SSH connection to ${this.description} was lost while the command ran; whether it took effect is unknown`,
-                        { command: redact(commandLine(argv), this.secrets) },
-                    );
+                const lost = () => lostError(argv, this.description, this.secrets, true);
                 // A connection that dies abruptly may never close its channels: fail them when the connection goes.
                 const onConnectionGone = () => {
                     if (!done) {
@@ -551,12 +561,15 @@ export class SshTransport implements Transport {
                 const gone = () => {
                     if (!closed) {
                         closed = true;
+                        client.removeListener("close", gone);
                         free();
                         for (const f of closers) f();
                     }
                 };
                 ch.on("close", gone);
                 ch.on("error", gone);
+                // A connection that dies abruptly may never close its channels (see runOn): the shell is gone with it.
+                client.once("close", gone);
                 return {
                     write: (text) => {
                         if (!closed) ch.write(text);

@@ -1,12 +1,32 @@
-// Virsh sessions: read-only queries in long-lived `virsh` shells.
+// Virsh sessions: read-only queries, and the deletes, in long-lived `virsh` shells.
 //
 // Starting virsh costs 20-30 ms of CPU on the host (loading libvirt, opening the
 // connection to libvirtd) before it does anything; a read-only query itself takes
 // 1-5 ms. So read-only queries run in long-lived `virsh` shells, a few per host,
-// one command at a time each; everything that changes something, needs stdin,
-// or can't be carried safely still runs as its own process (exec), as do all
-// failures: a session's answer is used only when it is an unambiguous success,
-// and then its stdout is byte for byte what the process would have printed.
+// one command at a time each. For a query, a session's answer is used only when
+// it is an unambiguous success (its stdout is then byte for byte what the process
+// would have printed); every failure runs again as its own process (exec), which
+// gives the authoritative text and exit code.
+//
+// Writes. A write can't run twice, so a write in a session is answered by the
+// session, success or failure, and never re-run (bench/RESULTS.md, "Writes in
+// the shell", has the measurements). Its exit status: the shell has no $?, but
+// virsh prints every failure of a command as lines starting with "error: " on
+// stderr (virsh's own and libvirt's); a success prints none, except the notice
+// "error: Reconnected to the hypervisor" when the shell's libvirt connection had
+// dropped and virsh reconnected before running it. So such a line between the
+// markers, other than that notice, is exit code 1. A command that did
+// not parse ran nothing (virsh parses a whole line first) and goes to exec. A
+// session that ends or loses step after the line was sent leaves the outcome
+// unknown: a connection-failed error, as a cut exec channel gives, and the
+// caller finds the outcome as it does after exec (moments.ts reads back). A
+// timeout kills the shell, as exec kills its process. Only the writes in
+// SESSION_WRITES go there: the deletes, whose arguments are plain names. What
+// takes XML on stdin (the shell's stdin is the command stream) or the comma
+// syntax of --diskspec/--memspec stays a process. A write never queues for a
+// busy session (a block commit can last minutes): it takes an idle one, or
+// starts one within the budget, or runs as a process; and queries never queue
+// behind sessions that writes hold.
 //
 // The protocol. virsh reads its shell input with readline, which echoes the
 // prompt and the line to stdout, so each request is one line that brackets the
@@ -27,13 +47,13 @@
 // command with any argument outside printable ASCII never goes to a session.
 import { randomBytes } from "node:crypto";
 import { LibvirtError } from "../errors";
-import { shellQuote, timeoutError, type ExecResult, type HostProcess, type Transport } from "./transport";
+import { lostError, shellQuote, timeoutError, type ExecResult, type HostProcess, type Transport } from "./transport";
 
 /**
  * Counts every virsh command, for tests and the benchmark: invocations in all;
  * of those, how many ran in a shared session, and how many sessions were started.
  */
-export const virshStats = { invocations: 0, sessionCommands: 0, sessionsStarted: 0 };
+export const virshStats = { invocations: 0, sessionCommands: 0, sessionsStarted: 0, sessionWrites: 0 };
 
 /** Commands that only read. Nothing else ever runs in a session. */
 const SESSION_COMMANDS = new Set([
@@ -56,6 +76,10 @@ const SESSION_COMMANDS = new Set([
     "checkpoint-list",
     "checkpoint-parent",
 ]);
+/** Writes a session carries: their arguments are names, no XML on stdin, no escaped syntax. */
+const SESSION_WRITES = new Set(["snapshot-delete", "checkpoint-delete"]);
+/** Arguments whose own syntax needs escaping (commas), or XML on stdin: never in a session. */
+const PROCESS_ONLY_ARGS = new Set(["--diskspec", "--memspec", "/dev/stdin"]);
 /**
  * Sessions per connection, over every virsh invocation (URI, sudo) on it. Each
  * holds one of the 8 SSH channels the transport opens (sshd allows 10), leaving
@@ -69,12 +93,37 @@ const RETRY_SESSIONS_MS = 60_000;
 /** Every printable ASCII character, round-tripped when a session starts. */
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
 
-function sessionEligible(args: readonly string[]): boolean {
-    return args.length > 0 && SESSION_COMMANDS.has(args[0]!) && args.every((a) => /^[\x20-\x7e]*$/.test(a));
+/** What a session may do with a command: answer a query, carry a write, or nothing (exec runs it). */
+function sessionUse(args: readonly string[]): "read" | "write" | undefined {
+    if (args.length === 0 || !args.every((a) => /^[\x20-\x7e]*$/.test(a) && !PROCESS_ONLY_ARGS.has(a))) return undefined;
+    if (SESSION_COMMANDS.has(args[0]!)) return "read";
+    if (SESSION_WRITES.has(args[0]!)) return "write";
+    return undefined;
 }
 
-/** The session can't answer; the caller runs the command as a process. */
-class NoAnswer extends Error {}
+/** virsh prints a command's failure as "error: " lines on stderr. */
+const FAILED = /^error: /m;
+/**
+ * ...and one notice that is no failure: the first command after libvirtd dropped the shell's
+ * connection reconnects, runs, and says so on stderr (measured on 9.0).
+ */
+const RECONNECTED = /^error: Reconnected to the hypervisor\n/gm;
+/** libvirtd went away under the shell: virsh says so asynchronously, on stderr. */
+const CONNECTION_LOST =
+    /Cannot (recv|write) data|End of file while reading|client socket is closed|no valid connection|not connected|Disconnected from/i;
+
+/**
+ * The session can't answer. `sent`: the command line was written, so a write
+ * may have run; otherwise nothing ran and the caller runs it as a process.
+ */
+class NoAnswer extends Error {
+    constructor(
+        message: string,
+        readonly sent?: boolean,
+    ) {
+        super(message);
+    }
+}
 
 class VirshSession {
     private out: Buffer = Buffer.alloc(0);
@@ -154,6 +203,20 @@ class VirshSession {
      */
     async exchange(args: readonly string[], timeoutMs: number, onTimeout?: () => Error): Promise<{ stdout: string; stderr: string }> {
         if (this.closed) throw new NoAnswer("virsh's shell ended");
+        try {
+            return await this.exchangeSent(args, timeoutMs, onTimeout);
+        } catch (e) {
+            // From here on the line was sent: whatever ends the exchange, the command may have run.
+            if (e instanceof NoAnswer && e.sent === undefined) throw new NoAnswer(e.message, true);
+            throw e;
+        }
+    }
+
+    private async exchangeSent(
+        args: readonly string[],
+        timeoutMs: number,
+        onTimeout?: () => Error,
+    ): Promise<{ stdout: string; stderr: string }> {
         const id = `${this.nonce}x${++this.seq}`;
         const arg = (p: string) => shellQuote(`${p}${id}<`);
         const out = (p: string) => Buffer.from(`${p}${id}&lt;\n`);
@@ -180,7 +243,8 @@ class VirshSession {
                 stderr: e.subarray(eS + err("S").length, eE).toString("utf8"),
             };
         }
-        if (!ran.some((x) => x)) throw new NoAnswer("virsh's shell did not parse the command");
+        // Nothing ran: the caller may run it as a process, whatever it is.
+        if (!ran.some((x) => x)) throw new NoAnswer("virsh's shell did not parse the command", false);
         this.close(); // out of step: never reuse it
         throw new NoAnswer("virsh's shell answered out of order");
     }
@@ -216,6 +280,8 @@ class SessionBudget {
 class SessionPool {
     private idle: VirshSession[] = [];
     private live = 0;
+    /** Sessions held by writes: queries don't wait for them. */
+    private writing = 0;
     private queue: Array<(s: VirshSession | undefined) => void> = [];
     private disabledUntil = 0;
     private idleTimer?: NodeJS.Timeout;
@@ -230,38 +296,45 @@ class SessionPool {
 
     /** The command's result from a session, or undefined when exec must run it. */
     async run(args: readonly string[], fullArgv: readonly string[], timeoutMs: number): Promise<ExecResult | undefined> {
-        if (Date.now() < this.disabledUntil || !sessionEligible(args)) return undefined;
-        const session = await this.acquire();
+        const use = sessionUse(args);
+        if (Date.now() < this.disabledUntil || !use) return undefined;
+        const write = use === "write";
+        const session = await this.acquire(!write);
         if (!session) return undefined;
         let keep = true;
+        if (write) this.writing++;
         try {
             session.busy(true);
             const r = await session.exchange(args, timeoutMs, () =>
                 timeoutError(fullArgv, timeoutMs, this.transport.description, this.transport.secrets),
             );
-            // Only a clean success is answered here; every failure gets its authoritative text and exit code from exec.
-            if (r.stderr !== "") {
-                if (
-                    /Cannot (recv|write) data|End of file while reading|client socket is closed|no valid connection|not connected/i.test(
-                        r.stderr,
-                    )
-                )
-                    keep = false;
-                return undefined;
+            r.stderr = r.stderr.replace(RECONNECTED, "");
+            if (CONNECTION_LOST.test(r.stderr)) keep = false;
+            if (write) {
+                // Answered here, success or failure: a write never runs twice.
+                virshStats.sessionWrites++;
+                return { code: FAILED.test(r.stderr) ? 1 : 0, signal: null, stdout: r.stdout, stderr: r.stderr };
             }
+            // Only a clean success is answered here; every failure gets its authoritative text and exit code from exec.
+            if (r.stderr !== "") return undefined;
             virshStats.sessionCommands++;
             return { code: 0, signal: null, stdout: r.stdout, stderr: "" };
         } catch (e) {
             keep = !session.closed;
-            if (e instanceof NoAnswer) return undefined;
+            if (e instanceof NoAnswer) {
+                if (write && e.sent) throw lostError(fullArgv, this.transport.description, this.transport.secrets, this.transport.remote);
+                return undefined;
+            }
             throw e;
         } finally {
+            if (write) this.writing--;
             session.busy(false);
             this.release(session, keep);
         }
     }
 
-    private async acquire(): Promise<VirshSession | undefined> {
+    /** An idle session, or a new one within the budget; `mayWait`: else wait for one of ours that a query holds. */
+    private async acquire(mayWait: boolean): Promise<VirshSession | undefined> {
         for (let s = this.idle.pop(); s; s = this.idle.pop()) {
             if (!s.closed) return s;
             this.forget(); // ended while idle: the connection dropped or virsh was killed
@@ -280,8 +353,8 @@ class SessionPool {
                 return undefined;
             }
         }
-        // Our own sessions are busy: wait for one. Other invocations hold every place: run as a process.
-        if (this.live > 0) return new Promise((resolve) => this.queue.push(resolve));
+        // Queries hold our own sessions: wait for one. Writes or other invocations hold every place: run as a process.
+        if (mayWait && this.live - this.writing > 0) return new Promise((resolve) => this.queue.push(resolve));
         return undefined;
     }
 
@@ -305,7 +378,7 @@ class SessionPool {
             this.forget();
             // A waiter takes the freed place with a new session.
             const w = this.queue.shift();
-            if (w) void this.acquire().then(w, () => w(undefined));
+            if (w) void this.acquire(true).then(w, () => w(undefined));
             return;
         }
         const w = this.queue.shift();

@@ -53,6 +53,13 @@ describe("errors", () => {
     it("classifies libvirt 9.0's messages", () => {
         assert.equal(classifyStderr("error: operation failed: domain moment s1 already exists"), "already-exists");
         assert.equal(classifyStderr("error: failed to get domain 'x'"), "domain-not-found");
+        // What virsh (its shell too) prints on its own when libvirtd goes away under it.
+        assert.equal(classifyStderr("error: Disconnected from qemu:///system due to end of file"), "connection-failed");
+        // Measured with a virsh shell whose connection was cut mid-call: the lookup it was doing fails too. Unknown, not gone.
+        assert.equal(
+            classifyStderr("error: Disconnected from qemu:///system due to end of file\nerror: failed to get domain 'd'"),
+            "connection-failed",
+        );
         assert.equal(classifyStderr("error: Domain snapshot not found: no domain snapshot with matching name 'x'"), "snapshot-not-found");
         assert.equal(
             classifyStderr("error: Domain checkpoint not found: no domain checkpoint with matching name 'c'"),
