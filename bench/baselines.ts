@@ -2,6 +2,8 @@
 // with execFile (baseline A) and through a fresh `ssh` process each (baseline B, what a
 // local-exec or @pulumi/command user gets), and local virsh with the fan-out's and the
 // refresh's parallelism.
+import * as childProcess from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { onHost, run, type TestDomain } from "../test/support/lab";
 import { PARALLEL, URI, VIRSH, lab } from "./config";
 import { now, pool, type Trio } from "./measure";
@@ -31,6 +33,68 @@ export async function localTrio(domainUuid: string, name: string): Promise<Trio>
     await virshLocalOk(["snapshot-delete", "--domain", domainUuid, "--snapshotname", name]);
     const t3 = now();
     return { create: t1 - t0, read: t2 - t1, del: t3 - t2, total: t3 - t0 };
+}
+
+/**
+ * Baseline C, the floor: one long-lived local `virsh` shell (stdin a pipe), already
+ * started and connected, that runs the same commands one line at a time. What is left
+ * is libvirt's own work for each command, without any process start or connect.
+ * Each command is followed by `echo --xml 'M<n><'`, whose output (`M<n>&lt;`) the
+ * echoed input line never contains; anything on stderr before it is a failure.
+ */
+export class VirshShell {
+    private out = "";
+    private err = "";
+    private seq = 0;
+    private readonly tag = randomBytes(6).toString("hex");
+    private waiter?: () => void;
+    private constructor(private readonly proc: childProcess.ChildProcessWithoutNullStreams) {
+        proc.stdout.setEncoding("utf8").on("data", (d: string) => {
+            this.out += d;
+            this.waiter?.();
+        });
+        proc.stderr.setEncoding("utf8").on("data", (d: string) => (this.err += d));
+        proc.once("exit", () => this.waiter?.());
+    }
+
+    static async start(): Promise<VirshShell> {
+        const [file, args] = onHost(VIRSH, ["-c", URI], lab);
+        const sh = new VirshShell(childProcess.spawn(file, args, { env: { ...process.env, LC_ALL: "C" } }));
+        await sh.run(["version", "--daemon"]); // connected and warm
+        return sh;
+    }
+
+    /** Runs one command (an argument vector, quoted for virsh's tokenizer as for a POSIX shell). */
+    run(argv: readonly string[]): Promise<string> {
+        const marker = `M${this.tag}n${++this.seq}`;
+        const start = this.out.length;
+        this.err = "";
+        this.proc.stdin.write(`${argv.map(q).join(" ")}\necho --xml '${marker}<'\n`);
+        return new Promise((resolve, reject) => {
+            this.waiter = () => {
+                const at = this.out.indexOf(`${marker}&lt;`, start);
+                if (at < 0 && this.proc.exitCode === null) return;
+                this.waiter = undefined;
+                if (at < 0 || this.err.trim()) reject(new Error(`virsh shell: ${argv.join(" ")} failed: ${this.err.trim() || "exited"}`));
+                else resolve(this.out.slice(start, at));
+            };
+        });
+    }
+
+    async trio(domainUuid: string, name: string): Promise<Trio> {
+        const t0 = now();
+        await this.run(["snapshot-create-as", "--domain", domainUuid, "--name", name, "--atomic"]);
+        const t1 = now();
+        await this.run(["snapshot-dumpxml", "--domain", domainUuid, "--snapshotname", name]);
+        const t2 = now();
+        await this.run(["snapshot-delete", "--domain", domainUuid, "--snapshotname", name]);
+        const t3 = now();
+        return { create: t1 - t0, read: t2 - t1, del: t3 - t2, total: t3 - t0 };
+    }
+
+    close(): void {
+        this.proc.stdin.end("quit\n");
+    }
 }
 
 /** POSIX single quoting for the fresh-ssh baseline's command string. */

@@ -23,13 +23,16 @@
 // provider-server.ts (the provider under test), sshd.ts, delay.ts, domains.ts, lifecycle.ts.
 //
 // Env (all optional):
+//   BENCH_QUICK=1         fewer iterations and rounds (6 per-op iterations, 1 fan-out and hosts50 round, 4 scale
+//                         iterations): to try a change; quote figures only from a full run
 //   BENCH_ITER            per-operation iterations (default 30)
 //   BENCH_RTT_MS          the delay proxy's round trip in the per-operation phase (default 25)
 //   BENCH_HOST            the lab host, as LAB_HOST for the tests (default debian12); debian13, reached
 //                         over SSH, runs the per-operation phase only, against that host's own sshd
 //   BENCH_SCALE_ITER      scale iterations per count (default 15)
 //   BENCH_FANOUT_ROUNDS   fan-out rounds (default 3)
-//   BENCH_SKIP            comma list of phases to skip: perop, fanout (with refresh), scale
+//   BENCH_HOSTS, BENCH_HOSTS_ROUNDS   the hosts50 phase's SSH endpoints (default 50) and rounds (default 3)
+//   BENCH_SKIP            comma list of phases to skip: perop, fanout (with refresh), hosts50, scale
 //   BENCH_PACKAGE_ROOT    run the provider from another checkout (e.g. an older commit) for before/after
 //   BENCH_CPU_PROF=DIR    write a V8 CPU profile of each provider server there (bench/cpuprof.ts)
 //   BENCH_MEM_PROF=DIR    write each provider server's memory timeline and module-load costs there (bench/memprof.ts);
@@ -44,6 +47,7 @@ import { SERVER_CWD, SKIP, lab } from "./config";
 import { cleanupAll, log, onCleanup } from "./lifecycle";
 import { now, r1, r2 } from "./measure";
 import { fanout } from "./phases/fanout";
+import { hosts50 } from "./phases/hosts50";
 import { perOperation } from "./phases/per-op";
 import { refresh } from "./phases/refresh";
 import { scale } from "./phases/scale";
@@ -91,6 +95,7 @@ async function onThisMachine(): Promise<void> {
         const afterFanout = await fanout(sshd, sshdLog);
         await refresh(sshd, sshdLog, afterFanout);
     }
+    if (!SKIP.has("hosts50")) await hosts50();
     if (!SKIP.has("scale")) await scale(sshd);
 }
 

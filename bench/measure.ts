@@ -56,8 +56,13 @@ export function cpuMs(pid: number, withChildren = true): number {
     }
 }
 
-/** CPU of a process and all its live descendants (each with its exited children), in ms. */
-export function treeCpuMs(root: number): number {
+/** The cutime+cstime of a process (its children that have exited and been reaped), in ms. */
+export function reapedChildrenCpuMs(pid: number): number {
+    return cpuMs(pid) - cpuMs(pid, false);
+}
+
+/** Each live process under root (root included): its CPU with its reaped children, in ms. */
+export function treeCpu(root: number): Map<number, number> {
     const parent = new Map<number, number>();
     for (const e of fs.readdirSync("/proc")) {
         if (!/^\d+$/.test(e)) continue;
@@ -68,15 +73,30 @@ export function treeCpuMs(root: number): number {
             /* gone */
         }
     }
-    let total = 0;
+    const out = new Map<number, number>();
     for (const pid of parent.keys()) {
         for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) {
             if (p === root) {
-                total += cpuMs(pid);
+                out.set(pid, cpuMs(pid));
                 break;
             }
         }
     }
+    return out;
+}
+
+/**
+ * CPU a process tree spent between two readings, where the processes that were not there
+ * at `before` (this round's connections and the long-lived shells they started) count in
+ * full, from their start, and the others by their growth.
+ */
+export function treeCpuSince(
+    before: ReadonlyMap<number, number>,
+    at: ReadonlyMap<number, number>,
+    after: ReadonlyMap<number, number>,
+): number {
+    let total = 0;
+    for (const [pid, cpu] of after) total += before.has(pid) ? cpu - (at.get(pid) ?? before.get(pid)!) : cpu;
     return total;
 }
 

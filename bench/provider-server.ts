@@ -25,7 +25,7 @@ export class ProviderServer {
     ) {}
 
     /** label names the server's profile and log files. */
-    static async start(sshd: Pick<SshEndpoint, "host" | "port">, label: string): Promise<ProviderServer> {
+    static async start(sshd: Pick<SshEndpoint, "host" | "port"> & { hostKey?: string }, label: string): Promise<ProviderServer> {
         const env: Record<string, string> = {};
         if (process.env.BENCH_SERVER_NODE_OPTIONS) env.NODE_OPTIONS = process.env.BENCH_SERVER_NODE_OPTIONS;
         if (PROF_DIR) {
@@ -47,7 +47,7 @@ export class ProviderServer {
             port: sshd.port,
             user: "root",
             privateKey: fs.readFileSync(lab.privateKeyPath, "utf8"),
-            hostKey: lab.hostKey,
+            hostKey: sshd.hostKey ?? lab.hostKey,
         };
         return new ProviderServer(engine, connection, label);
     }

@@ -11,12 +11,20 @@ export function row(label: string, ...cols: string[]): void {
 }
 
 const targets: Array<[string, string, (v: number) => boolean]> = [
-    ["perOpRatio", "<= 1.25", (v) => v <= 1.25],
+    ["perOpVsShell", "<= 1.3", (v) => v <= 1.3],
+    ["perOpRatio", "<= 0.9", (v) => v <= 0.9],
     ["roundTripsPerOp", "<= 3", (v) => v <= 3],
     ["fanoutRatio", "<= 1.3", (v) => v <= 1.3],
+    ["fanoutVsLocalParallel", "<= 1.0", (v) => v <= 1.0],
+    ["cpuPerCreateRatio", "<= 1.0", (v) => v <= 1.0],
     ["handshakesPerHost", "== 1", (v) => v === 1],
+    ["hosts50", "<= 1.3", (v) => v <= 1.3],
+    ["hosts50HandshakesPerEndpoint", "== 1", (v) => v === 1],
+    ["hosts50RssGrowthPerEndpointMB", "<= 1", (v) => v <= 1],
     ["peakRssMB", "< 150", (v) => v < 150],
+    ["rssOverFloorMB", "<= 8", (v) => v <= 8],
     ["scaleRatio200", "<= 1.5", (v) => v <= 1.5],
+    ["scaleGrowthVsLibvirt", "<= 1.1", (v) => v <= 1.1],
 ];
 
 export function printReport(): void {

@@ -17,6 +17,8 @@ export interface SshEndpoint {
 }
 
 export interface BenchSshd extends SshEndpoint {
+    /** The public host key line it presents (the lab's, or its own). */
+    hostKey: string;
     pid: number;
     log: string;
     dir: string;
@@ -45,17 +47,32 @@ function canConnect(port: number): Promise<boolean> {
     });
 }
 
-export async function startSshd(): Promise<BenchSshd> {
+/**
+ * An sshd of the benchmark's own on a free loopback port. With ownHostKey it gets a host key
+ * of its own (a fresh ed25519 key in its folder) instead of the lab's: a separate SSH target,
+ * as the hosts50 phase needs fifty of.
+ */
+export async function startSshd(opts: { ownHostKey?: boolean } = {}): Promise<BenchSshd> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-sshd-"));
     const port = await freePort();
     const base = fs.readFileSync(path.join(lab.labDir, "sshd_config"), "utf8");
-    if (!/^Port \d+$/m.test(base) || !/^PidFile /m.test(base)) throw new Error("unexpected lab sshd_config: no Port or PidFile line");
+    if (!/^Port \d+$/m.test(base) || !/^PidFile /m.test(base) || !/^HostKey /m.test(base))
+        throw new Error("unexpected lab sshd_config: no Port, PidFile or HostKey line");
+    let config = base.replace(/^Port \d+$/m, `Port ${port}`).replace(/^PidFile .*$/m, `PidFile "${dir}/sshd.pid"`);
+    let hostKey = lab.hostKey;
+    if (opts.ownHostKey) {
+        const keyFile = path.join(dir, "ssh_host_ed25519_key");
+        const r = await run("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", keyFile]);
+        if (r.code !== 0) throw new Error(`ssh-keygen failed: ${r.stderr.trim()}`);
+        hostKey = fs.readFileSync(`${keyFile}.pub`, "utf8").trim().split(" ").slice(0, 2).join(" ");
+        config = config.replace(/^HostKey .*$/m, `HostKey "${keyFile}"`);
+    }
     const cfg = path.join(dir, "sshd_config");
-    fs.writeFileSync(cfg, base.replace(/^Port \d+$/m, `Port ${port}`).replace(/^PidFile .*$/m, `PidFile "${dir}/sshd.pid"`));
+    fs.writeFileSync(cfg, config);
     const logFile = path.join(dir, "sshd.log");
     fs.writeFileSync(logFile, "");
     const knownHosts = path.join(dir, "known_hosts");
-    fs.writeFileSync(knownHosts, `[127.0.0.1]:${port} ${lab.hostKey}\n`);
+    fs.writeFileSync(knownHosts, `[127.0.0.1]:${port} ${hostKey}\n`);
     const proc = childProcess.spawn("/usr/sbin/sshd", ["-D", "-f", cfg, "-E", logFile], { stdio: "ignore" });
     let exited = false;
     const gone = new Promise<void>((r) =>
@@ -77,7 +94,7 @@ export async function startSshd(): Promise<BenchSshd> {
     };
     for (let i = 0; i < 100; i++) {
         if (exited) break;
-        if (await canConnect(port)) return { host: "127.0.0.1", port, pid: proc.pid!, log: logFile, knownHosts, dir, stop };
+        if (await canConnect(port)) return { host: "127.0.0.1", port, hostKey, pid: proc.pid!, log: logFile, knownHosts, dir, stop };
         await new Promise((r) => setTimeout(r, 50));
     }
     const text = fs.readFileSync(logFile, "utf8");

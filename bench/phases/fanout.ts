@@ -9,7 +9,8 @@ import { idealFanoutMs, timedLocalFanout, type SnapshotJob } from "../baselines"
 import { FANOUT_DOMAINS, FANOUT_ROUNDS, FANOUT_SNAPSHOTS, MEM_DIR, PARALLEL } from "../config";
 import { deleteSnapshotsLocally, newDomain, snapshotNames } from "../domains";
 import { log, onCleanup } from "../lifecycle";
-import { PeakRssSampler, cpuMs, hostCpu, median, ms, now, pool, r1, r2, treeCpuMs } from "../measure";
+import { PeakRssSampler, cpuMs, hostCpu, median, ms, now, pool, r1, r2, reapedChildrenCpuMs, treeCpu, treeCpuSince } from "../measure";
+import { spread } from "./per-op";
 import { ProviderServer, type State } from "../provider-server";
 import { results, row } from "../report";
 import type { BenchSshd, SshdLog } from "../sshd";
@@ -63,13 +64,17 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         }
         const ideal = await idealFanoutMs(jobs);
         await deleteSnapshotsLocally(jobs);
-        const c0 = cpuMs(process.pid),
+        // The local virsh processes are the benchmark's children: their CPU is its cutime+cstime once reaped.
+        const c0 = reapedChildrenCpuMs(process.pid),
             h0 = hostCpu(doms.map((d) => d.name));
         const localParallel = await timedLocalFanout(jobs);
         const h1 = hostCpu(doms.map((d) => d.name));
-        const localCpu = { client: cpuMs(process.pid) - c0, libvirtd: h1.libvirtd - h0.libvirtd, qemu: h1.qemu - h0.qemu };
+        const localCpu = { client: reapedChildrenCpuMs(process.pid) - c0, libvirtd: h1.libvirtd - h0.libvirtd, qemu: h1.qemu - h0.qemu };
         await deleteSnapshotsLocally(jobs);
 
+        // The sshd's processes before this round's server connects: what comes after (its connection,
+        // the long-lived virsh shells started during the checks) is counted in full.
+        const tree0 = treeCpu(sshd.pid);
         const p = (provider = await ProviderServer.start(sshd, `fanout${round}`));
         onCleanup(() => p.close());
         const startKb = p.status().rssKb;
@@ -80,7 +85,7 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         const checkWall = now() - tc0;
         const m1 = sshdLog.mark();
         const s0 = cpuMs(p.engine.pid),
-            d0 = treeCpuMs(sshd.pid),
+            d0 = treeCpu(sshd.pid),
             h2 = hostCpu(doms.map((d) => d.name));
         const t0 = now();
         states = await pool(PARALLEL, checked, (c) => p.create(c.urn, c.inputs));
@@ -98,7 +103,7 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         const h3 = hostCpu(doms.map((d) => d.name));
         const providerCpu = {
             server: cpuMs(p.engine.pid) - s0,
-            sshdAndVirsh: treeCpuMs(sshd.pid) - d0,
+            sshdAndVirsh: treeCpuSince(tree0, d0, treeCpu(sshd.pid)),
             libvirtd: h3.libvirtd - h2.libvirtd,
             qemu: h3.qemu - h2.qemu,
         };
@@ -125,6 +130,10 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         log(`  round ${round + 1}: ideal ${ms(ideal)}, local || ${ms(localParallel)}, provider ${ms(wall)} (${r2(wall / ideal)}x)`);
     }
     const medOf = (f: (r: Round) => number) => median(rounds.map(f));
+    const localTotal = (r: Round) => r.localCpu.client + r.localCpu.libvirtd + r.localCpu.qemu,
+        providerTotal = (r: Round) => r.providerCpu.server + r.providerCpu.sshdAndVirsh + r.providerCpu.libvirtd + r.providerCpu.qemu;
+    const vsLocal = spread(rounds.map((r) => r.wall / r.localParallel)),
+        cpuRatio = spread(rounds.map((r) => providerTotal(r) / localTotal(r)));
     const ratio = medOf((r) => r.wall / r.ideal),
         localRatio = medOf((r) => r.localParallel / r.ideal);
     const peakKb = Math.max(...rounds.map((r) => r.peakKb));
@@ -132,7 +141,8 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
     row(`fan-out (50 creates, 5 domains, 10 in flight; median of ${rounds.length} rounds)`, "ideal", "local ||", "provider");
     row("  wall time of the creates", ms(medOf((r) => r.ideal)), ms(medOf((r) => r.localParallel)), ms(medOf((r) => r.wall)));
     row("  ratio to ideal (within each round)", "1.00", r2(localRatio).toFixed(2), r2(ratio).toFixed(2));
-    row("  provider / local || (within each round)", "", "", r2(medOf((r) => r.wall / r.localParallel)).toFixed(2));
+    row("  provider / local || (within each round)", "", "", r2(vsLocal.med).toFixed(2));
+    row("    min / max over the rounds", "", "", `${r2(vsLocal.min).toFixed(2)} / ${r2(vsLocal.max).toFixed(2)}`);
     row("  checks before the creates (wall)", "", "", ms(medOf((r) => r.checkWall)));
     row("  SSH handshakes per process (max)", "", "", String(handshakes));
     row("  virsh processes on the host (check / create)", "", "", `${medOf((r) => r.checkCommands)} / ${medOf((r) => r.createCommands)}`);
@@ -147,8 +157,16 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
     row("  CPU per create: sshd + virsh on the host", "", "", per50(medOf((r) => r.providerCpu.sshdAndVirsh)));
     row("  CPU per create: libvirtd", "", per50(medOf((r) => r.localCpu.libvirtd)), per50(medOf((r) => r.providerCpu.libvirtd)));
     row("  CPU per create: qemu", "", per50(medOf((r) => r.localCpu.qemu)), per50(medOf((r) => r.providerCpu.qemu)));
+    row("  CPU per create: total", "", per50(medOf(localTotal)), per50(medOf(providerTotal)));
+    row(
+        "  cpuPerCreateRatio provider/local (min, max)",
+        "",
+        "",
+        `${r2(cpuRatio.med).toFixed(2)} (${r2(cpuRatio.min).toFixed(2)}, ${r2(cpuRatio.max).toFixed(2)})`,
+    );
     const floor = await serverFloorKb(sshd, jobs.length);
     row("  same RPCs to a no-op provider: peak RSS", "", "", `${r1(floor / 1024)} MB`);
+    row("  rssOverFloorMB (peak - no-op peak)", "", "", `${r1((peakKb - floor) / 1024)} MB`);
     Object.assign(results, {
         fanoutRatio: r2(ratio),
         fanoutMs: r1(medOf((r) => r.wall)),
@@ -157,7 +175,12 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         localFanoutRatio: r2(localRatio),
         fanoutRounds: rounds.map((r) => r2(r.wall / r.ideal)),
         fanoutCheckMs: r1(medOf((r) => r.checkWall)),
-        fanoutVsLocalParallel: r2(medOf((r) => r.wall / r.localParallel)),
+        fanoutVsLocalParallel: r2(vsLocal.med),
+        fanoutVsLocalParallelMin: r2(vsLocal.min),
+        fanoutVsLocalParallelMax: r2(vsLocal.max),
+        cpuPerCreateRatio: r2(cpuRatio.med),
+        cpuPerCreateRatioMin: r2(cpuRatio.min),
+        cpuPerCreateRatioMax: r2(cpuRatio.max),
         fanoutCpuPerCreateMs: {
             local: {
                 virsh: r1(medOf((r) => r.localCpu.client) / jobs.length),
@@ -176,6 +199,7 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         peakRssMB: r1(peakKb / 1024),
         startRssMB: r1(medOf((r) => r.startKb) / 1024),
         noopProviderPeakRssMB: r1(floor / 1024),
+        rssOverFloorMB: r1((peakKb - floor) / 1024),
     });
     return { doms, states, provider: provider! };
 }

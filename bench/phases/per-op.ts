@@ -1,9 +1,10 @@
 // Per operation: create → read → delete on one warm provider process, against local
-// virsh (A) and a fresh ssh per command (B), interleaved in rotating order within each
+// virsh (A), a fresh ssh per command (B) and the same commands in one warm local virsh
+// shell (C, the floor), interleaved in rotating order within each
 // iteration so that all of them see the same load. The provider and B also run through the
 // lab's delay proxy (a host RTT_MS away), each right next to its run without it, and each
 // such pair gives the round trips one create → read → delete waits for.
-import { localTrio, sshTrio } from "../baselines";
+import { VirshShell, localTrio, sshTrio } from "../baselines";
 import { ITER, RTT_MS, WARMUP, lab } from "../config";
 import { measureProxyRtt, startDelayProxy } from "../delay";
 import { newDomain } from "../domains";
@@ -64,7 +65,7 @@ async function providerRound(
 }
 
 /** Median, minimum, maximum and the middle half (25th to 75th percentile, nearest rank) of paired rounds. */
-function spread(xs: number[]): { med: number; min: number; max: number; q1: number; q3: number } {
+export function spread(xs: number[]): { med: number; min: number; max: number; q1: number; q3: number } {
     const s = [...xs].sort((a, b) => a - b);
     const rank = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
     return { med: median(xs), min: s[0]!, max: s[s.length - 1]!, q1: rank(0.25), q3: rank(0.75) };
@@ -93,25 +94,33 @@ export async function perOperation(sshd: SshEndpoint, sshdLog: SshdLog, shared =
         ports: shared ? () => clientPorts(pid, sshd.host, sshd.port) : undefined,
         seen: new Set(),
     });
+    const shell = await VirshShell.start();
+    onCleanup(async () => shell.close());
     const nearCounter = counter(provider.pid),
         farCounter = counter(proxy.pid);
     const L: Trio[] = [],
+        W: Trio[] = [],
         S: Trio[] = [],
         SD: Trio[] = [],
         P: ProviderRound[] = [],
         PD: ProviderRound[] = [];
     let handshakesNear = 0,
         handshakesFar = 0;
-    // Three groups in rotating order: local virsh, fresh ssh without and with the delay, the
-    // provider without and with it. The two halves of a pair run back to back, in alternating
+    // Four groups in rotating order: local virsh, fresh ssh without and with the delay, the
+    // provider without and with it, the warm local virsh shell. The two halves of a pair run back to back, in alternating
     // order, so that each pair sees the same load: the ops themselves vary by far more than an RTT.
     for (let i = 0; i < WARMUP + ITER; i++) {
         const keep = i >= WARMUP;
         const halves = i % 2 ? [true, false] : [false, true];
-        for (const group of [0, 1, 2].map((k) => (k + i) % 3)) {
+        for (const group of [0, 1, 2, 3].map((k) => (k + i) % 4)) {
             if (group === 0) {
                 const t = await localTrio(dom.uuid, `bench-${i}-local`);
                 if (keep) L.push(t);
+                continue;
+            }
+            if (group === 3) {
+                const t = await shell.trio(dom.uuid, `bench-${i}-shell`);
+                if (keep) W.push(t);
                 continue;
             }
             for (const delayed of halves) {
@@ -150,16 +159,25 @@ export async function perOperation(sshd: SshEndpoint, sshdLog: SshdLog, shared =
     const cmdsPerTrio = median(P.map((r) => r.commands)),
         cmdsPerTrioFar = median(PD.map((r) => r.commands)),
         checkCmds = median(P.map((r) => r.checkCommands));
-    row(`per operation on ${lab.name} (median of ${ITER})`, "local virsh", "fresh ssh", "provider");
+    row(`per operation on ${lab.name} (median of ${ITER})`, "virsh shell", "local virsh", "fresh ssh", "provider");
     for (const k of ["create", "read", "del", "total"] as const) {
-        row(`  ${k === "del" ? "delete" : k}`, ms(med(L, k)), ms(med(S, k)), ms(med(trios(P), k)));
+        row(`  ${k === "del" ? "delete" : k}`, ms(med(W, k)), ms(med(L, k)), ms(med(S, k)), ms(med(trios(P), k)));
     }
-    row("  provider check (not in total)", "", "", ms(median(checks)));
-    row("  virsh processes per create+read+delete", "3", "3", String(cmdsPerTrio));
-    row("  virsh processes per check", "", "", String(checkCmds));
-    row("  perOpRatio provider/local", "", "", r2(prov / local).toFixed(2));
-    row("  sshPerOpRatio freshSsh/local", "", r2(ssh / local).toFixed(2), "");
-    row("  provider/freshSsh", "", "", r2(prov / ssh).toFixed(2));
+    row("  provider check (not in total)", "", "", "", ms(median(checks)));
+    row("  virsh processes per create+read+delete", "0", "3", "3", String(cmdsPerTrio));
+    row("  virsh processes per check", "", "", "", String(checkCmds));
+    // Ratios: each iteration's own provider / baseline (the pair ran side by side), then the median.
+    const byRound = (a: Trio[], b: Trio[]) => spread(a.map((x, j) => x.total / b[j]!.total));
+    const vsShell = byRound(trios(P), W),
+        vsLocal = byRound(trios(P), L),
+        sshVsLocal = byRound(S, L),
+        vsSsh = byRound(trios(P), S);
+    const f2r = (x: number) => r2(x).toFixed(2);
+    row(`  ratios, median of ${ITER} paired rounds`, "median", "min", "max", "of medians");
+    row("  perOpVsShell provider/virsh shell", f2r(vsShell.med), f2r(vsShell.min), f2r(vsShell.max), f2r(prov / med(W, "total")));
+    row("  perOpRatio provider/local", f2r(vsLocal.med), f2r(vsLocal.min), f2r(vsLocal.max), f2r(prov / local));
+    row("  sshPerOpRatio freshSsh/local", f2r(sshVsLocal.med), f2r(sshVsLocal.min), f2r(sshVsLocal.max), f2r(ssh / local));
+    row("  provider/freshSsh", f2r(vsSsh.med), f2r(vsSsh.min), f2r(vsSsh.max), f2r(prov / ssh));
 
     // Round trips: each iteration's (with the delay − without it) / RTT, paired within the iteration.
     const paired = (withDelay: Trio[], without: Trio[], k: keyof Trio, per = 1) =>
@@ -192,9 +210,18 @@ export async function perOperation(sshd: SshEndpoint, sshdLog: SshdLog, shared =
     );
     row("  roundTripsPerOp at the measured RTT", "", "", f2((rtProv.med * RTT_MS) / measuredRtt));
     Object.assign(results, {
-        perOpRatio: r2(prov / local),
-        sshPerOpRatio: r2(ssh / local),
-        providerVsFreshSsh: r2(prov / ssh),
+        perOpVsShell: r2(vsShell.med),
+        perOpVsShellMin: r2(vsShell.min),
+        perOpVsShellMax: r2(vsShell.max),
+        perOpRatio: r2(vsLocal.med),
+        perOpRatioMin: r2(vsLocal.min),
+        perOpRatioMax: r2(vsLocal.max),
+        sshPerOpRatio: r2(sshVsLocal.med),
+        providerVsFreshSsh: r2(vsSsh.med),
+        perOpShellMs: r1(med(W, "total")),
+        perOpShellCreateMs: r1(med(W, "create")),
+        perOpShellReadMs: r1(med(W, "read")),
+        perOpShellDeleteMs: r1(med(W, "del")),
         perOpLocalMs: r1(local),
         perOpFreshSshMs: r1(ssh),
         perOpProviderMs: r1(prov),
@@ -225,5 +252,6 @@ export async function perOperation(sshd: SshEndpoint, sshdLog: SshdLog, shared =
         virshProcessesPerOpDelayed: cmdsPerTrioFar,
         perOpHandshakesDelayed: handshakesFar,
     });
+    shell.close();
     await provider.close();
 }

@@ -7,6 +7,7 @@ import { log, onCleanup } from "../lifecycle";
 import { median, ms, r1, r2 } from "../measure";
 import { ProviderServer } from "../provider-server";
 import { results, row } from "../report";
+import { spread } from "./per-op";
 import type { BenchSshd } from "../sshd";
 
 export async function scale(sshd: BenchSshd): Promise<void> {
@@ -59,7 +60,19 @@ export async function scale(sshd: BenchSshd): Promise<void> {
         `+${ms(last.local - first.local)}`,
         `+${ms(last.provider - first.provider)}`,
     );
+    // Paired: each iteration's provider growth t(200)/t(1) over local virsh's in the same iteration.
+    const top = SCALE_COUNTS.length - 1;
+    const vsLibvirt = spread(P[0]!.map((p1, i) => P[top]![i]! / p1 / (L[top]![i]! / L[0]![i]!)));
+    row(
+        `  scaleGrowthVsLibvirt, median of ${SCALE_ITER} paired (min, max)`,
+        "",
+        "",
+        `${r2(vsLibvirt.med).toFixed(2)} (${r2(vsLibvirt.min).toFixed(2)}, ${r2(vsLibvirt.max).toFixed(2)})`,
+    );
     Object.assign(results, {
+        scaleGrowthVsLibvirt: r2(vsLibvirt.med),
+        scaleGrowthVsLibvirtMin: r2(vsLibvirt.min),
+        scaleGrowthVsLibvirtMax: r2(vsLibvirt.max),
         scaleRatio200: r2(last.provider / first.provider),
         localScaleRatio200: r2(last.local / first.local),
         scaleGrowth200Ms: { local: r1(last.local - first.local), provider: r1(last.provider - first.provider) },
