@@ -103,8 +103,6 @@ function killSessionOf(pattern: string): number {
     return killed;
 }
 
-}
-
 /** The PID of a domain's qemu process (a revert of a running domain starts a new one). */
 function qemuPid(name: string): number | undefined {
     try {
