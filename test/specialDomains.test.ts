@@ -13,7 +13,7 @@ import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-sna
 import { observe, type Feature } from "./support/compat";
 import { engineSuite } from "./support/fixture";
 import { domstate, expectCallError, qcow2Snapshots, re, snapshotNames } from "./support/helpers";
-import { loadLab, qemuImgInfo, virshLocal, virshOk } from "./support/lab";
+import { domState, loadLab, qemuImgInfo, run, virshLocal, virshOk } from "./support/lab";
 import { makeSpecialDomain, OVMF_CODE, type SpecialDomain, type SpecialKind } from "./support/specialDomains";
 
 const lab = loadLab();
@@ -214,7 +214,7 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
         return d;
     };
 
-    it("the domains are what their XML says: pflash loader with its NVRAM's format, a block-device disk, a TPM", async () => {
+    it("the domains are what their XML says: pflash loader with its NVRAM's format, a block-device disk, a TPM; dispose removes them and the loop device", async () => {
         const [raw, q, blk, tpm] = [
             await newSpecial("uefi-raw-nvram", false),
             await newSpecial("uefi-qcow2-nvram", false),
@@ -230,6 +230,9 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
         assert.match(await xml(blk), new RegExp(`<disk type='block' device='disk'>[\\s\\S]*<source dev='${re(blk.device!)}'`));
         assert.match(await xml(tpm), /<tpm model='tpm-crb'>\s*<backend type='emulator' version='2\.0'/);
         for (const d of [raw, q, blk, tpm]) await d.dispose();
+        assert.equal((await domState(blk.name)) ?? "gone", "gone");
+        const shows = await run("/usr/sbin/losetup", ["--noheadings", "--output", "BACK-FILE", blk.device!]);
+        assert.doesNotMatch(shows.stdout, new RegExp(re(blk.backingFile!)), "dispose detached the loop device");
     });
 
     for (const c of CASES) {

@@ -6,7 +6,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { TMP_TITLE, domainXml, loadLab, ownerTag, run, runOk, throwawayFolder, virshOk, type TestDomain } from "./lab";
+import { LOOP_RECORD, TMP_TITLE, domainXml, loadLab, ownerTag, run, runOk, throwawayFolder, virshOk, type TestDomain } from "./lab";
 
 export type SpecialKind = "uefi-raw-nvram" | "uefi-qcow2-nvram" | "block-raw" | "block-qcow2" | "tpm";
 
@@ -45,18 +45,11 @@ export async function makeSpecialDomain(kind: SpecialKind, o: { prefix: string; 
     const backingFile = disk;
     let nvram: string | undefined;
     let disposed = false;
+    // Once only; the folder's dispose detaches the loop device it records after the domain is gone.
     const dispose = async () => {
-        // Once only: a loop device detached twice may by then be someone else's.
         if (disposed) return;
         disposed = true;
         await folder.dispose();
-        // After the domain is gone (qemu no longer holds the device), and only while it still shows our file.
-        if (device) {
-            const back = (await run(LOSETUP, ["--noheadings", "--output", "BACK-FILE", device])).stdout.trim().replace(/ \(deleted\)$/, "");
-            if (back !== backingFile) return;
-            const r = await run(LOSETUP, ["-d", device]);
-            if (r.code !== 0) throw new Error(`losetup -d ${device}: ${r.stderr.trim()}`);
-        }
     };
     try {
         await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", format, disk, "64M"]);
@@ -67,7 +60,7 @@ export async function makeSpecialDomain(kind: SpecialKind, o: { prefix: string; 
             const r = await run(LOSETUP, ["--find", "--show", disk]);
             if (r.code !== 0) throw new Error(`losetup --find --show ${disk}: ${r.stderr.trim()}`);
             device = r.stdout.trim();
-            fs.writeFileSync(path.join(dir, "loop-device"), device + "\n");
+            fs.writeFileSync(path.join(dir, LOOP_RECORD), `${device}\t${backingFile}\n`);
         }
         if (kind.startsWith("uefi")) {
             const nvramFormat = kind === "uefi-qcow2-nvram" ? "qcow2" : "raw";
