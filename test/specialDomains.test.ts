@@ -85,6 +85,34 @@ const CASES: Case[] = [
         libvirtSays: /internal snapshots of a VM with pflash based firmware are not supported/,
     },
     {
+        what: "UEFI chosen by libvirt (<os firmware='efi'>), never started, shut off: internal",
+        domain: "uefi-auto",
+        running: false,
+        row: "uefi-auto-internal-offline",
+        inputs: () => ({}),
+        // 9.0 chooses the loader only at start: its XML names no pflash loader, and it takes the snapshot. 11.3 chooses it
+        // at define (a raw NVRAM) and takes a shut-off domain's internal snapshot anyway. Preview follows the XML.
+        works: true,
+        direct: () => [],
+    },
+    {
+        what: "UEFI chosen by libvirt (<os firmware='efi'>), running: internal",
+        domain: "uefi-auto",
+        running: true,
+        row: "uefi-internal-running-raw-nvram",
+        inputs: () => ({}),
+        works: false,
+        refusal: (d) =>
+            new RegExp(
+                `^kind: ${pflashOf(d)}` +
+                    (pflashInternal ? `its UEFI variables \\(NVRAM [^)]+\\) are raw: .*\\('require QCOW2 nvram format'\\)` : before109),
+            ),
+        direct: internal,
+        libvirtSays: pflashInternal
+            ? /require QCOW2 nvram format/
+            : /internal snapshots of a VM with pflash based firmware are not supported/,
+    },
+    {
         what: "UEFI, raw NVRAM, running: external with memory",
         domain: "uefi-raw-nvram",
         running: true,
@@ -229,6 +257,12 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
         else assert.doesNotMatch(qNvram, /format=/);
         assert.match(await xml(blk), new RegExp(`<disk type='block' device='disk'>[\\s\\S]*<source dev='${re(blk.device!)}'`));
         assert.match(await xml(tpm), /<tpm model='tpm-crb'>\s*<backend type='emulator' version='2\.0'/);
+        // <os firmware='efi'>: 9.0 chooses the loader only when it starts the domain, 11.3 when it defines it.
+        const auto = await newSpecial("uefi-auto", false);
+        const autoXml = await xml(auto);
+        if (pflashInternal) assert.match(autoXml, new RegExp(`<loader readonly='yes' type='pflash'[^>]*>${re(OVMF_CODE)}</loader>`));
+        else assert.doesNotMatch(autoXml, /<loader/);
+        await auto.dispose();
         for (const d of [raw, q, blk, tpm]) await d.dispose();
         assert.equal((await domState(blk.name)) ?? "gone", "gone");
         const shows = await run("/usr/sbin/losetup", ["--noheadings", "--output", "BACK-FILE", blk.device!]);

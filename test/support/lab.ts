@@ -458,7 +458,7 @@ export function domainXml(o: {
     uuid?: string;
     /** The special domains' options (test/support/specialDomains.ts). */
     diskType?: "file" | "block";
-    uefi?: { loader: string; nvram: string; nvramFormat?: string };
+    uefi?: { loader: string; nvram: string; nvramFormat?: string } | { auto: true };
     tpm?: boolean;
 }): string {
     // The one shape every lab host's domains have, shared with scripts/lab.sh and host13.sh.
