@@ -9,11 +9,11 @@
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
+import { DomainSnapshotProvider, RestorePointProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
 import { observe, type Feature } from "./support/compat";
 import { engineSuite } from "./support/fixture";
-import { domstate, expectCallError, qcow2Snapshots, re, snapshotNames } from "./support/helpers";
-import { domState, loadLab, qemuImgInfo, run, virshLocal, virshOk } from "./support/lab";
+import { MiB, domstate, expectCallError, qcow2Snapshots, re, snapshotNames } from "./support/helpers";
+import { domState, loadLab, qemuImgInfo, qemuIoRead, qemuIoWrite, run, virshLocal, virshOk } from "./support/lab";
 import { makeSpecialDomain, OVMF_CODE, type SpecialDomain, type SpecialKind } from "./support/specialDomains";
 
 const lab = loadLab();
@@ -21,6 +21,8 @@ const [major, minor] = lab.libvirtVersion.split(".").map(Number) as [number, num
 /** VERSIONS.pflashInternalSnapshot: libvirt 10.9 and newer take internal snapshots of pflash domains (9.0 and 11.3 measured). */
 const pflashInternal = major > 10 || (major === 10 && minor >= 9);
 const PREFIX = "fw-";
+const A = 0xaa,
+    B = 0xbb;
 
 interface Case {
     what: string;
@@ -236,9 +238,11 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
     after(async () => {
         for (const d of made) await d.dispose().catch((e) => console.error(`dispose ${d.name}: ${(e as Error).message}`));
     });
-    const newSpecial = async (kind: SpecialKind, running: boolean) => {
-        const d = await makeSpecialDomain(kind, { prefix: PREFIX, running });
+    const newSpecial = async (kind: SpecialKind, running: boolean, before?: (d: SpecialDomain) => Promise<void>) => {
+        const d = await makeSpecialDomain(kind, { prefix: PREFIX, running: false });
         made.push(d);
+        await before?.(d);
+        if (running) await virshOk(["start", "--domain", d.name]);
         return d;
     };
 
@@ -271,7 +275,8 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
 
     for (const c of CASES) {
         it(`${c.what}: ${c.works ? "created and destroyed for real" : "refused at check with the reason, nothing touched"}`, async () => {
-            const d = await newSpecial(c.domain, c.running);
+            // The data from before the snapshot: a pattern qemu-io writes while the domain is still shut off.
+            const d = await newSpecial(c.domain, c.running, (x) => qemuIoWrite(x.disk, A, 0, MiB));
             const inputs = { domain: d.name, snapshotName: "s1", ...c.inputs(d) };
             const failures = await suite.failuresOf(DomainSnapshotProvider, inputs);
             if (!c.works) {
@@ -310,15 +315,26 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
                 }
             }
             observe(c.row, "works");
+            if (!external) {
+                // Revert through the engine: the data written after the snapshot (shut off, so qemu-io can write) is gone.
+                if (c.running) await virshOk(["destroy", "--domain", d.name]);
+                await qemuIoWrite(d.disk, B, 0, MiB);
+                const r = await suite.up("rev", SnapshotRevertProvider, { domain: d.name, snapshot: "s1" });
+                assert.equal(await domstate(d.name), c.running ? "running" : "shut off", "back in the snapshot's state");
+                assert.equal(await qemuIoRead(d.disk, A, 0, MiB), true, "the data from before the snapshot is back");
+                await suite.engine.destroy(r);
+            }
             await suite.engine.destroy(snap);
             assert.deepEqual(await snapshotNames(d.name), []);
             if (external) {
                 // Running: libvirt merges the overlay into the disk; shut off: it drops the leaf overlay. Either way the disk is back on top.
                 assert.equal(await activeDisk(d.name), base);
                 assert.equal(fs.existsSync(overlay!), false, `the overlay ${overlay} is gone`);
+                assert.equal(await qemuIoRead(base, A, 0, MiB), true, "the data from before the snapshot is in the disk");
                 if (snap.outs.memoryFile) assert.equal(fs.existsSync(snap.outs.memoryFile as string), false, "the memory file is gone");
             } else {
                 assert.deepEqual(await qcow2Snapshots(d.disk), []);
+                assert.equal(await qemuIoRead(d.disk, A, 0, MiB), true, "deleting the snapshot keeps the data");
                 if (d.kind === "uefi-qcow2-nvram") assert.deepEqual(await qcow2Snapshots(d.nvram!), []);
             }
             assert.equal(await domstate(d.name), c.running ? "running" : "shut off");
