@@ -51,6 +51,11 @@ const ROWS = [
         "internal snapshot of a shut-off UEFI (pflash) domain, raw NVRAM (the NVRAM is left out)",
         "refused (read: 10.9/10.10, NEWS)",
     ],
+    [
+        "uefi-auto-internal-offline",
+        "internal snapshot of a shut-off domain with `<os firmware='efi'>` (libvirt chooses the loader), never started",
+        "not known (9.0 chooses the loader at start, 11.3 at define, both measured; when that changed is not in the NEWS read here)",
+    ],
     ["uefi-external", "external snapshot with memory of a running UEFI (pflash) domain", "works (read: not limited by NEWS)"],
     ["block-internal-raw", "internal snapshot of a raw block device (a loop device)", "refused (read: raw holds no snapshot)"],
     ["block-internal-qcow2", "internal snapshot of a running domain whose block device holds qcow2", "works (read: not limited by NEWS)"],

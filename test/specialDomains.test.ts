@@ -9,11 +9,11 @@
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
+import { DomainSnapshotProvider, RestorePointProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
 import { observe, type Feature } from "./support/compat";
 import { engineSuite } from "./support/fixture";
-import { domstate, expectCallError, qcow2Snapshots, re, snapshotNames } from "./support/helpers";
-import { loadLab, qemuImgInfo, virshLocal, virshOk } from "./support/lab";
+import { MiB, domstate, expectCallError, qcow2Snapshots, re, snapshotNames } from "./support/helpers";
+import { domState, loadLab, qemuImgInfo, qemuIoRead, qemuIoWrite, run, virshLocal, virshOk } from "./support/lab";
 import { makeSpecialDomain, OVMF_CODE, type SpecialDomain, type SpecialKind } from "./support/specialDomains";
 
 const lab = loadLab();
@@ -21,6 +21,8 @@ const [major, minor] = lab.libvirtVersion.split(".").map(Number) as [number, num
 /** VERSIONS.pflashInternalSnapshot: libvirt 10.9 and newer take internal snapshots of pflash domains (9.0 and 11.3 measured). */
 const pflashInternal = major > 10 || (major === 10 && minor >= 9);
 const PREFIX = "fw-";
+const A = 0xaa,
+    B = 0xbb;
 
 interface Case {
     what: string;
@@ -83,6 +85,34 @@ const CASES: Case[] = [
         refusal: (d) => new RegExp(`^kind: ${pflashOf(d)}${before109}`),
         direct: internal,
         libvirtSays: /internal snapshots of a VM with pflash based firmware are not supported/,
+    },
+    {
+        what: "UEFI chosen by libvirt (<os firmware='efi'>), never started, shut off: internal",
+        domain: "uefi-auto",
+        running: false,
+        row: "uefi-auto-internal-offline",
+        inputs: () => ({}),
+        // 9.0 chooses the loader only at start: its XML names no pflash loader, and it takes the snapshot. 11.3 chooses it
+        // at define (a raw NVRAM) and takes a shut-off domain's internal snapshot anyway. Preview follows the XML.
+        works: true,
+        direct: () => [],
+    },
+    {
+        what: "UEFI chosen by libvirt (<os firmware='efi'>), running: internal",
+        domain: "uefi-auto",
+        running: true,
+        row: "uefi-internal-running-raw-nvram",
+        inputs: () => ({}),
+        works: false,
+        refusal: (d) =>
+            new RegExp(
+                `^kind: ${pflashOf(d)}` +
+                    (pflashInternal ? `its UEFI variables \\(NVRAM [^)]+\\) are raw: .*\\('require QCOW2 nvram format'\\)` : before109),
+            ),
+        direct: internal,
+        libvirtSays: pflashInternal
+            ? /require QCOW2 nvram format/
+            : /internal snapshots of a VM with pflash based firmware are not supported/,
     },
     {
         what: "UEFI, raw NVRAM, running: external with memory",
@@ -208,13 +238,15 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
     after(async () => {
         for (const d of made) await d.dispose().catch((e) => console.error(`dispose ${d.name}: ${(e as Error).message}`));
     });
-    const newSpecial = async (kind: SpecialKind, running: boolean) => {
-        const d = await makeSpecialDomain(kind, { prefix: PREFIX, running });
+    const newSpecial = async (kind: SpecialKind, running: boolean, before?: (d: SpecialDomain) => Promise<void>) => {
+        const d = await makeSpecialDomain(kind, { prefix: PREFIX, running: false });
         made.push(d);
+        await before?.(d);
+        if (running) await virshOk(["start", "--domain", d.name]);
         return d;
     };
 
-    it("the domains are what their XML says: pflash loader with its NVRAM's format, a block-device disk, a TPM", async () => {
+    it("the domains are what their XML says: pflash loader with its NVRAM's format, a block-device disk, a TPM; dispose removes them and the loop device", async () => {
         const [raw, q, blk, tpm] = [
             await newSpecial("uefi-raw-nvram", false),
             await newSpecial("uefi-qcow2-nvram", false),
@@ -229,12 +261,22 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
         else assert.doesNotMatch(qNvram, /format=/);
         assert.match(await xml(blk), new RegExp(`<disk type='block' device='disk'>[\\s\\S]*<source dev='${re(blk.device!)}'`));
         assert.match(await xml(tpm), /<tpm model='tpm-crb'>\s*<backend type='emulator' version='2\.0'/);
+        // <os firmware='efi'>: 9.0 chooses the loader only when it starts the domain, 11.3 when it defines it.
+        const auto = await newSpecial("uefi-auto", false);
+        const autoXml = await xml(auto);
+        if (pflashInternal) assert.match(autoXml, new RegExp(`<loader readonly='yes' type='pflash'[^>]*>${re(OVMF_CODE)}</loader>`));
+        else assert.doesNotMatch(autoXml, /<loader/);
+        await auto.dispose();
         for (const d of [raw, q, blk, tpm]) await d.dispose();
+        assert.equal((await domState(blk.name)) ?? "gone", "gone");
+        const shows = await run("/usr/sbin/losetup", ["--noheadings", "--output", "BACK-FILE", blk.device!]);
+        assert.doesNotMatch(shows.stdout, new RegExp(re(blk.backingFile!)), "dispose detached the loop device");
     });
 
     for (const c of CASES) {
         it(`${c.what}: ${c.works ? "created and destroyed for real" : "refused at check with the reason, nothing touched"}`, async () => {
-            const d = await newSpecial(c.domain, c.running);
+            // The data from before the snapshot: a pattern qemu-io writes while the domain is still shut off.
+            const d = await newSpecial(c.domain, c.running, (x) => qemuIoWrite(x.disk, A, 0, MiB));
             const inputs = { domain: d.name, snapshotName: "s1", ...c.inputs(d) };
             const failures = await suite.failuresOf(DomainSnapshotProvider, inputs);
             if (!c.works) {
@@ -273,15 +315,26 @@ describe(`Special domains: UEFI, block devices, TPM (engine path, ${lab.name}, l
                 }
             }
             observe(c.row, "works");
+            if (!external) {
+                // Revert through the engine: the data written after the snapshot (shut off, so qemu-io can write) is gone.
+                if (c.running) await virshOk(["destroy", "--domain", d.name]);
+                await qemuIoWrite(d.disk, B, 0, MiB);
+                const r = await suite.up("rev", SnapshotRevertProvider, { domain: d.name, snapshot: "s1" });
+                assert.equal(await domstate(d.name), c.running ? "running" : "shut off", "back in the snapshot's state");
+                assert.equal(await qemuIoRead(d.disk, A, 0, MiB), true, "the data from before the snapshot is back");
+                await suite.engine.destroy(r);
+            }
             await suite.engine.destroy(snap);
             assert.deepEqual(await snapshotNames(d.name), []);
             if (external) {
                 // Running: libvirt merges the overlay into the disk; shut off: it drops the leaf overlay. Either way the disk is back on top.
                 assert.equal(await activeDisk(d.name), base);
                 assert.equal(fs.existsSync(overlay!), false, `the overlay ${overlay} is gone`);
+                assert.equal(await qemuIoRead(base, A, 0, MiB), true, "the data from before the snapshot is in the disk");
                 if (snap.outs.memoryFile) assert.equal(fs.existsSync(snap.outs.memoryFile as string), false, "the memory file is gone");
             } else {
                 assert.deepEqual(await qcow2Snapshots(d.disk), []);
+                assert.equal(await qemuIoRead(d.disk, A, 0, MiB), true, "deleting the snapshot keeps the data");
                 if (d.kind === "uefi-qcow2-nvram") assert.deepEqual(await qcow2Snapshots(d.nvram!), []);
             }
             assert.equal(await domstate(d.name), c.running ? "running" : "shut off");

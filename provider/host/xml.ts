@@ -154,15 +154,15 @@ function domainFromNode(d: Node): DomainInfo {
 }
 
 /**
- * <loader type='pflash'>, or <os firmware='efi'> whose loader libvirt has not chosen yet (it picks a pflash one
- * when the domain is defined or started): the firmware runs from flash and keeps its variables in the NVRAM file.
+ * <loader type='pflash'> in the XML libvirt shows: the firmware runs from flash and keeps its variables in the NVRAM file.
+ * <os firmware='efi'> alone is not enough: libvirt 9.0 chooses the loader only when it starts the domain, and takes an
+ * internal snapshot of it while it is shut off (measured); 11.3 chooses it at define, so its XML names it.
  */
 function pflashOf(os: unknown): { pflash?: PflashFirmware } {
     if (!os || typeof os !== "object") return {};
     const loader = (os as Node).loader;
     const nvram = (os as Node).nvram;
-    const type = attr(loader, "type");
-    if (type !== "pflash" && !(type === undefined && attr(os, "firmware") === "efi")) return {};
+    if (attr(loader, "type") !== "pflash") return {};
     const loaderPath = text(loader) || undefined;
     const nvramPath = text(nvram) || undefined;
     return {

@@ -15,7 +15,8 @@ function esc(value) {
 // Optional, for the special domains of test/support/specialDomains.ts:
 //   diskType: 'block' (o.disk is then a block device), default 'file';
 //   uefi: { loader, nvram, nvramFormat?, template? }: UEFI firmware in pflash with its own NVRAM
-//     (UEFI needs ACPI; OVMF's non-SMM build boots on machine 'pc');
+//     (UEFI needs ACPI; OVMF's non-SMM build boots on machine 'pc'); or uefi: { auto: true }:
+//     <os firmware='efi'>, libvirt chooses the loader and makes the NVRAM;
 //   tpm: true: an emulated TPM 2.0 (swtpm).
 function labDomainXml(o) {
     for (const k of ["name", "title", "virtType", "disk", "format"]) {
@@ -24,12 +25,13 @@ function labDomainXml(o) {
     const block = o.diskType === "block";
     if (o.diskType !== undefined && o.diskType !== "file" && !block) throw new Error(`labDomainXml: diskType ${o.diskType}`);
     const u = o.uefi;
-    const firmware = u
-        ? `
+    const firmware =
+        u && !u.auto
+            ? `
     <loader readonly='yes' type='pflash'>${esc(u.loader)}</loader>
     <nvram${u.template ? ` template='${esc(u.template)}'` : ""}${u.nvramFormat ? ` format='${esc(u.nvramFormat)}'` : ""}>${esc(u.nvram)}</nvram>
     `
-        : "";
+            : "";
     // cache='writethrough' makes qemu flush after each guest write, so the qcow2 metadata
     // reaches the file and 'qemu-io -U -r' from outside sees the guest's new clusters.
     return `<domain type='${esc(o.virtType)}'>
@@ -37,7 +39,7 @@ function labDomainXml(o) {
   <title>${esc(o.title)}</title>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type>${firmware}<boot dev='hd'/></os>${u ? "\n  <features><acpi/></features>" : ""}
+  <os${u && u.auto ? " firmware='efi'" : ""}><type arch='x86_64' machine='pc'>hvm</type>${firmware}<boot dev='hd'/></os>${u ? "\n  <features><acpi/></features>" : ""}
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>

@@ -24,6 +24,7 @@ export type Feature =
     | "uefi-internal-running-raw-nvram"
     | "uefi-internal-running-qcow2-nvram"
     | "uefi-internal-offline-raw-nvram"
+    | "uefi-auto-internal-offline"
     | "uefi-external"
     | "block-internal-raw"
     | "block-internal-qcow2"

@@ -458,7 +458,7 @@ export function domainXml(o: {
     uuid?: string;
     /** The special domains' options (test/support/specialDomains.ts). */
     diskType?: "file" | "block";
-    uefi?: { loader: string; nvram: string; nvramFormat?: string };
+    uefi?: { loader: string; nvram: string; nvramFormat?: string } | { auto: true };
     tpm?: boolean;
 }): string {
     // The one shape every lab host's domains have, shared with scripts/lab.sh and host13.sh.
@@ -475,6 +475,27 @@ async function removeDomain(name: string, lab: LabInfo): Promise<void> {
     }
 }
 
+/** Where a throwaway domain's folder records the loop device its disk is on (test/support/specialDomains.ts). */
+export const LOOP_RECORD = "loop-device";
+
+/**
+ * Detaches the loop device DIR records ("DEVICE<TAB>FILE"), once its domain is gone, and only while the device
+ * still shows that file: a device detached by someone else may by now be another's.
+ */
+async function detachRecordedLoop(dir: string): Promise<void> {
+    let device: string | undefined, file: string | undefined;
+    try {
+        [device, file] = fs.readFileSync(path.join(dir, LOOP_RECORD), "utf8").trim().split("\t");
+    } catch {
+        return; // no loop device
+    }
+    if (!device || !file) return;
+    const shows = await run("/usr/sbin/losetup", ["--noheadings", "--output", "BACK-FILE", device]);
+    if (shows.stdout.trim().replace(/ \(deleted\)$/, "") !== file) return;
+    const r = await run("/usr/sbin/losetup", ["--detach", device]);
+    if (r.code !== 0) throw new Error(`losetup --detach ${device} failed: ${r.stderr.trim()}`);
+}
+
 /** The folder of throwaway domain NAME, and how to remove the domain and the folder. */
 export function throwawayFolder(name: string, lab: LabInfo): { dir: string; dispose(): Promise<void> } {
     const dir = path.join(lab.tmpDiskDir, name);
@@ -485,6 +506,7 @@ export function throwawayFolder(name: string, lab: LabInfo): { dir: string; disp
         dir,
         dispose: async () => {
             await removeDomain(name, lab);
+            await detachRecordedLoop(dir);
             fs.rmSync(dir, { recursive: true, force: true });
         },
     };
@@ -547,6 +569,7 @@ export async function disposeAllTestDomains(opts: { prefix?: string; includeLive
     for (const d of await listTestDomains(opts.prefix)) {
         if (!doomed(d.title)) continue;
         await removeDomain(d.name, loadLab());
+        await detachRecordedLoop(path.join(lab.tmpDiskDir, d.name));
         fs.rmSync(path.join(lab.tmpDiskDir, d.name), { recursive: true, force: true });
         removed.push(d.name);
     }
@@ -568,6 +591,7 @@ export async function disposeAllTestDomains(opts: { prefix?: string; includeLive
         }
         if (!doomed(tag)) continue;
         if ((await domState(name)) !== undefined) await removeDomain(name, loadLab());
+        await detachRecordedLoop(dir);
         fs.rmSync(dir, { recursive: true, force: true });
         if (!removed.includes(name)) removed.push(name);
     }

@@ -1,14 +1,14 @@
 // Throwaway domains the lab's four don't cover, made on the host under test and
 // removed by dispose(): UEFI firmware in pflash (Debian's ovmf) with a raw or a
-// qcow2 NVRAM, a disk that is a block device (a loop device) holding raw or qcow2,
+// qcow2 NVRAM, or chosen by libvirt (<os firmware='efi'>), a disk that is a block device (a loop device) holding raw or qcow2,
 // and an emulated TPM (swtpm). Same shape as every lab domain otherwise
 // (scripts/lab/domain-xml.cjs), with no OS: a UEFI domain sits in its firmware.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { TMP_TITLE, domainXml, loadLab, ownerTag, run, runOk, throwawayFolder, virshOk, type TestDomain } from "./lab";
+import { LOOP_RECORD, TMP_TITLE, domainXml, loadLab, ownerTag, run, runOk, throwawayFolder, virshOk, type TestDomain } from "./lab";
 
-export type SpecialKind = "uefi-raw-nvram" | "uefi-qcow2-nvram" | "block-raw" | "block-qcow2" | "tpm";
+export type SpecialKind = "uefi-raw-nvram" | "uefi-qcow2-nvram" | "uefi-auto" | "block-raw" | "block-qcow2" | "tpm";
 
 export interface SpecialDomain extends TestDomain {
     kind: SpecialKind;
@@ -45,18 +45,11 @@ export async function makeSpecialDomain(kind: SpecialKind, o: { prefix: string; 
     const backingFile = disk;
     let nvram: string | undefined;
     let disposed = false;
+    // Once only; the folder's dispose detaches the loop device it records after the domain is gone.
     const dispose = async () => {
-        // Once only: a loop device detached twice may by then be someone else's.
         if (disposed) return;
         disposed = true;
         await folder.dispose();
-        // After the domain is gone (qemu no longer holds the device), and only while it still shows our file.
-        if (device) {
-            const back = (await run(LOSETUP, ["--noheadings", "--output", "BACK-FILE", device])).stdout.trim().replace(/ \(deleted\)$/, "");
-            if (back !== backingFile) return;
-            const r = await run(LOSETUP, ["-d", device]);
-            if (r.code !== 0) throw new Error(`losetup -d ${device}: ${r.stderr.trim()}`);
-        }
     };
     try {
         await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", format, disk, "64M"]);
@@ -67,9 +60,9 @@ export async function makeSpecialDomain(kind: SpecialKind, o: { prefix: string; 
             const r = await run(LOSETUP, ["--find", "--show", disk]);
             if (r.code !== 0) throw new Error(`losetup --find --show ${disk}: ${r.stderr.trim()}`);
             device = r.stdout.trim();
-            fs.writeFileSync(path.join(dir, "loop-device"), device + "\n");
+            fs.writeFileSync(path.join(dir, LOOP_RECORD), `${device}\t${backingFile}\n`);
         }
-        if (kind.startsWith("uefi")) {
+        if (kind === "uefi-raw-nvram" || kind === "uefi-qcow2-nvram") {
             const nvramFormat = kind === "uefi-qcow2-nvram" ? "qcow2" : "raw";
             nvram = path.join(dir, `VARS.${nvramFormat}`);
             await runOk("/usr/bin/qemu-img", ["convert", "-f", "raw", "-O", nvramFormat, OVMF_VARS, nvram]);
@@ -85,6 +78,7 @@ export async function makeSpecialDomain(kind: SpecialKind, o: { prefix: string; 
                 format,
                 ...(device ? { diskType: "block" as const } : {}),
                 ...(nvram ? { uefi: { loader: OVMF_CODE, nvram, nvramFormat: kind === "uefi-qcow2-nvram" ? "qcow2" : "raw" } } : {}),
+                ...(kind === "uefi-auto" ? { uefi: { auto: true as const } } : {}),
                 ...(kind === "tpm" ? { tpm: true } : {}),
             }),
         );

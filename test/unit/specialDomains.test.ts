@@ -28,8 +28,9 @@ describe("parseDomainXml: firmware", () => {
         );
         assert.equal(raw.pflash?.nvramFormat, "raw");
     });
-    it("firmware='efi' whose loader libvirt has not chosen yet is pflash; BIOS and a ROM loader are not", () => {
-        assert.deepEqual(parseDomainXml(domain(`<os firmware='efi'><type>hvm</type></os>`)).pflash, { nvramFormat: "raw" });
+    it("firmware='efi' whose loader libvirt has not chosen yet is not (yet) pflash, nor are BIOS and a ROM loader", () => {
+        // libvirt 9.0 chooses the loader at start only, and snapshots such a shut-off domain internally (measured).
+        assert.equal(parseDomainXml(domain(`<os firmware='efi'><type>hvm</type></os>`)).pflash, undefined);
         assert.equal(parseDomainXml(domain(`<os><type>hvm</type><boot dev='hd'/></os>`)).pflash, undefined);
         assert.equal(parseDomainXml(domain(`<os><loader type='rom'>/usr/share/seabios/bios.bin</loader></os>`)).pflash, undefined);
     });
