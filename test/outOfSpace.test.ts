@@ -137,7 +137,6 @@ describe("Out of space (engine path, the lab's small filesystem)", function () {
 
             assert.match(r.error, /out of space: snapshot 'part' of domain '[^']+' failed part-way/);
             assert.match(r.error, /domain state: running/);
-            if (process.env.NOSPACE_SHOW) console.log(r.error);
             if (inputs.kind === "external") assert.match(r.error, /No space left on device/);
             else assert.match(r.error, VMSTATE_FAILURE);
             assert.match(r.error, /libvirt left no (memory file, overlay or )?snapshot record behind|removed what the snapshot had made/);
