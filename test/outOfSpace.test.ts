@@ -116,18 +116,28 @@ describe("Out of space (engine path, the lab's small filesystem)", function () {
     }
 
     for (const variant of [
-        { what: "internal with memory", inputs: {} },
-        { what: "external with memory and an overlay", inputs: { kind: "external", memory: "external" } },
+        { what: "internal with memory", inputs: (): Props => ({}) },
+        { what: "external with memory and an overlay", inputs: (): Props => ({ kind: "external", memory: "external" }) },
+        {
+            what: "external, the memory file on another filesystem and the overlay on the full one",
+            inputs: (): Props => ({
+                kind: "external",
+                memory: "external",
+                memoryFile: path.join(lab.tmpDiskDir, `nospace-${process.pid}.mem`),
+            }),
+        },
     ]) {
         it(`${variant.what}: passes check, runs out part-way; nothing half-made is left, the domain runs, data is intact`, async () => {
             const dom = await small.newDomain();
             await qemuIoWrite(dom.disk, 0xa5, 0, MiB);
             await virshOk(["start", dom.name]);
-            const r = await passCheckThenFill({ domain: dom.name, snapshotName: "part", ...variant.inputs }, 128 * 1024);
+            const inputs = variant.inputs();
+            const memoryFile = inputs.memoryFile as string | undefined;
+            const r = await passCheckThenFill({ domain: dom.name, snapshotName: "part", ...inputs }, 128 * 1024);
 
             assert.match(r.error, /out of space: snapshot 'part' of domain '[^']+' failed part-way/);
             assert.match(r.error, /domain state: running/);
-            if (variant.inputs.kind === "external") assert.match(r.error, /No space left on device/);
+            if (inputs.kind === "external") assert.match(r.error, /No space left on device/);
             else assert.match(r.error, VMSTATE_FAILURE);
             assert.match(r.error, /libvirt left no (memory file, overlay or )?snapshot record behind|removed what the snapshot had made/);
             assert.match(r.error, new RegExp(`is free now on the filesystem mounted on ${small.dir}`));
@@ -135,6 +145,7 @@ describe("Out of space (engine path, the lab's small filesystem)", function () {
             assert.deepEqual(await snapshotNames(dom.name), []);
             assert.deepEqual(await qcow2Snapshots(dom.disk), [], "no orphan internal snapshot in the image");
             assert.deepEqual(leftovers(path.dirname(dom.disk)), [], "no memory file or overlay");
+            if (memoryFile) assert.equal(fs.existsSync(memoryFile), false, "no memory file on the other filesystem");
             assert.equal(
                 (await virshOk(["domblklist", "--domain", dom.name])).includes(dom.disk),
                 true,
@@ -143,7 +154,7 @@ describe("Out of space (engine path, the lab's small filesystem)", function () {
             assert.equal(await domstate(dom.name), "running");
             assert.equal(await qemuIoRead(dom.disk, 0xa5, 0, MiB), true);
             assert.equal((await qemuImgCheck(dom.disk, { forceShare: true })).result?.corruptions ?? 0, 0);
-            if (variant.inputs.kind === "external") {
+            if (inputs.kind === "external") {
                 // libvirt removed the partial memory file: the space is free again (less what the writer-less guest's disk took).
                 assert.ok(small.free() >= r.freeBefore - 64 * 1024, `free ${small.free()} after, ${r.freeBefore} before`);
             } else {
@@ -157,6 +168,8 @@ describe("Out of space (engine path, the lab's small filesystem)", function () {
             small.unfill();
             const made = await r.retry();
             assert.equal(made.outs.snapshotName, "part");
+            // Where check looked for room for the overlay is where libvirt put it.
+            if (inputs.kind === "external") assert.deepEqual(made.outs.diskFiles, { vda: path.join(path.dirname(dom.disk), "disk.part") });
             assert.deepEqual(await snapshotNames(dom.name), ["part"]);
             await suite.engine.destroy({ urn: r.urn, id: made.id, inputs: r.checked.inputs, outs: made.outs });
             assert.deepEqual(await snapshotNames(dom.name), []);

@@ -655,8 +655,7 @@ const MAYBE_NO_SPACE = /Input\/output error|I\/O error|writing VM state/i;
  * snapshot left in a qcow2 image without libvirt's record is named, and a domain that libvirt left paused by the
  * snapshot is resumed (never one the user or the guest's I/O error paused). Measured on 9.0 and 11.3: libvirt
  * itself removes its memory file and overlays and resumes the domain, so this mostly confirms it; the vmstate
- * clusters qemu already wrote into a qcow2 image stay there (qemu reuses them for the image's next internal
- * snapshot). Returns the typed error, or undefined when the failure was not about space.
+ * clusters qemu already wrote into a qcow2 image stay there (nothing outside qemu may touch an image it holds). Returns the typed error, or undefined when the failure was not about space.
  */
 async function outOfSpace(
     virsh: Virsh,
