@@ -23,8 +23,9 @@ import {
     re,
     shutOff,
     snapshotNames,
+    sshConnection,
 } from "./support/helpers";
-import { hostRun, loadLab, qemuImgInfo, qemuIoRead, qemuIoWrite, virshOk, type TestDomain } from "./support/lab";
+import { allLabHosts, hostRun, loadLab, qemuImgInfo, qemuIoRead, qemuIoWrite, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
 const A = 0xaa,
@@ -122,6 +123,10 @@ describe("Lost records: a domain defined again under a new UUID (engine path, re
 
         const u = await upGivesRecordBack(r, inputs, dom, newUuid);
         assert.equal(await currentSnapshot(dom.name), "lost-off", "it was the current snapshot, and is again");
+        // The same name on another host is another domain: a replacement, as ever (nothing is asked of either host).
+        const other = allLabHosts().find((h) => h.name !== lab.name)!;
+        const elsewhere = await suite.engine.programInputs(DomainSnapshotProvider, { ...inputs, connection: sshConnection(other) });
+        assert.deepEqual((await suite.engine.diff(u.urn, u.id, u.outs, elsewhere)).replaces, ["connection"]);
         const info = await virshOk(["snapshot-info", "--domain", dom.name, "--snapshotname", "lost-off"]);
         assert.match(info, /^State:\s+shutoff$/m);
 
@@ -275,6 +280,42 @@ describe("Lost records: a domain defined again under a new UUID (engine path, re
             info.every((i) => !i.filename.endsWith("overlay.qcow2")),
             "the snapshot's overlay is no longer in the chain",
         );
+    });
+
+    it("external snapshot with memory of a running domain: the memory file is part of the data; given back, then destroy merges the overlay and no memory file is left", async () => {
+        const dom = await newDomain();
+        await qemuIoWrite(dom.disk, A, 0, MiB);
+        await virshOk(["start", "--domain", dom.name]);
+        const overlay = path.join(dom.dir, "overlay-mem.qcow2");
+        const inputs = {
+            domain: dom.name,
+            snapshotName: "lost-mem",
+            kind: "external",
+            memory: "external",
+            disks: [{ name: "vda", snapshot: "external", file: overlay }],
+        };
+        const s = await snapshot("ext-mem", inputs);
+        const memoryFile = s.outs.memoryFile as string;
+        assert.equal(fs.existsSync(memoryFile), true);
+        const newUuid = await redefineUnderNewUuid(dom, { start: true });
+        assert.equal(await activeDisk(dom.name), overlay);
+
+        const r = (await suite.engine.refresh(s))!;
+        assert.ok(r, "refresh keeps it: overlay and memory file are there");
+        assert.equal(r.outs.recordLost, true);
+        const u = await upGivesRecordBack(r, inputs, dom, newUuid);
+        assert.match(
+            await virshOk(["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", "lost-mem"]),
+            new RegExp(`<memory snapshot='external' file='${re(memoryFile)}'/>`),
+        );
+
+        // A leaf of a running domain: both versions commit the overlay into the base.
+        await suite.engine.destroy(u);
+        assert.deepEqual(await snapshotNames(dom.name), []);
+        assert.equal(await activeDisk(dom.name), dom.disk, "back on the base image");
+        assert.equal(fs.existsSync(overlay), false, "the overlay was merged and removed");
+        assert.equal(fs.existsSync(memoryFile), false, "no memory file is left");
+        assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true, "the data is kept");
     });
 
     it("checkpoint under a new UUID: refresh gives the record back with the new UUID (bitmaps still there); destroy removes the bitmap", async () => {
