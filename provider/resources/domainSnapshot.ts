@@ -276,6 +276,13 @@ export const domainSnapshot = {
         const v = { ...props.declared, connection: props.connection } as Inputs;
         const kept = { adopted: props.adopted, restoredAt: props.restoredAt ?? null };
         try {
+            // The usual case first, with no extra question: libvirt has it under the recorded UUID.
+            const { observed, lineage } = await observeKept(virsh, props.domainUuid || props.domain, props.snapshotName);
+            return { id, props: outputsFrom(v, observed, (await virsh.version()).libvirt, { ...kept, lineage }) };
+        } catch (e) {
+            if (!(isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found"))) throw e;
+        }
+        try {
             const at = await locateSnapshot(virsh, props, { restore: false });
             // Gone from the host: an empty id makes refresh drop the resource.
             if (!at || at.record.status === "gone") return { id: "", props: {} };

@@ -956,11 +956,14 @@ interface ImageInfo {
     snapshots?: Array<{ name: string }>;
 }
 
-/** `qemu-img info -U` on the libvirt host (read-only, also while qemu holds the image); undefined when the file can't be opened. */
-async function imageChain(virsh: Virsh, file: string, chain: boolean): Promise<ImageInfo[] | undefined> {
-    const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", ...(chain ? ["--backing-chain"] : []), "--", file]);
+/**
+ * `qemu-img info -U --backing-chain` on the libvirt host (read-only, also while qemu holds the image: the same
+ * command, and sudo rule, as the checkpoints' bitmap check); undefined when the file can't be opened.
+ */
+async function imageChain(virsh: Virsh, file: string): Promise<ImageInfo[] | undefined> {
+    const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", file]);
     if (r.code !== 0) {
-        if (/No such file|Could not open/i.test(r.stderr)) return undefined;
+        if (/No such file or directory/.test(r.stderr)) return undefined; // a permission problem is an error, never "gone"
         throw new LibvirtError(
             "failed",
             `cannot read ${file} on the host to tell whether a lost snapshot's data is still there: ${r.stderr.trim() || `qemu-img exited with ${r.code}`}` +
@@ -987,18 +990,27 @@ export async function snapshotDataMissing(virsh: Virsh, probe: DomainProbe, s: S
                 missing.push(`domain '${probe.info.name}' has no file-backed disk ${d.name} now`);
                 continue;
             }
-            const chain = await imageChain(virsh, disk.source, true);
+            const chain = await imageChain(virsh, disk.source);
             if (!chain?.some((img) => img.snapshots?.some((x) => x.name === s.name)))
                 missing.push(`no image in the chain of disk ${d.name} (${disk.source}) holds internal snapshot '${s.name}'`);
         } else if (d.snapshot === "external") {
-            if (!d.file || !(await imageChain(virsh, d.file, false)))
+            if (!d.file || !(await imageChain(virsh, d.file)))
                 missing.push(`the overlay of disk ${d.name} (${d.file ?? "unnamed"}) is gone`);
         }
     }
     const memoryFile = s.memory.snapshot === "external" ? s.memory.file : undefined;
     if (memoryFile) {
-        const r = await virsh.host(["stat", "-c", "%s", "--", memoryFile]);
-        if (r.code !== 0) missing.push(`the memory file ${memoryFile} is gone`);
+        // The same command (and sudo rule) as the overlays' mode check.
+        const r = await virsh.host(["stat", "-c", "%a %u %g", "--", memoryFile]);
+        if (r.code !== 0 && /No such file or directory/.test(r.stderr)) missing.push(`the memory file ${memoryFile} is gone`);
+        else if (r.code !== 0) {
+            throw new LibvirtError(
+                "failed",
+                `cannot tell whether the memory file ${memoryFile} of a lost snapshot is still there: ${r.stderr.trim() || `stat exited with ${r.code}`}` +
+                    (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/stat)` : ""),
+                { command: r.command, exitCode: r.code, stderr: r.stderr },
+            );
+        }
     }
     return missing;
 }
