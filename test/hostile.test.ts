@@ -31,6 +31,7 @@ import {
     readVirshLog,
     removeStaleHostileDomains,
     SESSION_READ_ONLY,
+    SESSION_WRITES,
     show,
     snapshotList,
     snapshotShapeProblems,
@@ -992,11 +993,12 @@ describe("hostile input (engine path, real lab)", function () {
             );
         for (const argv of processes) problems.push(...argvProblems(argv, declared));
         for (const cmd of sessions) {
-            if (!SESSION_READ_ONLY.has(cmd[0] ?? ""))
-                problems.push(`virsh's shell ran ${JSON.stringify(cmd)}: only read-only commands belong in a session`);
+            if (!SESSION_READ_ONLY.has(cmd[0] ?? "") && !SESSION_WRITES.has(cmd[0] ?? ""))
+                problems.push(`virsh's shell ran ${JSON.stringify(cmd)}: only read-only commands and the deletes belong in a session`);
             problems.push(...argvProblems(["-c", wrapper.uri, ...cmd], declared));
         }
-        const deletes = processes.filter((a) => a[2] === "snapshot-delete").length;
+        const deletes =
+            processes.filter((a) => a[2] === "snapshot-delete").length + sessions.filter((c) => c[0] === "snapshot-delete").length;
         console.log(
             `      virsh wrapper: ${processes.length} virsh processes (${deletes} snapshot-delete) and ${sessions.length} commands in ${sessionLines} lines of virsh shell sessions checked`,
         );

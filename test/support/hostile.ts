@@ -445,6 +445,8 @@ function readArgvLog(dir: string): string[][] {
 }
 
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
+/** The writes the provider runs in its virsh shells too (provider/host/virshSessions.ts SESSION_WRITES): the deletes. */
+export const SESSION_WRITES = new Set(["snapshot-delete", "checkpoint-delete"]);
 export const SESSION_READ_ONLY = new Set([
     "dumpxml",
     "domstate",
