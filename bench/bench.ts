@@ -51,7 +51,7 @@ import { hosts50 } from "./phases/hosts50";
 import { perOperation } from "./phases/per-op";
 import { refresh } from "./phases/refresh";
 import { scale } from "./phases/scale";
-import { printReport, results } from "./report";
+import { printReport, results, row } from "./report";
 import { SshdLog, labHostEndpoint, startSshd } from "./sshd";
 
 async function machine(): Promise<Record<string, unknown>> {
@@ -79,7 +79,9 @@ async function main(): Promise<void> {
     } finally {
         await cleanupAll();
     }
-    Object.assign(results, { machine: { ...m, loadavgEnd: os.loadavg().map(r2) }, runtimeS: r1((now() - started) / 1000) });
+    const loadavgEnd = os.loadavg().map(r2);
+    row("load average (1, 5, 15 min) at start / end", (m.loadavg as number[]).join(", "), loadavgEnd.join(", "));
+    Object.assign(results, { machine: { ...m, loadavgEnd }, runtimeS: r1((now() - started) / 1000) });
     printReport();
 }
 

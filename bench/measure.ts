@@ -61,8 +61,8 @@ export function reapedChildrenCpuMs(pid: number): number {
     return cpuMs(pid) - cpuMs(pid, false);
 }
 
-/** Each live process under root (root included): its CPU with its reaped children, in ms. */
-export function treeCpu(root: number): Map<number, number> {
+/** Each live process under root (root included): its own CPU, and with its reaped children, in ms. */
+export function treeCpu(root: number): Map<number, { self: number; all: number }> {
     const parent = new Map<number, number>();
     for (const e of fs.readdirSync("/proc")) {
         if (!/^\d+$/.test(e)) continue;
@@ -73,11 +73,11 @@ export function treeCpu(root: number): Map<number, number> {
             /* gone */
         }
     }
-    const out = new Map<number, number>();
+    const out = new Map<number, { self: number; all: number }>();
     for (const pid of parent.keys()) {
         for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) {
             if (p === root) {
-                out.set(pid, cpuMs(pid));
+                out.set(pid, { self: cpuMs(pid, false), all: cpuMs(pid) });
                 break;
             }
         }
@@ -86,18 +86,27 @@ export function treeCpu(root: number): Map<number, number> {
 }
 
 /**
- * CPU a process tree spent between two readings, where the processes that were not there
- * at `before` (this round's connections and the long-lived shells they started) count in
- * full, from their start, and the others by their growth.
+ * CPU a process tree spent between two readings (`at` and `after`), where the processes that
+ * were not there at `before` (this round's connections and the long-lived shells they started)
+ * count in full, from their start, and the others by their growth. `longLived` is what those
+ * new processes still running at `after` spent themselves (their exited children, e.g. the
+ * virsh processes each command starts, not included).
  */
 export function treeCpuSince(
-    before: ReadonlyMap<number, number>,
-    at: ReadonlyMap<number, number>,
-    after: ReadonlyMap<number, number>,
-): number {
-    let total = 0;
-    for (const [pid, cpu] of after) total += before.has(pid) ? cpu - (at.get(pid) ?? before.get(pid)!) : cpu;
-    return total;
+    before: ReadonlyMap<number, { all: number }>,
+    at: ReadonlyMap<number, { all: number }>,
+    after: ReadonlyMap<number, { self: number; all: number }>,
+): { total: number; longLived: number } {
+    let total = 0,
+        longLived = 0;
+    for (const [pid, cpu] of after) {
+        if (before.has(pid)) total += cpu.all - (at.get(pid) ?? before.get(pid)!).all;
+        else {
+            total += cpu.all;
+            longLived += cpu.self;
+        }
+    }
+    return { total, longLived };
 }
 
 function pidOfFile(file: string): number | undefined {

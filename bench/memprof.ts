@@ -50,7 +50,15 @@ if (dir) {
 
     // First loads of the modules that matter, measured around require().
     const loads: Array<{ module: string; t: number; before: Sample; after: Sample }> = [];
-    const watched = new Set(["pulumi-libvirt-snapshots/impl", "zod", "ssh2", "fast-xml-parser"]);
+    // impl.ts loads a resource's module on its first call (./resources/<name>), not with itself.
+    const watched = new Set([
+        "pulumi-libvirt-snapshots/impl",
+        "./resources/domainSnapshot",
+        "./resources/domainCheckpoint",
+        "zod",
+        "ssh2",
+        "fast-xml-parser",
+    ]);
     const Module = require("node:module") as { prototype: { require(id: string): unknown } };
     const orig = Module.prototype.require;
     Module.prototype.require = function (this: unknown, id: string) {
@@ -104,6 +112,7 @@ if (dir) {
                 smaps: smaps(),
                 heap: v8.getHeapStatistics(),
                 loads,
+                modules: modulesLoaded(),
                 ...extra,
                 timeline,
             }),
@@ -139,6 +148,17 @@ if (dir) {
             finish({ allocations: summary });
         });
     });
+}
+
+/** The files in require's cache by package (the provider's own by file name): what the server has loaded. */
+function modulesLoaded(): Record<string, number> {
+    const out = new Map<string, number>();
+    for (const f of Object.keys(require.cache)) {
+        const m = /node_modules\/((?:@[^/]+\/)?[^/]+)(\/.*)?$/.exec(f);
+        const k = m ? (m[1] === "@pulumi/pulumi" ? `@pulumi/pulumi/${m[2]!.split("/")[1]}` : m[1]!) : `provider:${path.basename(f)}`;
+        out.set(k, (out.get(k) ?? 0) + 1);
+    }
+    return Object.fromEntries([...out].sort((a, b) => b[1] - a[1]));
 }
 
 /** Resident memory by mapping: files by name, the brk heap, anonymous mappings by reserved size. */

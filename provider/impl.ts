@@ -6,11 +6,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { guarded } from "./guard";
 import { setStackConfig } from "./stackConfig";
-import { domainSnapshot } from "./resources/domainSnapshot";
-import { domainCheckpoint } from "./resources/domainCheckpoint";
-import { snapshotRevert } from "./resources/snapshotRevert";
-import { restorePoint as restorePointResource } from "./resources/restorePoint";
-import { domainBackup } from "./resources/domainBackup";
 
 /** What the engine passes: plain JSON, validated inside each method. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -46,8 +41,37 @@ export const configure: Impl["configure"] = async (req) => {
     });
 };
 
-export const snapshot: Impl["snapshot"] = guarded(domainSnapshot);
-export const checkpoint: Impl["checkpoint"] = guarded(domainCheckpoint);
-export const revert: Impl["revert"] = guarded(snapshotRevert);
-export const restorePoint: Impl["restorePoint"] = guarded(restorePointResource);
-export const backup: Impl["backup"] = guarded(domainBackup);
+/**
+ * A resource's module is loaded on its first call, as ssh2 is on the first dial: a program
+ * that declares only snapshots never loads the checkpoint, revert, restore-point and
+ * backup code (their schemas are built when their module loads). The object has the same
+ * six methods the shims call, from the first require on.
+ */
+function onFirstCall<T extends ResourceImpl & Parameters<typeof guarded>[0]>(load: () => T): ResourceImpl {
+    let impl: T | undefined;
+    const get = (): ResourceImpl => (impl ??= guarded(load()));
+    return {
+        check: (olds, news) => get().check(olds, news),
+        diff: (id, olds, news) => get().diff(id, olds, news),
+        create: (inputs) => get().create(inputs),
+        read: (id, props) => get().read(id, props),
+        update: (id, olds, news) => get().update(id, olds, news),
+        delete: (id, props) => get().delete(id, props),
+    };
+}
+
+export const snapshot: Impl["snapshot"] = onFirstCall(
+    () => (require("./resources/domainSnapshot") as typeof import("./resources/domainSnapshot")).domainSnapshot,
+);
+export const checkpoint: Impl["checkpoint"] = onFirstCall(
+    () => (require("./resources/domainCheckpoint") as typeof import("./resources/domainCheckpoint")).domainCheckpoint,
+);
+export const revert: Impl["revert"] = onFirstCall(
+    () => (require("./resources/snapshotRevert") as typeof import("./resources/snapshotRevert")).snapshotRevert,
+);
+export const restorePoint: Impl["restorePoint"] = onFirstCall(
+    () => (require("./resources/restorePoint") as typeof import("./resources/restorePoint")).restorePoint,
+);
+export const backup: Impl["backup"] = onFirstCall(
+    () => (require("./resources/domainBackup") as typeof import("./resources/domainBackup")).domainBackup,
+);

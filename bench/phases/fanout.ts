@@ -35,6 +35,8 @@ interface Round {
     startKb: number;
     localCpu: { client: number; libvirtd: number; qemu: number };
     providerCpu: { server: number; sshdAndVirsh: number; libvirtd: number; qemu: number };
+    /** Of sshdAndVirsh: the processes the round started that still run at its end (its sshd connection and virsh shells), in full. */
+    longLivedCpu: number;
 }
 
 export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutOutcome> {
@@ -101,9 +103,10 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
             fs.writeFileSync(path.join(MEM_DIR, `${p.label}-${p.engine.pid}.marks.json`), JSON.stringify(marks));
         }
         const h3 = hostCpu(doms.map((d) => d.name));
+        const onHost = treeCpuSince(tree0, d0, treeCpu(sshd.pid));
         const providerCpu = {
             server: cpuMs(p.engine.pid) - s0,
-            sshdAndVirsh: treeCpuSince(tree0, d0, treeCpu(sshd.pid)),
+            sshdAndVirsh: onHost.total,
             libvirtd: h3.libvirtd - h2.libvirtd,
             qemu: h3.qemu - h2.qemu,
         };
@@ -126,6 +129,7 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
             startKb,
             localCpu,
             providerCpu,
+            longLivedCpu: onHost.longLived,
         });
         log(`  round ${round + 1}: ideal ${ms(ideal)}, local || ${ms(localParallel)}, provider ${ms(wall)} (${r2(wall / ideal)}x)`);
     }
@@ -155,6 +159,7 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
         per50(medOf((r) => r.providerCpu.server)),
     );
     row("  CPU per create: sshd + virsh on the host", "", "", per50(medOf((r) => r.providerCpu.sshdAndVirsh)));
+    row("    of which the connection's sshd and shells, own", "", "", per50(medOf((r) => r.longLivedCpu)));
     row("  CPU per create: libvirtd", "", per50(medOf((r) => r.localCpu.libvirtd)), per50(medOf((r) => r.providerCpu.libvirtd)));
     row("  CPU per create: qemu", "", per50(medOf((r) => r.localCpu.qemu)), per50(medOf((r) => r.providerCpu.qemu)));
     row("  CPU per create: total", "", per50(medOf(localTotal)), per50(medOf(providerTotal)));
@@ -190,6 +195,7 @@ export async function fanout(sshd: BenchSshd, sshdLog: SshdLog): Promise<FanoutO
             provider: {
                 server: r1(medOf((r) => r.providerCpu.server) / jobs.length),
                 sshdAndVirsh: r1(medOf((r) => r.providerCpu.sshdAndVirsh) / jobs.length),
+                longLivedInFull: r1(medOf((r) => r.longLivedCpu) / jobs.length),
                 libvirtd: r1(medOf((r) => r.providerCpu.libvirtd) / jobs.length),
                 qemu: r1(medOf((r) => r.providerCpu.qemu) / jobs.length),
             },

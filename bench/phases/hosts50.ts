@@ -22,6 +22,9 @@ interface ProviderRun {
     peakKb: number;
     /** Handshakes each endpoint saw over the run. */
     handshakes: number[];
+    /** Remote commands (exec channels: virsh processes and virsh shells) started during the checks and during the creates, all endpoints. */
+    checkCommands: number;
+    createCommands: number;
 }
 
 interface Round {
@@ -59,15 +62,21 @@ async function providerRun(
         const t0 = now();
         const checked = await pool(PARALLEL, jobs, (j) => p.check(j.dom.name, j.name, connection(endpointOf(j))));
         const t1 = now();
+        const between = logs.map((l) => l.mark());
         await pool(PARALLEL, checked, (c) => p.create(c.urn, c.inputs));
         const t2 = now();
         const peakKb = rss.stop();
+        const commands = (from: number[]) => logs.reduce((n, l, k) => n + l.since(from[k]!).commands, 0);
+        const all = commands(marks),
+            creates = commands(between);
         return {
             checkWall: t1 - t0,
             createWall: t2 - t1,
             startKb,
             peakKb,
             handshakes: logs.map((l, k) => l.since(marks[k]!).handshakes),
+            checkCommands: all - creates,
+            createCommands: creates,
         };
     } finally {
         await p.close();
@@ -134,6 +143,12 @@ export async function hosts50(): Promise<void> {
     row("  provider / local || (median; min, max)", "", `${f2(ratio.med)} (${f2(ratio.min)}, ${f2(ratio.max)})`, f2(oneRatio.med));
     row("  handshakes per endpoint (min / max)", "", `${handshakesMin} / ${handshakesMax}`, "");
     row(
+        "  exec channels on the hosts: checks / creates",
+        "",
+        `${medOf((r) => r.many.checkCommands)} / ${medOf((r) => r.many.createCommands)}`,
+        `${medOf((r) => r.one.checkCommands)} / ${medOf((r) => r.one.createCommands)}`,
+    );
+    row(
         "  provider RSS: start / peak (median)",
         "",
         `${r1(medOf((r) => r.many.startKb) / 1024)} / ${r1(medOf((r) => r.many.peakKb) / 1024)} MB`,
@@ -155,6 +170,8 @@ export async function hosts50(): Promise<void> {
         hosts50CheckMs: r1(medOf((r) => r.many.checkWall)),
         hosts50OneEndpointRatio: r2(oneRatio.med),
         hosts50HandshakesPerEndpoint: handshakesMax,
+        hosts50ExecChannels: { checks: medOf((r) => r.many.checkCommands), creates: medOf((r) => r.many.createCommands) },
+        hosts50OneEndpointExecChannels: { checks: medOf((r) => r.one.checkCommands), creates: medOf((r) => r.one.createCommands) },
         hosts50HandshakesPerEndpointMin: handshakesMin,
         hosts50RssGrowthPerEndpointMB: r2(growthKb.med / 1024),
         hosts50RssGrowthPerEndpointMBMin: r2(growthKb.min / 1024),
