@@ -109,10 +109,37 @@ export function inRange(version: number, r: { from: number; fixedIn: number }): 
     return version >= r.from && version < r.fixedIn;
 }
 
+/** One image as `qemu-img info --output=json` describes it: the fields the provider reads. */
+export interface ImageInfo {
+    filename: string;
+    snapshots?: Array<{ name: string }>;
+    "format-specific"?: { data?: { bitmaps?: Array<{ name: string; flags?: string[] }> } };
+}
+
+/**
+ * An image and its backing files on the host, top first, with `qemu-img info -U --backing-chain` (read-only,
+ * also while qemu holds the image). undefined when the file does not exist; any other failure (a permission
+ * problem, sudo) is an error that says what the provider wanted to know (`purpose`), never "gone".
+ */
+export async function imageChain(virsh: Virsh, file: string, purpose: string): Promise<ImageInfo[] | undefined> {
+    const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", file]);
+    if (r.code !== 0) {
+        if (/No such file or directory/.test(r.stderr)) return undefined;
+        throw new LibvirtError(
+            "failed",
+            `cannot read ${file} on the host ${purpose}: ${r.stderr.trim() || `qemu-img exited with ${r.code}`}` +
+                (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/qemu-img info)` : ""),
+            { command: r.command, exitCode: r.code, stderr: r.stderr },
+        );
+    }
+    const parsed = JSON.parse(r.stdout) as ImageInfo | ImageInfo[];
+    return Array.isArray(parsed) ? parsed : [parsed];
+}
+
 /**
  * Each file-backed disk's chain of images, top first: from libvirt's XML where it records the whole chain
- * (a running domain), else read with `qemu-img info -U --backing-chain` on the host (a shut-off domain's XML
- * may name only the top). A disk that is not a file is left out.
+ * (a running domain), else read on the host with imageChain (a shut-off domain's XML may name only the top).
+ * A disk that is not a file is left out.
  */
 export async function diskChains(virsh: Virsh, domain: string, disks: readonly DomainDisk[]): Promise<Map<string, string[]>> {
     const recorded = diskChainsOf(await virsh.query(["dumpxml", "--domain", domain]));
@@ -124,18 +151,11 @@ export async function diskChains(virsh: Virsh, domain: string, disks: readonly D
             out.set(d.target, known.files);
             continue;
         }
-        const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", d.source]);
-        if (r.code !== 0) {
-            throw new LibvirtError(
-                "failed",
-                `cannot read the backing chain of disk ${d.target} (${d.source}): ${r.stderr.trim() || `qemu-img exited with ${r.code}`}` +
-                    (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/qemu-img info)` : ""),
-                { command: r.command, exitCode: r.code, stderr: r.stderr },
-            );
-        }
+        const chain = await imageChain(virsh, d.source, `to measure the backing chain of disk ${d.target}`);
+        if (!chain) throw new LibvirtError("failed", `disk ${d.target}'s image ${d.source} does not exist on the host`);
         out.set(
             d.target,
-            (JSON.parse(r.stdout) as Array<{ filename: string }>).map((i) => i.filename),
+            chain.map((i) => i.filename),
         );
     }
     return out;

@@ -22,18 +22,11 @@ import {
     virshFor,
     withoutConnection,
 } from "../resource";
-import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
+import { imageChain, listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { LibvirtVersion, Virsh } from "../host/virsh";
 import { buildCheckpointXml, parseCheckpointXml, withMomentIdentity, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
-import {
-    adoptOrRefuse,
-    coveredDisks,
-    explainFailedCreate,
-    probeRecordedDomain,
-    redefineDescription,
-    unknownOutcome,
-    type Fail,
-} from "./moments";
+import { adoptOrRefuse, coveredDisks, explainFailedCreate, redefineDescription, unknownOutcome, type Fail } from "./moments";
+import { probeRecordedDomain } from "./lostRecords";
 
 /** `checkpoint-create --redefine-validate` arrived in 6.10. */
 const REDEFINE_VALIDATE = 6_010_000;
@@ -480,17 +473,15 @@ export async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c:
                     `Start the domain and try again, so libvirt can check it`,
             );
         }
-        const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", disk.source]);
-        if (r.code !== 0) {
-            throw new LibvirtError(
-                "failed",
-                `cannot check whether bitmap '${bitmap}' is still in ${disk.source} (domain '${probe.info.name}' is shut off, so libvirt can't): ` +
-                    `${r.stderr.trim() || `qemu-img exited with ${r.code}`}. Start the domain and try again`,
-                { command: r.command, exitCode: r.code, stderr: r.stderr },
-            );
+        const images = await imageChain(
+            virsh,
+            disk.source,
+            `to check whether bitmap '${bitmap}' is still in it (domain '${probe.info.name}' is shut off, so libvirt can't; start it and try again)`,
+        );
+        if (!images) {
+            missing.push(`bitmap '${bitmap}' is not in disk ${d.name}: its image ${disk.source} is gone`);
+            continue;
         }
-        type Img = { "format-specific"?: { data?: { bitmaps?: Array<{ name: string; flags?: string[] }> } } };
-        const images = JSON.parse(r.stdout) as Img[];
         const found = images.flatMap((img) => img["format-specific"]?.data?.bitmaps ?? []).find((b) => b.name === bitmap);
         if (!found) missing.push(`bitmap '${bitmap}' is not in disk ${d.name} (${disk.source})`);
         else if (found.flags?.includes("in-use"))

@@ -31,16 +31,14 @@ import {
     memoryOf,
     observeSnapshot,
     planSnapshot,
-    locateSnapshot,
     redefineDescription,
-    snapshotLineage,
-    spaceFailures,
     takeSnapshot,
     unknownOutcome,
-    type KeptSnapshot,
     type ObservedSnapshot,
     type SnapshotPlan,
 } from "./moments";
+import { spaceFailures } from "./freeSpace";
+import { locateSnapshot, snapshotLineage, type KeptSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------
 

@@ -22,19 +22,17 @@ import {
     chainLimitFailures,
     deleteSnapshot,
     kindOf,
-    locateSnapshot,
     makeOverlaysPrivate,
     memoryOf,
     observeSnapshot,
     planSnapshot,
     redefineDescription,
-    snapshotLineage,
-    spaceFailures,
     takeSnapshot,
-    type KeptSnapshot,
     type SnapshotPlan,
     type SnapshotRequest,
 } from "./moments";
+import { spaceFailures } from "./freeSpace";
+import { locateSnapshot, snapshotLineage, type KeptSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------
 
