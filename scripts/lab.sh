@@ -122,8 +122,11 @@ ensure_packages() {
 }
 
 # -------------------------------------------------------------- qemu.conf ---
-# Settings that make qemu domains work as root without systemd, cgroups or virtlogd.
-QEMU_KEYS=(user group dynamic_ownership remember_owner security_driver namespaces cgroup_controllers stdio_handler)
+# Settings that make qemu domains work as root without systemd, cgroups or virtlogd. swtpm runs as root
+# too: libvirt picks tss only if that user existed when libvirtd started, so the TPM emulator's user (and the
+# owner of the files its local CA writes) would depend on whether swtpm was installed before libvirtd started.
+QEMU_KEYS=(user group dynamic_ownership remember_owner security_driver namespaces cgroup_controllers stdio_handler
+  swtpm_user swtpm_group)
 QEMU_BLOCK='user = "root"
 group = "root"
 dynamic_ownership = 0
@@ -131,7 +134,9 @@ remember_owner = 0
 security_driver = "none"
 namespaces = [ ]
 cgroup_controllers = [ ]
-stdio_handler = "file"'
+stdio_handler = "file"
+swtpm_user = "root"
+swtpm_group = "root"'
 
 ensure_qemu_conf() { # returns 0 if the file changed
   local conf=/etc/libvirt/qemu.conf tmp keys

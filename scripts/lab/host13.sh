@@ -282,7 +282,8 @@ clean_build_dir() {
 
 # Settings that make qemu domains work as root without systemd, cgroups or virtlogd
 # (the same block scripts/lab.sh writes on the base host).
-QEMU_KEYS=(user group dynamic_ownership remember_owner security_driver namespaces cgroup_controllers stdio_handler)
+QEMU_KEYS=(user group dynamic_ownership remember_owner security_driver namespaces cgroup_controllers stdio_handler
+  swtpm_user swtpm_group)
 QEMU_BLOCK='user = "root"
 group = "root"
 dynamic_ownership = 0
@@ -290,7 +291,9 @@ remember_owner = 0
 security_driver = "none"
 namespaces = [ ]
 cgroup_controllers = [ ]
-stdio_handler = "file"'
+stdio_handler = "file"
+swtpm_user = "root"
+swtpm_group = "root"'
 
 # Files of ours inside a root. Returns 0 if qemu.conf changed (libvirtd must then restart).
 write_root_files() {
