@@ -163,6 +163,10 @@ describe("Lost records: a domain defined again under a new UUID (engine path, re
         assert.equal(rv.outs.domainState, "running", "back to the running state it was taken in");
         assert.equal(await domstate(dom.name), "running");
         assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true, "the data from before the snapshot is back");
+        // The revert made the snapshot's persistent definition the domain's own: it must carry the UUID of now.
+        const persistent = await virshOk(["dumpxml", "--inactive", "--domain", dom.name]);
+        assert.equal(/<uuid>([^<]+)<\/uuid>/.exec(persistent)?.[1], newUuid, "the persistent definition has the domain's UUID");
+        assert.equal((await virshOk(["domuuid", "--domain", dom.name])).trim(), newUuid);
 
         const r = (await suite.engine.refresh(u))!;
         assert.equal(r.outs.recordLost, false);

@@ -422,9 +422,13 @@ export function withMomentIdentity(
         const nameAt = children.findIndex((n) => "name" in n);
         children.splice(nameAt + 1, 0, { parent: [{ name: [{ "#text": to.parent }] }] });
     }
-    const domain = children.find((n) => "domain" in n)?.domain as Node[] | undefined;
-    const uuid = domain?.find((n) => "uuid" in n);
-    if (to.uuid !== undefined && uuid) uuid.uuid = [{ "#text": to.uuid }];
+    // A running snapshot also keeps the persistent definition (<inactiveDomain>, libvirt 8.9 and newer), which a revert
+    // makes the domain's own: an old UUID there leaves libvirt a domain listed by name that no UUID finds (measured on 9.0).
+    for (const key of ["domain", "inactiveDomain"]) {
+        const def = children.find((n) => key in n)?.[key] as Node[] | undefined;
+        const uuid = def?.find((n) => "uuid" in n);
+        if (to.uuid !== undefined && uuid) uuid.uuid = [{ "#text": to.uuid }];
+    }
     return orderedBuilder.build(doc) as string;
 }
 

@@ -148,6 +148,15 @@ describe("a lost snapshot record given back (--redefine)", () => {
         assert.equal(parseSnapshotXml(root).parent, undefined);
         assert.equal(parseSnapshotXml(root).domain?.uuid, "11111111-1111-1111-1111-111111111111", "no uuid given: kept");
     });
+    it("a running snapshot's persistent definition (<inactiveDomain>) carries the new UUID too", () => {
+        const running = kept.replace(
+            "</domainsnapshot>\n",
+            "  <inactiveDomain type='qemu'>\n    <name>web1</name>\n    <uuid>11111111-1111-1111-1111-111111111111</uuid>\n  </inactiveDomain>\n</domainsnapshot>\n",
+        );
+        const fitted = withMomentIdentity(running, "domainsnapshot", { parent: undefined, uuid: "22222222-2222-2222-2222-222222222222" });
+        assert.doesNotMatch(fitted, /11111111-1111-1111-1111-111111111111/, "no old UUID left anywhere");
+        assert.equal(fitted.match(/22222222-2222-2222-2222-222222222222/g)?.length, 2);
+    });
     it("diff compares declared values whatever the key order (the state comes back with sorted keys)", () => {
         assert.equal(same([{ name: "vda", snapshot: "external", file: "/o" }], [{ file: "/o", name: "vda", snapshot: "external" }]), true);
         assert.equal(same([{ name: "vda", snapshot: "external" }], [{ name: "vda", snapshot: "internal" }]), false);
