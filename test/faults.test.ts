@@ -219,6 +219,23 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
     }
 
     /** What the engine does on the next `pulumi up` for a resource whose create failed half-way (an init failure). */
+    /** A running domain with an external snapshot whose overlay holds 300 MiB: deleting it commits long enough to be cut. */
+    async function runningWithBigOverlay(name: string): Promise<{ d: TestDomain; st: ResourceState; overlay: string; baseSize: number }> {
+        const d = await suite.newDomain({ sizeMB: 512 });
+        await qemuIoWrite(d.disk, 0xaa, 0, MiB);
+        const st = await suite.engine.up(name, DomainSnapshotProvider, {
+            connection: ssh(),
+            domain: d.name,
+            snapshotName: name,
+            kind: "external",
+            memory: "none",
+        });
+        const overlay = (st.outs.diskFiles as Record<string, string>).vda!;
+        await qemuIoWrite(overlay, 0xcd, MiB, 300 * MiB);
+        await virshOk(["start", d.name]);
+        return { d, st, overlay, baseSize: fs.statSync(d.disk).size };
+    }
+
     async function nextUp(st: ResourceState, inputs: Record<string, unknown>, provider = DomainSnapshotProvider): Promise<ResourceState> {
         const news = await suite.engine.programInputs(provider, inputs);
         const d = await suite.engine.diff(st.urn, st.id, st.outs, news);
@@ -326,19 +343,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
     it("sshd's connection killed in the middle of a delete: the error says so; deleting again converges", async () => {
         // The delete runs in the provider's virsh shell (provider/host/virshSessions.ts), so no host process names it:
         // 300 MiB in the overlay make the commit into the base image last, and the cut comes once the base image grows.
-        const d = await suite.newDomain({ sizeMB: 512 });
-        await qemuIoWrite(d.disk, 0xaa, 0, MiB);
-        const st = await suite.engine.up("mid-delete", DomainSnapshotProvider, {
-            connection: ssh(),
-            domain: d.name,
-            snapshotName: "mid-delete",
-            kind: "external",
-            memory: "none",
-        });
-        const overlay = (st.outs.diskFiles as Record<string, string>).vda!;
-        await qemuIoWrite(overlay, 0xcd, MiB, 300 * MiB);
-        await virshOk(["start", d.name]);
-        const baseSize = fs.statSync(d.disk).size;
+        const { d, st, baseSize } = await runningWithBigOverlay("mid-delete");
         const pending = settle(suite.engine.destroy(st));
         let cut = 0;
         for (const until = Date.now() + 60_000; Date.now() < until && !pending.done();) {
@@ -364,19 +369,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
 
     it("libvirtd killed in the middle of deleting an external snapshot (a block commit): destroying again converges, the data merged", async () => {
         // 300 MiB in the overlay, so the commit into the base image takes long enough to be cut.
-        const d = await suite.newDomain({ sizeMB: 512 });
-        await qemuIoWrite(d.disk, 0xaa, 0, MiB);
-        const st = await suite.engine.up("mid-commit", DomainSnapshotProvider, {
-            connection: ssh(),
-            domain: d.name,
-            snapshotName: "mid-commit",
-            kind: "external",
-            memory: "none",
-        });
-        const overlay = (st.outs.diskFiles as Record<string, string>).vda!;
-        await qemuIoWrite(overlay, 0xcd, MiB, 300 * MiB);
-        await virshOk(["start", d.name]);
-        const baseSize = fs.statSync(d.disk).size;
+        const { d, st, overlay, baseSize } = await runningWithBigOverlay("mid-commit");
         let how = "none";
         let res: { r: void } | { e: ProviderCallError } | undefined;
         await withRestartLock(async () => {
