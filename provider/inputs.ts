@@ -115,9 +115,9 @@ export const timeoutSeconds = z
     .min(1, { error: "must be at least 1" })
     .max(86400, { error: "must be at most 86400 (a day)" });
 
-/** The room check asks for beside each overlay a snapshot makes; see DEFAULT_SPACE_MARGIN_MIB in resources/moments.ts. */
+/** The room check asks for beside each overlay a snapshot makes; see DEFAULT_SPACE_MARGIN_MIB in resources/freeSpace.ts. */
 export const spaceMarginMiB = z
-    .number({ error: "must be a number of MiB (the free space check asks for per overlay file)" })
+    .number({ error: "must be a number of MiB: the free space preview asks for beside each overlay file" })
     .int({ error: "must be a whole number of MiB" })
     .min(0, { error: "must be at least 0 (0 asks for no room beyond what the overlay itself needs)" })
     .max(1024 * 1024, { error: "must be at most 1048576 (1 TiB)" });
