@@ -328,7 +328,6 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
     declare public readonly libvirtVersion: pulumi.Output<string>;
     declare public readonly adopted: pulumi.Output<boolean>;
     declare public readonly xml: pulumi.Output<string | undefined>;
-    declare public readonly lineage: pulumi.Output<DomainSnapshotOutputs["lineage"]>;
     declare public readonly recordLost: pulumi.Output<boolean | undefined>;
     declare public readonly restoredAt: pulumi.Output<string | null | undefined>;
 
@@ -354,7 +353,6 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
                 libvirtVersion: undefined,
                 adopted: undefined,
                 xml: undefined,
-                lineage: undefined,
                 recordLost: undefined,
                 restoredAt: undefined,
                 declared: undefined,

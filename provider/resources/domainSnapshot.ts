@@ -38,7 +38,7 @@ import {
     type SnapshotPlan,
 } from "./moments";
 import { spaceFailures } from "./freeSpace";
-import { locateSnapshot, snapshotLineage, type KeptSnapshot } from "./lostRecords";
+import { locateSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -134,8 +134,6 @@ export interface DomainSnapshotOutputs {
      * pulumi up gives it back from here. Absent in state recorded by 0.1.0.
      */
     xml?: string;
-    /** The ancestors' XML, oldest first, so a lost chain is given back in order. */
-    lineage?: KeptSnapshot[];
     /** True when refresh found libvirt's record lost but the data still in the images: the next pulumi up gives the record back. */
     recordLost?: boolean;
     /** When the provider last gave libvirt its lost record back from this state (ISO 8601), else null. */
@@ -151,7 +149,6 @@ interface Recorded extends DomainSnapshotOutputs {
 
 interface Kept {
     adopted: boolean;
-    lineage: KeptSnapshot[];
     restoredAt: string | null;
     /** Set when libvirt has no record of it now: outputs come from the kept XML, on the domain as it is now. */
     lost?: { domainName: string; domainUuid: string };
@@ -180,17 +177,10 @@ function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, kept: Kept
         libvirtVersion: version,
         adopted: kept.adopted,
         xml: o.xml,
-        lineage: kept.lineage,
         recordLost: kept.lost !== undefined,
         restoredAt: kept.restoredAt,
         declared: withoutConnection(v),
     };
-}
-
-/** Read the snapshot back with its ancestors' records. */
-async function observeKept(virsh: Virsh, domain: string, name: string): Promise<{ observed: ObservedSnapshot; lineage: KeptSnapshot[] }> {
-    const observed = await observeSnapshot(virsh, domain, name);
-    return { observed, lineage: await snapshotLineage(virsh, domain, observed.info.parent) };
 }
 
 /** How an existing snapshot differs from the plan; empty when adopting is safe. */
@@ -275,8 +265,8 @@ export const domainSnapshot = {
         const kept = { adopted: props.adopted, restoredAt: props.restoredAt ?? null };
         try {
             // The usual case first, with no extra question: libvirt has it under the recorded UUID.
-            const { observed, lineage } = await observeKept(virsh, props.domainUuid || props.domain, props.snapshotName);
-            return { id, props: outputsFrom(v, observed, (await virsh.version()).libvirt, { ...kept, lineage }) };
+            const observed = await observeSnapshot(virsh, props.domainUuid || props.domain, props.snapshotName);
+            return { id, props: outputsFrom(v, observed, (await virsh.version()).libvirt, kept) };
         } catch (e) {
             if (!(isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found"))) throw e;
         }
@@ -292,10 +282,10 @@ export const domainSnapshot = {
                     xml: props.xml!,
                 };
                 const lost = { domainName: at.probe!.info.name, domainUuid: at.domain };
-                return { id, props: outputsFrom(v, o, at.probe!.version.libvirt, { ...kept, lineage: props.lineage ?? [], lost }) };
+                return { id, props: outputsFrom(v, o, at.probe!.version.libvirt, { ...kept, lost }) };
             }
-            const { observed, lineage } = await observeKept(virsh, at.domain, props.snapshotName);
-            return { id, props: outputsFrom(v, observed, (await virsh.version()).libvirt, { ...kept, lineage }) };
+            const observed = await observeSnapshot(virsh, at.domain, props.snapshotName);
+            return { id, props: outputsFrom(v, observed, (await virsh.version()).libvirt, kept) };
         } catch (e) {
             if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return { id: "", props: {} };
             throw e;
@@ -324,14 +314,12 @@ export const domainSnapshot = {
             }
             const domain = at.domain;
             const restoredAt = at.record.status === "restored" ? new Date().toISOString() : (olds.restoredAt ?? null);
-            const kept = await observeKept(virsh, domain, olds.snapshotName);
-            const lineage = kept.lineage;
-            let observed = kept.observed;
+            let observed = await observeSnapshot(virsh, domain, olds.snapshotName);
             if (!same(observed.info.description, v.description)) {
                 await redefineDescription(virsh, "snapshot", domain, olds.snapshotName, v.description);
                 observed = await observeSnapshot(virsh, domain, olds.snapshotName);
             }
-            return { outs: outputsFrom(v, observed, (await virsh.version()).libvirt, { adopted: olds.adopted, lineage, restoredAt }) };
+            return { outs: outputsFrom(v, observed, (await virsh.version()).libvirt, { adopted: olds.adopted, restoredAt }) };
         });
     },
 
@@ -406,13 +394,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     } catch (e) {
         throw cutOff(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
     }
-    let lineage: KeptSnapshot[];
-    try {
-        lineage = await snapshotLineage(virsh, domain, observed.info.parent);
-    } catch (e) {
-        throw cutOff(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
-    }
-    const outs = outputsFrom(v, observed, probe.version.libvirt, { adopted, lineage, restoredAt: null });
+    const outs = outputsFrom(v, observed, probe.version.libvirt, { adopted, restoredAt: null });
     if (!adopted) {
         try {
             await makeOverlaysPrivate(virsh, probe, plan, observed.info);

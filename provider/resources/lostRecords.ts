@@ -26,30 +26,14 @@ export async function probeRecordedDomain(
     }
 }
 
-/** A kept snapshot document: enough to give libvirt its record back. */
-export interface KeptSnapshot {
-    name: string;
-    xml: string;
-}
-
-/** The ancestors' XML, oldest first, so a lost chain is given back in order (libvirt needs a snapshot's parent first). */
-export async function snapshotLineage(virsh: Virsh, domain: string, parent: string | undefined): Promise<KeptSnapshot[]> {
-    const out: KeptSnapshot[] = [];
-    const seen = new Set<string>();
-    for (let p = parent; p !== undefined && !seen.has(p) && seen.size < 1000;) {
-        seen.add(p);
-        let xml: string;
-        try {
-            xml = await virsh.run(["snapshot-dumpxml", "--domain", domain, "--snapshotname", p]);
-        } catch (e) {
-            if (isKind(e, "snapshot-not-found")) break; // deleted meanwhile: the chain ends here
-            throw e;
-        }
-        out.unshift({ name: p, xml });
-        p = parseSnapshotXml(xml).parent;
-    }
-    return out;
-}
+/**
+ * Snapshots given back while their parent had no record, keyed by domain UUID and the parent's name. A chain's
+ * members are given back each by its own resource, in whatever order Pulumi runs them; when the parent comes
+ * back later in the same run, its children are re-attached to it. Only each snapshot's own XML is kept in the
+ * state: keeping every ancestor's grew the state and each create with the length of the chain.
+ */
+const orphans = new Map<string, Array<{ name: string; xml: string }>>();
+const orphanKey = (domainUuid: string, parent: string) => `${domainUuid}\n${parent}`;
 
 const PURPOSE_LOST = "to tell whether a lost snapshot's data is still there";
 
@@ -110,7 +94,7 @@ export type SnapshotRecordStatus =
 export async function snapshotRecord(
     virsh: Virsh,
     probe: DomainProbe,
-    kept: { snapshotName: string; xml?: string; lineage?: KeptSnapshot[]; isCurrent?: boolean },
+    kept: { snapshotName: string; xml?: string; isCurrent?: boolean },
     opts: { restore: boolean },
 ): Promise<SnapshotRecordStatus> {
     const domain = probe.info.uuid;
@@ -132,28 +116,45 @@ export async function snapshotRecord(
         if (!(isKind(e, "snapshot-not-found") || (e instanceof LibvirtError && /has no current snapshot/.test(e.message)))) throw e;
         hasCurrent = false;
     }
-    const chain = [...(kept.lineage ?? []), { name: kept.snapshotName, xml: kept.xml }];
-    const names: string[] = [];
-    let parent: string | undefined;
-    for (const [i, entry] of chain.entries()) {
-        const last = i === chain.length - 1;
-        if (existing.has(entry.name)) {
-            parent = entry.name;
-            continue;
-        }
-        // An ancestor whose data is gone stays gone: its children are re-parented onto the nearest one that exists.
-        if (!last && (await snapshotDataMissing(virsh, probe, parseSnapshotXml(entry.xml))).length) continue;
-        const current = last && kept.isCurrent === true && !hasCurrent;
-        await virsh.run(
-            ["snapshot-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine", ...(current ? ["--current"] : [])],
-            {
-                stdin: withMomentIdentity(entry.xml, "domainsnapshot", { parent, uuid: domain }),
-            },
-        );
-        names.push(entry.name);
-        parent = entry.name;
+    // The parent named in the kept XML, where libvirt has it now. Where it has not (its record is lost too and not
+    // given back yet, or it is gone), the snapshot is given back without a parent, and re-attached when the parent's
+    // own resource gives it back in this run; libvirt keeps a child's relations when its parent is redefined.
+    const wanted = own.parent;
+    const parent = wanted !== undefined && existing.has(wanted) ? wanted : undefined;
+    const current = kept.isCurrent === true && !hasCurrent;
+    await redefineSnapshot(virsh, domain, kept.xml, parent, current);
+    if (wanted !== undefined && parent === undefined) {
+        const key = orphanKey(domain, wanted);
+        orphans.set(key, [
+            ...(orphans.get(key) ?? []).filter((o) => o.name !== kept.snapshotName),
+            { name: kept.snapshotName, xml: kept.xml },
+        ]);
+    }
+    const names = [kept.snapshotName];
+    const children = orphans.get(orphanKey(domain, kept.snapshotName)) ?? [];
+    orphans.delete(orphanKey(domain, kept.snapshotName));
+    for (const child of children) {
+        if (!existing.has(child.name)) continue; // deleted since: a redefine would make it up again
+        await redefineSnapshot(virsh, domain, child.xml, kept.snapshotName, false);
+        names.push(child.name);
     }
     return { status: "restored", names };
+}
+
+/** `snapshot-create --redefine` from a kept XML, fitted to the domain's UUID now and to the given parent. */
+async function redefineSnapshot(
+    virsh: Virsh,
+    domainUuid: string,
+    xml: string,
+    parent: string | undefined,
+    current: boolean,
+): Promise<void> {
+    await virsh.run(
+        ["snapshot-create", "--domain", domainUuid, "--xmlfile", "/dev/stdin", "--redefine", ...(current ? ["--current"] : [])],
+        {
+            stdin: withMomentIdentity(xml, "domainsnapshot", { parent, uuid: domainUuid }),
+        },
+    );
 }
 
 /** One virsh call: whether libvirt lists the snapshot under the domain's recorded UUID (the usual case, so the rest is asked only when not). */
@@ -174,7 +175,6 @@ export interface RecordedSnapshot {
     domainUuid?: string;
     snapshotName: string;
     xml?: string;
-    lineage?: KeptSnapshot[];
     isCurrent?: boolean;
 }
 

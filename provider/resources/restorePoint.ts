@@ -32,7 +32,7 @@ import {
     type SnapshotRequest,
 } from "./moments";
 import { spaceFailures } from "./freeSpace";
-import { locateSnapshot, snapshotLineage, type KeptSnapshot } from "./lostRecords";
+import { locateSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -135,8 +135,6 @@ export interface MemberSnapshot {
     memory: "none" | "internal" | "external";
     /** libvirt's snapshot XML, kept so a record libvirt loses (the domain defined again) is given back by the next pulumi up. Absent in 0.1.0 state. */
     xml?: string;
-    /** The ancestors' XML, oldest first. */
-    lineage?: KeptSnapshot[];
     /** True when refresh found libvirt's record lost but the data still in the images. */
     recordLost?: boolean;
 }
@@ -386,7 +384,6 @@ async function snapshotAll(
 
 async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {
     const o = await observeSnapshot(m.virsh, domainUuid, name);
-    const lineage = await snapshotLineage(m.virsh, domainUuid, o.info.parent);
     return {
         host: m.virsh.where,
         domain: m.domain,
@@ -398,7 +395,6 @@ async function describeMember(m: Member, domainUuid: string, name: string): Prom
         kind: kindOf(o.info),
         memory: memoryOf(o.info),
         xml: o.xml,
-        lineage,
     };
 }
 
