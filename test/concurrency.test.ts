@@ -181,10 +181,18 @@ describe("concurrency (engine path, real running domains)", function () {
         const names = (p: number) => Array.from({ length: 5 }, (_, i) => `proc${p}-${i}`);
         const t0 = Date.now();
         const since = Date.now();
-        const created = await settle([
-            ...names(1).map((n) => () => p1.up(n, DomainSnapshotProvider, { domain: dom.name, snapshotName: n }, { type: TYPE })),
-            ...names(2).map((n) => () => p2.up(n, DomainSnapshotProvider, { domain: dom.name, snapshotName: n }, { type: TYPE })),
-        ]);
+        // Creates run in each provider's virsh shell (their XML in a file on the host), which the wrapper doesn't see
+        // command by command: each provider's create calls are timed here.
+        const calls: Array<Array<{ start: number; end: number }>> = [[], []];
+        const timedUp = (p: EngineHarness, i: 0 | 1, n: string) => async () => {
+            const start = Date.now();
+            try {
+                return await p.up(n, DomainSnapshotProvider, { domain: dom.name, snapshotName: n }, { type: TYPE });
+            } finally {
+                calls[i]!.push({ start, end: Date.now() });
+            }
+        };
+        const created = await settle([...names(1).map((n) => timedUp(p1, 0, n)), ...names(2).map((n) => timedUp(p2, 1, n))]);
         const tCreate = Date.now() - t0;
         const seenCreate = failuresIn(logs[0]!).slice(before) + failuresIn(logs[1]!);
         assert.deepEqual(created.errors, [], `creates failed:\n${created.errors.join("\n")}\nvirsh failures:\n${seenCreate}`);
@@ -201,13 +209,14 @@ describe("concurrency (engine path, real running domains)", function () {
         const lockHits = seen.split("\n").filter((l) => /cannot acquire state change lock|another job|already being/i.test(l)).length;
         const [i1, i2] = [intervals(logs[0]!, since), intervals(logs[1]!, since)];
         const overlap = overlapping(i1, i2) + overlapping(i2, i1);
-        const worst = Math.max(...[...i1, ...i2].map((x) => x.end - x.start));
+        const createOverlap = overlapping(calls[0]!, calls[1]!) + overlapping(calls[1]!, calls[0]!);
+        const worst = Math.max(0, ...[...i1, ...i2, ...calls[0]!, ...calls[1]!].map((x) => x.end - x.start));
         const creates = [...i1, ...i2].filter((x) => x.cmd === "snapshot-create").length;
         const deleteProcesses = [...i1, ...i2].filter((x) => x.cmd === "snapshot-delete").length;
         console.log(
             `      (b) 10 creates in ${(tCreate / 1000).toFixed(1)} s, 10 deletes in ${(tDelete / 1000).toFixed(1)} s; ` +
-                `${creates} snapshot-create and ${deleteProcesses} snapshot-delete processes (the other ${10 - deleteProcesses} deletes ran in the providers' virsh shells), ` +
-                `${overlap} of them ran while the other provider's was running ` +
+                `${creates} snapshot-create and ${deleteProcesses} snapshot-delete processes (the other ${10 - creates} creates and ${10 - deleteProcesses} deletes ran in the providers' virsh shells), ` +
+                `${overlap} of those processes ran while the other provider's was running, ${createOverlap} of the create calls while the other provider's were ` +
                 `(libvirt queued them on the domain's job; longest call ${worst} ms); virsh calls that failed and were retried: ` +
                 `${seen.split("\n").filter((l) => l.startsWith("virsh")).length} (${lockHits} on libvirt's job lock)`,
         );
@@ -219,9 +228,8 @@ describe("concurrency (engine path, real running domains)", function () {
                     .map((l) => `        ${l}`)
                     .join("\n"),
             );
-        assert.equal(creates, 10, "the wrapper saw every create");
-        assert.ok(deleteProcesses <= 10, "no delete ran twice");
-        assert.ok(overlap > 0, "the two providers' operations really ran at the same time");
+        assert.ok(creates <= 10 && deleteProcesses <= 10, "no create or delete ran twice");
+        assert.ok(createOverlap > 0 || overlap > 0, "the two providers' operations really ran at the same time");
     });
 
     it("(c) two provider processes create the same snapshot name at once: one wins, the other fails clearly, nothing extra is left", async () => {

@@ -21,7 +21,7 @@ import * as path from "node:path";
 import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
 import { ProviderCallError, type ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
-import { MiB, domstate, qcow2Snapshots, snapshotNames } from "./support/helpers";
+import { MiB, domstate, hostXmlFiles, qcow2Snapshots, snapshotNames } from "./support/helpers";
 import { loadLab, qemuIoRead, qemuIoWrite, repoRoot, run, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
 import { stopWhenStarted } from "./support/stopWhenStarted";
 import { tcpProxy } from "./support/tcpProxy";
@@ -50,6 +50,13 @@ async function waitForProcess(pattern: string, timeoutMs = 20_000, over: () => b
         await sleep(5);
     }
     throw new Error(`no process matching ${pattern}`);
+}
+
+/** Until a create's XML file (provider/host/xmlFiles.ts) is on the lab host: the create is about to reach libvirt. */
+async function waitForXmlFile(since: number, timeoutMs: number, over: () => boolean): Promise<void> {
+    for (const until = Date.now() + timeoutMs; Date.now() < until && !over(); await sleep(2))
+        if (hostXmlFiles(lab).files.some((f) => f.mtimeMs >= since - 1000)) return;
+    if (!over()) throw new Error("no create's XML file appeared on the lab host");
 }
 
 /** A promise's outcome as a value, and whether it has settled yet. */
@@ -271,10 +278,14 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const inputs = { connection: ssh(), domain: d.name, snapshotName: name, memory: "internal" };
             const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", name);
             const news = (await suite.engine.check(urn, {}, await suite.engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
+            // The create runs in the provider's virsh shell, so no host process names it: the cut comes once the
+            // provider has written the create's XML file on the host, as the command goes to libvirt.
+            const startedAt = Date.now();
             const pending = settle(suite.engine.create(urn, news));
-            await waitForProcess(`snapshot-create --domain ${d.uuid}`, 20_000, pending.done);
-            killSessionOf(`snapshot-create --domain ${d.uuid}`);
+            await waitForXmlFile(startedAt, 20_000, pending.done);
+            const cut = pending.done() ? 0 : killSessionsOfClient(suite.engine.pid);
             const res = await pending.result;
+            console.log(`      (attempt ${attempt}: ${cut} connection(s) cut; the create ${"r" in res ? "finished first" : "failed"})`);
             if ("r" in res) {
                 await suite.engine.destroy({ urn, id: res.r.id, inputs: news, outs: res.r.outs });
                 continue;
@@ -297,7 +308,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             await assertConverged(d, st, name);
             converged++;
         }
-        assert.equal(converged, 1, "the kill landed while virsh snapshot-create ran, at least once in 6 tries");
+        assert.equal(converged, 1, "the cut landed while libvirt took the snapshot, at least once in 6 tries");
     });
 
     it("an operation that outlives timeoutSeconds (a slow network): a timeout error, then the next up converges", async () => {
@@ -421,11 +432,15 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const inputs = { domain: d.name, snapshotName: "gone", kind: "external", memory: "external", memoryFile: fifo };
             const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot", "gone");
             const news = (await suite.engine.check(urn, {}, await suite.engine.programInputs(DomainSnapshotProvider, inputs))).inputs;
+            const startedAt = Date.now();
+            let over = false;
             const pending = suite.engine.create(urn, news).then(
                 () => undefined,
                 (e: unknown) => e as ProviderCallError,
             );
-            await waitForProcess(`snapshot-create --domain ${d.uuid}`);
+            void pending.then(() => (over = true));
+            // The create's XML file is on the host as the command goes to libvirt (it runs in the provider's virsh shell).
+            await waitForXmlFile(startedAt, 20_000, () => over);
             await sleep(200);
             // qemu dies under the blocked save; the FIFO reader then sees EOF.
             execFileSync("pkill", ["-KILL", "-f", `guest=${d.name},`]);
@@ -570,10 +585,12 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             await withRestartLock(async () => {
                 const oldPid = libvirtdPid();
                 assert.ok(oldPid, "libvirtd runs, and it is the only one on this host");
+                const startedAt = Date.now();
                 const pending = settle(suite.engine.create(urn, news));
                 let killedAt = 0;
                 try {
-                    await waitForProcess(`snapshot-create --domain ${d.uuid}`, 20_000, pending.done);
+                    // The create runs in the provider's virsh shell, its XML in a file the provider writes on the host just before.
+                    await waitForXmlFile(startedAt, 20_000, pending.done);
                     if (!pending.done()) {
                         how = killLibvirtdDuringSavevm(d.disk, oldPid, before, 20_000);
                         killedAt = Date.now();

@@ -16,7 +16,7 @@ import * as path from "node:path";
 import { DomainCheckpointProvider, DomainSnapshotProvider, RestorePointProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
 import { PACKAGE_ROOT, dynamicType, type Props, type ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
-import { disposeAllTestDomains, loadLab, qemuImgInfo, qemuIoRead, qemuIoWrite, virshLocal, type TestDomain } from "./support/lab";
+import { disposeAllTestDomains, loadLab, qemuImgInfo, qemuIoRead, qemuIoWrite, sleep, virshLocal, type TestDomain } from "./support/lab";
 import { xmlEscape } from "./support/xml";
 import {
     argvProblems,
@@ -41,7 +41,7 @@ import {
     virshOk,
     wire,
 } from "./support/hostile";
-import { limiter, sshConnection } from "./support/helpers";
+import { hostXmlFiles, limiter, sshConnection } from "./support/helpers";
 import { installVirshWrapper, type VirshWrapper } from "./support/virshWrapper";
 import { RELATIVE_CANARY_PREFIX, hostileCorpus, type HostileEntry } from "./support/hostile-corpus";
 
@@ -994,13 +994,18 @@ describe("hostile input (engine path, real lab)", function () {
         for (const argv of processes) problems.push(...argvProblems(argv, declared));
         for (const cmd of sessions) {
             if (!SESSION_READ_ONLY.has(cmd[0] ?? "") && !SESSION_WRITES.has(cmd[0] ?? ""))
-                problems.push(`virsh's shell ran ${JSON.stringify(cmd)}: only read-only commands and the deletes belong in a session`);
+                problems.push(
+                    `virsh's shell ran ${JSON.stringify(cmd)}: only read-only commands, the deletes and the creates belong in a session`,
+                );
             problems.push(...argvProblems(["-c", wrapper.uri, ...cmd], declared));
         }
-        const deletes =
-            processes.filter((a) => a[2] === "snapshot-delete").length + sessions.filter((c) => c[0] === "snapshot-delete").length;
+        // The creates' XML files (provider/host/xmlFiles.ts) are removed once each command ran.
+        const xmlLeft = () => hostXmlFiles(lab).files.map((f) => f.path);
+        for (let i = 0; i < 50 && xmlLeft().length; i++) await sleep(100);
+        if (xmlLeft().length) problems.push(`create XML files left on the host: ${xmlLeft().join(", ")}`);
+        const count = (cmd: string) => processes.filter((a) => a[2] === cmd).length + sessions.filter((c) => c[0] === cmd).length;
         console.log(
-            `      virsh wrapper: ${processes.length} virsh processes (${deletes} snapshot-delete) and ${sessions.length} commands in ${sessionLines} lines of virsh shell sessions checked`,
+            `      virsh wrapper: ${processes.length} virsh processes (${count("snapshot-create")} snapshot-create, ${count("snapshot-delete")} snapshot-delete) and ${sessions.length} commands in ${sessionLines} lines of virsh shell sessions checked`,
         );
         report(problems);
     });

@@ -7,13 +7,15 @@ import * as assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
 import type { Connection } from "../provider/connection";
 import { LibvirtError } from "../provider/errors";
 import { closeAllTransports, sshStats } from "../provider/host/transport";
 import { Virsh } from "../provider/host/virsh";
 import { virshStats } from "../provider/host/virshSessions";
-import { MiB } from "./support/helpers";
-import { loadLab, makeDomain, qemuIoRead, qemuIoWrite, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
+import { MiB, hostXmlFiles } from "./support/helpers";
+import { hostRun, loadLab, makeDomain, qemuIoRead, qemuIoWrite, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
 import { killSessionsOfClient } from "./support/sshSessions";
 
 const lab = loadLab();
@@ -181,13 +183,25 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 }
             });
 
+            it("sends queries asked at once to one shell together (pipelined): one shell started, every answer its own", async () => {
+                closeAllTransports();
+                const v = new Virsh(conn);
+                const started = virshStats.sessionsStarted,
+                    answered = virshStats.sessionCommands;
+                const picks = names.slice(0, 6);
+                const outs = await Promise.all(picks.map((n) => v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", n])));
+                for (const [i, n] of picks.entries()) assert.equal(/^Name:\s+(.*)$/m.exec(outs[i]!)?.[1], n, `answer ${i} is for ${n}`);
+                assert.equal(virshStats.sessionCommands - answered, picks.length, "the shell answered them all");
+                assert.equal(virshStats.sessionsStarted - started, 1, "one shell for six queries asked at once");
+            });
+
             it("carries a delete: a success is done once, a failure is a typed error with virsh's command and stderr", async () => {
                 const v = new Virsh(conn);
                 const reads = virshStats.sessionCommands,
                     writes = virshStats.sessionWrites;
-                // A create takes XML or escaped syntax: it stays a process.
+                // snapshot-create-as takes escaped syntax (--diskspec) and writes its own XML: it stays a process.
                 await v.run(["snapshot-create-as", "--domain", dom.name, "--name", `mut-${label}`]);
-                assert.equal(virshStats.sessionWrites, writes, "a create is not carried by a session");
+                assert.equal(virshStats.sessionWrites, writes, "snapshot-create-as is not carried by a session");
                 await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", `mut-${label}`]);
                 assert.equal(virshStats.sessionWrites, writes + 1, "the delete ran in a session");
                 assert.ok(!(await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(`mut-${label}`));
@@ -210,6 +224,73 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]), /^Name: +plain$/m);
                 assert.ok(virshStats.sessionCommands > reads);
             });
+
+            it("carries a create: its XML in a private file on the host, never run; a failure answered once; the file removed", async () => {
+                const v = new Virsh(conn);
+                const writes = virshStats.sessionWrites;
+                const name = `xml-${label}`;
+                // Lines a here-document or a shell would act on, and text outside ASCII: all of it is the description.
+                const description = `${marker(name)}\nXML\nEOF\n$(touch /tmp/pwned-xml) \`touch /tmp/pwned-xml\` ünïcode`;
+                const esc = (t: string) => t.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+                const xml = `<domainsnapshot><name>${name}</name><description>${esc(description)}</description></domainsnapshot>`;
+                const create = ["snapshot-create", "--domain", dom.uuid, "--xmlfile", "/dev/stdin"];
+                const filesBefore = new Set(hostXmlFiles().files.map((f) => f.path));
+                const foldersBefore = new Set(hostXmlFiles().folders);
+                await v.run(create, { stdin: xml });
+                assert.equal(virshStats.sessionWrites, writes + 1, "the create ran in a session");
+                const kept = await virshOk(["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", name]);
+                const got = /<description>([\s\S]*)<\/description>/.exec(kept)?.[1];
+                assert.equal(
+                    got?.replace(/&apos;/g, "'").replace(/&quot;/g, '"'),
+                    esc(description),
+                    "the description arrived byte for byte",
+                );
+                assert.equal((await hostRun("test", ["-e", "/tmp/pwned-xml"])).code, 1, "nothing in the XML ran");
+                const e = await errorOf(v.run(create, { stdin: xml }));
+                assert.equal(virshStats.sessionWrites, writes + 2, "the failed create was answered by the session, not run again");
+                assert.equal(e.kind, "already-exists");
+                assert.match(e.command ?? "", /snapshot-create --domain \S+ --xmlfile \/dev\/stdin$/);
+                // Files of other runs (another provider on this host) are not this one's to judge.
+                const left = () => hostXmlFiles().files.filter((f) => !filesBefore.has(f.path));
+                for (let i = 0; i < 50 && left().length; i++) await sleep(100);
+                assert.deepEqual(left(), [], "the XML files are removed once the command ran");
+                await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]);
+                // The private folder goes with the shell that made it.
+                closeAllTransports();
+                const folders = () => hostXmlFiles().folders.filter((f) => !foldersBefore.has(f));
+                for (let i = 0; i < 50 && folders().length; i++) await sleep(100);
+                assert.deepEqual(folders(), [], "the folder is removed when the connection closes");
+            });
+
+            if (label === "local")
+                it("without a sh to write the XML file, a create runs as its own process with the XML on stdin", async () => {
+                    closeAllTransports();
+                    // A PATH with env and virsh but no sh: the host shell can't start, virsh's shell can.
+                    const bin = fs.mkdtempSync(path.join(os.tmpdir(), "no-sh-"));
+                    fs.symlinkSync("/usr/bin/env", path.join(bin, "env"));
+                    fs.symlinkSync("/usr/bin/virsh", path.join(bin, "virsh"));
+                    const saved = process.env.PATH;
+                    process.env.PATH = bin;
+                    try {
+                        const v = new Virsh(conn);
+                        const writes = virshStats.sessionWrites;
+                        const name = "xml-no-sh";
+                        await v.run(["snapshot-create", "--domain", dom.uuid, "--xmlfile", "/dev/stdin"], {
+                            stdin: `<domainsnapshot><name>${name}</name></domainsnapshot>`,
+                        });
+                        assert.equal(virshStats.sessionWrites, writes, "no session carried it");
+                        assert.ok(
+                            (await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(name),
+                            "it was made",
+                        );
+                        await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]);
+                        assert.equal(virshStats.sessionWrites, writes + 1, "virsh's shell itself still works: the delete ran there");
+                    } finally {
+                        process.env.PATH = saved;
+                        closeAllTransports();
+                        fs.rmSync(bin, { recursive: true, force: true });
+                    }
+                });
 
             it("libvirtd's connection lost under the shell: idle, the next delete reconnects and is done once; mid-call, connection-failed", async () => {
                 // The shell reaches libvirtd through a unix-socket proxy of ours, which cuts its connection (libvirtd itself is shared).

@@ -112,7 +112,7 @@ export class Virsh {
         const argv = this.argv(args);
         virshStats.invocations++;
         const r =
-            (stdin === undefined ? await sessionsFor(this.transport, this.argv([])).run(args, argv, timeoutMs) : undefined) ??
+            (await sessionsFor(this.transport, this.argv([])).run(args, argv, timeoutMs, stdin)) ??
             (await this.transport.exec(argv, { timeoutMs, stdin }));
         if (r.code === 0) return r.stdout;
         const stderr = redact(r.stderr.replace(/^error: /gm, "").trim(), this.transport.secrets);

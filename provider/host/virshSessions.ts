@@ -1,9 +1,12 @@
-// Virsh sessions: read-only queries, and the deletes, in long-lived `virsh` shells.
+// Virsh sessions: read-only queries, the deletes and the creates, in long-lived `virsh` shells.
 //
 // Starting virsh costs 20-30 ms of CPU on the host (loading libvirt, opening the
 // connection to libvirtd) before it does anything; a read-only query itself takes
-// 1-5 ms. So read-only queries run in long-lived `virsh` shells, a few per host,
-// one command at a time each. For a query, a session's answer is used only when
+// 1-5 ms. So read-only queries run in long-lived `virsh` shells, as few per host
+// as will do: queries asked at once are sent to one shell together (pipelined,
+// up to PIPELINE; virsh runs them in order, each framed by its own markers), so
+// they cost one round trip and no second shell. A write holds a shell alone.
+// For a query, a session's answer is used only when
 // it is an unambiguous success (its stdout is then byte for byte what the process
 // would have printed); every failure runs again as its own process (exec), which
 // gives the authoritative text and exit code.
@@ -21,9 +24,12 @@
 // unknown: a connection-failed error, as a cut exec channel gives, and the
 // caller finds the outcome as it does after exec (moments.ts reads back). A
 // timeout kills the shell, as exec kills its process. Only the writes in
-// SESSION_WRITES go there: the deletes, whose arguments are plain names. What
-// takes XML on stdin (the shell's stdin is the command stream) or the comma
-// syntax of --diskspec/--memspec stays a process. A write never queues for a
+// SESSION_WRITES go there: the deletes, whose arguments are plain names, and
+// the creates in XML_WRITES, whose XML (built by xml.ts, as for a process)
+// can't come on stdin, the shell's command stream: xmlFiles.ts writes it to a
+// private file on the host, the command reads that path, and the file is
+// removed. Where no file can be written, the create runs as a process with its
+// XML on stdin. The comma syntax of --diskspec/--memspec stays a process. A write never queues for a
 // busy session (a block commit can last minutes): it takes an idle one, or
 // starts one within the budget, or runs as a process; and queries never queue
 // behind sessions that writes hold.
@@ -48,6 +54,7 @@
 import { randomBytes } from "node:crypto";
 import { LibvirtError } from "../errors";
 import { lostError, shellQuote, timeoutError, type ExecResult, type HostProcess, type Transport } from "./transport";
+import { xmlFilesFor } from "./xmlFiles";
 
 /**
  * Counts every virsh command, for tests and the benchmark: invocations in all;
@@ -78,12 +85,17 @@ const SESSION_COMMANDS = new Set([
 ]);
 /** Writes a session carries: their arguments are names, no XML on stdin, no escaped syntax. */
 const SESSION_WRITES = new Set(["snapshot-delete", "checkpoint-delete"]);
+/** Writes a session carries with their XML in a file on the host (`--xmlfile /dev/stdin` becomes its path). */
+const XML_WRITES = new Set(["snapshot-create", "checkpoint-create"]);
 /** Arguments whose own syntax needs escaping (commas), or XML on stdin: never in a session. */
 const PROCESS_ONLY_ARGS = new Set(["--diskspec", "--memspec", "/dev/stdin"]);
 /**
  * Sessions per connection, over every virsh invocation (URI, sudo) on it. Each
- * holds one of the 8 SSH channels the transport opens (sshd allows 10), leaving
- * 5 for commands that change something, however many URIs share the host.
+ * holds one of the 8 SSH channels the transport opens (sshd allows 10); with the
+ * shell that writes the creates' XML files (xmlFiles.ts), at least 4 are left for
+ * commands that run as processes, however many URIs share the host. Queries
+ * start a second shell only when PIPELINE of them wait on the first, so most
+ * hosts see one or two.
  */
 const MAX_SESSIONS = 3;
 const START_TIMEOUT_MS = 15_000;
@@ -93,12 +105,22 @@ const RETRY_SESSIONS_MS = 60_000;
 /** Every printable ASCII character, round-tripped when a session starts. */
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
 
-/** What a session may do with a command: answer a query, carry a write, or nothing (exec runs it). */
-function sessionUse(args: readonly string[]): "read" | "write" | undefined {
+/**
+ * What a session may do with a command: answer a query, carry a write, or nothing (exec runs it).
+ * `xmlFile`: its `--xmlfile /dev/stdin` will read a file on the host instead.
+ */
+function sessionUse(args: readonly string[], xmlFile = false): "read" | "write" | undefined {
     if (args.length === 0 || !args.every((a) => /^[\x20-\x7e]*$/.test(a) && !PROCESS_ONLY_ARGS.has(a))) return undefined;
+    if (xmlFile) return XML_WRITES.has(args[0]!) ? "write" : undefined;
     if (SESSION_COMMANDS.has(args[0]!)) return "read";
     if (SESSION_WRITES.has(args[0]!)) return "write";
     return undefined;
+}
+
+/** Where a command reads its XML on stdin (the index of `/dev/stdin` after `--xmlfile`), else -1. */
+function xmlFileAt(args: readonly string[]): number {
+    const at = args.indexOf("/dev/stdin");
+    return at > 0 && args[at - 1] === "--xmlfile" && args.indexOf("/dev/stdin", at + 1) < 0 ? at : -1;
 }
 
 /** virsh prints a command's failure as "error: " lines on stderr. */
@@ -125,26 +147,35 @@ class NoAnswer extends Error {
     }
 }
 
+interface Pending {
+    id: string;
+    timer: NodeJS.Timeout;
+    resolve(r: { stdout: string; stderr: string }): void;
+    reject(e: Error): void;
+}
+
 class VirshSession {
     private out: Buffer = Buffer.alloc(0);
     private err: Buffer = Buffer.alloc(0);
     private readonly nonce = randomBytes(12).toString("hex");
     private seq = 0;
     private waiter?: () => void;
+    /** Commands sent and not answered yet, in the order virsh runs them. */
+    private readonly pending: Pending[] = [];
     closed = false;
 
     private constructor(private readonly proc: HostProcess) {
         proc.onStdout((d) => {
             this.out = this.out.length ? Buffer.concat([this.out, d]) : d;
-            this.waiter?.();
+            this.pump();
         });
         proc.onStderr((d) => {
             this.err = this.err.length ? Buffer.concat([this.err, d]) : d;
-            this.waiter?.();
+            this.pump();
         });
         proc.onClose(() => {
             this.closed = true;
-            this.waiter?.();
+            this.pump();
         });
     }
 
@@ -156,6 +187,7 @@ class VirshSession {
             proc.busy(true);
             // Nothing is written before the prompt: a connection that asked for credentials would read our input.
             await session.until(() => /virsh [#>] /.test(session.out.toString("latin1")), Date.now() + START_TIMEOUT_MS);
+            session.out = Buffer.alloc(0);
             const r = await session.exchange(["echo", PRINTABLE], START_TIMEOUT_MS);
             if (r.stdout !== `${PRINTABLE}\n` || r.stderr !== "") throw new NoAnswer("virsh's shell did not echo a test line back intact");
             virshStats.sessionsStarted++;
@@ -168,7 +200,7 @@ class VirshSession {
         }
     }
 
-    private until(done: () => boolean, deadline: number, onTimeout?: () => Error): Promise<void> {
+    private until(done: () => boolean, deadline: number): Promise<void> {
         return new Promise((resolve, reject) => {
             const check = () => {
                 if (done()) {
@@ -183,7 +215,7 @@ class VirshSession {
                 () => {
                     finish();
                     this.close();
-                    reject(onTimeout?.() ?? new NoAnswer("virsh's shell did not answer"));
+                    reject(new NoAnswer("virsh's shell did not answer"));
                 },
                 Math.max(0, deadline - Date.now()),
             );
@@ -196,69 +228,88 @@ class VirshSession {
         });
     }
 
-    /**
-     * One command. Resolves with its stdout and stderr when it ran; rejects with
-     * NoAnswer when it didn't parse or the session broke (the session is then
-     * closed unless it is still in step), or with the exec path's timeout error.
-     */
-    async exchange(args: readonly string[], timeoutMs: number, onTimeout?: () => Error): Promise<{ stdout: string; stderr: string }> {
-        if (this.closed) throw new NoAnswer("virsh's shell ended");
-        try {
-            return await this.exchangeSent(args, timeoutMs, onTimeout);
-        } catch (e) {
-            // From here on the line was sent: whatever ends the exchange, the command may have run.
-            if (e instanceof NoAnswer && e.sent === undefined) throw new NoAnswer(e.message, true);
-            throw e;
-        }
+    /** Commands sent and not yet answered. */
+    get inFlight(): number {
+        return this.pending.length;
     }
 
-    private async exchangeSent(
-        args: readonly string[],
-        timeoutMs: number,
-        onTimeout?: () => Error,
-    ): Promise<{ stdout: string; stderr: string }> {
+    /**
+     * One command, sent at once even while earlier ones run (virsh runs them in order, and each is framed by its
+     * own markers). Resolves with its stdout and stderr when it ran; rejects with NoAnswer when it didn't parse
+     * (sent: false, nothing ran) or the session broke (sent: true; the session is then closed), or with the exec
+     * path's timeout error (the session is closed, as exec kills its process).
+     */
+    exchange(args: readonly string[], timeoutMs: number, onTimeout?: () => Error): Promise<{ stdout: string; stderr: string }> {
+        if (this.closed) return Promise.reject(new NoAnswer("virsh's shell ended"));
         const id = `${this.nonce}x${++this.seq}`;
         const arg = (p: string) => shellQuote(`${p}${id}<`);
-        const out = (p: string) => Buffer.from(`${p}${id}&lt;\n`);
-        const err = (p: string) => Buffer.from(`error: ${p}${id}&lt;\n`);
-        this.proc.write(
-            `echo --err --xml ${arg("S")} ; echo --xml ${arg("S")} ; ${args.map(shellQuote).join(" ")} ; ` +
-                `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`,
-        );
-        await this.until(() => this.out.includes(out("P")) && this.err.includes(err("P")), Date.now() + timeoutMs, onTimeout);
-        const o = this.out,
-            e = this.err;
-        const oP = o.indexOf(out("P")),
-            eP = e.indexOf(err("P"));
-        const oS = o.indexOf(out("S")),
-            oE = o.indexOf(out("E"), Math.max(oS, 0)),
-            eS = e.indexOf(err("S")),
-            eE = e.indexOf(err("E"), Math.max(eS, 0));
-        this.out = o.subarray(oP + out("P").length);
-        this.err = e.subarray(eP + err("P").length);
-        const ran = [oS, oE, eS, eE].map((i) => i >= 0);
-        if (ran.every((x) => x) && oS < oE && oE < oP && eS < eE && eE < eP) {
-            return {
-                stdout: o.subarray(oS + out("S").length, oE).toString("utf8"),
-                stderr: e.subarray(eS + err("S").length, eE).toString("utf8"),
-            };
-        }
-        // Nothing ran: the caller may run it as a process, whatever it is.
-        if (!ran.some((x) => x)) throw new NoAnswer("virsh's shell did not parse the command", false);
-        this.close(); // out of step: never reuse it
-        throw new NoAnswer("virsh's shell answered out of order");
+        return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => {
+                this.close(onTimeout?.() ?? new NoAnswer("virsh's shell did not answer", true), entry);
+            }, timeoutMs);
+            const entry: Pending = { id, timer, resolve, reject };
+            this.pending.push(entry);
+            this.proc.busy(true);
+            this.proc.write(
+                `echo --err --xml ${arg("S")} ; echo --xml ${arg("S")} ; ${args.map(shellQuote).join(" ")} ; ` +
+                    `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`,
+            );
+        });
     }
 
-    close(): void {
+    /** Answer the commands whose output is complete, oldest first. */
+    private pump(): void {
+        this.waiter?.();
+        while (this.pending.length) {
+            const head = this.pending[0]!;
+            const out = (p: string) => Buffer.from(`${p}${head.id}&lt;\n`);
+            const err = (p: string) => Buffer.from(`error: ${p}${head.id}&lt;\n`);
+            const o = this.out,
+                e = this.err;
+            const oP = o.indexOf(out("P")),
+                eP = e.indexOf(err("P"));
+            if (oP < 0 || eP < 0) {
+                if (this.closed) this.close(new NoAnswer("virsh's shell ended", true));
+                return;
+            }
+            this.pending.shift();
+            clearTimeout(head.timer);
+            if (!this.pending.length) this.proc.busy(false);
+            const oS = o.indexOf(out("S")),
+                oE = o.indexOf(out("E"), Math.max(oS, 0)),
+                eS = e.indexOf(err("S")),
+                eE = e.indexOf(err("E"), Math.max(eS, 0));
+            this.out = o.subarray(oP + out("P").length);
+            this.err = e.subarray(eP + err("P").length);
+            const ran = [oS, oE, eS, eE].map((i) => i >= 0);
+            if (ran.every((x) => x) && oS < oE && oE < oP && eS < eE && eE < eP) {
+                head.resolve({
+                    stdout: o.subarray(oS + out("S").length, oE).toString("utf8"),
+                    stderr: e.subarray(eS + err("S").length, eE).toString("utf8"),
+                });
+            } else if (!ran.some((x) => x)) {
+                // Nothing ran: the caller may run it as a process, whatever it is.
+                head.reject(new NoAnswer("virsh's shell did not parse the command", false));
+            } else {
+                head.reject(new NoAnswer("virsh's shell answered out of order", true));
+                this.close(new NoAnswer("virsh's shell answered out of order", true)); // out of step: never reuse it
+                return;
+            }
+        }
+    }
+
+    /** End the shell; what it had not answered yet fails with `error` (`first`, a timed-out command, with its own). */
+    close(error: Error = new NoAnswer("virsh's shell ended", true), first?: Pending): void {
         if (!this.closed) {
             this.closed = true;
             this.proc.close();
         }
+        for (const p of this.pending.splice(0)) {
+            clearTimeout(p.timer);
+            p.reject(p === first || !first ? error : new NoAnswer("virsh's shell ended", true));
+        }
+        this.proc.busy(false);
         this.waiter?.();
-    }
-
-    busy(on: boolean): void {
-        this.proc.busy(on);
     }
 }
 
@@ -276,13 +327,22 @@ class SessionBudget {
     }
 }
 
+/** Queries sent to one session before they wait for its answers. */
+const PIPELINE = 8;
+
+/** A live session, and what holds it: queries (pipelined) or one write. */
+interface Held {
+    session: VirshSession;
+    readers: number;
+    writer: boolean;
+}
+
 /** Sessions for one transport and one virsh invocation (URI, sudo). */
 class SessionPool {
-    private idle: VirshSession[] = [];
-    private live = 0;
-    /** Sessions held by writes: queries don't wait for them. */
-    private writing = 0;
-    private queue: Array<(s: VirshSession | undefined) => void> = [];
+    private readonly held: Held[] = [];
+    /** A session being started for queries: the others wait for it rather than start their own. */
+    private starting?: Promise<Held | undefined>;
+    private queue: Array<() => void> = [];
     private disabledUntil = 0;
     private idleTimer?: NodeJS.Timeout;
 
@@ -294,18 +354,30 @@ class SessionPool {
         budget.pools.add(this);
     }
 
-    /** The command's result from a session, or undefined when exec must run it. */
-    async run(args: readonly string[], fullArgv: readonly string[], timeoutMs: number): Promise<ExecResult | undefined> {
-        const use = sessionUse(args);
+    /**
+     * The command's result from a session, or undefined when exec must run it. With `stdin`, only a create
+     * whose XML a file on the host can carry (XML_WRITES) comes here.
+     */
+    async run(args: readonly string[], fullArgv: readonly string[], timeoutMs: number, stdin?: string): Promise<ExecResult | undefined> {
+        const xmlAt = stdin === undefined ? -1 : xmlFileAt(args);
+        if (stdin !== undefined && xmlAt < 0) return undefined;
+        const use = sessionUse(
+            args.map((a, i) => (i === xmlAt ? "/tmp/x" : a)),
+            xmlAt >= 0,
+        );
         if (Date.now() < this.disabledUntil || !use) return undefined;
         const write = use === "write";
-        const session = await this.acquire(!write);
-        if (!session) return undefined;
+        const h = write ? await this.forWrite() : await this.forRead();
+        if (!h) return undefined;
         let keep = true;
-        if (write) this.writing++;
+        let file: string | undefined;
         try {
-            session.busy(true);
-            const r = await session.exchange(args, timeoutMs, () =>
+            if (stdin !== undefined) {
+                file = await xmlFilesFor(this.transport).write(stdin);
+                if (!file || !/^[\x20-\x7e]+$/.test(file)) return undefined;
+                args = args.map((a, i) => (i === xmlAt ? file! : a));
+            }
+            const r = await h.session.exchange(args, timeoutMs, () =>
                 timeoutError(fullArgv, timeoutMs, this.transport.description, this.transport.secrets),
             );
             r.stderr = r.stderr.replace(RECONNECTED, "");
@@ -320,81 +392,110 @@ class SessionPool {
             virshStats.sessionCommands++;
             return { code: 0, signal: null, stdout: r.stdout, stderr: "" };
         } catch (e) {
-            keep = !session.closed;
+            keep = !h.session.closed;
             if (e instanceof NoAnswer) {
                 if (write && e.sent) throw lostError(fullArgv, this.transport.description, this.transport.secrets, this.transport.remote);
                 return undefined;
             }
             throw e;
         } finally {
-            if (write) this.writing--;
-            session.busy(false);
-            this.release(session, keep);
+            if (file) xmlFilesFor(this.transport).remove(file);
+            this.release(h, write, keep);
         }
     }
 
-    /** An idle session, or a new one within the budget; `mayWait`: else wait for one of ours that a query holds. */
-    private async acquire(mayWait: boolean): Promise<VirshSession | undefined> {
-        for (let s = this.idle.pop(); s; s = this.idle.pop()) {
-            if (!s.closed) return s;
-            this.forget(); // ended while idle: the connection dropped or virsh was killed
+    /**
+     * A session for a query: an idle one, or one answering other queries (the query is pipelined behind
+     * theirs), or a new one within the budget; else wait for one of ours. Never one a write holds.
+     */
+    private async forRead(): Promise<Held | undefined> {
+        for (;;) {
+            this.prune();
+            const shared = this.held.filter((h) => !h.writer && h.readers < PIPELINE).sort((x, y) => x.readers - y.readers)[0];
+            if (shared) {
+                shared.readers++;
+                return shared;
+            }
+            if (this.starting) {
+                if (!(await this.starting)) return undefined;
+                continue;
+            }
+            if (this.budget.live < MAX_SESSIONS || this.budget.evictIdle(this)) {
+                this.starting = this.start().finally(() => (this.starting = undefined));
+                const h = await this.starting;
+                if (!h) return undefined;
+                continue;
+            }
+            // Every place is taken: wait for one of ours that queries hold, else run as a process.
+            if (!this.held.some((h) => !h.writer)) return undefined;
+            await new Promise<void>((resolve) => this.queue.push(resolve));
         }
-        if (this.budget.live < MAX_SESSIONS || this.budget.evictIdle(this)) {
-            this.live++;
-            this.budget.live++;
-            try {
-                return await VirshSession.start(this.transport, this.argv);
-            } catch (e) {
-                this.forget();
-                if (e instanceof LibvirtError) throw e; // the host is unreachable: exec would say the same
-                // virsh's shell doesn't work here (no virsh, sudo needs a tty, credentials asked, too slow to start...).
-                this.disabledUntil = Date.now() + RETRY_SESSIONS_MS;
-                for (const w of this.queue.splice(0)) w(undefined);
-                return undefined;
+    }
+
+    /** A session for a write, alone: an idle one, or a new one within the budget; never a wait (a write may last minutes). */
+    private async forWrite(): Promise<Held | undefined> {
+        this.prune();
+        let h = this.held.find((x) => !x.writer && x.readers === 0);
+        if (!h && (this.budget.live < MAX_SESSIONS || this.budget.evictIdle(this))) h = await this.start();
+        if (!h || h.writer || h.readers) return undefined; // taken while it started
+        h.writer = true;
+        return h;
+    }
+
+    private async start(): Promise<Held | undefined> {
+        this.budget.live++;
+        try {
+            const h: Held = { session: await VirshSession.start(this.transport, this.argv), readers: 0, writer: false };
+            this.held.push(h);
+            return h;
+        } catch (e) {
+            this.budget.live--;
+            if (e instanceof LibvirtError) throw e; // the host is unreachable: exec would say the same
+            // virsh's shell doesn't work here (no virsh, sudo needs a tty, credentials asked, too slow to start...).
+            this.disabledUntil = Date.now() + RETRY_SESSIONS_MS;
+            for (const w of this.queue.splice(0)) w();
+            return undefined;
+        }
+    }
+
+    /** Forget sessions that ended (the connection dropped, virsh was killed). */
+    private prune(): void {
+        for (let i = this.held.length - 1; i >= 0; i--) {
+            const h = this.held[i]!;
+            if (h.session.closed && !h.readers && !h.writer) {
+                this.held.splice(i, 1);
+                this.budget.live--;
             }
         }
-        // Queries hold our own sessions: wait for one. Writes or other invocations hold every place: run as a process.
-        if (mayWait && this.live - this.writing > 0) return new Promise((resolve) => this.queue.push(resolve));
-        return undefined;
     }
 
-    private forget(): void {
-        this.live--;
-        this.budget.live--;
+    private release(h: Held, write: boolean, keep: boolean): void {
+        if (write) h.writer = false;
+        else h.readers--;
+        if (!keep) h.session.close();
+        this.prune();
+        for (const w of this.queue.splice(0)) w();
+        if (this.held.some((x) => !x.writer && !x.readers)) {
+            clearTimeout(this.idleTimer);
+            this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
+            this.idleTimer.unref();
+        }
     }
 
     /** Close one idle session, giving its place to another pool. */
     closeOneIdle(): boolean {
-        const s = this.idle.pop();
-        if (!s) return false;
-        s.close();
-        this.forget();
+        const h = this.held.find((x) => !x.writer && !x.readers);
+        if (!h) return false;
+        h.session.close();
+        this.prune();
         return true;
     }
 
-    private release(s: VirshSession, keep: boolean): void {
-        if (!keep || s.closed) {
-            s.close();
-            this.forget();
-            // A waiter takes the freed place with a new session.
-            const w = this.queue.shift();
-            if (w) void this.acquire(true).then(w, () => w(undefined));
-            return;
-        }
-        const w = this.queue.shift();
-        if (w) return w(s);
-        this.idle.push(s);
-        clearTimeout(this.idleTimer);
-        this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
-        this.idleTimer.unref();
-    }
-
+    /** Close the idle sessions. */
     close(): void {
         clearTimeout(this.idleTimer);
-        for (const s of this.idle.splice(0)) {
-            s.close();
-            this.forget();
-        }
+        for (const h of this.held.filter((x) => !x.writer && !x.readers)) h.session.close();
+        this.prune();
     }
 }
 

@@ -91,3 +91,33 @@ export function re(text: string): string {
 export async function hostHasExternalSnapshot(): Promise<boolean> {
     return /<externalSnapshot\s*\/>/.test(await virshOk(["capabilities"]));
 }
+
+/**
+ * The creates' XML on the lab host now (provider/host/xmlFiles.ts): each provider connection's private
+ * folder in /tmp, and the files in them, with their modification times.
+ */
+export function hostXmlFiles(lab: Pick<LabInfo, "rootDir"> = loadLab()): {
+    folders: string[];
+    files: Array<{ path: string; mtimeMs: number }>;
+} {
+    const tmp = `${lab.rootDir ?? ""}/tmp`;
+    const folders = fs
+        .readdirSync(tmp)
+        .filter((f) => f.startsWith("libvirt-snapshots-xml."))
+        .map((f) => `${tmp}/${f}`);
+    const files: Array<{ path: string; mtimeMs: number }> = [];
+    for (const d of folders) {
+        try {
+            for (const f of fs.readdirSync(d)) {
+                try {
+                    files.push({ path: `${d}/${f}`, mtimeMs: fs.statSync(`${d}/${f}`).mtimeMs });
+                } catch {
+                    /* removed meanwhile */
+                }
+            }
+        } catch {
+            /* removed meanwhile */
+        }
+    }
+    return { folders, files };
+}

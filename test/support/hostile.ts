@@ -445,8 +445,13 @@ function readArgvLog(dir: string): string[][] {
 }
 
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
-/** The writes the provider runs in its virsh shells too (provider/host/virshSessions.ts SESSION_WRITES): the deletes. */
-export const SESSION_WRITES = new Set(["snapshot-delete", "checkpoint-delete"]);
+/**
+ * The writes the provider runs in its virsh shells too (provider/host/virshSessions.ts SESSION_WRITES and
+ * XML_WRITES): the deletes, and the creates, whose XML a file on the host carries.
+ */
+export const SESSION_WRITES = new Set(["snapshot-delete", "checkpoint-delete", "snapshot-create", "checkpoint-create"]);
+/** The only files a create's --xmlfile may name: stdin (a process), or a file mktemp made (provider/host/xmlFiles.ts). */
+const XML_FILE = /^(\/dev\/stdin|\/tmp\/libvirt-snapshots-xml\.[A-Za-z0-9]{10}\/xml\.[A-Za-z0-9]{10})$/;
 export const SESSION_READ_ONLY = new Set([
     "dumpxml",
     "domstate",
@@ -484,7 +489,7 @@ export function argvProblems(argv: string[], declared: { uris: Set<string>; doma
                 continue;
             }
             if (v.startsWith("-")) out.push(`${where}: the value of ${a} starts with '-'`);
-            const ok = a === "--xmlfile" ? v === "/dev/stdin" : a === "--domain" ? declared.domains.has(v) : declared.names.has(v);
+            const ok = a === "--xmlfile" ? XML_FILE.test(v) : a === "--domain" ? declared.domains.has(v) : declared.names.has(v);
             if (!ok) out.push(`${where}: ${a} ${show(v)} was never declared`);
         } else if (!flags.includes(a)) {
             out.push(`${where}: ${show(a)} is not an option ${cmd} is meant to get here`);
