@@ -52,7 +52,7 @@ async function waitForProcess(pattern: string, timeoutMs = 20_000, over: () => b
     throw new Error(`no process matching ${pattern}`);
 }
 
-/** Until a create's XML file (provider/host/xmlFiles.ts) is on the lab host: the create is about to reach libvirt. */
+/** Until a create's XML file (provider/host/hostShell.ts) is on the lab host: the create is about to reach libvirt. */
 async function waitForXmlFile(since: number, timeoutMs: number, over: () => boolean): Promise<void> {
     for (const until = Date.now() + timeoutMs; Date.now() < until && !over(); await sleep(2))
         if (hostXmlFiles(lab).files.some((f) => f.mtimeMs >= since - 1000)) return;
@@ -283,6 +283,9 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const startedAt = Date.now();
             const pending = settle(suite.engine.create(urn, news));
             await waitForXmlFile(startedAt, 20_000, pending.done);
+            // Cut at once, the provider may not have its file's path yet: it then runs the create as a process after all
+            // (nothing had reached virsh), and the create succeeds. So each attempt waits a little longer.
+            await sleep([10, 40, 80, 120, 200, 300][attempt]!);
             const cut = pending.done() ? 0 : killSessionsOfClient(suite.engine.pid);
             const res = await pending.result;
             console.log(`      (attempt ${attempt}: ${cut} connection(s) cut; the create ${"r" in res ? "finished first" : "failed"})`);

@@ -999,7 +999,7 @@ describe("hostile input (engine path, real lab)", function () {
                 );
             problems.push(...argvProblems(["-c", wrapper.uri, ...cmd], declared));
         }
-        // The creates' XML files (provider/host/xmlFiles.ts) are removed once each command ran.
+        // The creates' XML files (provider/host/hostShell.ts) are removed once each command ran.
         const xmlLeft = () => hostXmlFiles(lab).files.map((f) => f.path);
         for (let i = 0; i < 50 && xmlLeft().length; i++) await sleep(100);
         if (xmlLeft().length) problems.push(`create XML files left on the host: ${xmlLeft().join(", ")}`);

@@ -292,6 +292,27 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                     }
                 });
 
+            it("runs the login user's read-only commands (df) in the connection's sh: a process's answer, exit code and stderr included, no channel of its own", async () => {
+                const v = new Virsh(conn);
+                await v.host(["true"], { asLoginUser: true, readOnly: true }); // the sh is up
+                const channels = sshStats.channels;
+                const argv = ["df", "-B1", "--output=avail,target", "--", "/"];
+                const inShell = await v.host(argv, { asLoginUser: true, readOnly: true });
+                const tricky = await v.host(["printf", "%s\\n", "M0x1 0 5 5", "é'\"$(x)"], { asLoginUser: true, readOnly: true });
+                const missing = await v.host(["df", "--", "/no/such/dir"], { asLoginUser: true, readOnly: true });
+                if (label === "ssh") assert.equal(sshStats.channels, channels, "no channel of their own");
+                const viaProcess = await v.host(argv, { asLoginUser: true });
+                assert.equal(inShell.code, 0);
+                assert.equal(inShell.stderr, "");
+                assert.equal(inShell.stdout.split("\n")[0], viaProcess.stdout.split("\n")[0], "df's header, as a process prints it");
+                const mount = (out: string) => out.split("\n")[1]?.trim().split(/\s+/)[1];
+                assert.equal(mount(inShell.stdout), mount(viaProcess.stdout), "df's mount point, as a process prints it");
+                assert.equal(tricky.stdout, `M0x1 0 5 5\né'"$(x)\n`, "output that looks like the framing is just output");
+                assert.equal(missing.code, 1);
+                assert.match(missing.stderr, /No such file or directory/);
+                assert.match(missing.command, /^env LC_ALL=C df -- \/no\/such\/dir$/);
+            });
+
             it("libvirtd's connection lost under the shell: idle, the next delete reconnects and is done once; mid-call, connection-failed", async () => {
                 // The shell reaches libvirtd through a unix-socket proxy of ours, which cuts its connection (libvirtd itself is shared).
                 const proxy = await libvirtSocketProxy(`${dom.dir}/lv-${label}.sock`);

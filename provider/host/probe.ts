@@ -180,23 +180,38 @@ export async function freeSpace(virsh: Virsh, dirs: readonly string[]): Promise<
     const out = new Map<string, FreeSpace>();
     await Promise.all(
         [...new Set(dirs)].map(async (dir) => {
-            const argv = ["df", "-B1", "--output=avail,target", "--", dir];
-            let r = await virsh.host(argv, { asLoginUser: true });
-            if (r.code !== 0 && virsh.connection.sudo && !/No such file or directory/.test(r.stderr)) r = await virsh.host(argv);
-            const m = /^\s*(\d+)\s(.*)$/.exec(r.stdout.split("\n")[1] ?? "");
-            if (r.code === 0 && m) {
-                out.set(dir, { availableBytes: Number(m[1]), mount: m[2]!.trim() });
-                return;
-            }
-            if (/No such file or directory/.test(r.stderr) || /^sudo: /m.test(r.stderr)) return;
-            throw new LibvirtError("failed", `cannot measure the free space in ${dir}: ${r.stderr.trim() || `df exited with ${r.code}`}`, {
-                command: r.command,
-                exitCode: r.code,
-                stderr: r.stderr,
-            });
+            const f = await dfShared(virsh, dir);
+            if (f) out.set(dir, f);
         }),
     );
     return out;
+}
+
+/** df runs in flight, per host and folder: checks asked at once (a fan-out's previews) share one answer, never an older one. */
+const dfInFlight = new Map<string, Promise<FreeSpace | undefined>>();
+
+function dfShared(virsh: Virsh, dir: string): Promise<FreeSpace | undefined> {
+    const key = `${virsh.where}\n${virsh.connection.sudo ? 1 : 0}\n${dir}`;
+    let p = dfInFlight.get(key);
+    if (!p) {
+        p = df(virsh, dir).finally(() => dfInFlight.delete(key));
+        dfInFlight.set(key, p);
+    }
+    return p;
+}
+
+async function df(virsh: Virsh, dir: string): Promise<FreeSpace | undefined> {
+    const argv = ["df", "-B1", "--output=avail,target", "--", dir];
+    let r = await virsh.host(argv, { asLoginUser: true, readOnly: true });
+    if (r.code !== 0 && virsh.connection.sudo && !/No such file or directory/.test(r.stderr)) r = await virsh.host(argv);
+    const m = /^\s*(\d+)\s(.*)$/.exec(r.stdout.split("\n")[1] ?? "");
+    if (r.code === 0 && m) return { availableBytes: Number(m[1]), mount: m[2]!.trim() };
+    if (/No such file or directory/.test(r.stderr) || /^sudo: /m.test(r.stderr)) return undefined;
+    throw new LibvirtError("failed", `cannot measure the free space in ${dir}: ${r.stderr.trim() || `df exited with ${r.code}`}`, {
+        command: r.command,
+        exitCode: r.code,
+        stderr: r.stderr,
+    });
 }
 
 /** `virsh domstate --reason`: "running (booted)", "paused (I/O error)", "paused (user)"... */

@@ -6,6 +6,7 @@
 import { type Connection, DEFAULTS, describeTarget } from "../connection";
 import { LibvirtError, classifyStderr, redact } from "../errors";
 import { commandLine, transportFor, type ExecResult, type Transport } from "./transport";
+import { hostShellFor } from "./hostShell";
 import { sessionsFor, virshStats } from "./virshSessions";
 
 export const DEFAULT_TIMEOUT_SECONDS = 300;
@@ -84,10 +85,20 @@ export class Virsh {
      * a lost connection or a timeout rejects, as for virsh. `asLoginUser` leaves
      * sudo out: for files only the login user's own commands touch (a private
      * folder whose XML a sudo'ed virsh reads), so no extra sudo rule is needed.
+     * `readOnly` (with asLoginUser, no stdin): a command that only reads, which the
+     * connection's long-lived sh runs when it can (hostShell.ts), else a process.
      */
-    async host(argv: readonly string[], opts: { timeoutMs?: number; stdin?: string; asLoginUser?: boolean } = {}): Promise<HostResult> {
+    async host(
+        argv: readonly string[],
+        opts: { timeoutMs?: number; stdin?: string; asLoginUser?: boolean; readOnly?: boolean } = {},
+    ): Promise<HostResult> {
         const full = opts.asLoginUser ? ["env", "LC_ALL=C", ...argv] : this.hostArgv(argv);
-        const r = await this.transport.exec(full, { timeoutMs: opts.timeoutMs ?? READ_TIMEOUT_MS, stdin: opts.stdin });
+        const timeoutMs = opts.timeoutMs ?? READ_TIMEOUT_MS;
+        const inShell =
+            opts.readOnly && opts.asLoginUser && opts.stdin === undefined
+                ? await hostShellFor(this.transport).run(full, timeoutMs)
+                : undefined;
+        const r = inShell ?? (await this.transport.exec(full, { timeoutMs, stdin: opts.stdin }));
         const secrets = this.transport.secrets;
         return { ...r, stderr: redact(r.stderr, secrets), command: redact(commandLine(full), secrets) };
     }

@@ -26,13 +26,13 @@
 // timeout kills the shell, as exec kills its process. Only the writes in
 // SESSION_WRITES go there: the deletes, whose arguments are plain names, and
 // the creates in XML_WRITES, whose XML (built by xml.ts, as for a process)
-// can't come on stdin, the shell's command stream: xmlFiles.ts writes it to a
+// can't come on stdin, the shell's command stream: hostShell.ts writes it to a
 // private file on the host, the command reads that path, and the file is
 // removed. Where no file can be written, the create runs as a process with its
-// XML on stdin. The comma syntax of --diskspec/--memspec stays a process. A write never queues for a
-// busy session (a block commit can last minutes): it takes an idle one, or
-// starts one within the budget, or runs as a process; and queries never queue
-// behind sessions that writes hold.
+// XML on stdin. The comma syntax of --diskspec/--memspec stays a process. A write never queues for long
+// (a block commit can last minutes): it takes an idle session, or starts one
+// within the budget, or waits up to WRITE_WAIT_MS for one to free, else runs as a
+// process; queries wait no longer than that behind sessions that writes hold.
 //
 // The protocol. virsh reads its shell input with readline, which echoes the
 // prompt and the line to stdout, so each request is one line that brackets the
@@ -54,7 +54,7 @@
 import { randomBytes } from "node:crypto";
 import { LibvirtError } from "../errors";
 import { lostError, shellQuote, timeoutError, type ExecResult, type HostProcess, type Transport } from "./transport";
-import { xmlFilesFor } from "./xmlFiles";
+import { hostShellFor } from "./hostShell";
 
 /**
  * Counts every virsh command, for tests and the benchmark: invocations in all;
@@ -92,7 +92,7 @@ const PROCESS_ONLY_ARGS = new Set(["--diskspec", "--memspec", "/dev/stdin"]);
 /**
  * Sessions per connection, over every virsh invocation (URI, sudo) on it. Each
  * holds one of the 8 SSH channels the transport opens (sshd allows 10); with the
- * shell that writes the creates' XML files (xmlFiles.ts), at least 4 are left for
+ * shell that writes the creates' XML files (hostShell.ts), at least 4 are left for
  * commands that run as processes, however many URIs share the host. Queries
  * start a second shell only when PIPELINE of them wait on the first, so most
  * hosts see one or two.
@@ -329,6 +329,11 @@ class SessionBudget {
 
 /** Queries sent to one session before they wait for its answers. */
 const PIPELINE = 8;
+/**
+ * How long a write waits for a session to free before it runs as its own process: creates and most deletes
+ * take well under this (a virsh process costs 20-30 ms of CPU on the host and a channel), a block commit longer.
+ */
+const WRITE_WAIT_MS = 1_500;
 
 /** A live session, and what holds it: queries (pipelined) or one write. */
 interface Held {
@@ -373,7 +378,7 @@ class SessionPool {
         let file: string | undefined;
         try {
             if (stdin !== undefined) {
-                file = await xmlFilesFor(this.transport).write(stdin);
+                file = await hostShellFor(this.transport).write(stdin);
                 if (!file || !/^[\x20-\x7e]+$/.test(file)) return undefined;
                 args = args.map((a, i) => (i === xmlAt ? file! : a));
             }
@@ -399,16 +404,18 @@ class SessionPool {
             }
             throw e;
         } finally {
-            if (file) xmlFilesFor(this.transport).remove(file);
+            if (file) hostShellFor(this.transport).remove(file);
             this.release(h, write, keep);
         }
     }
 
     /**
      * A session for a query: an idle one, or one answering other queries (the query is pipelined behind
-     * theirs), or a new one within the budget; else wait for one of ours. Never one a write holds.
+     * theirs), or a new one within the budget; else wait for one of ours, or up to WRITE_WAIT_MS for one
+     * that writes hold to free (then exec runs it). Never one a write holds.
      */
     private async forRead(): Promise<Held | undefined> {
+        let deadline: number | undefined;
         for (;;) {
             this.prune();
             const shared = this.held.filter((h) => !h.writer && h.readers < PIPELINE).sort((x, y) => x.readers - y.readers)[0];
@@ -426,20 +433,43 @@ class SessionPool {
                 if (!h) return undefined;
                 continue;
             }
-            // Every place is taken: wait for one of ours that queries hold, else run as a process.
-            if (!this.held.some((h) => !h.writer)) return undefined;
-            await new Promise<void>((resolve) => this.queue.push(resolve));
+            // Every place is taken: wait for one of ours that queries hold; behind writes only a little (one may last minutes).
+            const left = this.held.some((h) => !h.writer) ? Infinity : (deadline ??= Date.now() + WRITE_WAIT_MS) - Date.now();
+            if (left <= 0) return undefined;
+            await new Promise<void>((resolve) => {
+                const timer = left === Infinity ? undefined : setTimeout(resolve, left);
+                this.queue.push(() => {
+                    clearTimeout(timer);
+                    resolve();
+                });
+            });
         }
     }
 
-    /** A session for a write, alone: an idle one, or a new one within the budget; never a wait (a write may last minutes). */
+    /**
+     * A session for a write, alone: an idle one, or a new one within the budget, or one that frees within
+     * WRITE_WAIT_MS; else undefined (the write runs as a process). Never a long wait: a write may last minutes.
+     */
     private async forWrite(): Promise<Held | undefined> {
-        this.prune();
-        let h = this.held.find((x) => !x.writer && x.readers === 0);
-        if (!h && (this.budget.live < MAX_SESSIONS || this.budget.evictIdle(this))) h = await this.start();
-        if (!h || h.writer || h.readers) return undefined; // taken while it started
-        h.writer = true;
-        return h;
+        for (const until = Date.now() + WRITE_WAIT_MS; ;) {
+            this.prune();
+            let h = this.held.find((x) => !x.writer && x.readers === 0);
+            if (!h && (this.budget.live < MAX_SESSIONS || this.budget.evictIdle(this))) h = await this.start();
+            if (h && !h.writer && !h.readers) {
+                h.writer = true;
+                return h;
+            }
+            // Taken while it started, or every place is held: wait a little for one to free.
+            const left = until - Date.now();
+            if (left <= 0 || Date.now() < this.disabledUntil) return undefined;
+            await new Promise<void>((resolve) => {
+                const timer = setTimeout(resolve, left);
+                this.queue.push(() => {
+                    clearTimeout(timer);
+                    resolve();
+                });
+            });
+        }
     }
 
     private async start(): Promise<Held | undefined> {

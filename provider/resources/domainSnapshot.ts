@@ -328,16 +328,24 @@ export const domainSnapshot = {
         await withDomainLock(lockKey(props), async () => {
             // No creationTime: the state a cut-off create left (an init failure).
             if (!props.creationTime && props.deletion === "delete") await removeCutOffCreate(virsh, props);
+            // The usual case, libvirt has it under the recorded UUID: read it in the same round trip as locateSnapshot's question.
+            const recorded = props.domainUuid || props.domain;
+            const early = observeSnapshot(virsh, recorded, props.snapshotName).catch(() => undefined);
             // A record libvirt lost is given back first with deletion 'delete', so the delete removes the data from the
             // images too rather than leaking it; with 'metadata' there is no record left to drop, and the data stays.
             const at = await locateSnapshot(virsh, props, { restore: props.deletion === "delete" });
+            const readNow = at?.domain === recorded && at.record.status === "present" ? await early : undefined;
             if (!at) return; // the domain is gone, and its snapshots' records with it
-            await deleteSnapshot(virsh, {
-                domain: at.domain,
-                domainName: props.domainName,
-                snapshotName: props.snapshotName,
-                deletion: props.deletion,
-            });
+            await deleteSnapshot(
+                virsh,
+                {
+                    domain: at.domain,
+                    domainName: props.domainName,
+                    snapshotName: props.snapshotName,
+                    deletion: props.deletion,
+                },
+                readNow,
+            );
         });
     },
 };

@@ -509,10 +509,12 @@ export function memoryOf(s: SnapshotInfo): "none" | "internal" | "external" {
 export async function deleteSnapshot(
     virsh: Virsh,
     t: { domain: string; domainName: string; snapshotName: string; deletion: "delete" | "metadata" },
+    /** The snapshot as read just now, inside the same lock (asked together with the caller's own questions). */
+    readNow?: ObservedSnapshot,
 ): Promise<void> {
     let observed: ObservedSnapshot;
     try {
-        observed = await observeSnapshot(virsh, t.domain, t.snapshotName);
+        observed = readNow ?? (await observeSnapshot(virsh, t.domain, t.snapshotName));
     } catch (e) {
         if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return;
         throw e;

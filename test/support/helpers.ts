@@ -93,7 +93,7 @@ export async function hostHasExternalSnapshot(): Promise<boolean> {
 }
 
 /**
- * The creates' XML on the lab host now (provider/host/xmlFiles.ts): each provider connection's private
+ * The creates' XML on the lab host now (provider/host/hostShell.ts): each provider connection's private
  * folder in /tmp, and the files in them, with their modification times.
  */
 export function hostXmlFiles(lab: Pick<LabInfo, "rootDir"> = loadLab()): {
@@ -108,7 +108,8 @@ export function hostXmlFiles(lab: Pick<LabInfo, "rootDir"> = loadLab()): {
     const files: Array<{ path: string; mtimeMs: number }> = [];
     for (const d of folders) {
         try {
-            for (const f of fs.readdirSync(d)) {
+            // Beside them, the sh's own "o" and "e" (each answer's stdout and stderr).
+            for (const f of fs.readdirSync(d).filter((x) => x.startsWith("xml."))) {
                 try {
                     files.push({ path: `${d}/${f}`, mtimeMs: fs.statSync(`${d}/${f}`).mtimeMs });
                 } catch {

@@ -1,0 +1,225 @@
+// A long-lived `sh` on the libvirt host, one per connection, as the login user (never sudo). It does
+// two things that would otherwise each cost an SSH channel, sshd's session and a process:
+//
+// - The creates' XML files. A virsh shell (virshSessions.ts) reads its commands on stdin, so a
+//   command there can't take its XML on stdin too (`--xmlfile /dev/stdin`). The XML goes into a file
+//   written here first (one round trip and a `cat`). The files live in a private folder (mktemp -d:
+//   0700, which a sudo'ed virsh still reads) that the `sh` made when it started and removes when it
+//   ends, however it ends short of SIGKILL: a dropped connection (end of input, or SIGHUP) included.
+//   Each file is removed once its command ran.
+// - Read-only commands of the login user (df for the free space preview): asked here, they cost a
+//   fork in a shell that already runs.
+//
+// Where the `sh` can't run (a restricted account), nothing is written and every command runs as its
+// own process (exec), as before: a create with its XML on stdin.
+//
+// The protocol. Each request is one script, sent whole: its body in a group whose stdout and stderr go
+// to two files in the folder, then a line with a marker (a random nonce and a counter), the status,
+// and the two files' sizes in bytes, then the two files. The reader takes exactly those bytes, so
+// nothing a command prints can forge or shift a marker. An XML file's text goes in a here-document
+// whose quoted delimiter carries the nonce (nothing in it is expanded; a text holding that line is
+// never sent this way). Commands are argument vectors, quoted by shellQuote as for exec.
+import { randomBytes } from "node:crypto";
+import { commandLine, shellQuote, type ExecResult, type HostProcess, type Transport } from "./transport";
+
+const TEMPLATE = "libvirt-snapshots-xml.XXXXXXXXXX";
+const START_TIMEOUT_MS = 15_000;
+const WRITE_TIMEOUT_MS = 30_000;
+const IDLE_CLOSE_MS = 30_000;
+/** After the shell failed to start, how long to go without it before trying again. */
+const RETRY_MS = 60_000;
+
+interface Answer {
+    status: number;
+    stdout: string;
+    stderr: string;
+}
+
+class HostShell {
+    private out: Buffer = Buffer.alloc(0);
+    private waiter?: () => void;
+    private readonly nonce = randomBytes(12).toString("hex");
+    private seq = 0;
+    /** One script at a time: each waits for the one before. */
+    private tail: Promise<unknown> = Promise.resolve();
+    closed = false;
+
+    private constructor(private readonly proc: HostProcess) {
+        proc.onStdout((d) => {
+            this.out = this.out.length ? Buffer.concat([this.out, d]) : d;
+            this.waiter?.();
+        });
+        proc.onStderr(() => undefined);
+        proc.onClose(() => {
+            this.closed = true;
+            this.waiter?.();
+        });
+    }
+
+    static async start(transport: Transport): Promise<HostShell> {
+        const shell = new HostShell(await transport.spawn(["env", "LC_ALL=C", "sh"]));
+        // The folder first, outside the framing (which needs it).
+        const folder = `d=$(mktemp -d -t ${TEMPLATE}) && trap 'rm -rf -- "$d"' EXIT && trap 'exit 1' HUP INT TERM PIPE`;
+        if ((await shell.request(folder, START_TIMEOUT_MS, false))?.status !== 0) {
+            shell.close();
+            throw new Error("sh did not answer on the libvirt host");
+        }
+        return shell;
+    }
+
+    /**
+     * Run one script body; its status, stdout and stderr, or undefined when the shell broke or timed out
+     * (it is then closed). `framed: false` only for the script that makes the folder: its status alone.
+     */
+    request(body: string, timeoutMs: number, framed = true): Promise<Answer | undefined> {
+        const run = async () => {
+            if (this.closed) return undefined;
+            const marker = `M${this.nonce}x${++this.seq}`;
+            this.proc.busy(true);
+            try {
+                this.proc.write(
+                    framed
+                        ? `{ ${body}\n} >"$d/o" 2>"$d/e"; s=$?; printf '%s %s %s %s\\n' ${marker} "$s" "$(wc -c <"$d/o")" "$(wc -c <"$d/e")"; cat "$d/o" "$d/e"\n`
+                        : `${body}\nprintf '%s %s 0 0\\n' ${marker} "$?"\n`,
+                );
+                return await this.answer(marker, Date.now() + timeoutMs);
+            } finally {
+                this.proc.busy(false);
+            }
+        };
+        const result = this.tail.then(run, run);
+        this.tail = result.catch(() => undefined);
+        return result;
+    }
+
+    /** The answer after the marker: its line, then exactly the bytes it announces. */
+    private answer(marker: string, deadline: number): Promise<Answer | undefined> {
+        return new Promise((resolve) => {
+            const finish = (v: Answer | undefined) => {
+                clearTimeout(timer);
+                this.waiter = undefined;
+                if (v === undefined) this.close();
+                resolve(v);
+            };
+            const check = () => {
+                const head = Buffer.from(`${marker} `);
+                const at = this.out.indexOf(head);
+                const eol = at >= 0 ? this.out.indexOf("\n", at) : -1;
+                if (eol >= 0) {
+                    const [status, outLen, errLen] = this.out
+                        .subarray(at + head.length, eol)
+                        .toString("latin1")
+                        .trim()
+                        .split(/\s+/)
+                        .map(Number);
+                    const start = eol + 1,
+                        mid = start + outLen!,
+                        end = mid + errLen!;
+                    if (![status, outLen, errLen].every((n) => Number.isInteger(n))) return finish(undefined);
+                    if (this.out.length >= end) {
+                        const answer = {
+                            status: status!,
+                            stdout: this.out.subarray(start, mid).toString("utf8"),
+                            stderr: this.out.subarray(mid, end).toString("utf8"),
+                        };
+                        this.out = this.out.subarray(end);
+                        return finish(answer);
+                    }
+                }
+                if (this.closed) finish(undefined);
+            };
+            const timer = setTimeout(() => finish(undefined), Math.max(0, deadline - Date.now()));
+            this.waiter = check;
+            check();
+        });
+    }
+
+    /** A new file holding `text`; undefined when it can't be written this way. */
+    async write(text: string): Promise<string | undefined> {
+        const delimiter = `XML${this.nonce}`;
+        const body = text.endsWith("\n") ? text : `${text}\n`;
+        if (body.includes("\u0000") || body.split("\n").includes(delimiter)) return undefined;
+        const r = await this.request(
+            `f=$(mktemp "$d/xml.XXXXXXXXXX") && cat > "$f" <<'${delimiter}'\n${body}${delimiter}\n` +
+                `r=$?; if [ "$r" -eq 0 ]; then printf '%s' "$f"; elif [ -n "$f" ]; then rm -f -- "$f"; fi; (exit "$r")`,
+            WRITE_TIMEOUT_MS,
+        );
+        return r?.status === 0 && r.stdout.startsWith("/") ? r.stdout : undefined;
+    }
+
+    /** Remove a file `write` made; nobody waits for it (the next script runs after it). */
+    remove(file: string): void {
+        void this.request(`rm -f -- ${shellQuote(file)}`, WRITE_TIMEOUT_MS);
+    }
+
+    /** A command that only reads, with nothing on its stdin; undefined when the shell broke or timed out. */
+    async run(argv: readonly string[], timeoutMs: number): Promise<ExecResult | undefined> {
+        const r = await this.request(`${commandLine(argv)} </dev/null`, timeoutMs);
+        return r && { code: r.status, signal: null, stdout: r.stdout, stderr: r.stderr };
+    }
+
+    /** End the shell: `exit` lets its trap remove the folder; it is killed only if it doesn't end on its own. */
+    close(): void {
+        if (!this.closed) {
+            this.closed = true;
+            this.proc.write("exit\n");
+            const kill = setTimeout(() => this.proc.close(), 2000);
+            kill.unref();
+            this.proc.onClose(() => clearTimeout(kill));
+        }
+        this.waiter?.();
+    }
+}
+
+/** The host shell of one transport: started on first use, closed when idle or with the transport. */
+class HostShellSlot {
+    private shell?: Promise<HostShell | undefined>;
+    private disabledUntil = 0;
+    private idleTimer?: NodeJS.Timeout;
+
+    constructor(private readonly transport: Transport) {}
+
+    /** Write `text` to a new private file on the host; undefined when that isn't possible (run as a process instead). */
+    async write(text: string): Promise<string | undefined> {
+        return (await this.get())?.write(text);
+    }
+
+    remove(file: string): void {
+        void this.get().then((s) => s?.remove(file));
+    }
+
+    /** Run a read-only command of the login user here; undefined when it can't (exec runs it instead: it only reads). */
+    async run(argv: readonly string[], timeoutMs: number): Promise<ExecResult | undefined> {
+        return (await this.get())?.run(argv, timeoutMs);
+    }
+
+    private async get(): Promise<HostShell | undefined> {
+        clearTimeout(this.idleTimer);
+        this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
+        this.idleTimer.unref();
+        if (Date.now() < this.disabledUntil) return undefined;
+        const current = await this.shell;
+        if (current && !current.closed) return current;
+        this.shell = HostShell.start(this.transport).catch(() => {
+            this.disabledUntil = Date.now() + RETRY_MS;
+            return undefined;
+        });
+        return this.shell;
+    }
+
+    close(): void {
+        clearTimeout(this.idleTimer);
+        const s = this.shell;
+        this.shell = undefined;
+        void s?.then((x) => x?.close());
+    }
+}
+
+export function hostShellFor(transport: Transport): HostShellSlot {
+    let f = transport.attached.get("host-shell") as HostShellSlot | undefined;
+    if (!f) {
+        f = new HostShellSlot(transport);
+        transport.attached.set("host-shell", f);
+    }
+    return f;
+}
