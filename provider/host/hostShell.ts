@@ -3,7 +3,7 @@
 //
 // - The creates' XML files. A virsh shell (virshSessions.ts) reads its commands on stdin, so a
 //   command there can't take its XML on stdin too (`--xmlfile /dev/stdin`). The XML goes into a file
-//   written here first (one round trip and a `cat`). The files live in a private folder (mktemp -d:
+//   written here first (one round trip, no process). The files live in a private folder (mktemp -d:
 //   0700, which a sudo'ed virsh still reads) that the `sh` made when it started and removes when it
 //   ends, however it ends short of SIGKILL: a dropped connection (end of input, or SIGHUP) included.
 //   Each file is removed once its command ran.
@@ -14,11 +14,15 @@
 // own process (exec), as before: a create with its XML on stdin.
 //
 // The protocol. Each request is one script, sent whole: its body in a group whose stdout and stderr go
-// to two files in the folder, then a line with a marker (a random nonce and a counter), the status,
-// and the two files' sizes in bytes, then the two files. The reader takes exactly those bytes, so
-// nothing a command prints can forge or shift a marker. An XML file's text goes in a here-document
-// whose quoted delimiter carries the nonce (nothing in it is expanded; a text holding that line is
-// never sent this way). Commands are argument vectors, quoted by shellQuote as for exec.
+// to two files in the folder, then `<marker>O status`, the stdout file, `<marker>E`, the stderr file,
+// `<marker>Z`, each copied line by line with dash's builtins, so a request starts no process beyond
+// its command (a fork and exec of coreutils costs about as much CPU as a small virsh command). The
+// marker holds a random nonce and a counter that no command sees, so nothing a command prints can
+// forge it. (Copied by lines, an answer's last line always ends in a newline and a NUL byte is lost:
+// the commands asked here print text.) An XML file's text goes in a here-document whose quoted
+// delimiter carries the nonce (nothing in it is expanded; a text holding that line is never sent
+// this way), copied into the file by the same builtins. Commands are argument vectors, quoted by
+// shellQuote as for exec.
 import { randomBytes } from "node:crypto";
 import { commandLine, shellQuote, type ExecResult, type HostProcess, type Transport } from "./transport";
 
@@ -59,7 +63,7 @@ class HostShell {
     static async start(transport: Transport): Promise<HostShell> {
         const shell = new HostShell(await transport.spawn(["env", "LC_ALL=C", "sh"]));
         // The folder first, outside the framing (which needs it).
-        const folder = `d=$(mktemp -d -t ${TEMPLATE}) && trap 'rm -rf -- "$d"' EXIT && trap 'exit 1' HUP INT TERM PIPE`;
+        const folder = `umask 077 && n=0 && d=$(mktemp -d -t ${TEMPLATE}) && trap 'rm -rf -- "$d"' EXIT && trap 'exit 1' HUP INT TERM PIPE`;
         if ((await shell.request(folder, START_TIMEOUT_MS, false))?.status !== 0) {
             shell.close();
             throw new Error("sh did not answer on the libvirt host");
@@ -77,10 +81,12 @@ class HostShell {
             const marker = `M${this.nonce}x${++this.seq}`;
             this.proc.busy(true);
             try {
+                // Only builtins frame the answer (dash's read and printf): no process per request beyond the command's own.
+                const copy = (file: string) => `while IFS= read -r l || [ -n "$l" ]; do printf '%s\\n' "$l"; done <"$d/${file}"`;
                 this.proc.write(
                     framed
-                        ? `{ ${body}\n} >"$d/o" 2>"$d/e"; s=$?; printf '%s %s %s %s\\n' ${marker} "$s" "$(wc -c <"$d/o")" "$(wc -c <"$d/e")"; cat "$d/o" "$d/e"\n`
-                        : `${body}\nprintf '%s %s 0 0\\n' ${marker} "$?"\n`,
+                        ? `{ ${body}\n} >"$d/o" 2>"$d/e"; s=$?; printf '%s %s\\n' ${marker}O "$s"; ${copy("o")}; printf '%s\\n' ${marker}E; ${copy("e")}; printf '%s\\n' ${marker}Z\n`
+                        : `${body}\nprintf '%s %s\\n' ${marker}O "$?"; printf '%s\\n' ${marker}E ${marker}Z\n`,
                 );
                 return await this.answer(marker, Date.now() + timeoutMs);
             } finally {
@@ -92,7 +98,7 @@ class HostShell {
         return result;
     }
 
-    /** The answer after the marker: its line, then exactly the bytes it announces. */
+    /** The answer between the marker's lines: `<marker>O status`, stdout, `<marker>E`, stderr, `<marker>Z`. */
     private answer(marker: string, deadline: number): Promise<Answer | undefined> {
         return new Promise((resolve) => {
             const finish = (v: Answer | undefined) => {
@@ -102,29 +108,24 @@ class HostShell {
                 resolve(v);
             };
             const check = () => {
-                const head = Buffer.from(`${marker} `);
-                const at = this.out.indexOf(head);
-                const eol = at >= 0 ? this.out.indexOf("\n", at) : -1;
-                if (eol >= 0) {
-                    const [status, outLen, errLen] = this.out
-                        .subarray(at + head.length, eol)
-                        .toString("latin1")
-                        .trim()
-                        .split(/\s+/)
-                        .map(Number);
-                    const start = eol + 1,
-                        mid = start + outLen!,
-                        end = mid + errLen!;
-                    if (![status, outLen, errLen].every((n) => Number.isInteger(n))) return finish(undefined);
-                    if (this.out.length >= end) {
-                        const answer = {
-                            status: status!,
-                            stdout: this.out.subarray(start, mid).toString("utf8"),
-                            stderr: this.out.subarray(mid, end).toString("utf8"),
-                        };
-                        this.out = this.out.subarray(end);
-                        return finish(answer);
-                    }
+                const o = this.out.indexOf(`${marker}O `);
+                const eol = o >= 0 ? this.out.indexOf("\n", o) : -1;
+                const e = eol >= 0 ? this.out.indexOf(`${marker}E\n`, eol) : -1;
+                const z = e >= 0 ? this.out.indexOf(`${marker}Z\n`, e) : -1;
+                if (z >= 0) {
+                    const status = Number(
+                        this.out
+                            .subarray(o + marker.length + 2, eol)
+                            .toString("latin1")
+                            .trim(),
+                    );
+                    const answer = {
+                        status,
+                        stdout: this.out.subarray(eol + 1, e).toString("utf8"),
+                        stderr: this.out.subarray(e + marker.length + 2, z).toString("utf8"),
+                    };
+                    this.out = this.out.subarray(z + marker.length + 2);
+                    return finish(Number.isInteger(status) ? answer : undefined);
                 }
                 if (this.closed) finish(undefined);
             };
@@ -140,11 +141,13 @@ class HostShell {
         const body = text.endsWith("\n") ? text : `${text}\n`;
         if (body.includes("\u0000") || body.split("\n").includes(delimiter)) return undefined;
         const r = await this.request(
-            `f=$(mktemp "$d/xml.XXXXXXXXXX") && cat > "$f" <<'${delimiter}'\n${body}${delimiter}\n` +
-                `r=$?; if [ "$r" -eq 0 ]; then printf '%s' "$f"; elif [ -n "$f" ]; then rm -f -- "$f"; fi; (exit "$r")`,
+            // The folder is private and ours: a counter names the file. Builtins copy the text in, so no process runs.
+            `n=$((n + 1)); f="$d/xml.$n"; while IFS= read -r l; do printf '%s\\n' "$l"; done >"$f" <<'${delimiter}'\n${body}${delimiter}\n` +
+                `r=$?; if [ "$r" -eq 0 ]; then printf '%s' "$f"; else rm -f -- "$f"; fi; [ "$r" -eq 0 ]`,
             WRITE_TIMEOUT_MS,
         );
-        return r?.status === 0 && r.stdout.startsWith("/") ? r.stdout : undefined;
+        const file = r?.stdout.trim();
+        return r?.status === 0 && file?.startsWith("/") ? file : undefined;
     }
 
     /** Remove a file `write` made; nobody waits for it (the next script runs after it). */

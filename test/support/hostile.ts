@@ -450,8 +450,8 @@ const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + 
  * XML_WRITES): the deletes, and the creates, whose XML a file on the host carries.
  */
 export const SESSION_WRITES = new Set(["snapshot-delete", "checkpoint-delete", "snapshot-create", "checkpoint-create"]);
-/** The only files a create's --xmlfile may name: stdin (a process), or a file mktemp made (provider/host/hostShell.ts). */
-const XML_FILE = /^(\/dev\/stdin|\/tmp\/libvirt-snapshots-xml\.[A-Za-z0-9]{10}\/xml\.[A-Za-z0-9]{10})$/;
+/** The only files a create's --xmlfile may name: stdin (a process), or a file in the folder mktemp made (provider/host/hostShell.ts). */
+const XML_FILE = /^(\/dev\/stdin|\/tmp\/libvirt-snapshots-xml\.[A-Za-z0-9]{10}\/xml\.[0-9]+)$/;
 export const SESSION_READ_ONLY = new Set([
     "dumpxml",
     "domstate",
