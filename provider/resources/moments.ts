@@ -552,6 +552,24 @@ export async function deleteSnapshot(
             const outside = (await isCurrentOrAncestor(virsh, t.domain, t.snapshotName))
                 ? []
                 : observed.info.disks.filter((d) => d.snapshot === "external");
+            // A delete whose client was cut off goes on in libvirt: midway, the record is still there and the current
+            // snapshot already cleared (measured on 9.0). Judge what its block commit leaves, not its middle.
+            if (
+                outside.length &&
+                (await waitForBlockJobs(
+                    virsh,
+                    t.domain,
+                    outside.map((d) => d.name),
+                ))
+            ) {
+                try {
+                    await observeSnapshot(virsh, t.domain, t.snapshotName);
+                } catch (e) {
+                    if (isKind(e, "snapshot-not-found")) return; // that delete finished it
+                    throw e;
+                }
+                if (await isCurrentOrAncestor(virsh, t.domain, t.snapshotName)) outside.length = 0;
+            }
             if (outside.length) {
                 throw refuse(
                     `its overlay ${outside.map((d) => `${d.file ?? "?"} (${d.name})`).join(", ")} is not in the domain's current disk chain: the domain was reverted to an earlier snapshot since. ` +
@@ -577,7 +595,12 @@ export async function deleteSnapshot(
                 `again, or set deletion: 'metadata' to keep the data in the image.`,
         );
     }
-    await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
+    try {
+        await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
+    } catch (e) {
+        // Gone since it was read: another client's delete finished it (libvirt goes on with one whose client was cut off).
+        if (!isKind(e, "snapshot-not-found")) throw e;
+    }
     const memoryFile = observed.info.memory.snapshot === "external" ? observed.info.memory.file : undefined;
     if (memoryFile && version.number < VERSIONS.snapshotDeleteRemovesMemoryFile) {
         const r = await virsh.host(["rm", "-f", "--", memoryFile]);
@@ -593,6 +616,22 @@ export async function deleteSnapshot(
 }
 
 /** Whether NAME is the domain's current snapshot or one of its ancestors (the snapshots the current state descends from). */
+/** How long a delete waits for block jobs already running on the snapshot's disks before it judges the snapshot. */
+const BLOCK_JOB_WAIT_MS = 300_000;
+
+/** Wait while a block job runs on any of these disks (`blockjob --info`), up to BLOCK_JOB_WAIT_MS; true when there was one. */
+async function waitForBlockJobs(virsh: Virsh, domain: string, disks: readonly string[]): Promise<boolean> {
+    let waited = false;
+    for (const until = Date.now() + BLOCK_JOB_WAIT_MS; Date.now() < until; waited = true) {
+        const infos = await Promise.all(
+            disks.map((d) => virsh.run(["blockjob", "--domain", domain, "--path", d, "--info"], { timeoutMs: 60_000 }).catch(() => "")),
+        );
+        if (!infos.some((i) => /Block (Commit|Pull|Copy)|Active Block/i.test(i))) return waited;
+        await new Promise((r) => setTimeout(r, 500));
+    }
+    return waited;
+}
+
 async function isCurrentOrAncestor(virsh: Virsh, domain: string, name: string): Promise<boolean> {
     let at: string;
     try {

@@ -331,7 +331,8 @@ exec /usr/bin/virsh "$@"
 `;
 
 // --from: snapshot-list of an internal snapshot's external descendants (asked on libvirt 9.9 to 10.x only).
-const VALUE_OPTIONS = new Set(["--domain", "--snapshotname", "--checkpointname", "--xmlfile", "--from"]);
+// --path: a disk target (blockjob --info, asked before refusing to delete an external snapshot outside the current chain).
+const VALUE_OPTIONS = new Set(["--domain", "--snapshotname", "--checkpointname", "--xmlfile", "--from", "--path"]);
 /** The flags each command may get in this suite (deletion is always "delete", so never --metadata). */
 const FLAGS: Record<string, string[]> = {
     version: [],
@@ -357,6 +358,7 @@ const FLAGS: Record<string, string[]> = {
     resume: [],
     domid: [],
     domjobinfo: [],
+    blockjob: ["--info"],
 };
 
 /** Every command virsh ran: argument vectors of processes, and the commands of its shell sessions. */
@@ -489,7 +491,14 @@ export function argvProblems(argv: string[], declared: { uris: Set<string>; doma
                 continue;
             }
             if (v.startsWith("-")) out.push(`${where}: the value of ${a} starts with '-'`);
-            const ok = a === "--xmlfile" ? XML_FILE.test(v) : a === "--domain" ? declared.domains.has(v) : declared.names.has(v);
+            const ok =
+                a === "--xmlfile"
+                    ? XML_FILE.test(v)
+                    : a === "--domain"
+                      ? declared.domains.has(v)
+                      : a === "--path"
+                        ? /^[a-z]{2,4}$/.test(v)
+                        : declared.names.has(v);
             if (!ok) out.push(`${where}: ${a} ${show(v)} was never declared`);
         } else if (!flags.includes(a)) {
             out.push(`${where}: ${show(a)} is not an option ${cmd} is meant to get here`);
