@@ -553,22 +553,25 @@ export async function deleteSnapshot(
                 ? []
                 : observed.info.disks.filter((d) => d.snapshot === "external");
             // A delete whose client was cut off goes on in libvirt: midway, the record is still there and the current
-            // snapshot already cleared (measured on 9.0). Judge what its block commit leaves, not its middle.
-            if (
-                outside.length &&
-                (await waitForBlockJobs(
+            // snapshot already cleared (measured on 9.0; its end is not always a job domjobinfo or blockjob shows). Judge
+            // what it leaves, not its middle: after its block commit, and for a few seconds more, before refusing.
+            if (outside.length) {
+                await waitForBlockJobs(
                     virsh,
                     t.domain,
                     outside.map((d) => d.name),
-                ))
-            ) {
-                try {
-                    await observeSnapshot(virsh, t.domain, t.snapshotName);
-                } catch (e) {
-                    if (isKind(e, "snapshot-not-found")) return; // that delete finished it
-                    throw e;
+                );
+                for (const until = Date.now() + SETTLE_MS; outside.length;) {
+                    try {
+                        await observeSnapshot(virsh, t.domain, t.snapshotName);
+                    } catch (e) {
+                        if (isKind(e, "snapshot-not-found")) return; // that delete finished it
+                        throw e;
+                    }
+                    if (await isCurrentOrAncestor(virsh, t.domain, t.snapshotName)) outside.length = 0;
+                    else if (Date.now() >= until) break;
+                    else await new Promise((r) => setTimeout(r, 500));
                 }
-                if (await isCurrentOrAncestor(virsh, t.domain, t.snapshotName)) outside.length = 0;
             }
             if (outside.length) {
                 throw refuse(
@@ -615,23 +618,23 @@ export async function deleteSnapshot(
     }
 }
 
-/** Whether NAME is the domain's current snapshot or one of its ancestors (the snapshots the current state descends from). */
 /** How long a delete waits for block jobs already running on the snapshot's disks before it judges the snapshot. */
 const BLOCK_JOB_WAIT_MS = 300_000;
+/** Then how long it looks again before refusing a snapshot outside the current chain (another delete's end). */
+const SETTLE_MS = 10_000;
 
-/** Wait while a block job runs on any of these disks (`blockjob --info`), up to BLOCK_JOB_WAIT_MS; true when there was one. */
-async function waitForBlockJobs(virsh: Virsh, domain: string, disks: readonly string[]): Promise<boolean> {
-    let waited = false;
-    for (const until = Date.now() + BLOCK_JOB_WAIT_MS; Date.now() < until; waited = true) {
+/** Wait while a block job runs on any of these disks (`blockjob --info`), up to BLOCK_JOB_WAIT_MS. */
+async function waitForBlockJobs(virsh: Virsh, domain: string, disks: readonly string[]): Promise<void> {
+    for (const until = Date.now() + BLOCK_JOB_WAIT_MS; Date.now() < until;) {
         const infos = await Promise.all(
             disks.map((d) => virsh.run(["blockjob", "--domain", domain, "--path", d, "--info"], { timeoutMs: 60_000 }).catch(() => "")),
         );
-        if (!infos.some((i) => /Block (Commit|Pull|Copy)|Active Block/i.test(i))) return waited;
+        if (!infos.some((i) => /Block (Commit|Pull|Copy)|Active Block/i.test(i))) return;
         await new Promise((r) => setTimeout(r, 500));
     }
-    return waited;
 }
 
+/** Whether NAME is the domain's current snapshot or one of its ancestors (the snapshots the current state descends from). */
 async function isCurrentOrAncestor(virsh: Virsh, domain: string, name: string): Promise<boolean> {
     let at: string;
     try {
