@@ -228,11 +228,6 @@ class VirshSession {
         });
     }
 
-    /** Commands sent and not yet answered. */
-    get inFlight(): number {
-        return this.pending.length;
-    }
-
     /**
      * One command, sent at once even while earlier ones run (virsh runs them in order, and each is framed by its
      * own markers). Resolves with its stdout and stderr when it ran; rejects with NoAnswer when it didn't parse
