@@ -297,7 +297,7 @@ export const domainSnapshot = {
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
             // A record libvirt lost (the domain was defined again, perhaps under a new UUID) is given back from the state.
-            const at = await locateSnapshot(virsh, olds, { restore: true });
+            const at = await locateSnapshot(virsh, olds, { restore: true, read: true });
             // An earlier create was cut off before libvirt made the snapshot (an init failure): finish the job.
             if (at?.record.status === "gone" && !olds.creationTime) return { outs: await createLocked(v, virsh) };
             if (!at)
@@ -314,7 +314,7 @@ export const domainSnapshot = {
             }
             const domain = at.domain;
             const restoredAt = at.record.status === "restored" ? new Date().toISOString() : (olds.restoredAt ?? null);
-            let observed = await observeSnapshot(virsh, domain, olds.snapshotName);
+            let observed = at.observed ?? (await observeSnapshot(virsh, domain, olds.snapshotName));
             if (!same(observed.info.description, v.description)) {
                 await redefineDescription(virsh, "snapshot", domain, olds.snapshotName, v.description);
                 observed = await observeSnapshot(virsh, domain, olds.snapshotName);
@@ -328,13 +328,9 @@ export const domainSnapshot = {
         await withDomainLock(lockKey(props), async () => {
             // No creationTime: the state a cut-off create left (an init failure).
             if (!props.creationTime && props.deletion === "delete") await removeCutOffCreate(virsh, props);
-            // The usual case, libvirt has it under the recorded UUID: read it in the same round trip as locateSnapshot's question.
-            const recorded = props.domainUuid || props.domain;
-            const early = observeSnapshot(virsh, recorded, props.snapshotName).catch(() => undefined);
             // A record libvirt lost is given back first with deletion 'delete', so the delete removes the data from the
             // images too rather than leaking it; with 'metadata' there is no record left to drop, and the data stays.
-            const at = await locateSnapshot(virsh, props, { restore: props.deletion === "delete" });
-            const readNow = at?.domain === recorded && at.record.status === "present" ? await early : undefined;
+            const at = await locateSnapshot(virsh, props, { restore: props.deletion === "delete", read: true });
             if (!at) return; // the domain is gone, and its snapshots' records with it
             await deleteSnapshot(
                 virsh,
@@ -344,7 +340,7 @@ export const domainSnapshot = {
                     snapshotName: props.snapshotName,
                     deletion: props.deletion,
                 },
-                readNow,
+                at.observed,
             );
         });
     },

@@ -7,6 +7,7 @@ import { LibvirtError, isKind } from "../errors";
 import { imageChain, listSnapshots, probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, withMomentIdentity, type SnapshotInfo } from "../host/xml";
+import { observeSnapshot, type ObservedSnapshot } from "./moments";
 
 /**
  * The domain a snapshot or checkpoint was made on: by its recorded UUID, else (undefined and defined
@@ -157,13 +158,22 @@ async function redefineSnapshot(
     );
 }
 
-/** One virsh call: whether libvirt lists the snapshot under the domain's recorded UUID (the usual case, so the rest is asked only when not). */
-export async function snapshotListed(virsh: Virsh, domainUuid: string, name: string): Promise<boolean> {
+/**
+ * One exchange: whether libvirt lists the snapshot under the domain's recorded UUID (the usual case, so the rest
+ * is asked only when not); with `read`, the snapshot as libvirt has it, in that same exchange.
+ */
+async function listedUnderRecordedUuid(
+    virsh: Virsh,
+    domainUuid: string,
+    name: string,
+    read: boolean,
+): Promise<{ observed?: ObservedSnapshot } | undefined> {
     try {
+        if (read) return { observed: await observeSnapshot(virsh, domainUuid, name) };
         await virsh.query(["snapshot-info", "--domain", domainUuid, "--snapshotname", name]);
-        return true;
+        return {};
     } catch (e) {
-        if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return false;
+        if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return undefined;
         throw e;
     }
 }
@@ -181,16 +191,18 @@ export interface RecordedSnapshot {
 /**
  * Where a recorded snapshot is now: its domain's UUID now (found by the recorded UUID, else by name), and
  * whether libvirt has its record; with `restore`, a lost record whose data is still there is given back
- * first (see snapshotRecord). One virsh call when libvirt has it under the recorded UUID. Undefined when
- * the domain is gone.
+ * first (see snapshotRecord). One exchange when libvirt has it under the recorded UUID; with `read`, that
+ * exchange also reads the snapshot (`observed`), for a caller that needs it next. Undefined when the domain
+ * is gone.
  */
 export async function locateSnapshot(
     virsh: Virsh,
     rec: RecordedSnapshot,
-    opts: { restore: boolean },
-): Promise<{ domain: string; probe?: DomainProbe; record: SnapshotRecordStatus } | undefined> {
+    opts: { restore: boolean; read?: boolean },
+): Promise<{ domain: string; probe?: DomainProbe; record: SnapshotRecordStatus; observed?: ObservedSnapshot } | undefined> {
     const recorded = rec.domainUuid || rec.domain;
-    if (await snapshotListed(virsh, recorded, rec.snapshotName)) return { domain: recorded, record: { status: "present" } };
+    const listed = await listedUnderRecordedUuid(virsh, recorded, rec.snapshotName, opts.read ?? false);
+    if (listed) return { domain: recorded, record: { status: "present" }, observed: listed.observed };
     let probe: DomainProbe;
     try {
         probe = await probeRecordedDomain(virsh, rec);

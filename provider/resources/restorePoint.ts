@@ -452,14 +452,18 @@ async function deleteMembers(members: Array<Member & { snap: MemberSnapshot }>, 
             withDomainLock(memberKey(m), async () => {
                 try {
                     // A record libvirt lost is given back first with deletion 'delete', so the data leaves the images too.
-                    const at = await locateSnapshot(m.virsh, m.snap, { restore: deletion === "delete" });
+                    const at = await locateSnapshot(m.virsh, m.snap, { restore: deletion === "delete", read: true });
                     if (!at) return; // the domain is gone, and its snapshots' records with it
-                    await deleteSnapshot(m.virsh, {
-                        domain: at.domain,
-                        domainName: m.snap.domainName,
-                        snapshotName: m.snap.snapshotName,
-                        deletion,
-                    });
+                    await deleteSnapshot(
+                        m.virsh,
+                        {
+                            domain: at.domain,
+                            domainName: m.snap.domainName,
+                            snapshotName: m.snap.snapshotName,
+                            deletion,
+                        },
+                        at.observed,
+                    );
                 } catch (e) {
                     problems.push(`domain '${m.snap.domainName}' on ${m.snap.host}: ${messageOf(e)}`);
                 }
