@@ -73,11 +73,14 @@ class HostShell {
 
     /**
      * Run one script body; its status, stdout and stderr, or undefined when the shell broke or timed out
-     * (it is then closed). `framed: false` only for the script that makes the folder: its status alone.
+     * (it is then closed, never reused out of step), or when the time ran out while earlier scripts ran (nothing
+     * was sent). `framed: false` only for the script that makes the folder: its status alone.
      */
     request(body: string, timeoutMs: number, framed = true): Promise<Answer | undefined> {
+        // The time spent queued behind earlier scripts counts: a call never waits longer than its own timeout.
+        const deadline = Date.now() + timeoutMs;
         const run = async () => {
-            if (this.closed) return undefined;
+            if (this.closed || Date.now() >= deadline) return undefined;
             const marker = `M${this.nonce}x${++this.seq}`;
             this.proc.busy(true);
             try {
@@ -88,7 +91,7 @@ class HostShell {
                         ? `{ ${body}\n} >"$d/o" 2>"$d/e"; s=$?; printf '%s %s\\n' ${marker}O "$s"; ${copy("o")}; printf '%s\\n' ${marker}E; ${copy("e")}; printf '%s\\n' ${marker}Z\n`
                         : `${body}\nprintf '%s %s\\n' ${marker}O "$?"; printf '%s\\n' ${marker}E ${marker}Z\n`,
                 );
-                return await this.answer(marker, Date.now() + timeoutMs);
+                return await this.answer(marker, deadline);
             } finally {
                 this.proc.busy(false);
             }
@@ -196,18 +199,26 @@ class HostShellSlot {
         return (await this.get())?.run(argv, timeoutMs);
     }
 
+    /**
+     * The one live shell. Callers that arrive together share one start: the promise is taken or made before
+     * any await, since a shell started beside another would hold an SSH channel that nothing ever closes.
+     * A shell found closed is replaced once, by whichever caller sees it first.
+     */
     private async get(): Promise<HostShell | undefined> {
         clearTimeout(this.idleTimer);
         this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
         this.idleTimer.unref();
-        if (Date.now() < this.disabledUntil) return undefined;
-        const current = await this.shell;
-        if (current && !current.closed) return current;
-        this.shell = HostShell.start(this.transport).catch(() => {
-            this.disabledUntil = Date.now() + RETRY_MS;
-            return undefined;
-        });
-        return this.shell;
+        for (let attempt = 0; attempt < 2; attempt++) {
+            if (Date.now() < this.disabledUntil) return undefined;
+            const pending = (this.shell ??= HostShell.start(this.transport).catch(() => {
+                this.disabledUntil = Date.now() + RETRY_MS;
+                return undefined;
+            }));
+            const shell = await pending;
+            if (shell && !shell.closed) return shell;
+            if (this.shell === pending) this.shell = undefined;
+        }
+        return undefined;
     }
 
     close(): void {
