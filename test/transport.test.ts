@@ -255,6 +255,68 @@ describe("SSH transport (real sshd)", function () {
     });
 });
 
+/** A long-lived `sh`, read as the provider's shells read theirs (a channel whose output nobody reads never reports its close). */
+async function shell(t: ReturnType<typeof transportFor>) {
+    const p = await t.spawn(["sh"]);
+    p.onStdout(() => undefined);
+    p.onStderr(() => undefined);
+    return p;
+}
+
+describe("SSH transport: channels (real sshd)", function () {
+    this.timeout(60_000);
+    afterEach(() => closeAllTransports());
+
+    // Every long-lived process (a virsh shell, the host shell) holds a channel until it ends. Shells that were
+    // started and never closed once held all 8 channels, and every later command waited for ever (issue #26).
+    it("long-lived processes hold at most half the channels: with 4 running, a 5th is refused at once and commands still run", async () => {
+        const t = transportFor(root);
+        const shells = [];
+        try {
+            for (let i = 0; i < 4; i++) shells.push(await shell(t));
+            await assert.rejects(t.spawn(["sh"]), (e: Error) => {
+                assert.ok(!(e instanceof LibvirtError), "a plain Error, after which callers run commands as processes");
+                assert.match(e.message, /4 long-lived processes already hold channels on root@/);
+                return true;
+            });
+            assert.deepEqual(
+                await Promise.all([1, 2, 3, 4, 5, 6].map((n) => t.exec(["echo", String(n)], { timeoutMs: 20_000 }))).then((rs) =>
+                    rs.map((r) => r.stdout),
+                ),
+                ["1\n", "2\n", "3\n", "4\n", "5\n", "6\n"],
+            );
+            const one = shells.pop()!;
+            const t0 = Date.now();
+            await new Promise<void>((resolve) => {
+                one.onClose(resolve);
+                one.close();
+            });
+            console.log(`      a closed shell's channel closed after ${Date.now() - t0} ms`);
+            shells.push(await shell(t)); // a closed one's place is free again
+        } finally {
+            for (const s of shells) s.close();
+        }
+    });
+
+    it("a command waits for a free channel no longer than its own timeout, and then says it did not run", async () => {
+        const t = transportFor(root);
+        const shells = [];
+        try {
+            for (let i = 0; i < 4; i++) shells.push(await shell(t));
+            const busy = [1, 2, 3, 4].map(() => t.exec(["sleep", "4"], { timeoutMs: 30_000 })); // the other 4 channels
+            await rejects(
+                t.exec(["echo", "never"], { timeoutMs: 1000 }),
+                "timeout",
+                /no SSH channel to root@.* became free within 1 s \(a connection opens at most 8\); the command did not run/,
+            );
+            assert.ok((await Promise.all(busy)).every((r) => r.code === 0));
+            assert.equal((await t.exec(["echo", "now"], { timeoutMs: 20_000 })).stdout, "now\n", "once they ended, commands run again");
+        } finally {
+            for (const s of shells) s.close();
+        }
+    });
+});
+
 describe("virsh runner: typed errors produced for real", function () {
     this.timeout(60_000);
     let dom: TestDomain;

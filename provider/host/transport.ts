@@ -211,6 +211,13 @@ export function handshakeCount(): number {
 
 // sshd's MaxSessions defaults to 10 channels per connection; stay under it.
 const MAX_CHANNELS = 8;
+/**
+ * Long-lived processes (virsh's shells, the host shell) may hold at most half of them, so commands always have
+ * channels of their own: a shell that something failed to close costs its place, never every later command.
+ */
+const LONG_LIVED_MAX = MAX_CHANNELS / 2;
+/** How long a long-lived process waits for a channel before its caller runs commands as processes instead. */
+const SPAWN_WAIT_MS = 5_000;
 
 type Settings = Proxy;
 
@@ -358,6 +365,7 @@ export class SshTransport implements Transport {
     private client?: Promise<Client>;
     private proxyClient?: Client;
     private active = 0;
+    private longLived = 0;
     private waiters: Array<() => void> = [];
     private readonly key: string;
     readonly attached = new Map<string, { close(): void }>();
@@ -415,8 +423,23 @@ export class SshTransport implements Transport {
         this.proxyClient = undefined;
     }
 
-    private async slot(): Promise<() => void> {
-        while (this.active >= MAX_CHANNELS) await new Promise<void>((r) => this.waiters.push(r));
+    /** A channel of the connection's MAX_CHANNELS, or undefined when none freed by `deadline`. */
+    private async slot(deadline: number): Promise<(() => void) | undefined> {
+        while (this.active >= MAX_CHANNELS) {
+            const left = deadline - Date.now();
+            if (left <= 0) return undefined;
+            await new Promise<void>((resolve) => {
+                const wake = () => {
+                    clearTimeout(timer);
+                    resolve();
+                };
+                const timer = setTimeout(() => {
+                    this.waiters = this.waiters.filter((w) => w !== wake);
+                    resolve();
+                }, left);
+                this.waiters.push(wake);
+            });
+        }
         this.active++;
         return () => {
             this.active--;
@@ -426,9 +449,19 @@ export class SshTransport implements Transport {
 
     async exec(argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
         const line = commandLine(argv);
-        const release = await this.slot();
+        const started = Date.now();
+        // The wait for a channel is part of the command's time: a call never waits longer than its own timeout.
+        const release = await this.slot(started + opts.timeoutMs);
+        if (!release) {
+            throw new LibvirtError(
+                "timeout",
+                `no SSH channel to ${this.description} became free within ${Math.round(opts.timeoutMs / 1000)} s ` +
+                    `(a connection opens at most ${MAX_CHANNELS}); the command did not run`,
+                { command: redact(line, this.secrets) },
+            );
+        }
         try {
-            return await this.execRetryingOpen(line, argv, opts);
+            return await this.execRetryingOpen(line, argv, opts, started + opts.timeoutMs);
         } finally {
             release();
         }
@@ -440,17 +473,18 @@ export class SshTransport implements Transport {
      * down ("open failed" near MaxSessions), and a pooled connection may have
      * dropped, in which case we reconnect once.
      */
-    private async execRetryingOpen(line: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+    private async execRetryingOpen(line: string, argv: readonly string[], opts: ExecOptions, deadline: number): Promise<ExecResult> {
         let reconnected = false;
         for (let attempt = 0; ; attempt++) {
             const client = await this.connect();
             try {
-                return await this.runOn(client, line, argv, opts);
+                return await this.runOn(client, line, argv, { ...opts, timeoutMs: deadline - Date.now() }, opts.timeoutMs);
             } catch (e) {
                 if (!(e instanceof OpenFailure)) throw e;
                 const alive = this.client !== undefined && !(client as unknown as { _sock?: { destroyed?: boolean } })._sock?.destroyed;
-                if (alive && /open failed|Channel open failure/i.test(e.message) && attempt < 40) {
-                    await new Promise((r) => setTimeout(r, Math.min(10 * 2 ** attempt, 250)));
+                const backoff = Math.min(10 * 2 ** attempt, 250);
+                if (alive && /open failed|Channel open failure/i.test(e.message) && attempt < 40 && Date.now() + backoff < deadline) {
+                    await new Promise((r) => setTimeout(r, backoff));
                     continue;
                 }
                 if (!alive && !reconnected) {
@@ -465,7 +499,8 @@ export class SshTransport implements Transport {
         }
     }
 
-    private runOn(client: Client, line: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+    /** `shownMs`: the timeout the caller asked for, which the error names (`opts.timeoutMs` is what is left of it). */
+    private runOn(client: Client, line: string, argv: readonly string[], opts: ExecOptions, shownMs: number): Promise<ExecResult> {
         return new Promise((resolve, reject) => {
             const opened = (err: Error | undefined, ch: ClientChannel) => {
                 if (err) return reject(new OpenFailure(err.message));
@@ -476,17 +511,20 @@ export class SshTransport implements Transport {
                 let code: number | null = null,
                     signal: string | null = null,
                     done = false;
-                const timer = setTimeout(() => {
-                    if (done) return;
-                    done = true;
-                    try {
-                        ch.signal("KILL");
-                    } catch {
-                        /* not every server honours signals */
-                    }
-                    ch.close();
-                    reject(timeoutError(argv, opts.timeoutMs, this.description, this.secrets));
-                }, opts.timeoutMs);
+                const timer = setTimeout(
+                    () => {
+                        if (done) return;
+                        done = true;
+                        try {
+                            ch.signal("KILL");
+                        } catch {
+                            /* not every server honours signals */
+                        }
+                        ch.close();
+                        reject(timeoutError(argv, shownMs, this.description, this.secrets));
+                    },
+                    Math.max(0, opts.timeoutMs),
+                );
                 ch.on("data", (d: Buffer) => out.push(d));
                 ch.stderr.on("data", (d: Buffer) => errs.push(d));
                 ch.on("exit", (c: number | null, sig?: string) => {
@@ -528,11 +566,20 @@ export class SshTransport implements Transport {
      */
     async spawn(argv: readonly string[]): Promise<HostProcess> {
         const line = commandLine(argv);
-        const release = await this.slot();
+        if (this.longLived >= LONG_LIVED_MAX) {
+            throw new Error(`${LONG_LIVED_MAX} long-lived processes already hold channels on ${this.description}`);
+        }
+        this.longLived++;
+        const release = await this.slot(Date.now() + SPAWN_WAIT_MS);
+        if (!release) {
+            this.longLived--;
+            throw new Error(`no SSH channel to ${this.description} became free within ${SPAWN_WAIT_MS / 1000} s`);
+        }
         let released = false;
         const free = () => {
             if (!released) {
                 released = true;
+                this.longLived--;
                 release();
             }
         };
