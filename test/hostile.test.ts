@@ -273,6 +273,28 @@ describe("hostile input (engine path, real lab)", function () {
         return problems;
     }
 
+    /**
+     * A problem is printed as it is found, so a run that ends in a timeout still names its first failing input
+     * and error; the test's assertion lists them all again at its end.
+     */
+    function problem(problems: string[], text: string): void {
+        problems.push(text);
+        console.log(`      problem: ${text}`);
+    }
+    /** Each attempt's bound, far below the tests' own: a provider call that never answers is one problem, not a stalled suite. */
+    const ATTEMPT_MS = 120_000;
+    async function bounded(fn: () => Promise<void>): Promise<void> {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`the attempt did not finish within ${ATTEMPT_MS / 1000} s`)), ATTEMPT_MS);
+        });
+        try {
+            await Promise.race([fn(), late]);
+        } finally {
+            clearTimeout(timer);
+        }
+    }
+
     const specTimes = new Map<string, number>();
     async function runSpec(spec: Spec, problems: string[]): Promise<void> {
         const started = Date.now();
@@ -287,7 +309,12 @@ describe("hostile input (engine path, real lab)", function () {
             lanes.map(async (lane) => {
                 for (let i = lane.index; i < entries.length; i += lanes.length) {
                     const e = entries[i]!;
-                    await slots(() => tryOne(spec, e, lane, t, problems));
+                    await slots(() =>
+                        bounded(() => tryOne(spec, e, lane, t, problems)).catch((err: Error) => {
+                            t.failed++;
+                            problem(problems, `${spec.input} ← ${e.id} (${e.label}) ${show(e.value)}: ${err.message}`);
+                        }),
+                    );
                 }
             }),
         );
@@ -320,14 +347,16 @@ describe("hostile input (engine path, real lab)", function () {
                     return;
                 }
                 t.failed++;
-                problems.push(
+                problem(
+                    problems,
                     `${where}: refused, but not naming ${spec.properties.join(" or ")}: ${r.failures.map((f) => `${f.property}: ${f.reason}`).join("; ")}`,
                 );
                 return;
             }
             if (!spec.use) {
                 t.failed++;
-                problems.push(
+                problem(
+                    problems,
                     `${where}: accepted at check, but it can't be used literally: expected a refusal naming ${spec.properties.join(" or ")}`,
                 );
                 return;
@@ -336,7 +365,7 @@ describe("hostile input (engine path, real lab)", function () {
             t.literal++;
         } catch (err) {
             t.failed++;
-            problems.push(`${where}: ${(err as Error).message.split("\n").slice(0, 8).join("\n      ")}`);
+            problem(problems, `${where}: ${(err as Error).message.split("\n").slice(0, 8).join("\n      ")}`);
         }
     }
 
@@ -867,51 +896,60 @@ describe("hostile input (engine path, real lab)", function () {
                     const value = wire(e.value);
                     const where = `${spec.input} ← ${e.id} (${e.label}) ${show(e.value)}`;
                     t.tried++;
-                    await slots(async () => {
-                        try {
-                            const urn = suite.engine.urn(spec.type, `h-${e.id}`);
-                            const news = await suite.engine.programInputs(SnapshotRevertProvider, spec.build(e, lane));
-                            const before = await suite.engine.check(urn, {}, news);
-                            assert.ok(before.failures.length > 0, "check accepted a snapshot that does not exist");
-                            assert.deepEqual(
-                                [...new Set(before.failures.map((f) => f.property))],
-                                ["snapshot"],
-                                `failures name 'snapshot': ${JSON.stringify(before.failures)}`,
-                            );
-                            const noSuch = before.failures.every((f) => /has no snapshot/.test(f.reason) && f.reason.includes(value));
-                            if (!noSuch) {
-                                t.refused++;
-                                return;
-                            }
-                            // A name check let through: make that snapshot (pattern p), change the disk (q), revert, read p.
-                            const p = 1 + (i % 200),
-                                q = 0xfe;
-                            await qemuIoWrite(dom.disk, p, 0, region);
-                            const xmlFile = path.join(dom.dir, "snap.xml");
-                            fs.writeFileSync(xmlFile, `<domainsnapshot><name>${xmlEscape(value)}</name></domainsnapshot>`);
-                            const made = await virshLocal(["snapshot-create", "--domain", dom.uuid, "--xmlfile", xmlFile]);
-                            if (made.code !== 0) {
-                                t.refusedAtHost++;
-                                return;
-                            } // libvirt itself won't take the name
+                    await slots(() =>
+                        bounded(async () => {
                             try {
-                                await qemuIoWrite(dom.disk, q, 0, region);
-                                const r = await suite.engine.check(urn, {}, news);
-                                assert.deepEqual(r.failures, [], "check accepts a snapshot that exists");
-                                const { outs } = await suite.engine.create(urn, r.inputs);
-                                assert.equal(outs.snapshot, value, "outputs: snapshot");
-                                assert.equal(outs.domainUuid, dom.uuid, "outputs: domainUuid");
-                                assert.equal(await qemuIoRead(dom.disk, p, 0, region), true, "the disk holds the snapshot's data again");
-                                t.literal++;
-                            } finally {
-                                await virshOk(["snapshot-delete", "--domain", dom.uuid, "--snapshotname", value]);
+                                const urn = suite.engine.urn(spec.type, `h-${e.id}`);
+                                const news = await suite.engine.programInputs(SnapshotRevertProvider, spec.build(e, lane));
+                                const before = await suite.engine.check(urn, {}, news);
+                                assert.ok(before.failures.length > 0, "check accepted a snapshot that does not exist");
+                                assert.deepEqual(
+                                    [...new Set(before.failures.map((f) => f.property))],
+                                    ["snapshot"],
+                                    `failures name 'snapshot': ${JSON.stringify(before.failures)}`,
+                                );
+                                const noSuch = before.failures.every((f) => /has no snapshot/.test(f.reason) && f.reason.includes(value));
+                                if (!noSuch) {
+                                    t.refused++;
+                                    return;
+                                }
+                                // A name check let through: make that snapshot (pattern p), change the disk (q), revert, read p.
+                                const p = 1 + (i % 200),
+                                    q = 0xfe;
+                                await qemuIoWrite(dom.disk, p, 0, region);
+                                const xmlFile = path.join(dom.dir, "snap.xml");
+                                fs.writeFileSync(xmlFile, `<domainsnapshot><name>${xmlEscape(value)}</name></domainsnapshot>`);
+                                const made = await virshLocal(["snapshot-create", "--domain", dom.uuid, "--xmlfile", xmlFile]);
+                                if (made.code !== 0) {
+                                    t.refusedAtHost++;
+                                    return;
+                                } // libvirt itself won't take the name
+                                try {
+                                    await qemuIoWrite(dom.disk, q, 0, region);
+                                    const r = await suite.engine.check(urn, {}, news);
+                                    assert.deepEqual(r.failures, [], "check accepts a snapshot that exists");
+                                    const { outs } = await suite.engine.create(urn, r.inputs);
+                                    assert.equal(outs.snapshot, value, "outputs: snapshot");
+                                    assert.equal(outs.domainUuid, dom.uuid, "outputs: domainUuid");
+                                    assert.equal(
+                                        await qemuIoRead(dom.disk, p, 0, region),
+                                        true,
+                                        "the disk holds the snapshot's data again",
+                                    );
+                                    t.literal++;
+                                } finally {
+                                    await virshOk(["snapshot-delete", "--domain", dom.uuid, "--snapshotname", value]);
+                                }
+                                assert.deepEqual(await snapshotList(dom.uuid), []);
+                            } catch (err) {
+                                t.failed++;
+                                problem(problems, `${where}: ${(err as Error).message.split("\n").slice(0, 8).join("\n      ")}`);
                             }
-                            assert.deepEqual(await snapshotList(dom.uuid), []);
-                        } catch (err) {
+                        }).catch((err: Error) => {
                             t.failed++;
-                            problems.push(`${where}: ${(err as Error).message.split("\n").slice(0, 8).join("\n      ")}`);
-                        }
-                    });
+                            problem(problems, `${where}: ${err.message}`);
+                        }),
+                    );
                 }
             }),
         );
