@@ -490,6 +490,7 @@ export class RestorePoint extends pulumi.dynamic.Resource implements Outputs<Res
                 ...args,
                 connection: secretInput(args.connection),
                 targets: secretInput(args.targets),
+                domains: args.domains,
                 snapshotName: args.snapshotName ?? name,
                 description: args.description,
                 consistency: args.consistency,
