@@ -64,10 +64,10 @@ function isRead(argv: readonly string[], stdin: string | undefined): boolean {
 
 interface World {
     state: "running" | "shut off";
-    /** What libvirt has a record of now (none: it lost them). */
-    checkpoints: string[];
+    /** What libvirt has a record of now (none: it lost them); a checkpoint's with its XML. */
+    checkpoints: Map<string, string>;
     snapshots: string[];
-    /** What the image holds, as qemu-img shows it: its internal snapshots, and the bitmaps written to it. */
+    /** What the image holds, as qemu-img shows it: its internal snapshots; and the bitmaps (qemu's too, for --redefine-validate). */
     imageSnapshots: string[];
     imageBitmaps: string[];
 }
@@ -104,24 +104,35 @@ function scriptHost(world: World) {
             case "domstate":
                 return ok(`${world.state}\n\n`);
             case "checkpoint-list":
-                return ok(world.checkpoints.map((n) => `${n}\n`).join("") + "\n");
+                return ok([...world.checkpoints.keys()].map((n) => `${n}\n`).join("") + "\n");
             case "snapshot-list":
                 return ok(world.snapshots.map((n) => `${n}\n`).join("") + "\n");
             case "checkpoint-info":
             case "checkpoint-dumpxml":
-                return fail(`Domain checkpoint not found: no domain checkpoint with matching name '${args[args.length - 1]}'`);
+            case "checkpoint-delete": {
+                const name = args[args.indexOf("--checkpointname") + 1]!;
+                const xml = world.checkpoints.get(name);
+                if (xml === undefined) return fail(`Domain checkpoint not found: no domain checkpoint with matching name '${name}'`);
+                if (sub === "checkpoint-delete") world.checkpoints.delete(name);
+                if (sub !== "checkpoint-dumpxml") return ok(sub === "checkpoint-info" ? `Name: ${name}\n` : "");
+                const sized = args.includes("--size") ? xml.replace(/(<disk [^>]*?)\/>/g, "$1 size='65536'/>") : xml;
+                return ok(args.includes("--no-domain") ? sized.replace(/<domain[\s>][\s\S]*<\/domain>/, "") : sized);
+            }
             case "snapshot-info":
             case "snapshot-dumpxml":
                 return fail(`Domain snapshot not found: no domain snapshot with matching name '${args[args.length - 1]}'`);
             case "snapshot-current":
                 return fail("the domain does not have a current snapshot");
             case "checkpoint-create":
-            case "snapshot-create":
-                // What a restore would do: libvirt takes the record back.
-                (sub === "checkpoint-create" ? world.checkpoints : world.snapshots).push(
-                    /<name>([^<]+)<\/name>/.exec(stdin ?? "")?.[1] ?? "?",
-                );
+            case "snapshot-create": {
+                // What a restore does: libvirt takes the record back.
+                const name = /<name>([^<]+)<\/name>/.exec(stdin ?? "")?.[1] ?? "?";
+                if (args.includes("--redefine-validate") && !world.imageBitmaps.includes(name))
+                    return fail(`operation failed: checkpoint inconsistent: missing or broken bitmap '${name}' for disk 'vda'`);
+                if (sub === "checkpoint-create") world.checkpoints.set(name, stdin ?? "");
+                else world.snapshots.push(name);
                 return ok("");
+            }
         }
         return fail(`virsh ${sub}: not scripted`);
     };
@@ -193,7 +204,7 @@ describe("preview only reads: check and diff of a lost record (scripted host)", 
 
     for (const state of ["running", "shut off"] as const) {
         it(`DomainCheckpoint, domain ${state}: check and diff send only reads, and diff plans the update that gives it back`, async () => {
-            const world: World = { state, checkpoints: [], snapshots: [], imageSnapshots: [], imageBitmaps: ["ck1"] };
+            const world: World = { state, checkpoints: new Map(), snapshots: [], imageSnapshots: [], imageBitmaps: ["ck1"] };
             host = scriptHost(world);
             const c = await domainCheckpoint.check(checkpointInputs, checkpointInputs);
             assert.deepEqual(c.failures ?? [], []);
@@ -201,17 +212,58 @@ describe("preview only reads: check and diff of a lost record (scripted host)", 
             assert.ok(host.sent.length > 0, "diff asked the host");
             assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent)}`);
             assert.ok(!host.sent.some((x) => x.argv.includes("checkpoint-create") || x.argv.includes("--redefine")), lines(host.sent));
-            assert.deepEqual(world.checkpoints, [], "libvirt still has no record");
+            assert.deepEqual([...world.checkpoints.keys()], [], "libvirt still has no record");
             assert.deepEqual(d, { changes: true, replaces: [], deleteBeforeReplace: false }, "an update gives the record back");
         });
     }
 
     it("DomainCheckpoint, domain shut off and the bitmap gone from the image: diff reads, and plans a new checkpoint", async () => {
-        const world: World = { state: "shut off", checkpoints: [], snapshots: [], imageSnapshots: [], imageBitmaps: [] };
+        const world: World = { state: "shut off", checkpoints: new Map(), snapshots: [], imageSnapshots: [], imageBitmaps: [] };
         host = scriptHost(world);
         const d = await domainCheckpoint.diff(`${OLD_UUID}/ck1`, checkpointOlds, checkpointInputs);
         assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent)}`);
         assert.deepEqual(d, { changes: true, replaces: ["checkpointName"], deleteBeforeReplace: true });
+    });
+
+    it("DomainCheckpoint: the update diff planned gives the record back, under the domain's new UUID", async () => {
+        const world: World = { state: "running", checkpoints: new Map(), snapshots: [], imageSnapshots: [], imageBitmaps: ["ck1"] };
+        host = scriptHost(world);
+        const u = await domainCheckpoint.update(`${OLD_UUID}/ck1`, checkpointOlds, checkpointInputs);
+        const redefines = host.sent.filter((x) => x.argv.includes("checkpoint-create"));
+        assert.deepEqual(
+            redefines.map((x) => x.argv.slice(3).join(" ")),
+            [`checkpoint-create --domain ${NEW_UUID} --xmlfile /dev/stdin --redefine --redefine-validate`],
+        );
+        assert.match(redefines[0]!.stdin!, new RegExp(`<uuid>${NEW_UUID}</uuid>`));
+        assert.deepEqual([...world.checkpoints.keys()], ["ck1"]);
+        const outs = u.outs as Record<string, unknown>;
+        assert.equal(outs.domainUuid, NEW_UUID);
+        assert.ok(Date.parse(outs.restoredAt as string) > 0, "restoredAt records it");
+        assert.equal(outs.bitmapsHealthy, true);
+    });
+
+    it("DomainCheckpoint, domain running and the bitmap gone: only libvirt can tell, so the update finds out, and says so", async () => {
+        const world: World = { state: "running", checkpoints: new Map(), snapshots: [], imageSnapshots: [], imageBitmaps: [] };
+        host = scriptHost(world);
+        const d = await domainCheckpoint.diff(`${OLD_UUID}/ck1`, checkpointOlds, checkpointInputs);
+        assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent)}`);
+        assert.deepEqual(d, { changes: true, replaces: [], deleteBeforeReplace: false });
+        await assert.rejects(
+            domainCheckpoint.update(`${OLD_UUID}/ck1`, checkpointOlds, checkpointInputs),
+            /checkpoint 'ck1' of domain 'web1' is gone and can't be restored \(.*checkpoint inconsistent: .*\)\. Run pulumi refresh/,
+        );
+        assert.deepEqual([...world.checkpoints.keys()], [], "nothing made up");
+    });
+
+    it("DomainCheckpoint: delete of a lost record gives it back first, so libvirt removes the bitmaps too", async () => {
+        const world: World = { state: "running", checkpoints: new Map(), snapshots: [], imageSnapshots: [], imageBitmaps: ["ck1"] };
+        host = scriptHost(world);
+        await domainCheckpoint.delete(`${OLD_UUID}/ck1`, checkpointOlds);
+        assert.deepEqual(host.writes(), [
+            `virsh -c qemu:///system checkpoint-create --domain ${NEW_UUID} --xmlfile /dev/stdin --redefine --redefine-validate <stdin`,
+            `virsh -c qemu:///system checkpoint-delete --domain ${NEW_UUID} --checkpointname ck1`,
+        ]);
+        assert.deepEqual([...world.checkpoints.keys()], []);
     });
 
     const snapshotInputs = { domain: "web1", snapshotName: "s1" };
@@ -237,7 +289,7 @@ describe("preview only reads: check and diff of a lost record (scripted host)", 
     } as unknown as Parameters<typeof domainSnapshot.diff>[1];
 
     it("DomainSnapshot: check and diff send only reads, and diff plans an update that gives the record back", async () => {
-        const world: World = { state: "running", checkpoints: [], snapshots: [], imageSnapshots: ["s1"], imageBitmaps: [] };
+        const world: World = { state: "running", checkpoints: new Map(), snapshots: [], imageSnapshots: ["s1"], imageBitmaps: [] };
         host = scriptHost(world);
         const c = await domainSnapshot.check(snapshotInputs, snapshotInputs);
         assert.deepEqual(c.failures ?? [], []);
