@@ -11,13 +11,35 @@ import { setStackConfig } from "./stackConfig";
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Wire = any;
 
-/** One resource's CRUD, as the shims call it. */
+/**
+ * One resource's CRUD, as the shims call it, and the contract every resource keeps: what each call may do.
+ *
+ * Only create, update and delete change anything on a host. check and diff run at `pulumi preview` as well as
+ * at `pulumi up`, and read at `pulumi refresh`: they only read (virsh's queries, `qemu-img info -U`, `stat`,
+ * `df`), so neither a preview nor a refresh changes a VM or libvirt's records. Where only a write could tell
+ * (a lost checkpoint record on a running domain), diff plans the update, and the update finds out.
+ * test/unit/previewReads.test.ts holds check and diff of a lost record to this, command by command.
+ * One exception is left: DomainCheckpoint's read still gives libvirt a lost record back, as the README says.
+ *
+ * An init failure (the engine's ErrorResourceInitFailed): create or update made something on the host but could
+ * not finish, or can't tell whether it did (a lost connection, a timeout). It throws an Error carrying `id` (the
+ * id create would have returned), `properties` (the outputs known so far: enough for update to finish the job
+ * and for delete to remove it) and `reasons` (what to tell the user); guard.ts adds `__provider`. Pulumi keeps
+ * the resource in its state: the next `pulumi up` calls update, which looks at the host and finishes, and
+ * `pulumi destroy` calls delete. Any other error from create means nothing was made that the state must keep.
+ */
 export interface ResourceImpl {
+    /** Validates `news`, naming each failing property; tolerates unknowns; asks the host, only reading, only for a new one. */
     check(olds: Wire, news: Wire): Promise<pulumi.dynamic.CheckResult>;
+    /** Plans a replace or an update (`changes` always set); only reads the host, to see drift, and never repairs it. */
     diff(id: string, olds: Wire, news: Wire): Promise<pulumi.dynamic.DiffResult>;
+    /** Makes it on the host and returns a non-empty id; if it fails, nothing was made, unless it is an init failure. */
     create(inputs: Wire): Promise<pulumi.dynamic.CreateResult>;
+    /** Returns the resource as the host has it now, only reading; `id: ""` means it is gone, and refresh drops it. */
     read(id: string, props: Wire): Promise<pulumi.dynamic.ReadResult>;
+    /** Brings the host to `news` in place, the id unchanged (a lost record given back, a description redefined). */
     update(id: string, olds: Wire, news: Wire): Promise<pulumi.dynamic.UpdateResult>;
+    /** Removes it from the host; one already gone deletes successfully; if it fails, it is assumed to still exist. */
     delete(id: string, props: Wire): Promise<void>;
 }
 

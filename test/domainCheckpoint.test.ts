@@ -227,7 +227,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], ["chain-3"], "only the bitmap deletion: 'metadata' left behind");
     });
 
-    it("metadata loss on a running domain: diff and refresh restore the chain with --redefine instead of planning new checkpoints; delete works after", async () => {
+    it("metadata loss, domain running: diff only reads; up and refresh restore the chain (--redefine); delete works", async () => {
         const dom = await newDomain({ running: true, writer: true });
         const m1 = await up("ml-1", { domain: dom.name, checkpointName: "ml-1", description: "first" });
         await guestWrites(dom, 2);
@@ -237,10 +237,16 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         await loseMetadata(dom, { start: true });
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()].sort(), ["ml-1", "ml-2"], "the bitmaps are still in the image");
 
-        // diff of the child restores its parent first (libvirt needs it), then itself.
+        // diff (preview) only reads: it plans the update that restores the record.
         const d = await suite.engine.diff(m2.urn, m2.id, m2.outs, m2.inputs);
-        assert.equal(d.changes, "none");
+        assert.equal(d.changes, "some");
         assert.deepEqual(d.replaces, []);
+        assert.deepEqual(await checkpointNames(dom.name), [], "diff wrote nothing");
+
+        // The update of the child restores its parent first (libvirt needs it), then itself.
+        const ch = await suite.engine.change(m2, DomainCheckpointProvider, { domain: dom.name, checkpointName: "ml-2" });
+        assert.equal(ch.op, "update");
+        assert.ok(Date.parse(ch.state.outs.restoredAt as string) > 0, "restoredAt records the restore");
         assert.deepEqual(await checkpointNames(dom.name), ["ml-1", "ml-2"]);
         assert.equal(await parentOf(dom.name, "ml-2"), "ml-1");
         const xml1 = await virshOk(["checkpoint-dumpxml", "--domain", dom.name, "--checkpointname", "ml-1", "--no-domain"]);
@@ -270,7 +276,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], []);
     });
 
-    it("metadata loss, over SSH: restored on a shut-off domain after qemu-img confirms the bitmap; a lost record whose bitmap is gone too is planned anew", async () => {
+    it("metadata loss, over SSH: restored on a shut-off domain once qemu-img shows the bitmap; not without its bitmap", async () => {
         const dom = await newDomain({ running: true, writer: true });
         const s = await up("off-restore", { connection: sshConnection(), domain: dom.name, checkpointName: "off-restore" });
         await guestWrites(dom, 1);
@@ -290,20 +296,29 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         await loseMetadata(dom, { start: true });
         await removeBitmapBehindLibvirt(dom.name, "off-restore");
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], []);
-        const d = await suite.engine.diff(r.urn, r.id, r.outs, r.inputs);
+        // Running: qemu holds a bitmap made since it started only in memory, and only libvirt's --redefine-validate (a write)
+        // can tell whether it is there. So diff, which only reads, plans the update, and the update finds it gone and says so.
+        let d = await suite.engine.diff(r.urn, r.id, r.outs, r.inputs);
+        assert.equal(d.changes, "some");
+        assert.deepEqual(d.replaces, []);
+        const inputs = { connection: sshConnection(), domain: dom.name, checkpointName: "off-restore" };
+        await expectCallError(
+            suite.engine.change(r, DomainCheckpointProvider, inputs),
+            /checkpoint 'off-restore' of domain '.*' is gone and can't be restored \(.*\)\. Run pulumi refresh, then pulumi up/,
+        );
+        assert.deepEqual(await checkpointNames(dom.name), [], "no record without its bitmap");
+        // Shut off: the image shows the bitmap gone, so diff plans a new checkpoint by reading alone.
+        await virshOk(["destroy", "--domain", dom.name]);
+        d = await suite.engine.diff(r.urn, r.id, r.outs, r.inputs);
         assert.deepEqual(d.replaces, ["checkpointName"]);
         assert.equal(d.deleteBeforeReplace, true);
         assert.deepEqual(await checkpointNames(dom.name), [], "no record without its bitmap");
         assert.equal(await suite.engine.refresh(r), undefined, "refresh drops it");
-        // Replacing it: the old one deletes as already gone, the new one is a fresh checkpoint.
-        const ch = await suite.engine.change(r, DomainCheckpointProvider, {
-            connection: sshConnection(),
-            domain: dom.name,
-            checkpointName: "off-restore",
-        });
-        assert.equal(ch.op, "replace");
-        assert.notEqual(ch.state.outs.creationTime, s.outs.creationTime);
-        await suite.engine.destroy(ch.state);
+        // The next up (the resource dropped from the state) makes a fresh checkpoint.
+        await virshOk(["start", "--domain", dom.name]);
+        const fresh = await up("off-restore", inputs);
+        assert.notEqual(fresh.outs.creationTime, s.outs.creationTime);
+        await suite.engine.destroy(fresh);
         assert.deepEqual(await checkpointNames(dom.name), []);
     });
 

@@ -322,16 +322,26 @@ describe("Lost records: a domain defined again under a new UUID (engine path, re
         assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true, "the data is kept");
     });
 
-    it("checkpoint under a new UUID: refresh gives the record back with the new UUID (bitmaps still there); destroy removes the bitmap", async () => {
+    it("checkpoint under a new UUID: diff only reads; up and refresh give the record back; destroy removes the bitmap", async () => {
         const dom = await newDomain({ running: true });
-        const s = await suite.up("ckpt", DomainCheckpointProvider, { domain: dom.name, checkpointName: "lost-ckpt" });
+        const inputs = { domain: dom.name, checkpointName: "lost-ckpt" };
+        const s = await suite.up("ckpt", DomainCheckpointProvider, inputs);
         const newUuid = await redefineUnderNewUuid(dom, { start: true });
 
         const d = await suite.engine.diff(s.urn, s.id, s.outs, s.inputs);
         assert.deepEqual(d.replaces, [], "the same domain (same name, same connection): no replacement");
-        assert.deepEqual(await checkpointNames(dom.name), ["lost-ckpt"], "diff gave the record back (DomainCheckpoint's own rule)");
+        assert.equal(d.changes, "some", "an update gives the record back");
+        assert.deepEqual(await checkpointNames(dom.name), [], "diff only reads (preview changes nothing)");
+
+        const ch = await suite.engine.change(s, DomainCheckpointProvider, inputs);
+        assert.equal(ch.op, "update", `an update, not a replace (${ch.diff.replaces.join(", ")})`);
+        assert.equal(ch.state.id, s.id, "same resource");
+        assert.equal(ch.state.outs.domainUuid, newUuid);
+        assert.ok(Date.parse(ch.state.outs.restoredAt as string) > 0, "restoredAt records it");
+        assert.deepEqual(await checkpointNames(dom.name), ["lost-ckpt"], "the update gave the record back");
         const xml = await virshOk(["checkpoint-dumpxml", "--domain", dom.name, "--checkpointname", "lost-ckpt"]);
         assert.match(xml, new RegExp(`<uuid>${newUuid}</uuid>`), "under the domain's new UUID");
+        assert.equal((await suite.engine.change(ch.state, DomainCheckpointProvider, inputs)).op, "same", "nothing more to do");
 
         // Lost again, and back through refresh.
         await redefineUnderNewUuid({ ...dom, uuid: newUuid }, { start: true });

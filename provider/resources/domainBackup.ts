@@ -20,7 +20,8 @@ import { withPrivateFolder } from "../host/privateFolder";
 import { withFrozenGuest } from "../host/thawGuard";
 import { Virsh } from "../host/virsh";
 import { buildBackupXml, buildCheckpointXml, parseBackupXml, parseCheckpointXml, type CheckpointSpec } from "../host/xml";
-import { bitmapsMissingOffline, checkpointName } from "./domainCheckpoint";
+import { checkpointName } from "./domainCheckpoint";
+import { bitmapsMissingOffline } from "./lostRecords";
 import { coveredDisks, type Fail } from "./moments";
 
 /** A whole backup job of real disks can take a while: the default bound for it. */

@@ -1,10 +1,11 @@
 // DomainCheckpoint: the whole life of one libvirt checkpoint (qcow2 dirty bitmaps).
 //   inputs (zod) → plan (XML, checked against the live domain)
 //   → virsh checkpoint-create → read back (checkpoint-dumpxml, --size) → outputs
-// Preview (check) only reads from the host. The checkpoint's XML is kept in the
+// Preview (check/diff) only reads from the host. The checkpoint's XML is kept in the
 // state, so when libvirt loses the record (the domain was undefined and defined
-// again) but the bitmaps are still in the images, read, diff and delete put the
-// record back with `checkpoint-create --redefine` instead of planning a new one.
+// again) but the bitmaps are still in the images, diff plans an update, and update,
+// refresh and delete put the record back with `checkpoint-create --redefine`
+// instead of planning a new one (lostRecords.ts).
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
@@ -22,14 +23,12 @@ import {
     virshFor,
     withoutConnection,
 } from "../resource";
-import { imageChain, listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
+import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { LibvirtVersion, Virsh } from "../host/virsh";
-import { buildCheckpointXml, parseCheckpointXml, withMomentIdentity, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
-import { adoptOrRefuse, coveredDisks, explainFailedCreate, redefineDescription, unknownOutcome, type Fail } from "./moments";
-import { probeRecordedDomain } from "./lostRecords";
+import { buildCheckpointXml, parseCheckpointXml, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
+import { adoptOrRefuse, coveredDisks, explainFailedCreate, notRunning, redefineDescription, unknownOutcome, type Fail } from "./moments";
+import { bitmapsMissingOffline, checkpointRecord, locateCheckpoint, probeRecordedDomain } from "./lostRecords";
 
-/** `checkpoint-create --redefine-validate` arrived in 6.10. */
-const REDEFINE_VALIDATE = 6_010_000;
 /** From 7.0 a checkpoint can be redefined without its <domain>. */
 const REDEFINE_WITHOUT_DOMAIN = 7_000_000;
 
@@ -258,10 +257,6 @@ interface Observed {
     bitmapProblems: string[] | null;
 }
 
-function notRunning(e: unknown): boolean {
-    return e instanceof LibvirtError && /domain is not running/.test(e.message);
-}
-
 async function dumpXml(virsh: Virsh, domain: string, name: string, extra: string[] = []): Promise<string> {
     return virsh.run(["checkpoint-dumpxml", "--domain", domain, "--checkpointname", name, ...extra]);
 }
@@ -390,106 +385,6 @@ function differences(plan: CheckpointPlan, c: CheckpointInfo): string[] {
     return out;
 }
 
-// ---- restoring a lost record ---------------------------------------------------
-
-type Restore = { status: "present" } | { status: "restored"; names: string[] } | { status: "gone"; reason: string };
-
-/**
- * Put libvirt's record of this checkpoint back from the kept XML, ancestors
- * first (libvirt needs the parent to exist), but only where the bitmaps are
- * still in the images: a checkpoint whose bitmap is gone is never resurrected.
- * Call inside the domain lock.
- */
-async function restoreRecord(
-    virsh: Virsh,
-    probe: DomainProbe,
-    kept: { checkpointName: string; xml?: string; lineage?: KeptCheckpoint[] },
-): Promise<Restore> {
-    const domain = probe.info.uuid;
-    const existing = new Set(await listCheckpoints(virsh, domain));
-    if (existing.has(kept.checkpointName)) return { status: "present" };
-    if (!kept.xml) return { status: "gone", reason: "the state holds no checkpoint XML to restore it from" };
-    const chain = [...(kept.lineage ?? []), { name: kept.checkpointName, xml: kept.xml }];
-    let parent: string | undefined;
-    const names: string[] = [];
-    for (const [i, entry] of chain.entries()) {
-        if (existing.has(entry.name)) {
-            parent = entry.name;
-            continue;
-        }
-        // Re-parent onto the nearest ancestor that exists: one whose bitmap is gone stays gone.
-        // Fitted to the domain's UUID now: libvirt refuses a record of another UUID, and the domain may have been defined again under a new one.
-        const result = await redefineIfBitmapsExist(
-            virsh,
-            probe,
-            withMomentIdentity(entry.xml, "domaincheckpoint", { parent, uuid: domain }),
-        );
-        if (result === true) {
-            names.push(entry.name);
-            parent = entry.name;
-        } else if (i === chain.length - 1) return { status: "gone", reason: result };
-    }
-    return { status: "restored", names };
-}
-
-/** true when redefined; else why not (the bitmaps are not in the images). */
-async function redefineIfBitmapsExist(virsh: Virsh, probe: DomainProbe, xml: string): Promise<true | string> {
-    const domain = probe.info.uuid;
-    const redefine = ["checkpoint-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"];
-    if (probe.active) {
-        const validate = probe.version.number >= REDEFINE_VALIDATE;
-        try {
-            await virsh.run([...redefine, ...(validate ? ["--redefine-validate"] : [])], { stdin: xml });
-            return true;
-        } catch (e) {
-            if (e instanceof LibvirtError && /checkpoint inconsistent|missing or broken bitmap/.test(e.message))
-                return e.message.split("\n")[0]!;
-            if (notRunning(e)) return redefineIfBitmapsExist(virsh, { ...probe, active: false, state: "shut off" }, xml);
-            throw e;
-        }
-    }
-    const missing = await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(xml));
-    if (missing.length) return missing.join("; ");
-    await virsh.run(redefine, { stdin: xml });
-    return true;
-}
-
-/**
- * A shut-off domain's images, read with `qemu-img info -U` on the libvirt host:
- * which of the checkpoint's
- * bitmaps are missing or marked in-use (inconsistent).
- */
-export async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: CheckpointInfo): Promise<string[]> {
-    const missing: string[] = [];
-    for (const d of c.disks) {
-        if (d.checkpoint !== "bitmap") continue;
-        const disk = probe.info.disks.find((x) => x.target === d.name);
-        if (!disk) continue; // detached since: libvirt tolerates that too
-        const bitmap = d.bitmap ?? c.name;
-        if (!disk.source || (disk.type !== "file" && disk.type !== "block")) {
-            throw new LibvirtError(
-                "unsupported",
-                `cannot check whether bitmap '${bitmap}' is still in disk ${d.name} of the shut-off domain '${probe.info.name}': it is a ${disk.type} disk. ` +
-                    `Start the domain and try again, so libvirt can check it`,
-            );
-        }
-        const images = await imageChain(
-            virsh,
-            disk.source,
-            `to check whether bitmap '${bitmap}' is still in it (domain '${probe.info.name}' is shut off, so libvirt can't; start it and try again)`,
-        );
-        if (!images) {
-            missing.push(`bitmap '${bitmap}' is not in disk ${d.name}: its image ${disk.source} is gone`);
-            continue;
-        }
-        const found = images.flatMap((img) => img["format-specific"]?.data?.bitmaps ?? []).find((b) => b.name === bitmap);
-        if (!found) missing.push(`bitmap '${bitmap}' is not in disk ${d.name} (${disk.source})`);
-        else if (found.flags?.includes("in-use"))
-            missing.push(`bitmap '${bitmap}' of disk ${d.name} is marked in-use (inconsistent: qemu did not close it cleanly)`);
-    }
-    return missing;
-}
-
 // ---- the provider ------------------------------------------------------------
 
 async function hostCaps(virsh: Virsh): Promise<HostCaps> {
@@ -521,32 +416,26 @@ export const domainCheckpoint = {
             update: UPDATE_KEYS,
         });
 
-        // A checkpoint whose record libvirt lost is put back from the state when its
-        // bitmaps are still there; only one whose bitmaps are gone is planned anew.
+        // A checkpoint whose record libvirt lost while its bitmaps are still there is an update: it gives the record
+        // back. Only one whose bitmaps are gone is planned anew. Only read here: preview changes nothing.
         // Outputs without the XML come from a create that was cut off (an init failure): update checks the host and finishes it.
         const partial = !olds.xml;
+        let recordLost = false;
         if (!replaces.length && !partial && olds.domainUuid && olds.checkpointName) {
             const virsh = virshFor({ connection: olds.connection, timeoutSeconds: olds.declared?.timeoutSeconds });
             try {
-                await withDomainLock(lockKey(olds), async () => {
-                    try {
-                        await virsh.query(["checkpoint-info", "--domain", olds.domainUuid, "--checkpointname", olds.checkpointName]);
-                        return;
-                    } catch (e) {
-                        if (!isKind(e, "checkpoint-not-found") && !isKind(e, "domain-not-found")) throw e;
-                    }
-                    // The same name on the same connection is the same domain, even defined again under a new UUID.
-                    const probe = await probeRecordedDomain(virsh, olds);
-                    const restored = await restoreRecord(virsh, probe, olds);
-                    if (restored.status === "gone") replaces.push("checkpointName");
-                });
+                // The same name on the same connection is the same domain, even defined again under a new UUID.
+                const at = await locateCheckpoint(virsh, olds);
+                if (!at) replaces.push("domain");
+                else if (at.record.status === "gone") replaces.push("checkpointName");
+                recordLost = at?.record.status === "restorable";
             } catch (e) {
                 if (isKind(e, "domain-not-found")) replaces.push("domain");
                 // An unreachable host is not a diff: the operation that needs the host reports it.
             }
         }
         return {
-            changes: replaces.length > 0 || updates.length > 0 || credentialsChanged || partial,
+            changes: replaces.length > 0 || updates.length > 0 || credentialsChanged || partial || recordLost,
             replaces,
             // The replacement would have the same name on the same domain: the old one must go first.
             deleteBeforeReplace: replacesInPlace(replaces, olds, v.domain, olds.checkpointName === v.checkpointName),
@@ -573,7 +462,8 @@ export const domainCheckpoint = {
                 if (isKind(e, "domain-not-found")) return { id: "", props: {} };
                 throw e;
             }
-            const restored = await restoreRecord(virsh, probe, props);
+            // Still gives a lost record back, as the README says of refresh (DomainSnapshot's read only reports it).
+            const restored = await checkpointRecord(virsh, probe, props, { restore: true });
             if (restored.status === "gone") return { id: "", props: {} };
             const v = { ...props.declared, connection: props.connection } as Inputs;
             const observed = await observe(virsh, probe.info.uuid, props.checkpointName, {
@@ -594,7 +484,8 @@ export const domainCheckpoint = {
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
             const probe = await probeRecordedDomain(virsh, olds);
-            const restored = await restoreRecord(virsh, probe, olds);
+            // A record libvirt lost (the domain was defined again, perhaps under a new UUID) is given back from the state.
+            const restored = await checkpointRecord(virsh, probe, olds, { restore: true });
             // An earlier create was cut off before libvirt made the checkpoint (an init failure): finish the job.
             if (restored.status === "gone" && !olds.xml) return { outs: await createLocked(v, virsh) };
             if (restored.status === "gone") {
@@ -648,7 +539,7 @@ export const domainCheckpoint = {
             }
             if (!exists) {
                 // libvirt lost the record: put it back so the bitmaps are removed, not leaked.
-                const restored = await restoreRecord(virsh, probe, props);
+                const restored = await checkpointRecord(virsh, probe, props, { restore: true });
                 if (restored.status === "gone") return; // already gone
             }
             try {

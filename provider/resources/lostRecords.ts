@@ -2,22 +2,29 @@
 // --checkpoints-metadata`, a Terraform or Pulumi domain resource being replaced), sometimes under
 // a new UUID. libvirt then has no record of the domain's snapshots and checkpoints, though the
 // images still hold them. The same domain is the same name on the same connection; its snapshots
-// are given back to libvirt from the XML kept in the state, with the domain's new identity.
+// and checkpoints are given back to libvirt from the XML kept in the state, with the domain's new
+// identity. Diff only looks (`restore: false`; so does DomainSnapshot's refresh): a lost record
+// whose data is still there is `restorable`, and diff plans the update that gives it back. Update
+// and delete give it back (so does DomainCheckpoint's refresh, for now).
 import { LibvirtError, isKind } from "../errors";
-import { imageChain, listSnapshots, probeDomain, type DomainProbe } from "../host/probe";
+import { imageChain, listCheckpoints, listSnapshots, probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
-import { parseSnapshotXml, withMomentIdentity, type SnapshotInfo } from "../host/xml";
-import { observeSnapshot, type ObservedSnapshot } from "./moments";
+import { parseCheckpointXml, parseSnapshotXml, withMomentIdentity, type CheckpointInfo, type SnapshotInfo } from "../host/xml";
+import { notRunning, observeSnapshot, type ObservedSnapshot } from "./moments";
+
+/** The domain a moment was recorded on, as the state keeps it. */
+interface RecordedDomain {
+    domain: string;
+    domainName?: string;
+    domainUuid?: string;
+}
 
 /**
  * The domain a snapshot or checkpoint was made on: by its recorded UUID, else (undefined and defined
  * again, perhaps under a new UUID) by its recorded name on the same connection. Throws domain-not-found
  * when neither exists.
  */
-export async function probeRecordedDomain(
-    virsh: Virsh,
-    rec: { domainUuid?: string; domainName?: string; domain: string },
-): Promise<DomainProbe> {
+export async function probeRecordedDomain(virsh: Virsh, rec: RecordedDomain): Promise<DomainProbe> {
     const first = rec.domainUuid || rec.domain;
     try {
         return await probeDomain(virsh, first);
@@ -26,6 +33,51 @@ export async function probeRecordedDomain(
         return probeDomain(virsh, rec.domainName);
     }
 }
+
+/** Where a recorded snapshot's or checkpoint's libvirt record is, the same for both kinds. */
+export type RecordStatus =
+    | { status: "present" }
+    /** Lost by libvirt, and nothing read shows its data gone: `restore` gives it back (and did, unless asked only to look). */
+    | { status: "restorable" }
+    /** Given back, with the names of the records given back (ancestors and re-attached children included). */
+    | { status: "restored"; names: string[] }
+    | { status: "gone"; reason: string };
+
+/** An answer from libvirt, or undefined where it has no such moment or domain (under the UUID asked). */
+async function unlessNotFound<T>(ask: () => Promise<T>): Promise<T | undefined> {
+    try {
+        return await ask();
+    } catch (e) {
+        if (isKind(e, "snapshot-not-found") || isKind(e, "checkpoint-not-found") || isKind(e, "domain-not-found")) return undefined;
+        throw e;
+    }
+}
+
+/**
+ * The walk both kinds share: one exchange when libvirt lists the moment under the domain's recorded UUID (the usual
+ * case, `listed` answers); else the domain found again (by UUID, else by name) and its record's status asked of it.
+ * Undefined when the domain is gone.
+ */
+async function locate<T>(
+    virsh: Virsh,
+    rec: RecordedDomain,
+    listed: (domainUuid: string) => Promise<T | undefined>,
+    record: (probe: DomainProbe) => Promise<RecordStatus>,
+): Promise<{ domain: string; probe?: DomainProbe; record: RecordStatus; listed?: T } | undefined> {
+    const recorded = rec.domainUuid || rec.domain;
+    const found = await listed(recorded);
+    if (found !== undefined) return { domain: recorded, record: { status: "present" }, listed: found };
+    let probe: DomainProbe;
+    try {
+        probe = await probeRecordedDomain(virsh, rec);
+    } catch (e) {
+        if (isKind(e, "domain-not-found")) return undefined;
+        throw e;
+    }
+    return { domain: probe.info.uuid, probe, record: await record(probe) };
+}
+
+// ---- snapshots ---------------------------------------------------------------
 
 /**
  * Snapshots given back while their parent had no record, keyed by domain UUID and the parent's name. A chain's
@@ -78,13 +130,6 @@ export async function snapshotDataMissing(virsh: Virsh, probe: DomainProbe, s: S
     return missing;
 }
 
-export type SnapshotRecordStatus =
-    | { status: "present" }
-    /** Lost by libvirt, still in the images: `restore` gives it back (and did, unless asked only to look). */
-    | { status: "restorable" }
-    | { status: "restored"; names: string[] }
-    | { status: "gone"; reason: string };
-
 /**
  * Whether libvirt still has this snapshot's record, and if not, whether the images still hold its data.
  * With `restore`, a lost record whose data is there is given back (`snapshot-create --redefine`) from the
@@ -97,7 +142,7 @@ export async function snapshotRecord(
     probe: DomainProbe,
     kept: { snapshotName: string; xml?: string; isCurrent?: boolean },
     opts: { restore: boolean },
-): Promise<SnapshotRecordStatus> {
+): Promise<RecordStatus> {
     const domain = probe.info.uuid;
     const existing = new Set(await listSnapshots(virsh, domain));
     if (existing.has(kept.snapshotName)) return { status: "present" };
@@ -158,31 +203,8 @@ async function redefineSnapshot(
     );
 }
 
-/**
- * One exchange: whether libvirt lists the snapshot under the domain's recorded UUID (the usual case, so the rest
- * is asked only when not); with `read`, the snapshot as libvirt has it, in that same exchange.
- */
-async function listedUnderRecordedUuid(
-    virsh: Virsh,
-    domainUuid: string,
-    name: string,
-    read: boolean,
-): Promise<{ observed?: ObservedSnapshot } | undefined> {
-    try {
-        if (read) return { observed: await observeSnapshot(virsh, domainUuid, name) };
-        await virsh.query(["snapshot-info", "--domain", domainUuid, "--snapshotname", name]);
-        return {};
-    } catch (e) {
-        if (isKind(e, "snapshot-not-found") || isKind(e, "domain-not-found")) return undefined;
-        throw e;
-    }
-}
-
 /** What a recorded snapshot needs from libvirt: a kept record, and the domain it was made on. */
-export interface RecordedSnapshot {
-    domain: string;
-    domainName?: string;
-    domainUuid?: string;
+export interface RecordedSnapshot extends RecordedDomain {
     snapshotName: string;
     xml?: string;
     isCurrent?: boolean;
@@ -199,16 +221,159 @@ export async function locateSnapshot(
     virsh: Virsh,
     rec: RecordedSnapshot,
     opts: { restore: boolean; read?: boolean },
-): Promise<{ domain: string; probe?: DomainProbe; record: SnapshotRecordStatus; observed?: ObservedSnapshot } | undefined> {
-    const recorded = rec.domainUuid || rec.domain;
-    const listed = await listedUnderRecordedUuid(virsh, recorded, rec.snapshotName, opts.read ?? false);
-    if (listed) return { domain: recorded, record: { status: "present" }, observed: listed.observed };
-    let probe: DomainProbe;
-    try {
-        probe = await probeRecordedDomain(virsh, rec);
-    } catch (e) {
-        if (isKind(e, "domain-not-found")) return undefined;
-        throw e;
+): Promise<{ domain: string; probe?: DomainProbe; record: RecordStatus; observed?: ObservedSnapshot } | undefined> {
+    const name = rec.snapshotName;
+    const at = await locate(
+        virsh,
+        rec,
+        (uuid) =>
+            unlessNotFound(async (): Promise<{ observed?: ObservedSnapshot }> => {
+                if (opts.read) return { observed: await observeSnapshot(virsh, uuid, name) };
+                await virsh.query(["snapshot-info", "--domain", uuid, "--snapshotname", name]);
+                return {};
+            }),
+        (probe) => snapshotRecord(virsh, probe, rec, opts),
+    );
+    return at && { domain: at.domain, probe: at.probe, record: at.record, observed: at.listed?.observed };
+}
+
+// ---- checkpoints -------------------------------------------------------------
+
+/** `checkpoint-create --redefine-validate` arrived in 6.10. */
+const REDEFINE_VALIDATE = 6_010_000;
+
+/**
+ * A shut-off domain's images, read with `qemu-img info -U` on the libvirt host: which of the checkpoint's bitmaps
+ * are missing or marked in-use (inconsistent). The read that tells whether a lost checkpoint's data is still there,
+ * and the health check of a shut-off domain's checkpoint (refresh, DomainBackup).
+ */
+export async function bitmapsMissingOffline(virsh: Virsh, probe: DomainProbe, c: CheckpointInfo): Promise<string[]> {
+    const missing: string[] = [];
+    for (const d of c.disks) {
+        if (d.checkpoint !== "bitmap") continue;
+        const disk = probe.info.disks.find((x) => x.target === d.name);
+        if (!disk) continue; // detached since: libvirt tolerates that too
+        const bitmap = d.bitmap ?? c.name;
+        if (!disk.source || (disk.type !== "file" && disk.type !== "block")) {
+            throw new LibvirtError(
+                "unsupported",
+                `cannot check whether bitmap '${bitmap}' is still in disk ${d.name} of the shut-off domain '${probe.info.name}': ` +
+                    `it is a ${disk.type} disk. Start the domain and try again, so libvirt can check it`,
+            );
+        }
+        const images = await imageChain(
+            virsh,
+            disk.source,
+            `to check whether bitmap '${bitmap}' is still in it ` +
+                `(domain '${probe.info.name}' is shut off, so libvirt can't; start it and try again)`,
+        );
+        if (!images) {
+            missing.push(`bitmap '${bitmap}' is not in disk ${d.name}: its image ${disk.source} is gone`);
+            continue;
+        }
+        const found = images.flatMap((img) => img["format-specific"]?.data?.bitmaps ?? []).find((b) => b.name === bitmap);
+        if (!found) missing.push(`bitmap '${bitmap}' is not in disk ${d.name} (${disk.source})`);
+        else if (found.flags?.includes("in-use"))
+            missing.push(`bitmap '${bitmap}' of disk ${d.name} is marked in-use (inconsistent: qemu did not close it cleanly)`);
     }
-    return { domain: probe.info.uuid, probe, record: await snapshotRecord(virsh, probe, rec, opts) };
+    return missing;
+}
+
+/** What a recorded checkpoint needs from libvirt: its kept record, its ancestors' (oldest first), and its domain. */
+export interface RecordedCheckpoint extends RecordedDomain {
+    checkpointName: string;
+    xml?: string;
+    lineage?: Array<{ name: string; xml: string }>;
+}
+
+/**
+ * Whether libvirt still has this checkpoint's record, and if not, whether the images still hold its bitmaps.
+ *
+ * Without `restore` the host is only read. A shut-off domain's images show its bitmaps (qemu-img). A running
+ * domain's don't: qemu keeps a bitmap made since it started in memory until it stops, and only libvirt's
+ * `--redefine-validate` (a write) can tell; so there a lost record is `restorable`, and the update that gives it
+ * back says if its bitmaps turn out gone.
+ *
+ * With `restore`, the record is given back from the kept XML, ancestors first (libvirt needs the parent to exist),
+ * each re-parented onto its nearest ancestor that exists and fitted to the domain's UUID now; only where the
+ * bitmaps are still in the images (`--redefine-validate` while the domain runs, qemu-img while it is shut off):
+ * a checkpoint whose bitmap is gone is never resurrected. Call inside the domain's lock.
+ */
+export async function checkpointRecord(
+    virsh: Virsh,
+    probe: DomainProbe,
+    kept: RecordedCheckpoint,
+    opts: { restore: boolean },
+): Promise<RecordStatus> {
+    const domain = probe.info.uuid;
+    const existing = new Set(await listCheckpoints(virsh, domain));
+    if (existing.has(kept.checkpointName)) return { status: "present" };
+    if (!kept.xml) return { status: "gone", reason: "the state holds no checkpoint XML to restore it from" };
+    if (!opts.restore) {
+        if (probe.active) return { status: "restorable" };
+        const missing = await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(kept.xml));
+        return missing.length ? { status: "gone", reason: missing.join("; ") } : { status: "restorable" };
+    }
+    const chain = [...(kept.lineage ?? []), { name: kept.checkpointName, xml: kept.xml }];
+    let parent: string | undefined;
+    const names: string[] = [];
+    for (const [i, entry] of chain.entries()) {
+        if (existing.has(entry.name)) {
+            parent = entry.name;
+            continue;
+        }
+        // Re-parent onto the nearest ancestor that exists: one whose bitmap is gone stays gone.
+        // Fitted to the domain's UUID now: libvirt refuses a record of another UUID, and the domain may have been defined
+        // again under a new one.
+        const result = await redefineIfBitmapsExist(
+            virsh,
+            probe,
+            withMomentIdentity(entry.xml, "domaincheckpoint", { parent, uuid: domain }),
+        );
+        if (result === true) {
+            names.push(entry.name);
+            parent = entry.name;
+        } else if (i === chain.length - 1) return { status: "gone", reason: result };
+    }
+    return { status: "restored", names };
+}
+
+/** true when redefined; else why not (the bitmaps are not in the images). */
+async function redefineIfBitmapsExist(virsh: Virsh, probe: DomainProbe, xml: string): Promise<true | string> {
+    const domain = probe.info.uuid;
+    const redefine = ["checkpoint-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"];
+    if (probe.active) {
+        const validate = probe.version.number >= REDEFINE_VALIDATE;
+        try {
+            await virsh.run([...redefine, ...(validate ? ["--redefine-validate"] : [])], { stdin: xml });
+            return true;
+        } catch (e) {
+            if (e instanceof LibvirtError && /checkpoint inconsistent|missing or broken bitmap/.test(e.message))
+                return e.message.split("\n")[0]!;
+            if (notRunning(e)) return redefineIfBitmapsExist(virsh, { ...probe, active: false, state: "shut off" }, xml);
+            throw e;
+        }
+    }
+    const missing = await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(xml));
+    if (missing.length) return missing.join("; ");
+    await virsh.run(redefine, { stdin: xml });
+    return true;
+}
+
+/**
+ * Where a recorded checkpoint is now, only read (diff): its domain's UUID now, and whether libvirt has its record
+ * (see checkpointRecord without `restore`). One exchange when libvirt has it under the recorded UUID. Undefined when
+ * the domain is gone.
+ */
+export async function locateCheckpoint(
+    virsh: Virsh,
+    rec: RecordedCheckpoint,
+): Promise<{ domain: string; record: RecordStatus } | undefined> {
+    const name = rec.checkpointName;
+    return locate(
+        virsh,
+        rec,
+        (uuid) => unlessNotFound(() => virsh.query(["checkpoint-info", "--domain", uuid, "--checkpointname", name])),
+        (probe) => checkpointRecord(virsh, probe, rec, { restore: false }),
+    );
 }

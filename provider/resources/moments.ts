@@ -42,6 +42,11 @@ const VIRSH = {
     },
 } as const;
 
+/** libvirt refused because the domain is not running (it stopped between a look and the call). */
+export function notRunning(e: unknown): boolean {
+    return e instanceof LibvirtError && /domain is not running/.test(e.message);
+}
+
 // ---- the disks a moment covers ---------------------------------------------------
 
 export function isWritableDisk(d: DomainDisk): boolean {
