@@ -86,10 +86,12 @@ class HostShell {
             try {
                 // Only builtins frame the answer (dash's read and printf): no process per request beyond the command's own.
                 const copy = (file: string) => `while IFS= read -r l || [ -n "$l" ]; do printf '%s\\n' "$l"; done <"$d/${file}"`;
+                const status = (of: string) => `printf '%s %s\\n' ${marker}O "${of}"`;
                 this.proc.write(
                     framed
-                        ? `{ ${body}\n} >"$d/o" 2>"$d/e"; s=$?; printf '%s %s\\n' ${marker}O "$s"; ${copy("o")}; printf '%s\\n' ${marker}E; ${copy("e")}; printf '%s\\n' ${marker}Z\n`
-                        : `${body}\nprintf '%s %s\\n' ${marker}O "$?"; printf '%s\\n' ${marker}E ${marker}Z\n`,
+                        ? `{ ${body}\n} >"$d/o" 2>"$d/e"; s=$?; ${status("$s")}; ${copy("o")}; ` +
+                              `printf '%s\\n' ${marker}E; ${copy("e")}; printf '%s\\n' ${marker}Z\n`
+                        : `${body}\n${status("$?")}; printf '%s\\n' ${marker}E ${marker}Z\n`,
                 );
                 return await this.answer(marker, deadline);
             } finally {
@@ -145,7 +147,8 @@ class HostShell {
         if (body.includes("\u0000") || body.split("\n").includes(delimiter)) return undefined;
         const r = await this.request(
             // The folder is private and ours: a counter names the file. Builtins copy the text in, so no process runs.
-            `n=$((n + 1)); f="$d/xml.$n"; while IFS= read -r l; do printf '%s\\n' "$l"; done >"$f" <<'${delimiter}'\n${body}${delimiter}\n` +
+            `n=$((n + 1)); f="$d/xml.$n"; ` +
+                `while IFS= read -r l; do printf '%s\\n' "$l"; done >"$f" <<'${delimiter}'\n${body}${delimiter}\n` +
                 `r=$?; if [ "$r" -eq 0 ]; then printf '%s' "$f"; else rm -f -- "$f"; fi; [ "$r" -eq 0 ]`,
             WRITE_TIMEOUT_MS,
         );

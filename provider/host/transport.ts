@@ -79,7 +79,18 @@ export function lostError(argv: readonly string[], where: string, secrets: reado
 export function timeoutError(argv: readonly string[], ms: number, where: string, secrets: readonly string[]): LibvirtError {
     return new LibvirtError(
         "timeout",
-        `timed out after ${Math.round(ms / 1000)} s on ${where}; the command may still be running there, so check the domain before retrying`,
+        `timed out after ${Math.round(ms / 1000)} s on ${where}; the command may still be running there, ` +
+            `so check the domain before retrying`,
+        { command: redact(commandLine(argv), secrets) },
+    );
+}
+
+/** The command waited its whole timeout for one of the connection's channels, and never started. */
+function noChannelError(argv: readonly string[], ms: number, where: string, secrets: readonly string[]): LibvirtError {
+    return new LibvirtError(
+        "timeout",
+        `no SSH channel to ${where} became free within ${Math.round(ms / 1000)} s ` +
+            `(a connection opens at most ${MAX_CHANNELS}); the command did not run`,
         { command: redact(commandLine(argv), secrets) },
     );
 }
@@ -395,7 +406,8 @@ export class SshTransport implements Transport {
                                 err
                                     ? rej(
                                           new DialFailure(
-                                              `the jump host ${this.conn.proxy!.host} cannot reach ${this.conn.host}:${port}: ${err.message}`,
+                                              `the jump host ${this.conn.proxy!.host} cannot reach ` +
+                                                  `${this.conn.host}:${port}: ${err.message}`,
                                               true,
                                               "connection-failed",
                                           ),
@@ -452,14 +464,7 @@ export class SshTransport implements Transport {
         const started = Date.now();
         // The wait for a channel is part of the command's time: a call never waits longer than its own timeout.
         const release = await this.slot(started + opts.timeoutMs);
-        if (!release) {
-            throw new LibvirtError(
-                "timeout",
-                `no SSH channel to ${this.description} became free within ${Math.round(opts.timeoutMs / 1000)} s ` +
-                    `(a connection opens at most ${MAX_CHANNELS}); the command did not run`,
-                { command: redact(line, this.secrets) },
-            );
-        }
+        if (!release) throw noChannelError(argv, opts.timeoutMs, this.description, this.secrets);
         try {
             return await this.execRetryingOpen(line, argv, opts, started + opts.timeoutMs);
         } finally {

@@ -121,7 +121,8 @@ export async function snapshotDataMissing(virsh: Virsh, probe: DomainProbe, s: S
         else if (r.code !== 0) {
             throw new LibvirtError(
                 "failed",
-                `cannot tell whether the memory file ${memoryFile} of a lost snapshot is still there: ${r.stderr.trim() || `stat exited with ${r.code}`}` +
+                `cannot tell whether the memory file ${memoryFile} of a lost snapshot is still there: ` +
+                    (r.stderr.trim() || `stat exited with ${r.code}`) +
                     (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/stat)` : ""),
                 { command: r.command, exitCode: r.code, stderr: r.stderr },
             );
@@ -149,7 +150,9 @@ export async function snapshotRecord(
     if (!kept.xml)
         return {
             status: "gone",
-            reason: "libvirt has no record of it, and the state holds no snapshot XML to give it back from (it was recorded by provider 0.1.0, which did not keep it)",
+            reason:
+                "libvirt has no record of it, and the state holds no snapshot XML to give it back from " +
+                "(it was recorded by provider 0.1.0, which did not keep it)",
         };
     const own = parseSnapshotXml(kept.xml);
     const missing = await snapshotDataMissing(virsh, probe, own);
