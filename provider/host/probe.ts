@@ -82,6 +82,10 @@ export const VERSIONS = {
     pflashInternalSnapshot: 10_009_000,
     /** Checkpoints arrived in 5.6. */
     checkpoints: 5_006_000,
+    /** `checkpoint-create --redefine-validate` arrived in 6.10. */
+    checkpointRedefineValidate: 6_010_000,
+    /** From 7.0 a checkpoint can be redefined without its <domain> (`checkpoint-dumpxml --no-domain`). */
+    checkpointWithoutDomain: 7_000_000,
     /** libvirt removes an external snapshot's memory file when it deletes the snapshot from 9.1 on (NEWS 9.1; 9.0 keeps it, 11.3 removes it: measured). */
     snapshotDeleteRemovesMemoryFile: 9_001_000,
     /**

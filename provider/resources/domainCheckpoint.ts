@@ -29,9 +29,6 @@ import { buildCheckpointXml, parseCheckpointXml, type CheckpointInfo, type Check
 import { adoptOrRefuse, coveredDisks, explainFailedCreate, notRunning, redefineDescription, unknownOutcome, type Fail } from "./moments";
 import { bitmapsMissingOffline, checkpointRecord, locateCheckpoint, probeRecordedDomain } from "./lostRecords";
 
-/** From 7.0 a checkpoint can be redefined without its <domain>. */
-const REDEFINE_WITHOUT_DOMAIN = 7_000_000;
-
 // ---- inputs ----------------------------------------------------------------
 
 const NO_CONTROL = /[\u0000-\u001f\u007f]/;
@@ -306,7 +303,7 @@ async function lineageOf(virsh: Virsh, domain: string, parent: string | undefine
         seen.add(p);
         let xml: string;
         try {
-            xml = await dumpXml(virsh, domain, p, version.number >= REDEFINE_WITHOUT_DOMAIN ? ["--no-domain"] : []);
+            xml = await dumpXml(virsh, domain, p, version.number >= VERSIONS.checkpointWithoutDomain ? ["--no-domain"] : []);
         } catch (e) {
             if (isKind(e, "checkpoint-not-found")) break; // deleted meanwhile: the chain ends here
             throw e;

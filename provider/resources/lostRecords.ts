@@ -7,7 +7,7 @@
 // whose data is still there is `restorable`, and diff plans the update that gives it back. Update
 // and delete give it back (so does DomainCheckpoint's refresh, for now).
 import { LibvirtError, isKind } from "../errors";
-import { imageChain, listCheckpoints, listSnapshots, probeDomain, type DomainProbe } from "../host/probe";
+import { imageChain, listCheckpoints, listSnapshots, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseCheckpointXml, parseSnapshotXml, withMomentIdentity, type CheckpointInfo, type SnapshotInfo } from "../host/xml";
 import { notRunning, observeSnapshot, type ObservedSnapshot } from "./moments";
@@ -242,9 +242,6 @@ export async function locateSnapshot(
 
 // ---- checkpoints -------------------------------------------------------------
 
-/** `checkpoint-create --redefine-validate` arrived in 6.10. */
-const REDEFINE_VALIDATE = 6_010_000;
-
 /**
  * A shut-off domain's images, read with `qemu-img info -U` on the libvirt host: which of the checkpoint's bitmaps
  * are missing or marked in-use (inconsistent). The read that tells whether a lost checkpoint's data is still there,
@@ -346,7 +343,7 @@ async function redefineIfBitmapsExist(virsh: Virsh, probe: DomainProbe, xml: str
     const domain = probe.info.uuid;
     const redefine = ["checkpoint-create", "--domain", domain, "--xmlfile", "/dev/stdin", "--redefine"];
     if (probe.active) {
-        const validate = probe.version.number >= REDEFINE_VALIDATE;
+        const validate = probe.version.number >= VERSIONS.checkpointRedefineValidate;
         try {
             await virsh.run([...redefine, ...(validate ? ["--redefine-validate"] : [])], { stdin: xml });
             return true;
