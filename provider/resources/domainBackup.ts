@@ -11,6 +11,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
+import { hostFailure } from "../failures";
 import { InputError, domainRef, hostFolder, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, replacesInPlace, withoutConnection } from "../resource";
@@ -197,23 +198,14 @@ async function fileSizes(virsh: Virsh, files: string[]): Promise<Map<string, num
         if (m) out.set(m[2]!, Number(m[1]));
     }
     if (r.code !== 0 && out.size === 0 && !/No such file/.test(r.stderr))
-        throw new LibvirtError("failed", `cannot read the backup files on the libvirt host: ${r.stderr.trim()}`, {
-            command: r.command,
-            exitCode: r.code,
-            stderr: r.stderr,
-        });
+        throw hostFailure("failed", `cannot read the backup files on the libvirt host: ${r.stderr.trim()}`, r);
     return out;
 }
 
 /** The data a qcow2 file holds itself (not its backing file): `qemu-img map` entries at depth 0. */
 async function allocatedBytes(virsh: Virsh, file: string): Promise<number> {
     const r = await virsh.host(["qemu-img", "map", "-U", "--output=json", "--", file]);
-    if (r.code !== 0)
-        throw new LibvirtError("failed", `cannot read backup file ${file}: ${r.stderr.trim()}`, {
-            command: r.command,
-            exitCode: r.code,
-            stderr: r.stderr,
-        });
+    if (r.code !== 0) throw hostFailure("failed", `cannot read backup file ${file}: ${r.stderr.trim()}`, r);
     const entries = JSON.parse(r.stdout) as Array<{ length: number; depth: number; data: boolean }>;
     return entries.filter((e) => e.depth === 0 && e.data).reduce((n, e) => n + e.length, 0);
 }
@@ -529,11 +521,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     if (!facts.ownJob) {
         const mkdir = await virsh.host(["mkdir", "-p", "--", v.targetDir]);
         if (mkdir.code !== 0)
-            throw new LibvirtError("failed", `cannot make targetDir ${v.targetDir} on ${virsh.where}: ${mkdir.stderr.trim()}`, {
-                command: mkdir.command,
-                exitCode: mkdir.code,
-                stderr: mkdir.stderr,
-            });
+            throw hostFailure("failed", `cannot make targetDir ${v.targetDir} on ${virsh.where}: ${mkdir.stderr.trim()}`, mkdir);
         await withPrivateFolder(virsh, async (folder) => {
             // virsh takes one document on stdin: the checkpoint goes through the private folder.
             const checkpointFile = await folder.write("checkpoint.xml", plan.checkpointXml);
@@ -735,15 +723,7 @@ export const domainBackup = {
                 const files = props.files.map((f) => f.file);
                 const r = await virsh.host(["rm", "-f", "--", ...files]);
                 if (r.code !== 0)
-                    throw new LibvirtError(
-                        "failed",
-                        `the backup's checkpoint was removed, but its files could not be: ${r.stderr.trim()}`,
-                        {
-                            command: r.command,
-                            exitCode: r.code,
-                            stderr: r.stderr,
-                        },
-                    );
+                    throw hostFailure("failed", `the backup's checkpoint was removed, but its files could not be: ${r.stderr.trim()}`, r);
             }
         });
     },

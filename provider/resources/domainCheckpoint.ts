@@ -10,6 +10,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
+import { failureInsteadOf } from "../failures";
 import { InputError, domainRef, description, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import {
@@ -586,13 +587,14 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         await virsh.run(plan.argv, { stdin: plan.xml });
     } catch (e) {
         if (e instanceof LibvirtError && /Bitmap already exists/i.test(e.message)) {
-            throw new LibvirtError(
+            throw failureInsteadOf(
                 "already-exists",
                 `a disk image of domain '${probe.info.name}' already holds a dirty bitmap named '${v.checkpointName}', but libvirt has no checkpoint '${v.checkpointName}': ` +
                     `its record was lost (was the domain undefined and defined again?). Nothing was created. If a DomainCheckpoint in this stack recorded it, ` +
                     `'pulumi refresh' restores the record from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
                     `'qemu-img bitmap --remove IMAGE ${v.checkpointName}' while the domain is shut off.`,
-                { command: e.command ?? "", stderr: e.stderr },
+                e,
+                { exitCode: false },
             );
         }
         if (!(isKind(e, "already-exists") && /domain moment .* already exists/.test(e.message))) {

@@ -6,6 +6,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind } from "../errors";
+import { initFailure } from "../failures";
 import { InputError, domainRef, description, hostPath, momentName, spaceMarginMiB, timeoutSeconds } from "../inputs";
 import { withDomainLock } from "../locks";
 import {
@@ -404,11 +405,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
             await makeOverlaysPrivate(virsh, probe, plan, observed.info);
         } catch (e) {
             // The snapshot exists: Pulumi keeps it (an init failure) while the error says what to do.
-            throw Object.assign(e instanceof Error ? e : new Error(String(e)), {
-                id: `${domain}/${v.snapshotName}`,
-                properties: outs,
-                reasons: [e instanceof Error ? e.message : String(e)],
-            });
+            throw initFailure(e, { id: `${domain}/${v.snapshotName}`, properties: outs });
         }
     }
     return outs;

@@ -3,6 +3,7 @@
 // file and overlays it made are removed, and the domain's state is told.
 import * as path from "node:path";
 import { LibvirtError, isKind, messageOf } from "../errors";
+import { failureInsteadOf } from "../failures";
 import type { CheckFailure } from "../inputs";
 import { freeSpace, stateWithReason, type DomainProbe, type FreeSpace } from "../host/probe";
 import type { Virsh } from "../host/virsh";
@@ -258,11 +259,8 @@ export async function outOfSpace(
     const first = messageOf(e)
         .split("\n")[0]!
         .replace(/\s*\r\s*/g, " ");
-    return new LibvirtError(
-        "no-space",
-        `out of space: snapshot '${name}' of domain '${ctx.probe.info.name}' failed part-way: ${first}\n  ${lines.join("\n  ")}`,
-        e instanceof LibvirtError && e.command ? { command: e.command, exitCode: e.exitCode, stderr: e.stderr } : undefined,
-    );
+    const message = `out of space: snapshot '${name}' of domain '${ctx.probe.info.name}' failed part-way: ${first}\n  ${lines.join("\n  ")}`;
+    return e instanceof LibvirtError ? failureInsteadOf("no-space", message, e, { exitCode: true }) : new LibvirtError("no-space", message);
 }
 
 /** An internal snapshot by this name inside a qcow2 image of the plan, though libvirt has no record of it. */

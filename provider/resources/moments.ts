@@ -6,6 +6,7 @@
 // freeSpace.ts, records libvirt lost in lostRecords.ts.
 import * as path from "node:path";
 import { LibvirtError, isKind, messageOf } from "../errors";
+import { failureInsteadOf, hostFailure, initFailure, type InitFailure } from "../failures";
 import type { CheckFailure } from "../inputs";
 import { VERSIONS, diskChains, inRange, isJobIdSafe, stateOf, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
@@ -113,12 +114,12 @@ export async function explainFailedCreate(virsh: Virsh, kind: MomentKind, domain
 export function unknownOutcome(
     e: unknown,
     o: { kind: MomentKind; name: string; domainName: string; id: string; what: string; partial: object },
-): LibvirtError | undefined {
+): (LibvirtError & InitFailure) | undefined {
     if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return undefined;
     const message =
         `${messageOf(e)}\n  ${o.what}: whether ${o.kind} '${o.name}' of domain '${o.domainName}' exists now is unknown. ` +
         `Pulumi keeps it in the state: the next pulumi up checks the host and finishes (or re-creates) it, and pulumi destroy removes it if it exists.`;
-    return Object.assign(new LibvirtError(e.kind, message), { id: o.id, properties: o.partial, reasons: [message] });
+    return initFailure(new LibvirtError(e.kind, message), { id: o.id, properties: o.partial });
 }
 
 /**
@@ -136,10 +137,11 @@ export async function adoptOrRefuse(o: {
 }): Promise<void> {
     const nameInput = `${o.kind}Name`;
     if (!o.adopt) {
-        throw new LibvirtError(
+        throw failureInsteadOf(
             "already-exists",
             `${o.kind} '${o.name}' already exists on domain '${o.domainName}' (${o.where}). Set adopt: true to take it over, or choose another ${nameInput}.`,
-            { command: o.error.command ?? "", stderr: o.error.stderr },
+            o.error,
+            { exitCode: false },
         );
     }
     const diffs = await o.differences();
@@ -420,12 +422,12 @@ export async function makeOverlaysPrivate(virsh: Virsh, probe: DomainProbe, plan
         const r = await virsh.host(["stat", "-c", "%a %u %g", "--", d.file, base]);
         const lines = r.stdout.trim().split("\n");
         if (r.code !== 0 || lines.length !== 2) {
-            throw new LibvirtError(
+            throw hostFailure(
                 "failed",
                 `snapshot '${made.name}' was created, but the mode of its overlay ${d.file} could not be read (${r.stderr.trim() || `stat exited with ${r.code}`}); ` +
                     `libvirt ${probe.version.libvirt} may have left it readable by everyone (CVE-2025-13193). Check it on the host (chmod go-rwx), ` +
                     `or with sudo give the login user NOPASSWD rules for /usr/bin/stat and /usr/bin/chmod`,
-                { command: r.command, exitCode: r.code, stderr: r.stderr },
+                r,
             );
         }
         const [overlay, under] = lines.map((l) => l.split(" "));
@@ -433,11 +435,11 @@ export async function makeOverlaysPrivate(virsh: Virsh, probe: DomainProbe, plan
         if ((mode & 0o077) === 0 || overlay![1] !== under![1] || overlay![2] !== under![2]) continue;
         const c = await virsh.host(["chmod", "go-rwx", "--", d.file]);
         if (c.code !== 0) {
-            throw new LibvirtError(
+            throw hostFailure(
                 "failed",
                 `snapshot '${made.name}' was created, but its overlay ${d.file} is readable by others (mode ${overlay![0]}) and could not be made private: ` +
                     `${c.stderr.trim() || `chmod exited with ${c.code}`}. Run chmod go-rwx on it, or with sudo give the login user a NOPASSWD rule for /usr/bin/chmod`,
-                { command: c.command, exitCode: c.code, stderr: c.stderr },
+                c,
             );
         }
         changed.push(d.file);
@@ -613,11 +615,11 @@ export async function deleteSnapshot(
     if (memoryFile && version.number < VERSIONS.snapshotDeleteRemovesMemoryFile) {
         const r = await virsh.host(["rm", "-f", "--", memoryFile]);
         if (r.code !== 0) {
-            throw new LibvirtError(
+            throw hostFailure(
                 "failed",
                 `snapshot '${t.snapshotName}' was deleted, but its memory file could not be removed: ${memoryFile} (${r.stderr.trim() || `rm exited with ${r.code}`}). ` +
                     `Remove it by hand (libvirt ${version.libvirt} leaves it; with sudo, the login user needs a NOPASSWD rule for /usr/bin/rm); running destroy again is safe`,
-                { command: r.command, exitCode: r.code, stderr: r.stderr },
+                r,
             );
         }
     }

@@ -11,6 +11,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
+import { initFailure } from "../failures";
 import { InputError, domainRef, description, momentName, parseInputs, spaceMarginMiB, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { checkInputs, domainLockKey, parseOrThrow, same } from "../resource";
@@ -539,7 +540,7 @@ export const restorePoint = {
         if (notPrivate.length) {
             // The snapshots exist: Pulumi keeps the restore point (an init failure) while the error says what to do.
             const message = `restore point '${v.snapshotName}' was taken, but: ${notPrivate.join("; ")}`;
-            throw Object.assign(new LibvirtError("failed", message), { id, properties: outs, reasons: [message] });
+            throw initFailure(new LibvirtError("failed", message), { id, properties: outs });
         }
         return { id, outs };
     },

@@ -9,6 +9,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, knownBugOf, messageOf } from "../errors";
+import { initFailure } from "../failures";
 import { InputError, domainRef, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virshFor, withoutConnection } from "../resource";
@@ -318,7 +319,7 @@ export async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
             ...outputsOf(v, probe, snapshot, "", now.split(" (")[0]!),
             pending: { domainIdBefore: idBefore, stateBefore: probe.state, at },
         };
-        throw Object.assign(err, { id: `${domain}/${v.snapshot}@${at}`, properties: partial, reasons: [message] });
+        throw initFailure(err, { id: `${domain}/${v.snapshot}@${at}`, properties: partial });
     }
     const revertedAt = new Date().toISOString();
     const domainState = await stateOf(virsh, domain);
