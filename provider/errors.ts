@@ -130,6 +130,11 @@ export function redact(text: string, secrets: readonly string[]): string {
     return out;
 }
 
+/** libvirt refused because the domain is not running (it stopped between a look and the call). */
+export function notRunning(e: unknown): boolean {
+    return e instanceof LibvirtError && /domain is not running/.test(e.message);
+}
+
 /** A short, user-facing reason from an error of any kind. */
 export function messageOf(e: unknown): string {
     return e instanceof Error ? e.message : String(e);

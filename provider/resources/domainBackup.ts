@@ -23,7 +23,7 @@ import { Virsh } from "../host/virsh";
 import { buildBackupXml, buildCheckpointXml, parseBackupXml, parseCheckpointXml, type CheckpointSpec } from "../host/xml";
 import { checkpointName } from "./domainCheckpoint";
 import { bitmapsMissingOffline } from "./lostRecords";
-import { coveredDisks, type Fail } from "./moments";
+import { coveredDisks, type Fail } from "../moments/disks";
 
 /** A whole backup job of real disks can take a while: the default bound for it. */
 export const DEFAULT_BACKUP_TIMEOUT_SECONDS = 3600;

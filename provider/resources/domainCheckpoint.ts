@@ -9,7 +9,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
-import { LibvirtError, isKind, messageOf } from "../errors";
+import { LibvirtError, isKind, messageOf, notRunning } from "../errors";
 import { failureInsteadOf } from "../failures";
 import { InputError, domainRef, description, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
@@ -27,7 +27,9 @@ import {
 import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { LibvirtVersion, Virsh } from "../host/virsh";
 import { buildCheckpointXml, parseCheckpointXml, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
-import { adoptOrRefuse, coveredDisks, explainFailedCreate, notRunning, redefineDescription, unknownOutcome, type Fail } from "./moments";
+import { adoptOrRefuse, explainFailedCreate, unknownOutcome } from "../moments/creates";
+import { redefineDescription } from "../moments/description";
+import { coveredDisks, type Fail } from "../moments/disks";
 import { bitmapsMissingOffline, checkpointRecord, locateCheckpoint, probeRecordedDomain } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------

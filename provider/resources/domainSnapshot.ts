@@ -23,22 +23,13 @@ import {
 import { probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, snapshotRecordXml, type SnapshotInfo } from "../host/xml";
-import {
-    adoptOrRefuse,
-    chainLimitFailures,
-    deleteSnapshot,
-    kindOf,
-    makeOverlaysPrivate,
-    memoryOf,
-    observeSnapshot,
-    planSnapshot,
-    redefineDescription,
-    takeSnapshot,
-    unknownOutcome,
-    type ObservedSnapshot,
-    type SnapshotPlan,
-} from "./moments";
-import { spaceFailures } from "./freeSpace";
+import { adoptOrRefuse, unknownOutcome } from "../moments/creates";
+import { redefineDescription } from "../moments/description";
+import { deleteSnapshot } from "../snapshot/delete";
+import { kindOf, memoryOf, observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
+import { chainLimitFailures, planSnapshot, type SnapshotPlan } from "../snapshot/plan";
+import { spaceFailures } from "../snapshot/space";
+import { makeOverlaysPrivate, takeSnapshot } from "../snapshot/take";
 import { locateSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------

@@ -6,12 +6,12 @@
 // identity. Diff only looks (`restore: false`; so does DomainSnapshot's refresh): a lost record
 // whose data is still there is `restorable`, and diff plans the update that gives it back. Update
 // and delete give it back (so does DomainCheckpoint's refresh, for now).
-import { LibvirtError, isKind } from "../errors";
+import { LibvirtError, isKind, notRunning } from "../errors";
 import { hostFailure } from "../failures";
 import { imageChain, listCheckpoints, listSnapshots, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseCheckpointXml, parseSnapshotXml, withMomentIdentity, type CheckpointInfo, type SnapshotInfo } from "../host/xml";
-import { notRunning, observeSnapshot, type ObservedSnapshot } from "./moments";
+import { observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
 
 /** The domain a moment was recorded on, as the state keeps it. */
 interface RecordedDomain {

@@ -19,20 +19,12 @@ import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import { withFrozenGuest } from "../host/thawGuard";
 import { Virsh } from "../host/virsh";
-import {
-    chainLimitFailures,
-    deleteSnapshot,
-    kindOf,
-    makeOverlaysPrivate,
-    memoryOf,
-    observeSnapshot,
-    planSnapshot,
-    redefineDescription,
-    takeSnapshot,
-    type SnapshotPlan,
-    type SnapshotRequest,
-} from "./moments";
-import { spaceFailures } from "./freeSpace";
+import { redefineDescription } from "../moments/description";
+import { deleteSnapshot } from "../snapshot/delete";
+import { kindOf, memoryOf, observeSnapshot } from "../snapshot/observe";
+import { chainLimitFailures, planSnapshot, type SnapshotPlan, type SnapshotRequest } from "../snapshot/plan";
+import { spaceFailures } from "../snapshot/space";
+import { makeOverlaysPrivate, takeSnapshot } from "../snapshot/take";
 import { locateSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------

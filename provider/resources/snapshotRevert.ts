@@ -16,7 +16,7 @@ import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virs
 import { inRange, listCheckpoints, listSnapshots, names, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, type SnapshotInfo } from "../host/xml";
-import { kindOf } from "./moments";
+import { kindOf } from "../snapshot/observe";
 
 // ---- inputs ----------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import type { CheckFailure } from "../inputs";
 import { freeSpace, stateWithReason, type DomainProbe, type FreeSpace } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { diskChainsOf } from "../host/xml";
-import type { SnapshotContext, SnapshotPlan } from "./moments";
+import type { SnapshotContext, SnapshotPlan } from "./plan";
 
 /**
  * The room check asks for on the filesystem of each overlay a snapshot makes, unless spaceMarginMiB says
