@@ -12,8 +12,8 @@ export interface ObservedSnapshot {
 
 export async function observeSnapshot(virsh: Virsh, domain: string, name: string): Promise<ObservedSnapshot> {
     const [xml, info] = await Promise.all([
-        virsh.run(["snapshot-dumpxml", "--domain", domain, "--snapshotname", name]),
-        virsh.run(["snapshot-info", "--domain", domain, "--snapshotname", name]),
+        virsh.query(["snapshot-dumpxml", "--domain", domain, "--snapshotname", name]),
+        virsh.query(["snapshot-info", "--domain", domain, "--snapshotname", name]),
     ]);
     return {
         info: parseSnapshotXml(xml),
