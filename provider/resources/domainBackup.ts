@@ -12,15 +12,25 @@ import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import { hostFailure } from "../failures";
+import { imageInfo } from "../qemuImg";
 import { InputError, domainRef, hostFolder, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
-import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, replacesInPlace, withoutConnection } from "../resource";
-import { resolveConnection } from "../stackConfig";
+import {
+    askAboutDomain,
+    checkInputs,
+    compareInputs,
+    lockKey,
+    parseOrThrow,
+    replacesInPlace,
+    virshFor,
+    withoutConnection,
+} from "../resource";
 import { listCheckpoints, names, probeDomain, type DomainProbe } from "../host/probe";
 import { withPrivateFolder } from "../host/privateFolder";
 import { withFrozenGuest } from "../host/thawGuard";
-import { Virsh } from "../host/virsh";
+import type { Virsh } from "../host/virsh";
 import { buildBackupXml, buildCheckpointXml, parseBackupXml, parseCheckpointXml, type CheckpointSpec } from "../host/xml";
+import { deleteCheckpoint } from "../checkpoint/delete";
 import { checkpointName } from "./domainCheckpoint";
 import { bitmapsMissingOffline } from "./lostRecords";
 import { coveredDisks, type Fail } from "../moments/disks";
@@ -339,7 +349,7 @@ async function gatherFacts(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise
         for (const f of baseFiles) {
             if (!baseSizes.has(f)) facts.baseProblems.push(`its backup file ${f} is missing`);
             else {
-                const r = await virsh.host(["qemu-img", "info", "-U", "--output=json", "--", f]);
+                const { result: r } = await imageInfo(virsh, f, "backupFile");
                 if (r.code !== 0)
                     facts.baseProblems.push(`its backup file ${f} is not a readable image (${r.stderr.trim().split("\n")[0]})`);
             }
@@ -506,11 +516,6 @@ function sleep(ms: number): Promise<void> {
     return new Promise((r) => setTimeout(r, ms));
 }
 
-/** The runner for a backup: virsh commands get the usual limit; the job's own bound is timeoutSeconds. */
-function runnerFor(v: { connection?: Connection }): Virsh {
-    return new Virsh(resolveConnection(v.connection));
-}
-
 async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     const started = Date.now();
     const probe = await probeDomain(virsh, v.domain);
@@ -657,7 +662,7 @@ export const domainBackup = {
 
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
         const v = parseOrThrow(DomainBackupSchema, news);
-        const virsh = runnerFor(v);
+        const virsh = virshFor(v, { wholeJob: true });
         return withDomainLock(lockKey(v), async () => {
             const outs = await createLocked(v, virsh);
             return { id: `${outs.domainUuid}/backup/${outs.checkpointName}`, outs };
@@ -665,7 +670,7 @@ export const domainBackup = {
     },
 
     async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
-        const virsh = runnerFor(props);
+        const virsh = virshFor(props, { wholeJob: true });
         return withDomainLock(lockKey(props), async () => {
             const { intact, drift } = await checkDrift(virsh, props);
             return { id, props: { ...props, intact, drift, checkedAt: new Date().toISOString() } };
@@ -686,7 +691,7 @@ export const domainBackup = {
     },
 
     async delete(_id: string, props: Recorded): Promise<void> {
-        const virsh = runnerFor(props);
+        const virsh = virshFor(props, { wholeJob: true });
         await withDomainLock(lockKey(props), async () => {
             let probe: DomainProbe | undefined;
             try {
@@ -702,22 +707,7 @@ export const domainBackup = {
                             `${probe.version.libvirt} removes a checkpoint's bitmaps only while the domain runs. Nothing was changed. Start the domain and run destroy again`,
                     );
                 }
-                try {
-                    // Never --children: libvirt merges its bitmap into the parent and re-parents later checkpoints.
-                    await virsh.run(["checkpoint-delete", "--domain", probe.info.uuid, "--checkpointname", props.checkpointName]);
-                } catch (e) {
-                    if (e instanceof LibvirtError && /bitmap '.*' not found in backing chain/.test(e.message)) {
-                        // The bitmap vanished behind libvirt's back: only the record is left to drop.
-                        await virsh.run([
-                            "checkpoint-delete",
-                            "--domain",
-                            probe.info.uuid,
-                            "--checkpointname",
-                            props.checkpointName,
-                            "--metadata",
-                        ]);
-                    } else if (!isKind(e, "checkpoint-not-found")) throw e;
-                }
+                await deleteCheckpoint(virsh, probe.info.uuid, props.checkpointName);
             }
             if (props.deletion === "files") {
                 const files = props.files.map((f) => f.file);

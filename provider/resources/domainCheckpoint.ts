@@ -27,6 +27,7 @@ import {
 import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { LibvirtVersion, Virsh } from "../host/virsh";
 import { buildCheckpointXml, parseCheckpointXml, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
+import { deleteCheckpoint } from "../checkpoint/delete";
 import { adoptOrRefuse, explainFailedCreate, unknownOutcome } from "../moments/creates";
 import { redefineDescription } from "../moments/description";
 import { coveredDisks, type Fail } from "../moments/disks";
@@ -542,18 +543,7 @@ export const domainCheckpoint = {
                 const restored = await checkpointRecord(virsh, probe, props, { restore: true });
                 if (restored.status === "gone") return; // already gone
             }
-            try {
-                // Never --children: each checkpoint resource deletes only itself; libvirt re-parents the children.
-                await virsh.run(["checkpoint-delete", "--domain", domain, "--checkpointname", name]);
-            } catch (e) {
-                if (isKind(e, "checkpoint-not-found")) return;
-                if (e instanceof LibvirtError && /bitmap '.*' not found in backing chain/.test(e.message)) {
-                    // The bitmap vanished behind libvirt's back: only the record is left to drop.
-                    await virsh.run(["checkpoint-delete", "--domain", domain, "--checkpointname", name, "--metadata"]);
-                    return;
-                }
-                throw e;
-            }
+            await deleteCheckpoint(virsh, domain, name);
         });
     },
 };

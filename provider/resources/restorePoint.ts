@@ -14,11 +14,11 @@ import { LibvirtError, isKind, messageOf } from "../errors";
 import { initFailure } from "../failures";
 import { InputError, domainRef, description, momentName, parseInputs, spaceMarginMiB, timeoutSeconds, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
-import { checkInputs, domainLockKey, parseOrThrow, same } from "../resource";
+import { checkInputs, domainLockKey, parseOrThrow, same, virshFor } from "../resource";
 import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import { withFrozenGuest } from "../host/thawGuard";
-import { Virsh } from "../host/virsh";
+import type { Virsh } from "../host/virsh";
 import { redefineDescription } from "../moments/description";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot } from "../snapshot/observe";
@@ -166,9 +166,8 @@ interface Member {
 function membersOf(v: Pick<Inputs, "connection" | "domains" | "targets" | "timeoutSeconds">): Member[] {
     const out: Member[] = [];
     for (const e of entriesOf(v)) {
-        const connection = resolveConnection(e.connection);
-        const virsh = new Virsh(connection, v.timeoutSeconds);
-        e.domains.forEach((domain, i) => out.push({ connection, virsh, domain, property: e.path(i) }));
+        const virsh = virshFor({ connection: e.connection, timeoutSeconds: v.timeoutSeconds });
+        e.domains.forEach((domain, i) => out.push({ connection: virsh.connection, virsh, domain, property: e.path(i) }));
     }
     return out;
 }

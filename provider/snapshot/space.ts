@@ -8,6 +8,7 @@ import type { CheckFailure } from "../inputs";
 import { freeSpace, stateWithReason, type DomainProbe, type FreeSpace } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { diskChainsOf } from "../host/xml";
+import { imageInfo } from "../qemuImg";
 import type { SnapshotContext, SnapshotPlan } from "./plan";
 
 /**
@@ -269,9 +270,9 @@ async function orphanSnapshots(virsh: Virsh, probe: DomainProbe, plan: SnapshotP
     for (const d of plan.spec.disks) {
         const disk = probe.info.disks.find((x) => x.target === d.name);
         if (d.snapshot !== "internal" || disk?.type !== "file" || !disk.source) continue;
-        const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--", disk.source]);
-        if (r.code !== 0) continue;
-        const snaps = ((JSON.parse(r.stdout) as { snapshots?: Array<{ name: string }> }).snapshots ?? []).map((x) => x.name);
+        const image = (await imageInfo(virsh, disk.source, "image")).image();
+        if (!image) continue;
+        const snaps = (image.snapshots ?? []).map((x) => x.name);
         if (snaps.includes(plan.spec.name))
             out.push(
                 `${disk.source} holds an internal snapshot '${plan.spec.name}' that libvirt has no record of: remove it with qemu-img snapshot -d while the domain is shut off`,
