@@ -27,7 +27,7 @@ import { adoptOrRefuse, unknownOutcome } from "../moments/creates";
 import { redefineDescription } from "../moments/description";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
-import { chainLimitFailures, planSnapshot, type SnapshotPlan } from "../snapshot/plan";
+import { planOnHost, planSnapshot, type SnapshotPlan } from "../snapshot/plan";
 import { spaceFailures } from "../snapshot/space";
 import { makeOverlaysPrivate, takeSnapshot } from "../snapshot/take";
 import { locateSnapshot } from "./lostRecords";
@@ -206,10 +206,8 @@ export const domainSnapshot = {
             createKeys: REPLACE_KEYS,
             ask: (v) =>
                 askAboutDomain(v, "the snapshot", async (virsh, probe) => {
-                    const { plan, failures } = planSnapshot(v, probe);
-                    if (!plan) return failures;
-                    const tooLong = await chainLimitFailures(virsh, probe, plan);
-                    return tooLong.length ? tooLong : spaceFailures(virsh, probe, plan, v.spaceMarginMiB);
+                    const { plan, failures } = await planOnHost(virsh, probe, v);
+                    return plan ? spaceFailures(virsh, probe, plan, v.spaceMarginMiB) : failures;
                 }),
         });
     },
@@ -341,10 +339,8 @@ export const domainSnapshot = {
 /** Take the snapshot and read it back (the caller holds the domain's lock). */
 async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     const probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, v.domain));
-    const { plan, failures } = planSnapshot(v, probe);
+    const { plan, failures } = await planOnHost(virsh, probe, v);
     if (!plan) throw new InputError(failures);
-    const tooLong = await chainLimitFailures(virsh, probe, plan);
-    if (tooLong.length) throw new InputError(tooLong);
     const domain = probe.info.uuid;
     const cutOff = (e: unknown, what: string) =>
         unknownOutcome(e, {

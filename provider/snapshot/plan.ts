@@ -236,6 +236,21 @@ export async function chainLimitFailures(virsh: Virsh, probe: DomainProbe, plan:
     return failures;
 }
 
+/**
+ * The plan as this host can take it: planSnapshot, then for a plan its chain limit (chainLimitFailures, which reads
+ * the host only where the rule applies). Check reports the failures; create throws them.
+ */
+export async function planOnHost(
+    virsh: Virsh,
+    probe: DomainProbe,
+    v: SnapshotRequest,
+): Promise<{ plan?: SnapshotPlan; failures: CheckFailure[] }> {
+    const planned = planSnapshot(v, probe);
+    if (!planned.plan) return planned;
+    const tooLong = await chainLimitFailures(virsh, probe, planned.plan);
+    return tooLong.length ? { failures: tooLong } : planned;
+}
+
 /** What a snapshot's failure handling needs beyond the plan: the domain as it was planned, and check's margin. */
 export interface SnapshotContext {
     probe: DomainProbe;
