@@ -5,6 +5,7 @@ import { LibvirtError, isKind, messageOf } from "../errors";
 import { failureInsteadOf, initFailure, type InitFailure } from "../failures";
 import type { Virsh } from "../host/virsh";
 import { VIRSH, type MomentKind } from "./commands";
+import { createSays } from "./messages";
 
 /** After a failed create, say whether anything was left behind. */
 export async function explainFailedCreate(virsh: Virsh, kind: MomentKind, domain: string, name: string, e: unknown): Promise<unknown> {
@@ -12,10 +13,7 @@ export async function explainFailedCreate(virsh: Virsh, kind: MomentKind, domain
     const cmd = VIRSH[kind];
     try {
         await virsh.query([cmd.info, "--domain", domain, cmd.nameFlag, name]);
-        return new LibvirtError(
-            e.kind,
-            `${e.message}\n  libvirt still lists ${kind} '${name}' after the failure; refresh, or delete it with virsh ${cmd.del} before retrying`,
-        );
+        return new LibvirtError(e.kind, `${e.message}\n  ${createSays.stillListed(kind, name, cmd.del)}`);
     } catch (probe) {
         if (!isKind(probe, `${kind}-not-found`)) return e;
         const [first, ...rest] = e.message.split("\n");
@@ -35,9 +33,7 @@ export function unknownOutcome(
     o: { kind: MomentKind; name: string; domainName: string; id: string; what: string; partial: object },
 ): (LibvirtError & InitFailure) | undefined {
     if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return undefined;
-    const message =
-        `${messageOf(e)}\n  ${o.what}: whether ${o.kind} '${o.name}' of domain '${o.domainName}' exists now is unknown. ` +
-        `Pulumi keeps it in the state: the next pulumi up checks the host and finishes (or re-creates) it, and pulumi destroy removes it if it exists.`;
+    const message = `${messageOf(e)}\n  ${createSays.outcomeUnknown(o)}`;
     return initFailure(new LibvirtError(e.kind, message), { id: o.id, properties: o.partial });
 }
 
@@ -56,12 +52,7 @@ export async function adoptOrRefuse(o: {
 }): Promise<void> {
     const nameInput = `${o.kind}Name`;
     if (!o.adopt) {
-        throw failureInsteadOf(
-            "already-exists",
-            `${o.kind} '${o.name}' already exists on domain '${o.domainName}' (${o.where}). Set adopt: true to take it over, or choose another ${nameInput}.`,
-            o.error,
-            { exitCode: false },
-        );
+        throw failureInsteadOf("already-exists", createSays.alreadyExists(o), o.error, { exitCode: false });
     }
     const diffs = await o.differences();
     if (diffs.length) {

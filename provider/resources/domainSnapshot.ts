@@ -298,7 +298,8 @@ export const domainSnapshot = {
             if (at.record.status === "gone") {
                 throw new LibvirtError(
                     "snapshot-not-found",
-                    `snapshot '${olds.snapshotName}' of domain '${at.probe?.info.name ?? olds.domainName}' is gone and can't be given back: ${at.record.reason}. ` +
+                    `snapshot '${olds.snapshotName}' of domain '${at.probe?.info.name ?? olds.domainName}' ` +
+                        `is gone and can't be given back: ${at.record.reason}. ` +
                         `Nothing was changed. Run pulumi refresh, then pulumi up to take it again.`,
                 );
             }

@@ -311,7 +311,8 @@ async function snapshotAll(
                     await m.virsh.run(["resume", "--domain", m.domain]);
                 } catch (e) {
                     notReleased.push(
-                        `domain '${m.domain}' on ${m.virsh.where} could not be resumed and is still paused (${messageOf(e).split("\n")[0]}): run virsh resume ${m.domain}`,
+                        `domain '${m.domain}' on ${m.virsh.where} could not be resumed and is still paused ` +
+                            `(${messageOf(e).split("\n")[0]}): run virsh resume ${m.domain}`,
                     );
                 }
             }),
@@ -353,7 +354,8 @@ async function snapshotAll(
         const kind = f.error instanceof LibvirtError ? f.error.kind : "failed";
         throw new LibvirtError(
             kind,
-            `restore point '${v.snapshotName}' failed on domain '${f.m.domain}' (${f.m.property}) on ${f.m.virsh.where}: ${messageOf(f.error)}\n` +
+            `restore point '${v.snapshotName}' failed on domain '${f.m.domain}' (${f.m.property}) on ${f.m.virsh.where}: ` +
+                `${messageOf(f.error)}\n` +
                 `  rolled back: ${rolledBack.length ? rolledBack.join(", ") : "nothing had been taken"}` +
                 (leftBehind.length ? `\n  NOT rolled back, remove by hand: ${leftBehind.join("; ")}` : "") +
                 (notReleased.length ? `\n  ${notReleased.join("\n  ")}` : paused.length ? `\n  every paused domain was resumed` : ""),

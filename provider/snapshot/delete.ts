@@ -4,6 +4,7 @@ import { LibvirtError, isKind } from "../errors";
 import { hostFailure } from "../failures";
 import { VERSIONS, inRange, isJobIdSafe, stateOf } from "../host/probe";
 import type { Virsh } from "../host/virsh";
+import { deleteSays } from "./messages";
 import { kindOf, observeSnapshot, type ObservedSnapshot } from "./observe";
 
 /**
@@ -33,26 +34,17 @@ export async function deleteSnapshot(
         return;
     }
     const version = await virsh.version(); // cached per host
-    const refuse = (why: string, what: string) =>
-        new LibvirtError(
-            "unsupported",
-            `cannot delete external snapshot '${t.snapshotName}' of domain '${t.domainName}': ${why}. Nothing was changed. ${what}`,
-        );
+    const refuse = ([why, what]: string[]) => new LibvirtError("unsupported", deleteSays.refusedExternal(t, why!, what!));
     if (kindOf(observed.info) === "external") {
         const externalSnapshot = (await virsh.capabilities()).externalSnapshot;
         if (observed.children > 1) {
             // Measured on 11.3: 'deletion of external disk snapshot with multiple children snapshots not supported'.
-            throw refuse(
-                `it has ${observed.children} child snapshots (a revert made a branch), and libvirt ${version.libvirt} deletes an external snapshot with at most one child`,
-                `Delete the newer snapshots of all but one branch first, then run destroy again, or set deletion: 'metadata' to keep the files.`,
-            );
+            throw refuse(deleteSays.branched(observed.children, version.libvirt));
         }
-        // Without <externalSnapshot/> (9.0 measured), libvirt merges a non-leaf external snapshot only while the domain runs; 11.3 does it in every position.
+        // Without <externalSnapshot/> (9.0 measured), libvirt merges a non-leaf external snapshot only while the domain runs;
+        // 11.3 does it in every position.
         if (observed.children > 0 && !externalSnapshot && (await stateOf(virsh, t.domain)) === "shut off") {
-            throw refuse(
-                `the domain is shut off and the snapshot has ${observed.children} child snapshot(s). libvirt ${version.libvirt} can merge a non-leaf external snapshot only while the domain runs`,
-                `Start the domain and run destroy again, delete the newer snapshots first, or set deletion: 'metadata' to keep the files.`,
-            );
+            throw refuse(deleteSays.nonLeafShutOff(observed.children, version.libvirt));
         }
         const lossy = inRange(version.number, VERSIONS.deleteAfterRevertDataLoss);
         if (!externalSnapshot || lossy) {
@@ -83,13 +75,8 @@ export async function deleteSnapshot(
                 }
             }
             if (outside.length) {
-                throw refuse(
-                    `its overlay ${outside.map((d) => `${d.file ?? "?"} (${d.name})`).join(", ")} is not in the domain's current disk chain: the domain was reverted to an earlier snapshot since. ` +
-                        (lossy
-                            ? `libvirt ${version.libvirt} would delete the base image with it (a data loss fixed in 11.0: libvirt #734, virt-manager #811)`
-                            : `libvirt ${version.libvirt} can't delete it ('could not find base disk source in disk source chain')`),
-                    `Set deletion: 'metadata' to drop libvirt's record and keep every file${lossy ? ", or upgrade libvirt to 11.0 or newer" : ""}.`,
-                );
+                const overlays = outside.map((d) => `${d.file ?? "?"} (${d.name})`).join(", ");
+                throw refuse(deleteSays.outsideChain(overlays, version.libvirt, lossy));
             }
         }
     }
@@ -100,12 +87,7 @@ export async function deleteSnapshot(
         version.number >= VERSIONS.internalSnapshotJobIds &&
         (await stateOf(virsh, t.domain)) !== "shut off"
     ) {
-        throw new LibvirtError(
-            "unsupported",
-            `cannot delete internal snapshot '${t.snapshotName}' of domain '${t.domainName}' while it runs: libvirt ${version.libvirt} deletes it as a qemu job ` +
-                `named after the snapshot, and qemu refuses that name in a job ID ('Invalid job ID'). Nothing was changed. Shut the domain off and run destroy ` +
-                `again, or set deletion: 'metadata' to keep the data in the image.`,
-        );
+        throw new LibvirtError("unsupported", deleteSays.internalWhileRunning(t, version.libvirt));
     }
     try {
         await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
@@ -119,8 +101,7 @@ export async function deleteSnapshot(
         if (r.code !== 0) {
             throw hostFailure(
                 "failed",
-                `snapshot '${t.snapshotName}' was deleted, but its memory file could not be removed: ${memoryFile} (${r.stderr.trim() || `rm exited with ${r.code}`}). ` +
-                    `Remove it by hand (libvirt ${version.libvirt} leaves it; with sudo, the login user needs a NOPASSWD rule for /usr/bin/rm); running destroy again is safe`,
+                deleteSays.memoryFileLeft(t.snapshotName, memoryFile, r.stderr.trim() || `rm exited with ${r.code}`, version.libvirt),
                 r,
             );
         }

@@ -7,6 +7,8 @@ import { VERSIONS, diskChains, inRange, isJobIdSafe, type DomainProbe } from "..
 import type { Virsh } from "../host/virsh";
 import { buildSnapshotXml, type SnapshotSpec } from "../host/xml";
 import { coveredDisks, isWritableDisk, type Fail } from "../moments/disks";
+import { guestAgentMissing } from "../moments/messages";
+import { planSays } from "./messages";
 
 /** What a snapshot is asked to be: DomainSnapshot's inputs, or one member of a RestorePoint. */
 export interface SnapshotRequest {
@@ -60,20 +62,12 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
         const mode = o?.snapshot ?? v.kind;
         const prop = i === undefined ? "kind" : `disks[${i}].snapshot`;
         if (mode === "internal" && d.format !== "qcow2") {
-            fail(
-                prop,
-                `an internal snapshot lives inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
-                    `Use kind: 'external', or leave the disk out with disks: [{ name: '${d.target}', snapshot: 'no' }]`,
-            );
+            fail(prop, planSays.internalNeedsQcow2(d));
         }
         if (mode === "internal") internalProp ??= prop;
         // Measured on 9.0 and 11.3: 'source for disk 'vda' is not a regular file; refusing to generate external snapshot name'.
         if (mode === "external" && d.type === "block" && !o?.file) {
-            fail(
-                i === undefined ? "kind" : `disks[${i}].file`,
-                `disk ${d.target} is a block device (${d.source ?? "no source"}), and libvirt names an external snapshot's overlay only beside a regular file. ` +
-                    `Give its overlay a path with DomainSnapshot's disks: [{ name: '${d.target}', snapshot: 'external', file: '/path/to/${d.target}.overlay.qcow2' }]`,
-            );
+            fail(i === undefined ? "kind" : `disks[${i}].file`, planSays.blockDeviceOverlay(d));
         }
         disks.push({
             name: d.target,
@@ -93,29 +87,16 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     const memory = v.memory ?? (running ? (kind === "internal" ? "internal" : "external") : "none");
     const memProp = v.memory ? "memory" : "kind";
     if (memory !== "none" && !running) {
-        fail(
-            "memory",
-            `domain '${dom.name}' is ${probe.state}, so there is no memory state to save. Use memory: 'none', or leave memory unset`,
-        );
+        fail("memory", planSays.noMemoryToSave(probe));
     }
     if (running && memory === "none" && kind === "internal") {
-        fail(
-            memProp,
-            `libvirt can't take a disk-only internal snapshot of a running domain ('active qemu domains require external disk snapshots'). ` +
-                `Use memory: 'internal', or kind: 'external'`,
-        );
+        fail(memProp, planSays.diskOnlyInternalRunning());
     }
     if (memory === "external" && kind === "internal") {
-        fail(
-            memProp,
-            `libvirt ${probe.version.libvirt} does not support internal disk snapshots with an external memory file ('mixing internal and external targets'). Use memory: 'internal', or kind: 'external'`,
-        );
+        fail(memProp, planSays.internalDisksExternalMemory(probe));
     }
     if (memory === "internal" && kind === "external") {
-        fail(
-            memProp,
-            `libvirt ${probe.version.libvirt} can't save memory inside the disk image when the disks are external. Use memory: 'external' with memoryFile, or memory: 'none'`,
-        );
+        fail(memProp, planSays.externalDisksInternalMemory(probe));
     }
     if (internalProp) pflashFailures(probe, internalProp, fail);
     let memoryFile: string | undefined;
@@ -126,29 +107,17 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     if (v.quiesce) {
         if (!running) fail("quiesce", `domain '${dom.name}' is ${probe.state}: quiescing needs a running guest agent`);
         else if (dom.guestAgent !== "connected") {
-            fail(
-                "quiesce",
-                dom.guestAgent === "none"
-                    ? `domain '${dom.name}' has no QEMU guest agent channel, so its filesystems can't be frozen. Add a guest agent, or set quiesce: false`
-                    : `the QEMU guest agent of domain '${dom.name}' is not connected. Start qemu-guest-agent in the guest, or set quiesce: false`,
-            );
+            fail("quiesce", guestAgentMissing(dom));
         }
         if (memory !== "none")
             fail("quiesce", "libvirt quiesces only disk-only snapshots: set memory: 'none' (with kind: 'external' on a running domain)");
     }
     if (v.live && !(running && memory === "external" && kind === "external")) {
-        fail(
-            "live",
-            "live snapshots are only possible for full-system external snapshots of a running domain (kind: 'external', memory: 'external')",
-        );
+        fail("live", planSays.liveNeedsExternal());
     }
     if (v.halt && !running) fail("halt", `domain '${dom.name}' is already ${probe.state}`);
     if (running && modes.has("internal") && !isJobIdSafe(v.snapshotName) && probe.version.number >= VERSIONS.internalSnapshotJobIds) {
-        fail(
-            "snapshotName",
-            `libvirt ${probe.version.libvirt} takes an internal snapshot of a running domain as a qemu job named after it, and qemu refuses ` +
-                `'${v.snapshotName}' in a job ID ('Invalid job ID'): use only letters, digits, '-', '.' and '_', or take it while the domain is shut off`,
-        );
+        fail("snapshotName", planSays.jobIdUnsafe(probe, v.snapshotName));
     }
     // Measured on 9.0 and 11.3: external snapshots of such a domain are refused by both (11.3: 'support for
     // offline external snapshots while checkpoint exists was not yet implemented'); internal ones by 9.0 only.
@@ -157,18 +126,10 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
         const why = internalOnly
             ? "'cannot perform block operations while checkpoint exists'"
             : "external snapshots of a shut-off domain with checkpoints are not implemented in libvirt";
-        fail(
-            "domain",
-            `domain '${dom.name}' is ${probe.state} and has checkpoints (${probe.checkpointsWhileOff.join(", ")}): libvirt ${probe.version.libvirt} takes no ` +
-                `${internalOnly ? "" : "external "}snapshot of it then (${why}). Take the snapshot while the domain runs, ` +
-                `${internalOnly ? "upgrade libvirt to 11.3 or newer, " : "take an internal one, "}or delete its checkpoints first`,
-        );
+        fail("domain", planSays.checkpointsWhileOff(probe, internalOnly, why));
     }
     if (kind === "external" && v.deletion === "delete" && probe.version.number < VERSIONS.externalSnapshotDelete) {
-        fail(
-            "kind",
-            `libvirt ${probe.version.libvirt} can't delete external snapshots (9.0 or newer can), so pulumi destroy would fail. Use deletion: 'metadata', or kind: 'internal'`,
-        );
+        fail("kind", planSays.cannotDeleteExternal(probe));
     }
     if (failures.length) return { failures };
 
@@ -198,18 +159,9 @@ function pflashFailures(probe: DomainProbe, property: string, fail: Fail): void 
     const dom = probe.info;
     const firmware = `domain '${dom.name}' boots UEFI firmware from pflash (<loader type='pflash'>${fw.loader ? ` ${fw.loader}` : ""})`;
     if (probe.version.number < VERSIONS.pflashInternalSnapshot) {
-        fail(
-            property,
-            `${firmware}, and libvirt ${probe.version.libvirt} takes no internal snapshot of such a domain ('internal snapshots of a VM with pflash ` +
-                `based firmware are not supported'; 10.9 and newer can, with the NVRAM in qcow2). Use kind: 'external'`,
-        );
+        fail(property, planSays.pflashBefore109(firmware, probe));
     } else if (probe.active && fw.nvramFormat !== "qcow2") {
-        fail(
-            property,
-            `${firmware}, and its UEFI variables (NVRAM ${fw.nvram ?? "(none named)"}) are ${fw.nvramFormat}: libvirt saves them inside an internal snapshot ` +
-                `of a running domain, which needs a qcow2 NVRAM ('require QCOW2 nvram format'). Use kind: 'external', take the snapshot while the ` +
-                `domain is shut off (the NVRAM is then left out of it), or convert the NVRAM to qcow2 (<nvram format='qcow2'>)`,
-        );
+        fail(property, planSays.pflashRawNvram(firmware, fw.nvram, fw.nvramFormat));
     }
 }
 
@@ -227,10 +179,7 @@ export async function chainLimitFailures(virsh: Virsh, probe: DomainProbe, plan:
         if (chain.length + 1 <= limit.maxImages) continue;
         failures.push({
             property: "kind",
-            reason:
-                `disk ${target} of domain '${probe.info.name}' has ${chain.length} images in its chain (${chain[0]} and its backing files), and an external snapshot adds one: ` +
-                `libvirt ${probe.version.libvirt} can't start a domain whose chain has more than ${limit.maxImages} ('failed to parse JSON: nesting too deep'; ` +
-                `libvirt 10.8 to 11.x, fixed in 12.0). Nothing was changed. Delete older external snapshots to merge the chain, take an internal snapshot, or upgrade libvirt`,
+            reason: planSays.chainTooLong(probe, target, chain, limit.maxImages),
         });
     }
     return failures;

@@ -7,6 +7,7 @@ import { VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import type { SnapshotInfo } from "../host/xml";
 import { explainFailedCreate } from "../moments/creates";
+import { takeSays } from "./messages";
 import type { SnapshotContext, SnapshotPlan } from "./plan";
 import { existingFiles, filesMade, outOfSpace } from "./space";
 
@@ -47,9 +48,7 @@ export async function makeOverlaysPrivate(virsh: Virsh, probe: DomainProbe, plan
         if (r.code !== 0 || lines.length !== 2) {
             throw hostFailure(
                 "failed",
-                `snapshot '${made.name}' was created, but the mode of its overlay ${d.file} could not be read (${r.stderr.trim() || `stat exited with ${r.code}`}); ` +
-                    `libvirt ${probe.version.libvirt} may have left it readable by everyone (CVE-2025-13193). Check it on the host (chmod go-rwx), ` +
-                    `or with sudo give the login user NOPASSWD rules for /usr/bin/stat and /usr/bin/chmod`,
+                takeSays.overlayModeUnread(made.name, d.file, probe, r.stderr.trim() || `stat exited with ${r.code}`),
                 r,
             );
         }
@@ -60,8 +59,7 @@ export async function makeOverlaysPrivate(virsh: Virsh, probe: DomainProbe, plan
         if (c.code !== 0) {
             throw hostFailure(
                 "failed",
-                `snapshot '${made.name}' was created, but its overlay ${d.file} is readable by others (mode ${overlay![0]}) and could not be made private: ` +
-                    `${c.stderr.trim() || `chmod exited with ${c.code}`}. Run chmod go-rwx on it, or with sudo give the login user a NOPASSWD rule for /usr/bin/chmod`,
+                takeSays.overlayNotPrivate(made.name, d.file, overlay![0]!, c.stderr.trim() || `chmod exited with ${c.code}`),
                 c,
             );
         }
