@@ -32,6 +32,7 @@ import { adoptOrRefuse, explainFailedCreate, unknownOutcome } from "../moments/c
 import { redefineDescription } from "../moments/description";
 import { coveredDisks, type Fail } from "../moments/disks";
 import { bitmapsMissingOffline, checkpointRecord, locateCheckpoint, probeRecordedDomain } from "./lostRecords";
+import { checkpointSays } from "./messages";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -195,16 +196,10 @@ export function planCheckpoint(
         return { failures };
     }
     if (caps.backup === "no") {
-        fail(
-            "domain",
-            `the QEMU behind libvirt ${lib} does not support incremental backup (domcapabilities: backup supported='no'), so it can't keep dirty bitmaps. Upgrade QEMU on the host`,
-        );
+        fail("domain", checkpointSays.noBackupInQemu(lib));
     }
     if (!probe.active) {
-        fail(
-            "domain",
-            `domain '${dom.name}' is ${probe.state}: libvirt ${lib} creates checkpoints only while the domain runs ('cannot create checkpoint for inactive domain'). Start the domain first`,
-        );
+        fail("domain", checkpointSays.notRunning(probe));
     }
 
     const disks: CheckpointSpec["disks"] = [];
@@ -213,17 +208,10 @@ export function planCheckpoint(
         if (mode === "bitmap") {
             const prop = i === undefined ? "disks" : `disks[${i}].checkpoint`;
             if (d.format !== "qcow2") {
-                fail(
-                    prop,
-                    `a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
-                        `Leave it out with disks: [{ name: '${d.target}', checkpoint: 'no' }]`,
-                );
+                fail(prop, checkpointSays.notQcow2(d));
             }
             if (o?.bitmap !== undefined && o.bitmap !== v.checkpointName && isQemu(probe)) {
-                fail(
-                    `disks[${i}].bitmap`,
-                    `libvirt's QEMU driver names every bitmap after its checkpoint ('bitmap for disk ${d.target} must match checkpoint name'): leave bitmap unset, or set it to '${v.checkpointName}'`,
-                );
+                fail(`disks[${i}].bitmap`, checkpointSays.bitmapName(d.target, v.checkpointName));
             }
         }
         disks.push({ name: d.target, checkpoint: mode, ...(mode === "bitmap" ? { bitmap: o?.bitmap ?? v.checkpointName } : {}) });
@@ -231,11 +219,7 @@ export function planCheckpoint(
     if (!disks.some((d) => d.checkpoint === "bitmap"))
         fail(v.disks ? "disks" : "domain", `no disk of domain '${dom.name}' would be in the checkpoint`);
     if (v.quiesce && isQemu(probe)) {
-        fail(
-            "quiesce",
-            `libvirt ${lib}'s QEMU driver can't quiesce a checkpoint (it rejects the flag: 'unsupported flags (0x2) in function qemuCheckpointCreateXML'). ` +
-                `Set quiesce: false; a checkpoint only starts tracking changes, it copies no data`,
-        );
+        fail("quiesce", checkpointSays.noQuiesce(lib));
     }
     if (failures.length) return { failures };
     const spec: CheckpointSpec = { name: v.checkpointName, description: v.description, disks };
@@ -492,8 +476,7 @@ export const domainCheckpoint = {
             if (restored.status === "gone") {
                 throw new LibvirtError(
                     "checkpoint-not-found",
-                    `checkpoint '${olds.checkpointName}' of domain '${probe.info.name}' is gone and can't be restored (${restored.reason}). ` +
-                        `Run pulumi refresh, then pulumi up to create it again.`,
+                    checkpointSays.goneForGood(olds.checkpointName, probe.info.name, restored.reason),
                 );
             }
             if (!same(olds.description, v.description))
@@ -531,12 +514,7 @@ export const domainCheckpoint = {
                     const missing = await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(props.xml));
                     if (missing.length) return;
                 } else if (!exists) return;
-                throw new LibvirtError(
-                    "unsupported",
-                    `cannot delete checkpoint '${name}' of domain '${probe.info.name}': the domain is ${probe.state}, and libvirt ${probe.version.libvirt} removes a checkpoint's bitmaps ` +
-                        `only while the domain runs ('cannot delete checkpoint for inactive domain'). Nothing was changed. ` +
-                        `Start the domain and run destroy again, or set deletion: 'metadata' to drop only libvirt's record and leave the bitmaps in the image.`,
-                );
+                throw new LibvirtError("unsupported", checkpointSays.deleteWhileOff(name, probe));
             }
             if (!exists) {
                 // libvirt lost the record: put it back so the bitmaps are removed, not leaked.
@@ -579,15 +557,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         await virsh.run(plan.argv, { stdin: plan.xml });
     } catch (e) {
         if (e instanceof LibvirtError && /Bitmap already exists/i.test(e.message)) {
-            throw failureInsteadOf(
-                "already-exists",
-                `a disk image of domain '${probe.info.name}' already holds a dirty bitmap named '${v.checkpointName}', but libvirt has no checkpoint '${v.checkpointName}': ` +
-                    `its record was lost (was the domain undefined and defined again?). Nothing was created. If a DomainCheckpoint in this stack recorded it, ` +
-                    `'pulumi refresh' restores the record from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
-                    `'qemu-img bitmap --remove IMAGE ${v.checkpointName}' while the domain is shut off.`,
-                e,
-                { exitCode: false },
-            );
+            throw failureInsteadOf("already-exists", checkpointSays.staleBitmap(probe.info.name, v.checkpointName), e, { exitCode: false });
         }
         if (!(isKind(e, "already-exists") && /domain moment .* already exists/.test(e.message))) {
             throw cutOff(e, "the create was cut off") ?? (await explainFailedCreate(virsh, "checkpoint", domain, v.checkpointName, e));
@@ -614,8 +584,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
             cutOff(e, `the checkpoint was ${adopted ? "adopted" : "created"}, but reading it back failed`) ??
             new LibvirtError(
                 "failed",
-                `checkpoint '${v.checkpointName}' was ${adopted ? "adopted" : "created"} on domain '${probe.info.name}', but reading it back failed: ${messageOf(e)}. ` +
-                    `It exists on the host; run the update again with adopt: true to take it over.`,
+                checkpointSays.readBackFailed(v.checkpointName, adopted ? "adopted" : "created", probe.info.name, messageOf(e)),
             )
         );
     }

@@ -17,6 +17,7 @@ import { inRange, listCheckpoints, listSnapshots, names, probeDomain, stateOf, V
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, type SnapshotInfo } from "../host/xml";
 import { kindOf } from "../snapshot/observe";
+import { revertSays } from "./messages";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -99,10 +100,7 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
         const names = await listSnapshots(virsh, domain);
         failures.push({
             property: "snapshot",
-            reason:
-                `domain '${probe.info.name}' has no snapshot '${v.snapshot}' (${names.length ? `its snapshots: ${names.map((n) => `'${n}'`).join(", ")}` : "it has no snapshots"}). ` +
-                `If libvirt lost its record (the domain was undefined and defined again), the DomainSnapshot or RestorePoint that took it gives it back ` +
-                `on the next pulumi up: pass its snapshotName output here, so the revert runs after it`,
+            reason: revertSays.noSuchSnapshot(probe.info.name, v.snapshot, names),
         });
         return { failures };
     }
@@ -110,10 +108,7 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
     if (kindOf(snapshot) === "external" && !caps.externalSnapshot) {
         failures.push({
             property: "snapshot",
-            reason:
-                `'${v.snapshot}' is an external snapshot, and libvirt ${probe.version.libvirt} can't revert to external snapshots ` +
-                `('revert to external snapshot not supported yet'; its capabilities show no <externalSnapshot/>, which libvirt 9.9 and newer have). ` +
-                `Revert to an internal snapshot, or upgrade libvirt on the host`,
+            reason: revertSays.externalUnsupported(v.snapshot, probe.version.libvirt),
         });
     }
     if (kindOf(snapshot) === "internal" && inRange(probe.version.number, VERSIONS.deleteAfterRevertDataLoss)) {
@@ -123,20 +118,14 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
         if (external.length) {
             failures.push({
                 property: "snapshot",
-                reason:
-                    `'${v.snapshot}' is an internal snapshot with external descendants (${external.map((n) => `'${n}'`).join(", ")}), and libvirt ${probe.version.libvirt} ` +
-                    `deletes the base image when one of them is deleted after this revert (a data loss fixed in 11.0: libvirt #734, virt-manager #811). ` +
-                    `Nothing was changed. Delete the external snapshots first, or upgrade libvirt to 11.0 or newer`,
+                reason: revertSays.externalDescendants(v.snapshot, external, probe.version.libvirt),
             });
         }
     }
     if (checkpoints.length) {
         failures.push({
             property: "domain",
-            reason:
-                `domain '${probe.info.name}' has checkpoints (${checkpoints.map((n) => `'${n}'`).join(", ")}), and reverting a disk that carries ` +
-                `dirty bitmaps fails ('Device has active dirty bitmaps'): qemu refuses to load the snapshot, and on a running domain libvirt ${probe.version.libvirt} leaves it shut off (failed). ` +
-                `Nothing was changed. Delete the checkpoints first (destroy their DomainCheckpoint resources, or virsh checkpoint-delete), then revert`,
+            reason: revertSays.checkpoints(probe.info.name, checkpoints, probe.version.libvirt),
         });
     }
     return { snapshot, failures };
@@ -301,10 +290,7 @@ export async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
             `  the domain was ${probe.state} (id ${idBefore}) before and is ${now} (id ${idNow}) now.`,
         ];
         if (bug) {
-            lines.push(
-                `  this is a known libvirt bug: ${bug.what}; libvirt ${bug.fixedIn} fixes it. The host runs libvirt ${probe.version.libvirt}: ` +
-                    `upgrade it to ${bug.fixedIn} or newer (or a build with the fix), then run pulumi up again.`,
-            );
+            lines.push(revertSays.knownBug(bug, probe.version.libvirt));
         }
         if (cutOff) {
             lines.push(
