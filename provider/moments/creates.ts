@@ -5,6 +5,7 @@ import { LibvirtError, isKind, messageOf } from "../errors";
 import { failureInsteadOf, initFailure, type InitFailure } from "../failures";
 import type { Virsh } from "../host/virsh";
 import { VIRSH, type MomentKind } from "./commands";
+import { redefineDescription } from "./description";
 import { createSays } from "./messages";
 
 /** After a failed create, say whether anything was left behind. */
@@ -38,23 +39,30 @@ export function unknownOutcome(
 }
 
 /**
- * The declared name exists already: take it over only when `adopt` is set and
- * it matches what is declared (`differences` lists how it doesn't); else say why not.
+ * The declared name exists already (`error` says so): take it over only when `adopt` is set and it matches what
+ * is declared (`existing` reads it: its description, and how it differs); else say why not. One taken over gets
+ * the declared description, where one is declared.
  */
-export async function adoptOrRefuse(o: {
-    kind: MomentKind;
-    name: string;
-    domainName: string;
-    where: string;
-    adopt: boolean;
-    error: LibvirtError;
-    differences: () => Promise<string[]>;
-}): Promise<void> {
+export async function adoptOrRefuse(
+    virsh: Virsh,
+    o: {
+        kind: MomentKind;
+        name: string;
+        /** The domain's UUID, and its name for messages. */
+        domain: string;
+        domainName: string;
+        adopt: boolean;
+        description: string | undefined;
+        error: LibvirtError;
+        existing: () => Promise<{ description?: string; differences: string[] }>;
+    },
+): Promise<void> {
     const nameInput = `${o.kind}Name`;
     if (!o.adopt) {
-        throw failureInsteadOf("already-exists", createSays.alreadyExists(o), o.error, { exitCode: false });
+        throw failureInsteadOf("already-exists", createSays.alreadyExists({ ...o, where: virsh.where }), o.error, { exitCode: false });
     }
-    const diffs = await o.differences();
+    const existing = await o.existing();
+    const diffs = existing.differences;
     if (diffs.length) {
         throw new LibvirtError(
             "already-exists",
@@ -62,4 +70,6 @@ export async function adoptOrRefuse(o: {
                 `Change the declaration to match, or choose another ${nameInput}.`,
         );
     }
+    if (o.description !== undefined && existing.description !== o.description)
+        await redefineDescription(virsh, o.kind, o.domain, o.name, o.description);
 }

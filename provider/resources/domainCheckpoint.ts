@@ -562,19 +562,20 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         if (!(isKind(e, "already-exists") && /domain moment .* already exists/.test(e.message))) {
             throw cutOff(e, "the create was cut off") ?? (await explainFailedCreate(virsh, "checkpoint", domain, v.checkpointName, e));
         }
-        let existing: CheckpointInfo | undefined;
-        await adoptOrRefuse({
+        await adoptOrRefuse(virsh, {
             kind: "checkpoint",
             name: v.checkpointName,
+            domain,
             domainName: probe.info.name,
-            where: virsh.where,
             adopt: v.adopt,
+            description: v.description,
             error: e,
-            differences: async () => differences(plan, (existing = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName)))),
+            existing: async () => {
+                const c = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName));
+                return { description: c.description, differences: differences(plan, c) };
+            },
         });
         adopted = true;
-        if (v.description !== undefined && existing!.description !== v.description)
-            await redefineDescription(virsh, "checkpoint", domain, v.checkpointName, v.description);
     }
     let observed: Observed;
     try {

@@ -367,19 +367,20 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         await takeSnapshot(virsh, plan, { probe, marginMiB: v.spaceMarginMiB });
     } catch (e) {
         if (!isKind(e, "already-exists")) throw cutOff(e, "the create was cut off");
-        let existing: ObservedSnapshot | undefined;
-        await adoptOrRefuse({
+        await adoptOrRefuse(virsh, {
             kind: "snapshot",
             name: v.snapshotName,
+            domain,
             domainName: probe.info.name,
-            where: virsh.where,
             adopt: v.adopt,
+            description: v.description,
             error: e,
-            differences: async () => differences(plan, (existing = await observeSnapshot(virsh, domain, v.snapshotName)).info),
+            existing: async () => {
+                const s = (await observeSnapshot(virsh, domain, v.snapshotName)).info;
+                return { description: s.description, differences: differences(plan, s) };
+            },
         });
         adopted = true;
-        if (v.description !== undefined && existing!.info.description !== v.description)
-            await redefineDescription(virsh, "snapshot", domain, v.snapshotName, v.description);
     }
     let observed: ObservedSnapshot;
     try {
