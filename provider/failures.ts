@@ -4,10 +4,16 @@
 // the properties and the reasons that impl.ts's contract names. guard.ts checks the init failure's
 // shape with isInitFailure, never by guessing.
 import { LibvirtError, messageOf, type ErrorKind } from "./errors";
-import type { HostResult } from "./host/virsh";
+
+/** What ran, as host/virsh.ts's HostResult says it (written out here, so host code may build its failures here too). */
+interface Ran {
+    command: string;
+    code: number | null;
+    stderr: string;
+}
 
 /** A host command other than virsh (rm, stat, qemu-img) that failed: the message, and what ran. */
-export function hostFailure(kind: ErrorKind, message: string, r: HostResult): LibvirtError {
+export function hostFailure(kind: ErrorKind, message: string, r: Ran): LibvirtError {
     return new LibvirtError(kind, message, { command: r.command, exitCode: r.code, stderr: r.stderr });
 }
 

@@ -9,7 +9,6 @@ describe("failures", () => {
         const e = hostFailure("failed", "cannot remove it", {
             command: "env LC_ALL=C rm -f -- /x",
             code: 1,
-            stdout: "",
             stderr: "rm: denied\n",
         });
         assert.equal(e.kind, "failed");
