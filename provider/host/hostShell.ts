@@ -24,14 +24,10 @@
 // this way), copied into the file by the same builtins. Commands are argument vectors, quoted by
 // shellQuote as for exec.
 import { randomBytes } from "node:crypto";
+import { SHELL_EXIT_GRACE_MS, SHELL_IDLE_CLOSE_MS, SHELL_RETRY_MS, SHELL_START_TIMEOUT_MS, XML_FILE_TIMEOUT_MS } from "../timing";
 import { commandLine, shellQuote, type ExecResult, type HostProcess, type Transport } from "./transport";
 
 const TEMPLATE = "libvirt-snapshots-xml.XXXXXXXXXX";
-const START_TIMEOUT_MS = 15_000;
-const WRITE_TIMEOUT_MS = 30_000;
-const IDLE_CLOSE_MS = 30_000;
-/** After the shell failed to start, how long to go without it before trying again. */
-const RETRY_MS = 60_000;
 
 interface Answer {
     status: number;
@@ -64,7 +60,7 @@ class HostShell {
         const shell = new HostShell(await transport.spawn(["env", "LC_ALL=C", "sh"]));
         // The folder first, outside the framing (which needs it).
         const folder = `umask 077 && n=0 && d=$(mktemp -d -t ${TEMPLATE}) && trap 'rm -rf -- "$d"' EXIT && trap 'exit 1' HUP INT TERM PIPE`;
-        if ((await shell.request(folder, START_TIMEOUT_MS, false))?.status !== 0) {
+        if ((await shell.request(folder, SHELL_START_TIMEOUT_MS, false))?.status !== 0) {
             shell.close();
             throw new Error("sh did not answer on the libvirt host");
         }
@@ -150,7 +146,7 @@ class HostShell {
             `n=$((n + 1)); f="$d/xml.$n"; ` +
                 `while IFS= read -r l; do printf '%s\\n' "$l"; done >"$f" <<'${delimiter}'\n${body}${delimiter}\n` +
                 `r=$?; if [ "$r" -eq 0 ]; then printf '%s' "$f"; else rm -f -- "$f"; fi; [ "$r" -eq 0 ]`,
-            WRITE_TIMEOUT_MS,
+            XML_FILE_TIMEOUT_MS,
         );
         const file = r?.stdout.trim();
         return r?.status === 0 && file?.startsWith("/") ? file : undefined;
@@ -158,7 +154,7 @@ class HostShell {
 
     /** Remove a file `write` made; nobody waits for it (the next script runs after it). */
     remove(file: string): void {
-        void this.request(`rm -f -- ${shellQuote(file)}`, WRITE_TIMEOUT_MS);
+        void this.request(`rm -f -- ${shellQuote(file)}`, XML_FILE_TIMEOUT_MS);
     }
 
     /** A command that only reads, with nothing on its stdin; undefined when the shell broke or timed out. */
@@ -172,7 +168,7 @@ class HostShell {
         if (!this.closed) {
             this.closed = true;
             this.proc.write("exit\n");
-            const kill = setTimeout(() => this.proc.close(), 2000);
+            const kill = setTimeout(() => this.proc.close(), SHELL_EXIT_GRACE_MS);
             kill.unref();
             this.proc.onClose(() => clearTimeout(kill));
         }
@@ -209,12 +205,12 @@ class HostShellSlot {
      */
     private async get(): Promise<HostShell | undefined> {
         clearTimeout(this.idleTimer);
-        this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
+        this.idleTimer = setTimeout(() => this.close(), SHELL_IDLE_CLOSE_MS);
         this.idleTimer.unref();
         for (let attempt = 0; attempt < 2; attempt++) {
             if (Date.now() < this.disabledUntil) return undefined;
             const pending = (this.shell ??= HostShell.start(this.transport).catch(() => {
-                this.disabledUntil = Date.now() + RETRY_MS;
+                this.disabledUntil = Date.now() + SHELL_RETRY_MS;
                 return undefined;
             }));
             const shell = await pending;

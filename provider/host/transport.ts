@@ -9,6 +9,14 @@ import * as path from "node:path";
 import type { Client, ConnectConfig, ClientChannel } from "ssh2";
 import { Connection, DEFAULTS, describeTarget, poolKeyOf, secretsOf, type Proxy } from "../connection";
 import { LibvirtError, redact } from "../errors";
+import {
+    CHANNEL_OPEN_ATTEMPTS,
+    CHANNEL_OPEN_BACKOFF,
+    DIAL_BACKOFF,
+    SPAWN_CHANNEL_WAIT_MS,
+    SSH_KEEPALIVE_COUNT_MAX,
+    SSH_KEEPALIVE_MS,
+} from "../timing";
 import { verifyHostKey, type Verdict } from "./hostkeys";
 
 export interface ExecResult {
@@ -227,8 +235,6 @@ const MAX_CHANNELS = 8;
  * channels of their own: a shell that something failed to close costs its place, never every later command.
  */
 const LONG_LIVED_MAX = MAX_CHANNELS / 2;
-/** How long a long-lived process waits for a channel before its caller runs commands as processes instead. */
-const SPAWN_WAIT_MS = 5_000;
 
 type Settings = Proxy;
 
@@ -324,8 +330,8 @@ function dialOnce(s: Settings, sock: NodeJS.ReadableStream | undefined, onReady:
                 port,
                 sock: sock as ConnectConfig["sock"],
                 readyTimeout: timeoutMs,
-                keepaliveInterval: 15000,
-                keepaliveCountMax: 3,
+                keepaliveInterval: SSH_KEEPALIVE_MS,
+                keepaliveCountMax: SSH_KEEPALIVE_COUNT_MAX,
                 ...authConfig(s, agentUsable ? agentDefault : undefined),
                 hostVerifier: (key: Buffer) => {
                     verdict = verifyHostKey(
@@ -362,7 +368,7 @@ async function dialWithRetries(s: Settings, sock: () => Promise<NodeJS.ReadableS
         } catch (e) {
             last = e instanceof DialFailure ? e : new DialFailure((e as Error).message, true, "connection-failed");
             if (!last.retryable) break;
-            if (attempt < limit) await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** (attempt - 1), 2000)));
+            if (attempt < limit) await new Promise((r) => setTimeout(r, DIAL_BACKOFF(attempt - 1)));
         }
     }
     const tries = last?.retryable ? ` (gave up after ${limit} attempt${limit === 1 ? "" : "s"}, dialErrorLimit)` : "";
@@ -487,8 +493,9 @@ export class SshTransport implements Transport {
             } catch (e) {
                 if (!(e instanceof OpenFailure)) throw e;
                 const alive = this.client !== undefined && !(client as unknown as { _sock?: { destroyed?: boolean } })._sock?.destroyed;
-                const backoff = Math.min(10 * 2 ** attempt, 250);
-                if (alive && /open failed|Channel open failure/i.test(e.message) && attempt < 40 && Date.now() + backoff < deadline) {
+                const backoff = CHANNEL_OPEN_BACKOFF(attempt);
+                const refused = /open failed|Channel open failure/i.test(e.message);
+                if (alive && refused && attempt < CHANNEL_OPEN_ATTEMPTS && Date.now() + backoff < deadline) {
                     await new Promise((r) => setTimeout(r, backoff));
                     continue;
                 }
@@ -575,10 +582,10 @@ export class SshTransport implements Transport {
             throw new Error(`${LONG_LIVED_MAX} long-lived processes already hold channels on ${this.description}`);
         }
         this.longLived++;
-        const release = await this.slot(Date.now() + SPAWN_WAIT_MS);
+        const release = await this.slot(Date.now() + SPAWN_CHANNEL_WAIT_MS);
         if (!release) {
             this.longLived--;
-            throw new Error(`no SSH channel to ${this.description} became free within ${SPAWN_WAIT_MS / 1000} s`);
+            throw new Error(`no SSH channel to ${this.description} became free within ${SPAWN_CHANNEL_WAIT_MS / 1000} s`);
         }
         let released = false;
         const free = () => {
@@ -601,8 +608,12 @@ export class SshTransport implements Transport {
                         }
                     });
                 } catch (e) {
-                    if (e instanceof OpenFailure && /open failed|Channel open failure/i.test(e.message) && attempt < 40) {
-                        await new Promise((r) => setTimeout(r, Math.min(10 * 2 ** attempt, 250)));
+                    if (
+                        e instanceof OpenFailure &&
+                        /open failed|Channel open failure/i.test(e.message) &&
+                        attempt < CHANNEL_OPEN_ATTEMPTS
+                    ) {
+                        await new Promise((r) => setTimeout(r, CHANNEL_OPEN_BACKOFF(attempt)));
                         continue;
                     }
                     throw new Error(`cannot start a command on ${this.description}: ${(e as Error).message}`);
