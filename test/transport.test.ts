@@ -7,14 +7,18 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { Connection } from "../provider/connection";
 import { LibvirtError } from "../provider/errors";
-import { closeAllTransports, handshakeCount, transportFor } from "../provider/host/transport";
+import { closeAllTransports, transportFor } from "../provider/host/transport";
 import { Virsh } from "../provider/host/virsh";
+import { commandLog } from "./support/commandLog";
 import { re } from "./support/helpers";
 import { loadLab, makeDomain, repoRoot, virshOk, type TestDomain } from "./support/lab";
 
 const lab = loadLab();
 const key = fs.readFileSync(lab.privateKeyPath, "utf8");
 const root: Connection = { host: lab.host, port: lab.port, user: "root", privateKey: key, hostKey: lab.hostKey };
+const log = commandLog();
+/** SSH handshakes completed (jump hosts' too), counted from the diagnostics channels from here on. */
+const handshakeCount = () => log.counts.handshakes;
 
 async function rejects(p: Promise<unknown>, kind: string, re: RegExp): Promise<LibvirtError> {
     try {

@@ -17,6 +17,7 @@ import {
     SSH_KEEPALIVE_COUNT_MAX,
     SSH_KEEPALIVE_MS,
 } from "../timing";
+import { publishChannel, publishExec, publishHandshake, publishSpawn } from "./diagnostics";
 import { verifyHostKey, type Verdict } from "./hostkeys";
 
 export interface ExecResult {
@@ -113,6 +114,7 @@ export class LocalTransport implements Transport {
 
     spawn(argv: readonly string[]): Promise<HostProcess> {
         if (argv.some((a) => a.includes("\u0000"))) return Promise.reject(new Error("an argument contains a NUL byte"));
+        publishSpawn(this, argv);
         return new Promise((resolve, reject) => {
             const child = spawn(argv[0]!, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
             const streams = [child.stdin!, child.stdout!, child.stderr!] as unknown as Array<{ ref?(): void; unref?(): void }>;
@@ -175,6 +177,7 @@ export class LocalTransport implements Transport {
             fs.writeFileSync(file, opts.stdin, { mode: 0o600 });
             stdinFile = { dir, fd: fs.openSync(file, "r") };
         }
+        publishExec(this, argv, opts.stdin);
         const cleanup = () => {
             if (!stdinFile) return;
             try {
@@ -218,15 +221,6 @@ export class LocalTransport implements Transport {
 }
 
 // ---- SSH -----------------------------------------------------------------
-
-/** Counters for tests and the benchmark: how many SSH handshakes completed, per target. */
-export const sshStats = { handshakes: new Map<string, number>(), channels: 0 };
-
-export function handshakeCount(): number {
-    let n = 0;
-    for (const v of sshStats.handshakes.values()) n += v;
-    return n;
-}
 
 // sshd's MaxSessions defaults to 10 channels per connection; stay under it.
 const MAX_CHANNELS = 8;
@@ -384,25 +378,24 @@ export class SshTransport implements Transport {
     private active = 0;
     private longLived = 0;
     private waiters: Array<() => void> = [];
-    private readonly key: string;
     readonly attached = new Map<string, { close(): void }>();
 
     constructor(private readonly conn: Connection & { host: string }) {
         this.secrets = secretsOf(conn);
         this.description = describeTarget(conn);
-        this.key = poolKeyOf(conn);
     }
 
-    private countHandshake = () => {
-        sshStats.handshakes.set(this.key, (sshStats.handshakes.get(this.key) ?? 0) + 1);
-    };
+    /** Tell subscribers that a handshake with `s` (the target or its jump host) completed. */
+    private handshook(s: Settings): () => void {
+        return () => publishHandshake(this, `${s.user ?? DEFAULTS.user}@${s.host}:${s.port ?? DEFAULTS.port}`);
+    }
 
     private connect(): Promise<Client> {
         if (!this.client) {
             const p = (async () => {
                 let sock: () => Promise<NodeJS.ReadableStream | undefined> = async () => undefined;
                 if (this.conn.proxy) {
-                    const proxy = await dialWithRetries(this.conn.proxy, async () => undefined, this.countHandshake);
+                    const proxy = await dialWithRetries(this.conn.proxy, async () => undefined, this.handshook(this.conn.proxy));
                     this.proxyClient = proxy;
                     proxy.on("close", () => this.dropped());
                     const port = this.conn.port ?? DEFAULTS.port;
@@ -422,7 +415,7 @@ export class SshTransport implements Transport {
                             ),
                         );
                 }
-                const client = await dialWithRetries(this.conn, sock, this.countHandshake);
+                const client = await dialWithRetries(this.conn, sock, this.handshook(this.conn));
                 client.on("close", () => this.dropped());
                 client.on("error", () => this.dropped());
                 return client;
@@ -516,7 +509,9 @@ export class SshTransport implements Transport {
         return new Promise((resolve, reject) => {
             const opened = (err: Error | undefined, ch: ClientChannel) => {
                 if (err) return reject(new OpenFailure(err.message));
-                sshStats.channels++;
+                // The channel is open and the command went with its exec request: now it has been sent.
+                publishChannel(this);
+                publishExec(this, argv, opts.stdin);
                 // Listeners go on at once: a quick command's output and exit status may already be on their way.
                 const out: Buffer[] = [],
                     errs: Buffer[] = [];
@@ -618,7 +613,8 @@ export class SshTransport implements Transport {
                     }
                     throw new Error(`cannot start a command on ${this.description}: ${(e as Error).message}`);
                 }
-                sshStats.channels++;
+                publishChannel(this);
+                publishSpawn(this, argv);
                 let closed = false;
                 const closers: Array<() => void> = [];
                 const gone = () => {

@@ -8,7 +8,7 @@ import { LibvirtError, classifyStderr, redact } from "../errors";
 import { BUSY_BACKOFF, DEFAULT_TIMEOUT_SECONDS, READ_TIMEOUT_MS } from "../timing";
 import { commandLine, transportFor, type ExecResult, type Transport } from "./transport";
 import { hostShellFor } from "./hostShell";
-import { sessionsFor, virshStats } from "./virshSessions";
+import { sessionsFor } from "./virshSessions";
 
 export interface RunOptions {
     /** Text for virsh's standard input (used with `--xmlfile /dev/stdin`). */
@@ -121,7 +121,6 @@ export class Virsh {
 
     private async once(args: readonly string[], stdin: string | undefined, timeoutMs: number): Promise<string> {
         const argv = this.argv(args);
-        virshStats.invocations++;
         const r =
             (await sessionsFor(this.transport, this.argv([])).run(args, argv, timeoutMs, stdin)) ??
             (await this.transport.exec(argv, { timeoutMs, stdin }));

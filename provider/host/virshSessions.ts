@@ -55,13 +55,8 @@ import { randomBytes } from "node:crypto";
 import { LibvirtError } from "../errors";
 import { SESSION_WRITE_WAIT_MS, SHELL_IDLE_CLOSE_MS, SHELL_RETRY_MS, SHELL_START_TIMEOUT_MS } from "../timing";
 import { lostError, shellQuote, timeoutError, type ExecResult, type HostProcess, type Transport } from "./transport";
+import { publishSessionAnswer, publishSessionLine, publishSessionStart } from "./diagnostics";
 import { hostShellFor } from "./hostShell";
-
-/**
- * Counts every virsh command, for tests and the benchmark: invocations in all;
- * of those, how many ran in a shared session, and how many sessions were started.
- */
-export const virshStats = { invocations: 0, sessionCommands: 0, sessionsStarted: 0, sessionWrites: 0 };
 
 /** Commands that only read. Nothing else ever runs in a session. */
 const SESSION_COMMANDS = new Set([
@@ -161,7 +156,12 @@ class VirshSession {
     private readonly pending: Pending[] = [];
     closed = false;
 
-    private constructor(private readonly proc: HostProcess) {
+    /** `transport` and `argv`: where the session runs and what started it, for what it publishes (diagnostics.ts). */
+    private constructor(
+        private readonly proc: HostProcess,
+        private readonly transport: Transport,
+        private readonly argv: readonly string[],
+    ) {
         proc.onStdout((d) => {
             this.out = this.out.length ? Buffer.concat([this.out, d]) : d;
             this.pump();
@@ -179,7 +179,7 @@ class VirshSession {
     /** Start virsh's shell and prove that a line of every printable character comes back intact. */
     static async start(transport: Transport, argv: readonly string[]): Promise<VirshSession> {
         const proc = await transport.spawn(argv);
-        const session = new VirshSession(proc);
+        const session = new VirshSession(proc, transport, argv);
         try {
             proc.busy(true);
             // Nothing is written before the prompt: a connection that asked for credentials would read our input.
@@ -187,7 +187,7 @@ class VirshSession {
             session.out = Buffer.alloc(0);
             const r = await session.exchange(["echo", PRINTABLE], SHELL_START_TIMEOUT_MS);
             if (r.stdout !== `${PRINTABLE}\n` || r.stderr !== "") throw new NoAnswer("virsh's shell did not echo a test line back intact");
-            virshStats.sessionsStarted++;
+            publishSessionStart(transport, argv);
             return session;
         } catch (e) {
             session.close();
@@ -242,10 +242,11 @@ class VirshSession {
             const entry: Pending = { id, timer, resolve, reject };
             this.pending.push(entry);
             this.proc.busy(true);
-            this.proc.write(
+            const line =
                 `echo --err --xml ${arg("S")} ; echo --xml ${arg("S")} ; ${args.map(shellQuote).join(" ")} ; ` +
-                    `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`,
-            );
+                `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`;
+            publishSessionLine(this.transport, this.argv, args, line);
+            this.proc.write(line);
         });
     }
 
@@ -376,12 +377,12 @@ class SessionPool {
             if (CONNECTION_LOST.test(r.stderr)) keep = false;
             if (write) {
                 // Answered here, success or failure: a write never runs twice.
-                virshStats.sessionWrites++;
+                publishSessionAnswer(this.transport, this.argv, args, true);
                 return { code: FAILED.test(r.stderr) ? 1 : 0, signal: null, stdout: r.stdout, stderr: r.stderr };
             }
             // Only a clean success is answered here; every failure gets its authoritative text and exit code from exec.
             if (r.stderr !== "") return undefined;
-            virshStats.sessionCommands++;
+            publishSessionAnswer(this.transport, this.argv, args, false);
             return { code: 0, signal: null, stdout: r.stdout, stderr: "" };
         } catch (e) {
             keep = !h.session.closed;
