@@ -207,7 +207,9 @@ describe("SSH transport (real sshd)", function () {
         assert.equal(handshakeCount() - before, 1);
     });
 
-    it("works across a slow link (the lab's delay proxy, 25 ms round trip): the same answers, each one at least a round trip later", async () => {
+    const slowLinkTitle =
+        "works across a slow link (the lab's delay proxy, 25 ms round trip): the same answers, each one at least a round trip later";
+    it(slowLinkTitle, async () => {
         const { startDelayProxy } = require(path.join(repoRoot(), "scripts", "lab", "delay-proxy.cjs")) as {
             startDelayProxy(o: {
                 targetHost: string;

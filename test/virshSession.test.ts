@@ -227,7 +227,9 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 assert.ok(stats.sessionCommands > reads);
             });
 
-            it("carries a create: its XML in a private file on the host, never run; a failure answered once; the file removed", async () => {
+            const createTitle =
+                "carries a create: its XML in a private file on the host, never run; a failure answered once; the file removed";
+            it(createTitle, async () => {
                 const v = new Virsh(conn);
                 const writes = stats.sessionWrites;
                 const name = `xml-${label}`;
@@ -294,7 +296,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                     }
                 });
 
-            it("runs the login user's read-only commands (df) in the connection's sh: a process's answer, exit code and stderr included, no channel of its own", async () => {
+            const dfTitle =
+                "runs the login user's read-only commands (df) in the connection's sh: a " +
+                "process's answer, exit code and stderr included, no channel of its own";
+            it(dfTitle, async () => {
                 const v = new Virsh(conn);
                 await v.host(["true"], { asLoginUser: true, readOnly: true }); // the sh is up
                 const channels = stats.channels;
@@ -315,7 +320,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 assert.match(missing.command, /^env LC_ALL=C df -- \/no\/such\/dir$/);
             });
 
-            it("libvirtd's connection lost under the shell: idle, the next delete reconnects and is done once; mid-call, connection-failed", async () => {
+            const libvirtdLostTitle =
+                "libvirtd's connection lost under the shell: idle, the next delete reconnects " +
+                "and is done once; mid-call, connection-failed";
+            it(libvirtdLostTitle, async () => {
                 // The shell reaches libvirtd through a unix-socket proxy of ours, which cuts its connection (libvirtd itself is shared).
                 const proxy = await libvirtSocketProxy(`${dom.dir}/lv-${label}.sock`);
                 try {
@@ -351,7 +359,9 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 }
             });
 
-            it("deletes hostile names in a session (or, outside printable ASCII, as a process) and never runs what a name contains", async () => {
+            const hostileTitle =
+                "deletes hostile names in a session (or, outside printable ASCII, as a process) and never runs what a name contains";
+            it(hostileTitle, async () => {
                 const v = new Virsh(conn);
                 const sample = [
                     "$(touch /tmp/pwned-sw)",
@@ -383,7 +393,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         });
     }
 
-    it("keeps at most 3 sessions per SSH connection however many libvirt URIs share it, so commands that change something still get channels", async () => {
+    const budgetTitle =
+        "keeps at most 3 sessions per SSH connection however many libvirt URIs share it, " +
+        "so commands that change something still get channels";
+    it(budgetTitle, async () => {
         // Five spellings of the same libvirtd: five virsh invocations, so five pools on one connection.
         const uris = [
             "qemu:///system?mode=legacy",
@@ -448,7 +461,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "a;b"]), /^Name: +a;b$/m);
     });
 
-    it("a delete in a session whose SSH connection is cut midway: connection-failed, outcome unknown; the next call reconnects and deleting again converges", async function () {
+    const cutTitle =
+        "a delete in a session whose SSH connection is cut midway: connection-failed, " +
+        "outcome unknown; the next call reconnects and deleting again converges";
+    it(cutTitle, async function () {
         this.timeout(600_000);
         // 300 MiB in an external snapshot's overlay: deleting it is a block commit into the base image that lasts,
         // and the cut comes once the base image grows. Only this process's connections are cut.
