@@ -13,6 +13,7 @@ import { Virsh } from "../../provider/host/virsh";
 import { setStackConfig } from "../../provider/stackConfig";
 import { domainCheckpoint } from "../../provider/resources/domainCheckpoint";
 import { domainSnapshot } from "../../provider/resources/domainSnapshot";
+import { restorePoint } from "../../provider/resources/restorePoint";
 import { commandLog } from "../support/commandLog";
 
 const OLD_UUID = "11111111-2222-3333-4444-555555555555";
@@ -525,6 +526,45 @@ describe("preview only reads: check and diff of a lost record (scripted host)", 
         assert.deepEqual(d, { changes: true, replaces: [], deleteBeforeReplace: false });
     });
 
+    const restorePointInputs = { domains: ["web1"], snapshotName: "s1" };
+    const restorePointOlds = {
+        domains: ["web1"],
+        snapshotName: "s1",
+        consistency: "simultaneous",
+        deletion: "delete",
+        pausedMilliseconds: 0,
+        snapshots: [
+            {
+                host: "local virsh (qemu:///system)",
+                domain: "web1",
+                domainName: "web1",
+                domainUuid: OLD_UUID,
+                snapshotName: "s1",
+                creationTime: "2023-11-14T22:13:20.000Z",
+                state: "running",
+                kind: "internal",
+                memory: "internal",
+                xml: SNAPSHOT_XML,
+            },
+        ],
+        declared: { domains: ["web1"], snapshotName: "s1", kind: "internal", consistency: "simultaneous", deletion: "delete" },
+    } as unknown as Parameters<typeof restorePoint.diff>[1];
+
+    it("RestorePoint: check and diff send only reads, and diff plans an update that gives the member's record back", async () => {
+        const world: World = { state: "running", checkpoints: new Map(), snapshots: [], imageSnapshots: ["s1"], imageBitmaps: [] };
+        host = scriptHost(world);
+        const c = await restorePoint.check(restorePointInputs, restorePointInputs);
+        assert.deepEqual(c.failures ?? [], []);
+        const d = await restorePoint.diff("rp", restorePointOlds, restorePointInputs);
+        assert.ok(
+            host.sent().some((x) => x.argv[0] === "qemu-img"),
+            "diff looked for the data in the image",
+        );
+        assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent())}`);
+        assert.deepEqual(world.snapshots, [], "libvirt still has no record");
+        assert.deepEqual(d, { changes: true, replaces: [], deleteBeforeReplace: false });
+    });
+
     /**
      * Writes planted in a diff, one down each way to the host: a create with its XML (the sh writes the file, the virsh
      * session runs it, the sh removes the file), a delete (in the session), a command of the host's (a process), and a
@@ -571,6 +611,11 @@ describe("preview only reads: check and diff of a lost record (scripted host)", 
             "DomainSnapshot",
             { state: "running", checkpoints: new Map(), snapshots: [], imageSnapshots: ["s1"], imageBitmaps: [] },
             () => domainSnapshot.diff(`${OLD_UUID}/s1`, snapshotOlds, snapshotInputs),
+        ],
+        [
+            "RestorePoint",
+            { state: "running", checkpoints: new Map(), snapshots: [], imageSnapshots: ["s1"], imageBitmaps: [] },
+            () => restorePoint.diff("rp", restorePointOlds, restorePointInputs),
         ],
     ];
     for (const [resource, world, diff] of planted) {
