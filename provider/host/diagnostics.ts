@@ -12,9 +12,10 @@
 // Secrets. Credentials never go into a command: they reach ssh2's handshake only (transport.ts), and an argument
 // vector carries none of them. But arguments and lines carry the user's text (names, descriptions, a URI, XML) that
 // could hold one by accident, so everything published first goes through redact() with the connection's secrets
-// (errors.ts), as error messages do: an argument vector argument by argument, a line or a standard input whole.
-// Quoting and sudo are already done when a message is published: an argument vector is the one the transport runs
-// (`env LC_ALL=C`, `sudo -n` included), a line is the text written, byte for byte but for redaction.
+// (errors.ts), as error messages do: an argument vector argument by argument (so quoting can't hide a secret from
+// it), a line or a standard input whole. What is published is what went out: an argument vector as the transport runs
+// it (`env LC_ALL=C` and `sudo -n` in it; over SSH, shellQuote then joins it into one command line), a line as it was
+// written, quoting and framing included; both byte for byte but for redaction.
 import { channel } from "node:diagnostics_channel";
 import { redact } from "../errors";
 
