@@ -386,6 +386,7 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
     declare public readonly lineage: pulumi.Output<DomainCheckpointOutputs["lineage"]>;
     declare public readonly libvirtVersion: pulumi.Output<string>;
     declare public readonly adopted: pulumi.Output<boolean>;
+    declare public readonly recordLost: pulumi.Output<boolean>;
     declare public readonly restoredAt: pulumi.Output<string | null>;
     declare public readonly bitmapsHealthy: pulumi.Output<boolean | null>;
     declare public readonly bitmapProblems: pulumi.Output<string[]>;
@@ -411,6 +412,7 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
                 lineage: undefined,
                 libvirtVersion: undefined,
                 adopted: undefined,
+                recordLost: undefined,
                 restoredAt: undefined,
                 bitmapsHealthy: undefined,
                 bitmapProblems: undefined,

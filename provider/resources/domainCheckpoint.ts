@@ -138,6 +138,8 @@ export interface DomainCheckpointOutputs {
     libvirtVersion: string;
     /** True when it took over an existing checkpoint instead of creating it. */
     adopted: boolean;
+    /** True when refresh found libvirt's record lost but the bitmaps still there: the next pulumi up gives the record back. */
+    recordLost: boolean;
     /** When the provider last put libvirt's lost record back from this state (ISO 8601), else null. */
     restoredAt: string | null;
     /**
@@ -358,6 +360,7 @@ function outputsFrom(
         lineage: o.lineage,
         libvirtVersion: version,
         adopted: extra.adopted,
+        recordLost: false,
         restoredAt: extra.restoredAt,
         bitmapsHealthy: o.bitmapProblems === null ? null : o.bitmapProblems.length === 0,
         bitmapProblems: o.bitmapProblems ?? [],
@@ -424,7 +427,8 @@ export const domainCheckpoint = {
                 // The same name on the same connection is the same domain, even defined again under a new UUID.
                 const at = await locateCheckpoint(virsh, olds);
                 if (!at) replaces.push("domain");
-                else if (at.record.status === "gone") replaces.push("checkpointName");
+                else if (at.record.status === "gone" || (at.record.status === "restorable" && goneForGood(olds)))
+                    replaces.push("checkpointName");
                 recordLost = at?.record.status === "restorable";
             } catch (e) {
                 if (isKind(e, "domain-not-found")) replaces.push("domain");
@@ -459,19 +463,25 @@ export const domainCheckpoint = {
                 if (isKind(e, "domain-not-found")) return { id: "", props: {} };
                 throw e;
             }
-            // Still gives a lost record back, as the README says of refresh (DomainSnapshot's read only reports it).
-            const restored = await checkpointRecord(virsh, probe, props, { restore: true });
-            if (restored.status === "gone") return { id: "", props: {} };
+            // Only reads, as DomainSnapshot's read: a lost record is kept (recordLost) and given back by the next update.
+            const record = await checkpointRecord(virsh, probe, props, { restore: false });
+            if (record.status === "gone") return { id: "", props: {} };
+            // Whether its bitmaps are healthy can't be told while libvirt has no record of it.
+            if (record.status === "restorable") return { id, props: { ...props, ...lostFor(probe), bitmapsHealthy: null } };
             const v = { ...props.declared, connection: props.connection } as Inputs;
             const observed = await observe(virsh, probe.info.uuid, props.checkpointName, {
                 measure: probe.active,
                 version: probe.version,
                 probe,
             });
-            const restoredAt = restored.status === "restored" ? new Date().toISOString() : (props.restoredAt ?? null);
             return {
                 id,
-                props: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: props.adopted, restoredAt, previous: props }),
+                props: outputsFrom(v, observed, probe.version.libvirt, {
+                    probe,
+                    adopted: props.adopted,
+                    restoredAt: props.restoredAt ?? null,
+                    previous: props,
+                }),
             };
         });
     },
@@ -486,11 +496,13 @@ export const domainCheckpoint = {
             // An earlier create was cut off before libvirt made the checkpoint (an init failure): finish the job.
             if (restored.status === "gone" && !olds.xml) return { outs: await createLocked(v, virsh) };
             if (restored.status === "gone") {
-                throw new LibvirtError(
-                    "checkpoint-not-found",
+                // Kept as an init failure: the state learns that the bitmaps are gone (only this write could tell, on a
+                // running domain), so the next diff plans a new checkpoint instead of this update again.
+                const message =
                     `checkpoint '${olds.checkpointName}' of domain '${probe.info.name}' is gone and can't be restored (${restored.reason}). ` +
-                        `Run pulumi refresh, then pulumi up to create it again.`,
-                );
+                    `Nothing was changed. The next pulumi up creates it again.`;
+                const properties = { ...olds, ...lostFor(probe), bitmapsHealthy: false, bitmapProblems: [restored.reason] };
+                throw Object.assign(new LibvirtError("checkpoint-not-found", message), { id: _id, properties, reasons: [message] });
             }
             if (!same(olds.description, v.description))
                 await redefineDescription(virsh, "checkpoint", probe.info.uuid, olds.checkpointName, v.description);
@@ -555,6 +567,16 @@ export const domainCheckpoint = {
     },
 };
 
+/** Libvirt lost the record; the data may be there. Outputs name the domain as it is now. */
+function lostFor(probe: DomainProbe): Pick<Recorded, "domainName" | "domainUuid" | "recordLost"> {
+    return { domainName: probe.info.name, domainUuid: probe.info.uuid, recordLost: true };
+}
+
+/** An update found the record lost and libvirt refused it back: its bitmaps are gone, so only a new checkpoint helps. */
+function goneForGood(olds: Recorded): boolean {
+    return olds.recordLost === true && olds.bitmapsHealthy === false;
+}
+
 /** Create the checkpoint and read it back (the caller holds the domain's lock). */
 async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     const [probe, caps] = await Promise.all([probeDomain(virsh, v.domain), hostCaps(virsh)]);
@@ -590,7 +612,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
                 "already-exists",
                 `a disk image of domain '${probe.info.name}' already holds a dirty bitmap named '${v.checkpointName}', but libvirt has no checkpoint '${v.checkpointName}': ` +
                     `its record was lost (was the domain undefined and defined again?). Nothing was created. If a DomainCheckpoint in this stack recorded it, ` +
-                    `'pulumi refresh' restores the record from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
+                    `its next 'pulumi up' gives the record back from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
                     `'qemu-img bitmap --remove IMAGE ${v.checkpointName}' while the domain is shut off.`,
                 { command: e.command ?? "", stderr: e.stderr },
             );
