@@ -124,7 +124,10 @@ export interface DomainSnapshotArgs {
     halt?: pulumi.Input<boolean>;
     /** `delete` (the default) merges the data into the child on destroy; `metadata` drops libvirt's record and keeps the data. */
     deletion?: pulumi.Input<"delete" | "metadata">;
-    /** Take over an existing snapshot of this name, if it matches what is declared (`pulumi import` does not work for dynamic providers). Default false. */
+    /**
+     * Take over an existing snapshot of this name, if it matches what is declared (`pulumi import` does not work for
+     * dynamic providers). Default false.
+     */
     adopt?: pulumi.Input<boolean>;
     /**
      * The room check asks for on the filesystem of each overlay, in MiB, beside the guest's RAM for a memory
@@ -244,13 +247,19 @@ export interface DomainBackupArgs {
      * `DOMAIN.CHECKPOINT.DISK.qcow2`; an incremental finds its base there by the same rule.
      */
     targetDir: pulumi.Input<string>;
-    /** The checkpoint of an earlier backup (typically its `checkpointName` output): only the blocks written since are copied. Default: a full backup. */
+    /**
+     * The checkpoint of an earlier backup (typically its `checkpointName` output): only the blocks written since are
+     * copied. Default: a full backup.
+     */
     incrementalFrom?: pulumi.Input<string>;
     /** Per-disk choices. Default: every writable disk is backed up. */
     disks?: pulumi.Input<pulumi.Input<BackupDiskArgs>[]>;
     /** The checkpoint this backup creates, atomically with it. Default: the resource's logical name. Same rules as DomainCheckpoint's. */
     checkpointName?: pulumi.Input<string>;
-    /** Freeze the guest's filesystems (guest agent) while the job starts; a guard on the host thaws them if the provider is cut off. Default false. */
+    /**
+     * Freeze the guest's filesystems (guest agent) while the job starts; a guard on the host thaws them if the provider
+     * is cut off. Default false.
+     */
     quiesce?: pulumi.Input<boolean>;
     /** `checkpoint` (the default) removes the checkpoint on destroy and keeps the files; `files` removes the files too. */
     deletion?: pulumi.Input<"checkpoint" | "files">;
@@ -308,6 +317,102 @@ function secretOpts(opts: pulumi.CustomResourceOptions | undefined, keys: string
 
 type Outputs<T> = { readonly [K in keyof T]-?: pulumi.Output<T[K]> };
 
+/**
+ * The engine makes an Output of each key a resource registers, so every declared output is named here once more.
+ * `Slots` makes a missing or a stray name fail to compile: an output declared but never registered never resolves.
+ */
+type Slots<T> = { readonly [K in keyof Required<T>]: undefined };
+const DOMAIN_SNAPSHOT_OUTPUTS: Slots<DomainSnapshotOutputs> = {
+    connection: undefined,
+    domain: undefined,
+    snapshotName: undefined,
+    description: undefined,
+    kind: undefined,
+    memory: undefined,
+    memoryFile: undefined,
+    deletion: undefined,
+    domainName: undefined,
+    domainUuid: undefined,
+    creationTime: undefined,
+    state: undefined,
+    parent: undefined,
+    isCurrent: undefined,
+    diskFiles: undefined,
+    libvirtVersion: undefined,
+    adopted: undefined,
+    xml: undefined,
+    recordLost: undefined,
+    restoredAt: undefined,
+};
+const DOMAIN_CHECKPOINT_OUTPUTS: Slots<DomainCheckpointOutputs> = {
+    connection: undefined,
+    domain: undefined,
+    checkpointName: undefined,
+    description: undefined,
+    deletion: undefined,
+    domainName: undefined,
+    domainUuid: undefined,
+    creationTime: undefined,
+    parent: undefined,
+    disks: undefined,
+    changedBytes: undefined,
+    changedBytesAt: undefined,
+    xml: undefined,
+    lineage: undefined,
+    libvirtVersion: undefined,
+    adopted: undefined,
+    recordLost: undefined,
+    restoredAt: undefined,
+    bitmapsHealthy: undefined,
+    bitmapProblems: undefined,
+};
+const SNAPSHOT_REVERT_OUTPUTS: Slots<SnapshotRevertOutputs> = {
+    connection: undefined,
+    domain: undefined,
+    snapshot: undefined,
+    triggers: undefined,
+    afterRevert: undefined,
+    force: undefined,
+    domainName: undefined,
+    domainUuid: undefined,
+    revertedAt: undefined,
+    domainState: undefined,
+    snapshotCreationTime: undefined,
+    libvirtVersion: undefined,
+};
+const RESTORE_POINT_OUTPUTS: Slots<RestorePointOutputs> = {
+    connection: undefined,
+    targets: undefined,
+    domains: undefined,
+    snapshotName: undefined,
+    description: undefined,
+    consistency: undefined,
+    deletion: undefined,
+    snapshots: undefined,
+    pausedMilliseconds: undefined,
+};
+const DOMAIN_BACKUP_OUTPUTS: Slots<DomainBackupOutputs> = {
+    connection: undefined,
+    domain: undefined,
+    targetDir: undefined,
+    incrementalFrom: undefined,
+    checkpointName: undefined,
+    deletion: undefined,
+    domainName: undefined,
+    domainUuid: undefined,
+    kind: undefined,
+    basedOn: undefined,
+    files: undefined,
+    bytesProcessed: undefined,
+    completedAt: undefined,
+    frozenMilliseconds: undefined,
+    adopted: undefined,
+    libvirtVersion: undefined,
+    intact: undefined,
+    drift: undefined,
+    checkedAt: undefined,
+};
+
 /** A libvirt snapshot of one domain: taken on create, removed (merged into its child) on delete. */
 export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<DomainSnapshotOutputs> {
     declare public readonly connection: pulumi.Output<Connection | undefined>;
@@ -336,26 +441,10 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
             DomainSnapshotProvider,
             name,
             {
+                ...DOMAIN_SNAPSHOT_OUTPUTS,
                 ...args,
                 connection: secretInput(args.connection),
                 snapshotName: args.snapshotName ?? name,
-                kind: args.kind,
-                memory: args.memory,
-                memoryFile: args.memoryFile,
-                description: args.description,
-                deletion: args.deletion,
-                domainName: undefined,
-                domainUuid: undefined,
-                creationTime: undefined,
-                state: undefined,
-                parent: undefined,
-                isCurrent: undefined,
-                diskFiles: undefined,
-                libvirtVersion: undefined,
-                adopted: undefined,
-                xml: undefined,
-                recordLost: undefined,
-                restoredAt: undefined,
                 declared: undefined,
             },
             secretOpts(opts),
@@ -396,26 +485,10 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
             DomainCheckpointProvider,
             name,
             {
+                ...DOMAIN_CHECKPOINT_OUTPUTS,
                 ...args,
                 connection: secretInput(args.connection),
                 checkpointName: args.checkpointName ?? name,
-                description: args.description,
-                disks: args.disks,
-                deletion: args.deletion,
-                domainName: undefined,
-                domainUuid: undefined,
-                creationTime: undefined,
-                parent: undefined,
-                changedBytes: undefined,
-                changedBytesAt: undefined,
-                xml: undefined,
-                lineage: undefined,
-                libvirtVersion: undefined,
-                adopted: undefined,
-                recordLost: undefined,
-                restoredAt: undefined,
-                bitmapsHealthy: undefined,
-                bitmapProblems: undefined,
                 declared: undefined,
             },
             secretOpts(opts),
@@ -448,17 +521,9 @@ export class SnapshotRevert extends pulumi.dynamic.Resource implements Outputs<S
             SnapshotRevertProvider,
             name,
             {
+                ...SNAPSHOT_REVERT_OUTPUTS,
                 ...args,
                 connection: secretInput(args.connection),
-                triggers: args.triggers,
-                afterRevert: args.afterRevert,
-                force: args.force,
-                domainName: undefined,
-                domainUuid: undefined,
-                revertedAt: undefined,
-                domainState: undefined,
-                snapshotCreationTime: undefined,
-                libvirtVersion: undefined,
                 declared: undefined,
             },
             secretOpts(opts),
@@ -489,16 +554,11 @@ export class RestorePoint extends pulumi.dynamic.Resource implements Outputs<Res
             RestorePointProvider,
             name,
             {
+                ...RESTORE_POINT_OUTPUTS,
                 ...args,
                 connection: secretInput(args.connection),
                 targets: secretInput(args.targets),
-                domains: args.domains,
                 snapshotName: args.snapshotName ?? name,
-                description: args.description,
-                consistency: args.consistency,
-                deletion: args.deletion,
-                snapshots: undefined,
-                pausedMilliseconds: undefined,
                 declared: undefined,
             },
             secretOpts(opts, ["connection", "targets"]),
@@ -541,24 +601,10 @@ export class DomainBackup extends pulumi.dynamic.Resource implements Outputs<Dom
             DomainBackupProvider,
             name,
             {
+                ...DOMAIN_BACKUP_OUTPUTS,
                 ...args,
                 connection: secretInput(args.connection),
                 checkpointName: args.checkpointName ?? name,
-                incrementalFrom: args.incrementalFrom,
-                deletion: args.deletion,
-                domainName: undefined,
-                domainUuid: undefined,
-                kind: undefined,
-                basedOn: undefined,
-                files: undefined,
-                bytesProcessed: undefined,
-                completedAt: undefined,
-                frozenMilliseconds: undefined,
-                adopted: undefined,
-                libvirtVersion: undefined,
-                intact: undefined,
-                drift: undefined,
-                checkedAt: undefined,
                 declared: undefined,
             },
             secretOpts(opts),

@@ -10,8 +10,9 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
-import { InputError, domainRef, description, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
+import { InputError, domainRef, description, momentName, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
+import { field, spec } from "../spec";
 import {
     askAboutDomain,
     checkInputs,
@@ -48,7 +49,9 @@ export const checkpointName = momentName("checkpoint").refine(
     // Where momentName already explains what is wrong, one message is enough.
     (s) => CHECKPOINT_NAME.test(s) || !anyMomentName.safeParse(s).success,
     {
-        error: "may contain only letters, digits, '_', '-' and '.', and must not start with '.': libvirt's checkpoint schema allows nothing else (no spaces or quotes)",
+        error:
+            "may contain only letters, digits, '_', '-' and '.', and must not start with '.': " +
+            "libvirt's checkpoint schema allows nothing else (no spaces or quotes)",
     },
 );
 
@@ -58,31 +61,56 @@ export const CheckpointDiskSchema = z.strictObject({
     bitmap: bitmapName.optional(),
 });
 
-export const DomainCheckpointSchema = z
-    .strictObject({
-        connection: ConnectionSchema.optional(),
-        domain: domainRef,
+/** Each input once: its schema (and default), what a change of it does, and its doc (DomainCheckpointArgs says the same). */
+export const DomainCheckpointSpec = spec({
+    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
+    domain: field("replace", domainRef, "The domain's name or UUID."),
+    checkpointName: field(
+        "replace",
         checkpointName,
-        description: description.optional(),
-        disks: z.array(CheckpointDiskSchema, { error: "must be a list of { name, checkpoint, bitmap? }" }).optional(),
-        quiesce: z.boolean({ error: "must be true or false" }).default(false),
-        deletion: z
+        "The checkpoint's name. Default: the resource's logical name. Letters, digits, `_`, `-` " +
+            "and `.`, not starting with `.` or `-`: libvirt's checkpoint schema is stricter than its " +
+            "snapshot schema.",
+    ),
+    description: field("update", description.optional(), "Changed in place (`checkpoint-create --redefine`), without a new checkpoint."),
+    disks: field(
+        "replace",
+        z.array(CheckpointDiskSchema, { error: "must be a list of { name, checkpoint, bitmap? }" }).optional(),
+        "Per-disk overrides. Default: every writable disk gets a bitmap.",
+    ),
+    quiesce: field(
+        "replace",
+        trueOrFalse.default(false),
+        "libvirt's QEMU driver rejects it, so true is refused at check; a checkpoint copies no data. Default false.",
+    ),
+    deletion: field(
+        "update",
+        z
             .enum(["delete", "metadata"], {
-                error: "must be 'delete' (remove the bitmaps; the parent keeps covering their changes) or 'metadata' (drop only libvirt's record, keep the bitmaps)",
+                error:
+                    "must be 'delete' (remove the bitmaps; the parent keeps covering their changes) or " +
+                    "'metadata' (drop only libvirt's record, keep the bitmaps)",
             })
             .default("delete"),
-        adopt: z.boolean({ error: "must be true or false" }).default(false),
-        timeoutSeconds: timeoutSeconds.optional(),
-    })
-    .superRefine((v, ctx) => {
-        const seen = new Set<string>();
-        v.disks?.forEach((d, i) => {
-            if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
-            seen.add(d.name);
-            if (d.bitmap !== undefined && d.checkpoint !== "bitmap")
-                ctx.addIssue({ code: "custom", path: ["disks", i, "bitmap"], message: "is only used with checkpoint: 'bitmap'" });
-        });
+        "`delete` (the default) removes the bitmaps, and the parent keeps covering their changes; `metadata` drops only libvirt's record.",
+    ),
+    adopt: field(
+        "update",
+        trueOrFalse.default(false),
+        "Take over an existing checkpoint of that name, if its disks match the declaration. Default false.",
+    ),
+    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+});
+
+export const DomainCheckpointSchema = DomainCheckpointSpec.object.superRefine((v, ctx) => {
+    const seen = new Set<string>();
+    v.disks?.forEach((d, i) => {
+        if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+        seen.add(d.name);
+        if (d.bitmap !== undefined && d.checkpoint !== "bitmap")
+            ctx.addIssue({ code: "custom", path: ["disks", i, "bitmap"], message: "is only used with checkpoint: 'bitmap'" });
     });
+});
 
 /** What a user may pass: the schema's input type. */
 type Inputs = z.infer<typeof DomainCheckpointSchema>;
@@ -397,14 +425,11 @@ async function hostCaps(virsh: Virsh): Promise<HostCaps> {
     }
 }
 
-const REPLACE_KEYS = ["domain", "checkpointName", "disks", "quiesce"] as const;
-const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds"] as const;
-
 export const domainCheckpoint = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         return checkInputs(DomainCheckpointSchema, olds, news, {
-            planKeys: REPLACE_KEYS,
-            createKeys: REPLACE_KEYS,
+            planKeys: DomainCheckpointSpec.checkedKeys,
+            createKeys: DomainCheckpointSpec.createKeys,
             ask: (v) =>
                 askAboutDomain(v, "the checkpoint", async (virsh, probe) => planCheckpoint(v, probe, await hostCaps(virsh)).failures),
         });
@@ -412,8 +437,8 @@ export const domainCheckpoint = {
 
     async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         const { v, replaces, updates, credentialsChanged } = compareInputs(DomainCheckpointSchema, olds, news, {
-            replace: REPLACE_KEYS,
-            update: UPDATE_KEYS,
+            replace: DomainCheckpointSpec.replaceKeys,
+            update: DomainCheckpointSpec.updateKeys,
         });
 
         // A checkpoint whose record libvirt lost while its bitmaps are still there is an update: it gives the record
