@@ -317,101 +317,53 @@ function secretOpts(opts: pulumi.CustomResourceOptions | undefined, keys: string
 
 type Outputs<T> = { readonly [K in keyof T]-?: pulumi.Output<T[K]> };
 
+/** The words of a list written as one string, split at white space, as a type. */
+type Words<S extends string> = S extends `${infer W extends string}${" " | "\n"}${infer Rest extends string}`
+    ? Words<W> | Words<Rest>
+    : S extends ""
+      ? never
+      : S;
+
 /**
- * The engine makes an Output of each key a resource registers, so every declared output is named here once more.
- * `Slots` makes a missing or a stray name fail to compile: an output declared but never registered never resolves.
+ * The engine makes an Output of each key a resource registers, so every declared output is named once more, here.
+ * A missing or a stray name fails to compile: an output declared but never registered never resolves.
  */
-type Slots<T> = { readonly [K in keyof Required<T>]: undefined };
-const DOMAIN_SNAPSHOT_OUTPUTS: Slots<DomainSnapshotOutputs> = {
-    connection: undefined,
-    domain: undefined,
-    snapshotName: undefined,
-    description: undefined,
-    kind: undefined,
-    memory: undefined,
-    memoryFile: undefined,
-    deletion: undefined,
-    domainName: undefined,
-    domainUuid: undefined,
-    creationTime: undefined,
-    state: undefined,
-    parent: undefined,
-    isCurrent: undefined,
-    diskFiles: undefined,
-    libvirtVersion: undefined,
-    adopted: undefined,
-    xml: undefined,
-    recordLost: undefined,
-    restoredAt: undefined,
-};
-const DOMAIN_CHECKPOINT_OUTPUTS: Slots<DomainCheckpointOutputs> = {
-    connection: undefined,
-    domain: undefined,
-    checkpointName: undefined,
-    description: undefined,
-    deletion: undefined,
-    domainName: undefined,
-    domainUuid: undefined,
-    creationTime: undefined,
-    parent: undefined,
-    disks: undefined,
-    changedBytes: undefined,
-    changedBytesAt: undefined,
-    xml: undefined,
-    lineage: undefined,
-    libvirtVersion: undefined,
-    adopted: undefined,
-    recordLost: undefined,
-    restoredAt: undefined,
-    bitmapsHealthy: undefined,
-    bitmapProblems: undefined,
-};
-const SNAPSHOT_REVERT_OUTPUTS: Slots<SnapshotRevertOutputs> = {
-    connection: undefined,
-    domain: undefined,
-    snapshot: undefined,
-    triggers: undefined,
-    afterRevert: undefined,
-    force: undefined,
-    domainName: undefined,
-    domainUuid: undefined,
-    revertedAt: undefined,
-    domainState: undefined,
-    snapshotCreationTime: undefined,
-    libvirtVersion: undefined,
-};
-const RESTORE_POINT_OUTPUTS: Slots<RestorePointOutputs> = {
-    connection: undefined,
-    targets: undefined,
-    domains: undefined,
-    snapshotName: undefined,
-    description: undefined,
-    consistency: undefined,
-    deletion: undefined,
-    snapshots: undefined,
-    pausedMilliseconds: undefined,
-};
-const DOMAIN_BACKUP_OUTPUTS: Slots<DomainBackupOutputs> = {
-    connection: undefined,
-    domain: undefined,
-    targetDir: undefined,
-    incrementalFrom: undefined,
-    checkpointName: undefined,
-    deletion: undefined,
-    domainName: undefined,
-    domainUuid: undefined,
-    kind: undefined,
-    basedOn: undefined,
-    files: undefined,
-    bytesProcessed: undefined,
-    completedAt: undefined,
-    frozenMilliseconds: undefined,
-    adopted: undefined,
-    libvirtVersion: undefined,
-    intact: undefined,
-    drift: undefined,
-    checkedAt: undefined,
-};
+function outputNames<T>() {
+    return <S extends string>(names: [Words<S>] extends [keyof T] ? ([keyof T] extends [Words<S>] ? S : never) : never): string[] =>
+        names.split(/\s+/).filter(Boolean);
+}
+
+/**
+ * What a constructor registers: every output (unknown until the provider answers), the inputs with the connection
+ * made a secret, what the resource fills in itself, and the state kept for diff.
+ */
+function registered(outputs: string[], args: { connection?: unknown }, own: Record<string, unknown> = {}): pulumi.Inputs {
+    const fields = Object.fromEntries(outputs.map((k) => [k, undefined]));
+    return { ...fields, ...args, connection: secretInput(args.connection), ...own, declared: undefined };
+}
+
+const DOMAIN_SNAPSHOT_OUTPUTS = outputNames<DomainSnapshotOutputs>()(`
+    connection domain snapshotName description kind memory memoryFile deletion domainName domainUuid
+    creationTime state parent isCurrent diskFiles libvirtVersion adopted xml recordLost restoredAt
+`);
+const DOMAIN_CHECKPOINT_OUTPUTS = outputNames<DomainCheckpointOutputs>()(`
+    connection domain checkpointName description deletion domainName domainUuid creationTime parent
+    disks changedBytes changedBytesAt xml lineage libvirtVersion adopted recordLost restoredAt
+    bitmapsHealthy bitmapProblems
+`);
+const SNAPSHOT_REVERT_OUTPUTS = outputNames<SnapshotRevertOutputs>()(`
+    connection domain snapshot triggers afterRevert force domainName domainUuid revertedAt domainState
+    snapshotCreationTime libvirtVersion
+`);
+const RESTORE_POINT_OUTPUTS = outputNames<RestorePointOutputs>()(`
+    connection targets domains snapshotName description consistency deletion snapshots
+    pausedMilliseconds
+`);
+const DOMAIN_BACKUP_OUTPUTS = outputNames<DomainBackupOutputs>()(`
+    connection domain targetDir incrementalFrom checkpointName deletion domainName domainUuid kind
+    basedOn files bytesProcessed completedAt frozenMilliseconds adopted libvirtVersion intact drift
+    checkedAt
+`);
 
 /** A libvirt snapshot of one domain: taken on create, removed (merged into its child) on delete. */
 export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<DomainSnapshotOutputs> {
@@ -440,13 +392,7 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
         super(
             DomainSnapshotProvider,
             name,
-            {
-                ...DOMAIN_SNAPSHOT_OUTPUTS,
-                ...args,
-                connection: secretInput(args.connection),
-                snapshotName: args.snapshotName ?? name,
-                declared: undefined,
-            },
+            registered(DOMAIN_SNAPSHOT_OUTPUTS, args, { snapshotName: args.snapshotName ?? name }),
             secretOpts(opts),
             MODULE,
             "DomainSnapshot",
@@ -484,13 +430,7 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
         super(
             DomainCheckpointProvider,
             name,
-            {
-                ...DOMAIN_CHECKPOINT_OUTPUTS,
-                ...args,
-                connection: secretInput(args.connection),
-                checkpointName: args.checkpointName ?? name,
-                declared: undefined,
-            },
+            registered(DOMAIN_CHECKPOINT_OUTPUTS, args, { checkpointName: args.checkpointName ?? name }),
             secretOpts(opts),
             MODULE,
             "DomainCheckpoint",
@@ -517,19 +457,7 @@ export class SnapshotRevert extends pulumi.dynamic.Resource implements Outputs<S
     declare public readonly libvirtVersion: pulumi.Output<string>;
 
     constructor(name: string, args: SnapshotRevertArgs, opts?: pulumi.CustomResourceOptions) {
-        super(
-            SnapshotRevertProvider,
-            name,
-            {
-                ...SNAPSHOT_REVERT_OUTPUTS,
-                ...args,
-                connection: secretInput(args.connection),
-                declared: undefined,
-            },
-            secretOpts(opts),
-            MODULE,
-            "SnapshotRevert",
-        );
+        super(SnapshotRevertProvider, name, registered(SNAPSHOT_REVERT_OUTPUTS, args), secretOpts(opts), MODULE, "SnapshotRevert");
     }
 }
 
@@ -553,14 +481,10 @@ export class RestorePoint extends pulumi.dynamic.Resource implements Outputs<Res
         super(
             RestorePointProvider,
             name,
-            {
-                ...RESTORE_POINT_OUTPUTS,
-                ...args,
-                connection: secretInput(args.connection),
+            registered(RESTORE_POINT_OUTPUTS, args, {
                 targets: secretInput(args.targets),
                 snapshotName: args.snapshotName ?? name,
-                declared: undefined,
-            },
+            }),
             secretOpts(opts, ["connection", "targets"]),
             MODULE,
             "RestorePoint",
@@ -600,13 +524,7 @@ export class DomainBackup extends pulumi.dynamic.Resource implements Outputs<Dom
         super(
             DomainBackupProvider,
             name,
-            {
-                ...DOMAIN_BACKUP_OUTPUTS,
-                ...args,
-                connection: secretInput(args.connection),
-                checkpointName: args.checkpointName ?? name,
-                declared: undefined,
-            },
+            registered(DOMAIN_BACKUP_OUTPUTS, args, { checkpointName: args.checkpointName ?? name }),
             secretOpts(opts),
             MODULE,
             "DomainBackup",
