@@ -467,11 +467,29 @@ describe("preview only reads: check and diff of a lost record (scripted host)", 
         const d = await domainCheckpoint.diff(`${OLD_UUID}/ck1`, checkpointOlds, checkpointInputs);
         assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent())}`);
         assert.deepEqual(d, { changes: true, replaces: [], deleteBeforeReplace: false });
-        await assert.rejects(
-            domainCheckpoint.update(`${OLD_UUID}/ck1`, checkpointOlds, checkpointInputs),
-            /checkpoint 'ck1' of domain 'web1' is gone and can't be restored \(.*checkpoint inconsistent: .*\)\. Run pulumi refresh/,
+        const failure = await domainCheckpoint.update(`${OLD_UUID}/ck1`, checkpointOlds, checkpointInputs).then(
+            () => assert.fail("the update gave back a record whose bitmap is gone"),
+            (e: Error & { id?: string; properties?: Record<string, unknown>; reasons?: string[] }) => e,
+        );
+        assert.match(
+            failure.message,
+            /^checkpoint 'ck1' of domain 'web1' is gone and can't be restored \(.*checkpoint inconsistent: .*\)\. Nothing was changed\. The next pulumi up creates it again\.$/,
         );
         assert.deepEqual([...world.checkpoints.keys()], [], "nothing made up");
+        // An init failure: the engine keeps these outputs, so the next diff plans a new checkpoint instead of this update.
+        assert.equal(failure.id, `${OLD_UUID}/ck1`);
+        assert.deepEqual(failure.reasons, [failure.message]);
+        const kept = failure.properties!;
+        assert.equal(kept.recordLost, true);
+        assert.equal(kept.bitmapsHealthy, false);
+        assert.equal(kept.domainUuid, NEW_UUID);
+        const again = await domainCheckpoint.diff(`${OLD_UUID}/ck1`, kept as unknown as typeof checkpointOlds, checkpointInputs);
+        assert.deepEqual(again, { changes: true, replaces: ["checkpointName"], deleteBeforeReplace: true });
+        assert.deepEqual(
+            host.writes().filter((w) => !w.includes("--redefine-validate")),
+            [],
+            "only the update's refused redefine",
+        );
     });
 
     it("DomainCheckpoint: delete of a lost record gives it back first, so libvirt removes the bitmaps too", async () => {
@@ -487,6 +505,34 @@ describe("preview only reads: check and diff of a lost record (scripted host)", 
         assert.deepEqual(host.writes("shell"), ["sh write-file", `sh remove-file: rm -f -- ${SH_FOLDER}/xml.1`]);
         assert.deepEqual(host.writes().length, 4, `nothing else: ${host.writes().join("\n")}`);
         assert.deepEqual([...world.checkpoints.keys()], []);
+    });
+
+    for (const state of ["running", "shut off"] as const) {
+        it(`DomainCheckpoint, domain ${state}: refresh (read) only reads, and keeps the lost record with recordLost and the new UUID`, async () => {
+            const world: World = { state, checkpoints: new Map(), snapshots: [], imageSnapshots: [], imageBitmaps: ["ck1"] };
+            host = scriptHost(world);
+            const r = await domainCheckpoint.read(`${OLD_UUID}/ck1`, checkpointOlds);
+            assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent)}`);
+            assert.deepEqual([...world.checkpoints.keys()], [], "libvirt still has no record");
+            assert.equal(r.id, `${OLD_UUID}/ck1`, "kept: the id stays, so nothing is replaced");
+            const props = r.props as Record<string, unknown>;
+            assert.equal(props.recordLost, true);
+            assert.equal(props.domainUuid, NEW_UUID);
+            assert.equal(props.xml, CHECKPOINT_XML, "the kept record stays, for the update that gives it back");
+            assert.equal(props.restoredAt, null);
+            // The next diff plans that update.
+            const d = await domainCheckpoint.diff(r.id!, props as unknown as typeof checkpointOlds, checkpointInputs);
+            assert.deepEqual(d, { changes: true, replaces: [], deleteBeforeReplace: false });
+            assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent)}`);
+        });
+    }
+
+    it("DomainCheckpoint, domain shut off and the bitmap gone from the image: refresh drops it, and only reads", async () => {
+        const world: World = { state: "shut off", checkpoints: new Map(), snapshots: [], imageSnapshots: [], imageBitmaps: [] };
+        host = scriptHost(world);
+        const r = await domainCheckpoint.read(`${OLD_UUID}/ck1`, checkpointOlds);
+        assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent)}`);
+        assert.deepEqual(r, { id: "", props: {} });
     });
 
     const snapshotInputs = { domain: "web1", snapshotName: "s1" };
