@@ -15,7 +15,8 @@ const noControl = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 /** An unpaired UTF-16 surrogate has no UTF-8 form: Node writes it as U+FFFD, so the host would get another string. */
 export const LONE_SURROGATE = /\p{Cs}/u;
 export const NOT_UNICODE =
-    "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no UTF-8 form, so it would reach the host as U+FFFD";
+    "must be valid Unicode: it holds an unpaired surrogate (U+D800 to U+DFFF), which has no " +
+    "UTF-8 form, so it would reach the host as U+FFFD";
 const validUnicode = (s: string) => !LONE_SURROGATE.test(s);
 
 const hostName = z
@@ -45,15 +46,19 @@ const localPath = z
     .refine(noControl, { error: "must not contain control characters" })
     .refine(validUnicode, { error: NOT_UNICODE });
 
+/** A fingerprint, or a public key line: its type, the base64 key, and an optional comment. */
+const HOST_KEY_LINE = new RegExp(
+    "^(SHA256:[A-Za-z0-9+/]{43}=?|" +
+        "(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,2}( [^\\n]*)?)$",
+);
+
 const hostKeyText = z
     .string()
     .trim()
-    .regex(
-        /^(SHA256:[A-Za-z0-9+/]{43}=?|(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,2}( [^\n]*)?)$/,
-        {
-            error: "must be the server's public key line ('ssh-ed25519 AAAA...', as in ssh-keyscan output) or its fingerprint ('SHA256:...')",
-        },
-    );
+    .regex(HOST_KEY_LINE, {
+        error:
+            "must be the server's public key line ('ssh-ed25519 AAAA...', as in ssh-keyscan output) or " + "its fingerprint ('SHA256:...')",
+    });
 
 const port = z
     .number()

@@ -17,9 +17,9 @@ type Wire = any;
  * Only create, update and delete change anything on a host. check and diff run at `pulumi preview` as well as
  * at `pulumi up`, and read at `pulumi refresh`: they only read (virsh's queries, `qemu-img info -U`, `stat`,
  * `df`), so neither a preview nor a refresh changes a VM or libvirt's records. Where only a write could tell
- * (a lost checkpoint record on a running domain), diff plans the update, and the update finds out.
- * test/unit/previewReads.test.ts holds check and diff of a lost record to this, command by command.
- * One exception is left: DomainCheckpoint's read still gives libvirt a lost record back, as the README says.
+ * (a lost checkpoint record on a running domain), diff plans the update, and the update finds out and keeps
+ * what it learnt as an init failure. test/unit/previewReads.test.ts holds check, diff and read of a lost record
+ * to this, command by command.
  *
  * An init failure (the engine's ErrorResourceInitFailed): create or update made something on the host but could
  * not finish, or can't tell whether it did (a lost connection, a timeout). It throws an Error carrying `id` (the

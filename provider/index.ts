@@ -124,7 +124,10 @@ export interface DomainSnapshotArgs {
     halt?: pulumi.Input<boolean>;
     /** `delete` (the default) merges the data into the child on destroy; `metadata` drops libvirt's record and keeps the data. */
     deletion?: pulumi.Input<"delete" | "metadata">;
-    /** Take over an existing snapshot of this name, if it matches what is declared (`pulumi import` does not work for dynamic providers). Default false. */
+    /**
+     * Take over an existing snapshot of this name, if it matches what is declared (`pulumi import` does not work for
+     * dynamic providers). Default false.
+     */
     adopt?: pulumi.Input<boolean>;
     /**
      * The room check asks for on the filesystem of each overlay, in MiB, beside the guest's RAM for a memory
@@ -244,13 +247,19 @@ export interface DomainBackupArgs {
      * `DOMAIN.CHECKPOINT.DISK.qcow2`; an incremental finds its base there by the same rule.
      */
     targetDir: pulumi.Input<string>;
-    /** The checkpoint of an earlier backup (typically its `checkpointName` output): only the blocks written since are copied. Default: a full backup. */
+    /**
+     * The checkpoint of an earlier backup (typically its `checkpointName` output): only the blocks written since are
+     * copied. Default: a full backup.
+     */
     incrementalFrom?: pulumi.Input<string>;
     /** Per-disk choices. Default: every writable disk is backed up. */
     disks?: pulumi.Input<pulumi.Input<BackupDiskArgs>[]>;
     /** The checkpoint this backup creates, atomically with it. Default: the resource's logical name. Same rules as DomainCheckpoint's. */
     checkpointName?: pulumi.Input<string>;
-    /** Freeze the guest's filesystems (guest agent) while the job starts; a guard on the host thaws them if the provider is cut off. Default false. */
+    /**
+     * Freeze the guest's filesystems (guest agent) while the job starts; a guard on the host thaws them if the provider
+     * is cut off. Default false.
+     */
     quiesce?: pulumi.Input<boolean>;
     /** `checkpoint` (the default) removes the checkpoint on destroy and keeps the files; `files` removes the files too. */
     deletion?: pulumi.Input<"checkpoint" | "files">;
@@ -308,6 +317,54 @@ function secretOpts(opts: pulumi.CustomResourceOptions | undefined, keys: string
 
 type Outputs<T> = { readonly [K in keyof T]-?: pulumi.Output<T[K]> };
 
+/** The words of a list written as one string, split at white space, as a type. */
+type Words<S extends string> = S extends `${infer W extends string}${" " | "\n"}${infer Rest extends string}`
+    ? Words<W> | Words<Rest>
+    : S extends ""
+      ? never
+      : S;
+
+/**
+ * The engine makes an Output of each key a resource registers, so every declared output is named once more, here.
+ * A missing or a stray name fails to compile: an output declared but never registered never resolves.
+ */
+function outputNames<T>() {
+    return <S extends string>(names: [Words<S>] extends [keyof T] ? ([keyof T] extends [Words<S>] ? S : never) : never): string[] =>
+        names.split(/\s+/).filter(Boolean);
+}
+
+/**
+ * What a constructor registers: every output (unknown until the provider answers), the inputs with the connection
+ * made a secret, what the resource fills in itself, and the state kept for diff.
+ */
+function registered(outputs: string[], args: { connection?: unknown }, own: Record<string, unknown> = {}): pulumi.Inputs {
+    const fields = Object.fromEntries(outputs.map((k) => [k, undefined]));
+    return { ...fields, ...args, connection: secretInput(args.connection), ...own, declared: undefined };
+}
+
+const DOMAIN_SNAPSHOT_OUTPUTS = outputNames<DomainSnapshotOutputs>()(`
+    connection domain snapshotName description kind memory memoryFile deletion domainName domainUuid
+    creationTime state parent isCurrent diskFiles libvirtVersion adopted xml recordLost restoredAt
+`);
+const DOMAIN_CHECKPOINT_OUTPUTS = outputNames<DomainCheckpointOutputs>()(`
+    connection domain checkpointName description deletion domainName domainUuid creationTime parent
+    disks changedBytes changedBytesAt xml lineage libvirtVersion adopted recordLost restoredAt
+    bitmapsHealthy bitmapProblems
+`);
+const SNAPSHOT_REVERT_OUTPUTS = outputNames<SnapshotRevertOutputs>()(`
+    connection domain snapshot triggers afterRevert force domainName domainUuid revertedAt domainState
+    snapshotCreationTime libvirtVersion
+`);
+const RESTORE_POINT_OUTPUTS = outputNames<RestorePointOutputs>()(`
+    connection targets domains snapshotName description consistency deletion snapshots
+    pausedMilliseconds
+`);
+const DOMAIN_BACKUP_OUTPUTS = outputNames<DomainBackupOutputs>()(`
+    connection domain targetDir incrementalFrom checkpointName deletion domainName domainUuid kind
+    basedOn files bytesProcessed completedAt frozenMilliseconds adopted libvirtVersion intact drift
+    checkedAt
+`);
+
 /** A libvirt snapshot of one domain: taken on create, removed (merged into its child) on delete. */
 export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<DomainSnapshotOutputs> {
     declare public readonly connection: pulumi.Output<Connection | undefined>;
@@ -335,29 +392,7 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
         super(
             DomainSnapshotProvider,
             name,
-            {
-                ...args,
-                connection: secretInput(args.connection),
-                snapshotName: args.snapshotName ?? name,
-                kind: args.kind,
-                memory: args.memory,
-                memoryFile: args.memoryFile,
-                description: args.description,
-                deletion: args.deletion,
-                domainName: undefined,
-                domainUuid: undefined,
-                creationTime: undefined,
-                state: undefined,
-                parent: undefined,
-                isCurrent: undefined,
-                diskFiles: undefined,
-                libvirtVersion: undefined,
-                adopted: undefined,
-                xml: undefined,
-                recordLost: undefined,
-                restoredAt: undefined,
-                declared: undefined,
-            },
+            registered(DOMAIN_SNAPSHOT_OUTPUTS, args, { snapshotName: args.snapshotName ?? name }),
             secretOpts(opts),
             MODULE,
             "DomainSnapshot",
@@ -386,6 +421,7 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
     declare public readonly lineage: pulumi.Output<DomainCheckpointOutputs["lineage"]>;
     declare public readonly libvirtVersion: pulumi.Output<string>;
     declare public readonly adopted: pulumi.Output<boolean>;
+    declare public readonly recordLost: pulumi.Output<boolean>;
     declare public readonly restoredAt: pulumi.Output<string | null>;
     declare public readonly bitmapsHealthy: pulumi.Output<boolean | null>;
     declare public readonly bitmapProblems: pulumi.Output<string[]>;
@@ -394,28 +430,7 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
         super(
             DomainCheckpointProvider,
             name,
-            {
-                ...args,
-                connection: secretInput(args.connection),
-                checkpointName: args.checkpointName ?? name,
-                description: args.description,
-                disks: args.disks,
-                deletion: args.deletion,
-                domainName: undefined,
-                domainUuid: undefined,
-                creationTime: undefined,
-                parent: undefined,
-                changedBytes: undefined,
-                changedBytesAt: undefined,
-                xml: undefined,
-                lineage: undefined,
-                libvirtVersion: undefined,
-                adopted: undefined,
-                restoredAt: undefined,
-                bitmapsHealthy: undefined,
-                bitmapProblems: undefined,
-                declared: undefined,
-            },
+            registered(DOMAIN_CHECKPOINT_OUTPUTS, args, { checkpointName: args.checkpointName ?? name }),
             secretOpts(opts),
             MODULE,
             "DomainCheckpoint",
@@ -442,27 +457,7 @@ export class SnapshotRevert extends pulumi.dynamic.Resource implements Outputs<S
     declare public readonly libvirtVersion: pulumi.Output<string>;
 
     constructor(name: string, args: SnapshotRevertArgs, opts?: pulumi.CustomResourceOptions) {
-        super(
-            SnapshotRevertProvider,
-            name,
-            {
-                ...args,
-                connection: secretInput(args.connection),
-                triggers: args.triggers,
-                afterRevert: args.afterRevert,
-                force: args.force,
-                domainName: undefined,
-                domainUuid: undefined,
-                revertedAt: undefined,
-                domainState: undefined,
-                snapshotCreationTime: undefined,
-                libvirtVersion: undefined,
-                declared: undefined,
-            },
-            secretOpts(opts),
-            MODULE,
-            "SnapshotRevert",
-        );
+        super(SnapshotRevertProvider, name, registered(SNAPSHOT_REVERT_OUTPUTS, args), secretOpts(opts), MODULE, "SnapshotRevert");
     }
 }
 
@@ -486,19 +481,10 @@ export class RestorePoint extends pulumi.dynamic.Resource implements Outputs<Res
         super(
             RestorePointProvider,
             name,
-            {
-                ...args,
-                connection: secretInput(args.connection),
+            registered(RESTORE_POINT_OUTPUTS, args, {
                 targets: secretInput(args.targets),
-                domains: args.domains,
                 snapshotName: args.snapshotName ?? name,
-                description: args.description,
-                consistency: args.consistency,
-                deletion: args.deletion,
-                snapshots: undefined,
-                pausedMilliseconds: undefined,
-                declared: undefined,
-            },
+            }),
             secretOpts(opts, ["connection", "targets"]),
             MODULE,
             "RestorePoint",
@@ -538,27 +524,7 @@ export class DomainBackup extends pulumi.dynamic.Resource implements Outputs<Dom
         super(
             DomainBackupProvider,
             name,
-            {
-                ...args,
-                connection: secretInput(args.connection),
-                checkpointName: args.checkpointName ?? name,
-                incrementalFrom: args.incrementalFrom,
-                deletion: args.deletion,
-                domainName: undefined,
-                domainUuid: undefined,
-                kind: undefined,
-                basedOn: undefined,
-                files: undefined,
-                bytesProcessed: undefined,
-                completedAt: undefined,
-                frozenMilliseconds: undefined,
-                adopted: undefined,
-                libvirtVersion: undefined,
-                intact: undefined,
-                drift: undefined,
-                checkedAt: undefined,
-                declared: undefined,
-            },
+            registered(DOMAIN_BACKUP_OUTPUTS, args, { checkpointName: args.checkpointName ?? name }),
             secretOpts(opts),
             MODULE,
             "DomainBackup",

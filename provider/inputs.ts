@@ -33,7 +33,9 @@ export function momentName(what: string) {
         })
         .refine((s) => !s.includes("/"), { error: "must not contain '/': libvirt keeps its metadata in a file named after it" })
         .refine((s) => !/["\\]/.test(s), {
-            error: "must not contain '\"' or '\\': libvirt accepts them but saves no data into qcow2 on a running domain, and a later revert kills the VM",
+            error:
+                "must not contain '\"' or '\\': libvirt accepts them but saves no data into qcow2 on a " +
+                "running domain, and a later revert kills the VM",
         })
         .refine((s) => !s.startsWith("-"), { error: "must not start with '-': virsh would read it as an option" })
         .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters (newlines, tabs, NUL)" })
@@ -55,8 +57,13 @@ export const domainRef = z
     .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
     .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
     .refine((s) => !DOMAIN_ID.test(s), {
-        error: "must not be a number: virsh looks a number up as a domain ID first, so it may find another, running domain. Give the domain's UUID instead",
+        error:
+            "must not be a number: virsh looks a number up as a domain ID first, so it may find " +
+            "another, running domain. Give the domain's UUID instead",
     });
+
+/** A flag. */
+export const trueOrFalse = z.boolean({ error: "must be true or false" });
 
 export const description = z
     .string({ error: "must be a string" })
@@ -66,7 +73,9 @@ export const description = z
         error: "must not contain control characters other than tab and newline: XML cannot carry them",
     })
     .refine((s) => !s.includes("\r"), {
-        error: "must not contain carriage returns (CR): XML turns every CR into a newline, so libvirt would keep a different description. Use \\n line breaks",
+        error:
+            "must not contain carriage returns (CR): XML turns every CR into a newline, so libvirt " +
+            "would keep a different description. Use \\n line breaks",
     })
     .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE });
 
@@ -80,7 +89,9 @@ function absoluteHostPath(what: "file" | "folder") {
             .refine((s) => !NO_CONTROL.test(s), { error: "must not contain control characters" })
             .refine((s) => !LONE_SURROGATE.test(s), { error: NOT_UNICODE })
             .refine((s) => !XML_NONCHARACTER.test(s), {
-                error: `must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the ${what === "file" ? "snapshot" : "backup"} XML`,
+                error:
+                    "must not contain U+FFFE or U+FFFF: they are not XML characters, and libvirt rejects the " +
+                    `${what === "file" ? "snapshot" : "backup"} XML`,
             })
             .refine((s) => s.startsWith("/"), { error: "must be an absolute path on the libvirt host" })
             .refine((s) => path.posix.normalize(s) === s && !s.split("/").includes(".."), {
@@ -97,7 +108,8 @@ function absoluteHostPath(what: "file" | "folder") {
             .refine((s) => !s.includes(","), {
                 error:
                     what === "file"
-                        ? "must not contain ',': libvirt 9.0 creates an offline overlay at the path with every ',' doubled and then points the domain at the path as given, which does not exist"
+                        ? "must not contain ',': libvirt 9.0 creates an offline overlay at the path with every ',' " +
+                          "doubled and then points the domain at the path as given, which does not exist"
                         : "must not contain ',': libvirt doubles every ',' in a path it hands to qemu, so files in it may land elsewhere",
             })
     );
@@ -154,9 +166,10 @@ export function failuresOf(error: z.ZodError): CheckFailure[] {
     return error.issues.map((i) => {
         if (i.code === "unrecognized_keys") {
             const where = propertyPath(i.path);
+            const names = i.keys.map((k) => `'${k}'`).join(", ");
             return {
                 property: where || i.keys[0]!,
-                reason: `unknown propert${i.keys.length > 1 ? "ies" : "y"} ${i.keys.map((k) => `'${k}'`).join(", ")}${where ? ` in ${where}` : ""}`,
+                reason: `unknown propert${i.keys.length > 1 ? "ies" : "y"} ${names}${where ? ` in ${where}` : ""}`,
             };
         }
         return { property: propertyPath(i.path), reason: i.message };

@@ -7,7 +7,7 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DomainCheckpointProvider } from "pulumi-libvirt-snapshots";
-import { UNKNOWN, type ResourceState } from "./harness/engine";
+import { ProviderCallError, UNKNOWN, type ResourceState } from "./harness/engine";
 import { observe } from "./support/compat";
 import { engineSuite } from "./support/fixture";
 import { checkpointNames, defaultTarget, domstate, expectCallError, re, sameHostConnection, sshConnection } from "./support/helpers";
@@ -227,7 +227,7 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], ["chain-3"], "only the bitmap deletion: 'metadata' left behind");
     });
 
-    it("metadata loss, domain running: diff only reads; up and refresh restore the chain (--redefine); delete works", async () => {
+    it("metadata loss, domain running: diff and refresh only read; up restores the chain (--redefine); delete works", async () => {
         const dom = await newDomain({ running: true, writer: true });
         const m1 = await up("ml-1", { domain: dom.name, checkpointName: "ml-1", description: "first" });
         await guestWrites(dom, 2);
@@ -257,20 +257,26 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
             "the original creation time",
         );
 
-        // Again, now through refresh.
+        // Lost again: refresh only reads and keeps it; the next up gives the chain back.
         await loseMetadata(dom, { start: true });
-        const r2 = (await suite.engine.refresh(m2))!;
+        const r2 = (await suite.engine.refresh(ch.state))!;
         assert.ok(r2, "refresh keeps the checkpoint");
-        assert.equal(r2.outs.parent, "ml-1");
-        assert.ok(Date.parse(r2.outs.restoredAt as string) > 0, "restoredAt records the restore");
-        assert.equal(typeof r2.outs.changedBytes, "number");
-        assert.ok((r2.outs.changedBytes as number) >= 2 * CLUSTER, "the bitmap kept what was written before the loss");
+        assert.equal(r2.outs.recordLost, true);
+        assert.deepEqual(await checkpointNames(dom.name), [], "refresh only reads");
+        const back = await suite.engine.change(r2, DomainCheckpointProvider, { domain: dom.name, checkpointName: "ml-2" });
+        assert.equal(back.op, "update");
+        assert.equal(back.state.outs.recordLost, false);
+        assert.equal(back.state.outs.parent, "ml-1");
+        assert.ok(Date.parse(back.state.outs.restoredAt as string) > 0, "restoredAt records the restore");
+        assert.equal(typeof back.state.outs.changedBytes, "number");
+        assert.ok((back.state.outs.changedBytes as number) >= 2 * CLUSTER, "the bitmap kept what was written before the loss");
         assert.deepEqual(await checkpointNames(dom.name), ["ml-1", "ml-2"]);
         const r1 = (await suite.engine.refresh(m1))!;
         assert.equal(r1.outs.restoredAt, null, "ml-1 was already back (restored as ml-2's parent)");
+        assert.equal(r1.outs.recordLost, false);
 
         // And a later delete works: the bitmaps are removed, not leaked.
-        await suite.engine.destroy(r2);
+        await suite.engine.destroy(back.state);
         await suite.engine.destroy(r1);
         assert.deepEqual(await checkpointNames(dom.name), []);
         assert.deepEqual([...(await qmpBitmaps(dom.name)).keys()], []);
@@ -285,9 +291,14 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
             (await imageBitmaps(dom.disk)).map((b) => b.name),
             ["off-restore"],
         );
-        const r = (await suite.engine.refresh(s))!;
-        assert.ok(r, "refresh keeps the checkpoint");
+        const kept = (await suite.engine.refresh(s))!;
+        assert.ok(kept, "refresh keeps the checkpoint");
+        assert.equal(kept.outs.recordLost, true);
+        assert.deepEqual(await checkpointNames(dom.name), [], "refresh only reads");
+        const inputs = { connection: sshConnection(), domain: dom.name, checkpointName: "off-restore" };
+        const r = (await suite.engine.change(kept, DomainCheckpointProvider, inputs)).state;
         assert.ok(Date.parse(r.outs.restoredAt as string) > 0);
+        assert.equal(r.outs.recordLost, false);
         assert.equal(r.outs.changedBytes, s.outs.changedBytes, "shut off: the last measured value stays");
         assert.deepEqual(await checkpointNames(dom.name), ["off-restore"]);
 
@@ -301,12 +312,23 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
         let d = await suite.engine.diff(r.urn, r.id, r.outs, r.inputs);
         assert.equal(d.changes, "some");
         assert.deepEqual(d.replaces, []);
-        const inputs = { connection: sshConnection(), domain: dom.name, checkpointName: "off-restore" };
-        await expectCallError(
-            suite.engine.change(r, DomainCheckpointProvider, inputs),
-            /checkpoint 'off-restore' of domain '.*' is gone and can't be restored \(.*\)\. Run pulumi refresh, then pulumi up/,
+        const failed = await suite.engine.change(r, DomainCheckpointProvider, inputs).then(
+            () => assert.fail("a record without its bitmap was given back"),
+            (e: unknown) => e,
+        );
+        assert.ok(failed instanceof ProviderCallError, String(failed));
+        assert.match(
+            failed.message,
+            /^checkpoint 'off-restore' of domain '.*' is gone and can't be restored \(.*\)\. Nothing was changed\. The next pulumi up creates it again\.$/,
         );
         assert.deepEqual(await checkpointNames(dom.name), [], "no record without its bitmap");
+        // The engine keeps what the failed update learnt: the next diff plans a new checkpoint, still only reading.
+        const learnt = { ...r, outs: failed.initFailure!.properties };
+        assert.equal(learnt.outs.bitmapsHealthy, false);
+        const again = await suite.engine.diff(r.urn, r.id, learnt.outs, r.inputs);
+        assert.deepEqual(again.replaces, ["checkpointName"]);
+        assert.equal(again.deleteBeforeReplace, true);
+        assert.deepEqual(await checkpointNames(dom.name), [], "diff wrote nothing");
         // Shut off: the image shows the bitmap gone, so diff plans a new checkpoint by reading alone.
         await virshOk(["destroy", "--domain", dom.name]);
         d = await suite.engine.diff(r.urn, r.id, r.outs, r.inputs);

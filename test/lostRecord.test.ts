@@ -322,7 +322,7 @@ describe("Lost records: a domain defined again under a new UUID (engine path, re
         assert.equal(await qemuIoRead(dom.disk, A, 0, MiB), true, "the data is kept");
     });
 
-    it("checkpoint under a new UUID: diff only reads; up and refresh give the record back; destroy removes the bitmap", async () => {
+    it("checkpoint under a new UUID: diff and refresh only read; up gives the record back; destroy removes the bitmap", async () => {
         const dom = await newDomain({ running: true });
         const inputs = { domain: dom.name, checkpointName: "lost-ckpt" };
         const s = await suite.up("ckpt", DomainCheckpointProvider, inputs);
@@ -343,17 +343,22 @@ describe("Lost records: a domain defined again under a new UUID (engine path, re
         assert.match(xml, new RegExp(`<uuid>${newUuid}</uuid>`), "under the domain's new UUID");
         assert.equal((await suite.engine.change(ch.state, DomainCheckpointProvider, inputs)).op, "same", "nothing more to do");
 
-        // Lost again, and back through refresh.
+        // Lost again: refresh only reads, and keeps it for the next up to give back.
         await redefineUnderNewUuid({ ...dom, uuid: newUuid }, { start: true });
-        const r = (await suite.engine.refresh(s))!;
+        const r = (await suite.engine.refresh(ch.state))!;
         assert.ok(r, "refresh keeps the checkpoint");
-        assert.ok(Date.parse(r.outs.restoredAt as string) > 0);
-        assert.notEqual(r.outs.domainUuid, s.outs.domainUuid);
+        assert.equal(r.outs.recordLost, true);
+        assert.equal(r.outs.bitmapsHealthy, null, "not known while libvirt has no record");
+        assert.notEqual(r.outs.domainUuid, newUuid);
         assert.equal(r.outs.domainUuid, (await virshOk(["domuuid", "--domain", dom.name])).trim());
-        assert.equal(r.outs.bitmapsHealthy, true);
+        assert.deepEqual(await checkpointNames(dom.name), [], "refresh only reads");
+        const back = await suite.engine.change(r, DomainCheckpointProvider, inputs);
+        assert.equal(back.op, "update");
+        assert.equal(back.state.outs.recordLost, false);
+        assert.equal(back.state.outs.bitmapsHealthy, true);
         assert.deepEqual(await checkpointNames(dom.name), ["lost-ckpt"]);
 
-        await suite.engine.destroy(r);
+        await suite.engine.destroy(back.state);
         assert.deepEqual(await checkpointNames(dom.name), []);
         await shutOff(dom);
         assert.deepEqual((await qemuImgInfo(dom.disk))["format-specific"]?.data.bitmaps ?? [], [], "the bitmap is gone from the image");

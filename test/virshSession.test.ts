@@ -11,14 +11,16 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { Connection } from "../provider/connection";
 import { LibvirtError } from "../provider/errors";
-import { closeAllTransports, sshStats } from "../provider/host/transport";
+import { closeAllTransports } from "../provider/host/transport";
 import { Virsh } from "../provider/host/virsh";
-import { virshStats } from "../provider/host/virshSessions";
+import { commandLog } from "./support/commandLog";
 import { MiB, hostXmlFiles } from "./support/helpers";
 import { hostRun, loadLab, makeDomain, qemuIoRead, qemuIoWrite, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
 import { killSessionsOfClient } from "./support/sshSessions";
 
 const lab = loadLab();
+/** What the provider sent, counted from the diagnostics channels from here on: the tests compare before and after. */
+const stats = commandLog().counts;
 const root: Connection = {
     host: lab.host,
     port: lab.port,
@@ -123,7 +125,7 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         describe(label, () => {
             it("answers exactly what a virsh process prints, for every name, and never runs what a name contains", async () => {
                 const v = new Virsh(conn);
-                const before = virshStats.sessionCommands;
+                const before = stats.sessionCommands;
                 for (const n of names) {
                     for (const cmd of [
                         ["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", n],
@@ -139,7 +141,7 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 assert.ok(xml.includes("<name>it&apos;s</name>") || xml.includes("<name>it's</name>"), xml);
                 assert.ok(xml.includes("error: not an error"), "a description that looks like an error is data");
                 const asciiOnly = names.filter((n) => /^[\x20-\x7e]*$/.test(n)).length;
-                assert.ok(virshStats.sessionCommands - before >= 2 * asciiOnly, "printable-ASCII names were answered by sessions");
+                assert.ok(stats.sessionCommands - before >= 2 * asciiOnly, "printable-ASCII names were answered by sessions");
                 assert.deepEqual(
                     (await v.run(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").filter(Boolean).sort(),
                     [...names, victim].sort(),
@@ -149,7 +151,7 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
 
             it("fails like a process does, and stays in step after a failure and after a command it can't parse", async () => {
                 const v = new Virsh(conn);
-                const started = virshStats.sessionsStarted;
+                const started = stats.sessionsStarted;
                 const e1 = await errorOf(v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "nope"]));
                 assert.equal(e1.kind, "snapshot-not-found");
                 assert.equal(e1.exitCode, 1);
@@ -164,7 +166,7 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                         new RegExp(`^Name: +${n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`, "m"),
                     );
                 }
-                assert.ok(virshStats.sessionsStarted - started <= 1, "failures don't cost a new session");
+                assert.ok(stats.sessionsStarted - started <= 1, "failures don't cost a new session");
             });
 
             it("keeps answers apart under concurrency", async () => {
@@ -186,27 +188,27 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
             it("sends queries asked at once to one shell together (pipelined): one shell started, every answer its own", async () => {
                 closeAllTransports();
                 const v = new Virsh(conn);
-                const started = virshStats.sessionsStarted,
-                    answered = virshStats.sessionCommands;
+                const started = stats.sessionsStarted,
+                    answered = stats.sessionCommands;
                 const picks = names.slice(0, 6);
                 const outs = await Promise.all(picks.map((n) => v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", n])));
                 for (const [i, n] of picks.entries()) assert.equal(/^Name:\s+(.*)$/m.exec(outs[i]!)?.[1], n, `answer ${i} is for ${n}`);
-                assert.equal(virshStats.sessionCommands - answered, picks.length, "the shell answered them all");
-                assert.equal(virshStats.sessionsStarted - started, 1, "one shell for six queries asked at once");
+                assert.equal(stats.sessionCommands - answered, picks.length, "the shell answered them all");
+                assert.equal(stats.sessionsStarted - started, 1, "one shell for six queries asked at once");
             });
 
             it("carries a delete: a success is done once, a failure is a typed error with virsh's command and stderr", async () => {
                 const v = new Virsh(conn);
-                const reads = virshStats.sessionCommands,
-                    writes = virshStats.sessionWrites;
+                const reads = stats.sessionCommands,
+                    writes = stats.sessionWrites;
                 // snapshot-create-as takes escaped syntax (--diskspec) and writes its own XML: it stays a process.
                 await v.run(["snapshot-create-as", "--domain", dom.name, "--name", `mut-${label}`]);
-                assert.equal(virshStats.sessionWrites, writes, "snapshot-create-as is not carried by a session");
+                assert.equal(stats.sessionWrites, writes, "snapshot-create-as is not carried by a session");
                 await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", `mut-${label}`]);
-                assert.equal(virshStats.sessionWrites, writes + 1, "the delete ran in a session");
+                assert.equal(stats.sessionWrites, writes + 1, "the delete ran in a session");
                 assert.ok(!(await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(`mut-${label}`));
                 const e = await errorOf(v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", `mut-${label}`]));
-                assert.equal(virshStats.sessionWrites, writes + 2, "the failed delete was answered by the session, not run again");
+                assert.equal(stats.sessionWrites, writes + 2, "the failed delete was answered by the session, not run again");
                 assert.equal(e.kind, "snapshot-not-found");
                 assert.equal(e.exitCode, 1);
                 assert.match(e.stderr ?? "", new RegExp(`no domain snapshot with matching name 'mut-${label}'`));
@@ -216,18 +218,20 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 );
                 const e2 = await errorOf(v.run(["checkpoint-delete", "--domain", "no-such-domain", "--checkpointname", "x"]));
                 assert.equal(e2.kind, "domain-not-found");
-                assert.equal(virshStats.sessionWrites, writes + 3);
+                assert.equal(stats.sessionWrites, writes + 3);
                 // An option virsh doesn't know: nothing ran, so the process gives the error (and the session stays in step).
                 const e3 = await errorOf(v.run(["snapshot-delete", "--domain", dom.name, "--no-such-option"]));
                 assert.match(e3.message, /doesn't support option --no-such-option/);
-                assert.equal(virshStats.sessionWrites, writes + 3);
+                assert.equal(stats.sessionWrites, writes + 3);
                 assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]), /^Name: +plain$/m);
-                assert.ok(virshStats.sessionCommands > reads);
+                assert.ok(stats.sessionCommands > reads);
             });
 
-            it("carries a create: its XML in a private file on the host, never run; a failure answered once; the file removed", async () => {
+            const createTitle =
+                "carries a create: its XML in a private file on the host, never run; a failure answered once; the file removed";
+            it(createTitle, async () => {
                 const v = new Virsh(conn);
-                const writes = virshStats.sessionWrites;
+                const writes = stats.sessionWrites;
                 const name = `xml-${label}`;
                 // Lines a here-document or a shell would act on, and text outside ASCII: all of it is the description.
                 const description = `${marker(name)}\nXML\nEOF\n$(touch /tmp/pwned-xml) \`touch /tmp/pwned-xml\` ünïcode`;
@@ -237,7 +241,7 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 const filesBefore = new Set(hostXmlFiles().files.map((f) => f.path));
                 const foldersBefore = new Set(hostXmlFiles().folders);
                 await v.run(create, { stdin: xml });
-                assert.equal(virshStats.sessionWrites, writes + 1, "the create ran in a session");
+                assert.equal(stats.sessionWrites, writes + 1, "the create ran in a session");
                 const kept = await virshOk(["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", name]);
                 const got = /<description>([\s\S]*)<\/description>/.exec(kept)?.[1];
                 assert.equal(
@@ -247,7 +251,7 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 );
                 assert.equal((await hostRun("test", ["-e", "/tmp/pwned-xml"])).code, 1, "nothing in the XML ran");
                 const e = await errorOf(v.run(create, { stdin: xml }));
-                assert.equal(virshStats.sessionWrites, writes + 2, "the failed create was answered by the session, not run again");
+                assert.equal(stats.sessionWrites, writes + 2, "the failed create was answered by the session, not run again");
                 assert.equal(e.kind, "already-exists");
                 assert.match(e.command ?? "", /snapshot-create --domain \S+ --xmlfile \/dev\/stdin$/);
                 // Files of other runs (another provider on this host) are not this one's to judge.
@@ -273,18 +277,18 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                     process.env.PATH = bin;
                     try {
                         const v = new Virsh(conn);
-                        const writes = virshStats.sessionWrites;
+                        const writes = stats.sessionWrites;
                         const name = "xml-no-sh";
                         await v.run(["snapshot-create", "--domain", dom.uuid, "--xmlfile", "/dev/stdin"], {
                             stdin: `<domainsnapshot><name>${name}</name></domainsnapshot>`,
                         });
-                        assert.equal(virshStats.sessionWrites, writes, "no session carried it");
+                        assert.equal(stats.sessionWrites, writes, "no session carried it");
                         assert.ok(
                             (await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(name),
                             "it was made",
                         );
                         await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]);
-                        assert.equal(virshStats.sessionWrites, writes + 1, "virsh's shell itself still works: the delete ran there");
+                        assert.equal(stats.sessionWrites, writes + 1, "virsh's shell itself still works: the delete ran there");
                     } finally {
                         process.env.PATH = saved;
                         closeAllTransports();
@@ -292,15 +296,18 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                     }
                 });
 
-            it("runs the login user's read-only commands (df) in the connection's sh: a process's answer, exit code and stderr included, no channel of its own", async () => {
+            const dfTitle =
+                "runs the login user's read-only commands (df) in the connection's sh: a " +
+                "process's answer, exit code and stderr included, no channel of its own";
+            it(dfTitle, async () => {
                 const v = new Virsh(conn);
                 await v.host(["true"], { asLoginUser: true, readOnly: true }); // the sh is up
-                const channels = sshStats.channels;
+                const channels = stats.channels;
                 const argv = ["df", "-B1", "--output=avail,target", "--", "/"];
                 const inShell = await v.host(argv, { asLoginUser: true, readOnly: true });
                 const tricky = await v.host(["printf", "%s\\n", "M0x1 0 5 5", "é'\"$(x)"], { asLoginUser: true, readOnly: true });
                 const missing = await v.host(["df", "--", "/no/such/dir"], { asLoginUser: true, readOnly: true });
-                if (label === "ssh") assert.equal(sshStats.channels, channels, "no channel of their own");
+                if (label === "ssh") assert.equal(stats.channels, channels, "no channel of their own");
                 const viaProcess = await v.host(argv, { asLoginUser: true });
                 assert.equal(inShell.code, 0);
                 assert.equal(inShell.stderr, "");
@@ -313,7 +320,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 assert.match(missing.command, /^env LC_ALL=C df -- \/no\/such\/dir$/);
             });
 
-            it("libvirtd's connection lost under the shell: idle, the next delete reconnects and is done once; mid-call, connection-failed", async () => {
+            const libvirtdLostTitle =
+                "libvirtd's connection lost under the shell: idle, the next delete reconnects " +
+                "and is done once; mid-call, connection-failed";
+            it(libvirtdLostTitle, async () => {
                 // The shell reaches libvirtd through a unix-socket proxy of ours, which cuts its connection (libvirtd itself is shared).
                 const proxy = await libvirtSocketProxy(`${dom.dir}/lv-${label}.sock`);
                 try {
@@ -323,13 +333,9 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                     assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", name]), /^Name: +cut-/m);
                     proxy.cut();
                     await sleep(300);
-                    const writes = virshStats.sessionWrites;
+                    const writes = stats.sessionWrites;
                     await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", name]);
-                    assert.equal(
-                        virshStats.sessionWrites,
-                        writes + 1,
-                        "the delete ran in the session, and its reconnect notice is no failure",
-                    );
+                    assert.equal(stats.sessionWrites, writes + 1, "the delete ran in the session, and its reconnect notice is no failure");
                     assert.ok(!(await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n").includes(name));
                     // Replies held back, then the connection cut while virsh waits: what it was doing failed, and that is no 'not found'.
                     await virshOk(["snapshot-create-as", "--domain", dom.name, "--name", name]);
@@ -340,7 +346,7 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                     proxy.cut();
                     proxy.hold = false;
                     const e = await pending;
-                    assert.equal(virshStats.sessionWrites, writes + 2, "answered by the session, not run again");
+                    assert.equal(stats.sessionWrites, writes + 2, "answered by the session, not run again");
                     assert.equal(e.kind, "connection-failed", e.message);
                     assert.match(e.stderr ?? "", /Disconnected from \S+ due to/);
                     // Whatever happened, deleting again converges.
@@ -353,7 +359,9 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 }
             });
 
-            it("deletes hostile names in a session (or, outside printable ASCII, as a process) and never runs what a name contains", async () => {
+            const hostileTitle =
+                "deletes hostile names in a session (or, outside printable ASCII, as a process) and never runs what a name contains";
+            it(hostileTitle, async () => {
                 const v = new Virsh(conn);
                 const sample = [
                     "$(touch /tmp/pwned-sw)",
@@ -373,10 +381,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 for (const n of sample)
                     if ((await virshLocal(["snapshot-create-as", "--domain", dom.name, "--name", n])).code === 0) made.push(n);
                 assert.ok(made.length >= 9, `libvirt took only ${made.length} names`);
-                const writes = virshStats.sessionWrites;
+                const writes = stats.sessionWrites;
                 for (const n of made) await v.run(["snapshot-delete", "--domain", dom.name, "--snapshotname", n]);
                 const ascii = made.filter((n) => /^[\x20-\x7e]*$/.test(n)).length;
-                assert.equal(virshStats.sessionWrites - writes, ascii, "every printable-ASCII name was deleted in a session");
+                assert.equal(stats.sessionWrites - writes, ascii, "every printable-ASCII name was deleted in a session");
                 const left = (await virshOk(["snapshot-list", "--domain", dom.name, "--name"])).split("\n");
                 for (const n of made) assert.ok(!left.includes(n), `${JSON.stringify(n)} is deleted`);
                 assert.ok(left.includes(victim), "a name that holds a second command ran no second command");
@@ -385,7 +393,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         });
     }
 
-    it("keeps at most 3 sessions per SSH connection however many libvirt URIs share it, so commands that change something still get channels", async () => {
+    const budgetTitle =
+        "keeps at most 3 sessions per SSH connection however many libvirt URIs share it, " +
+        "so commands that change something still get channels";
+    it(budgetTitle, async () => {
         // Five spellings of the same libvirtd: five virsh invocations, so five pools on one connection.
         const uris = [
             "qemu:///system?mode=legacy",
@@ -400,15 +411,15 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
                 .map((l) => l.trim());
             return lines.filter((l) => uris.some((u) => l === `virsh -c ${u}`)).length;
         };
-        const started = virshStats.sessionsStarted,
-            answered = virshStats.sessionCommands;
+        const started = stats.sessionsStarted,
+            answered = stats.sessionCommands;
         const last = new Virsh({ ...root, libvirtUri: uris[uris.length - 1]! });
         for (const u of uris) {
             const v = new Virsh({ ...root, libvirtUri: u });
             assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "plain"]), /^Name: +plain$/m, u);
         }
-        assert.equal(virshStats.sessionCommands - answered, uris.length, "every query was answered by a session");
-        assert.equal(virshStats.sessionsStarted - started, uris.length, "a URI without a session took an idle one's place");
+        assert.equal(stats.sessionCommands - answered, uris.length, "every query was answered by a session");
+        assert.equal(stats.sessionsStarted - started, uris.length, "a URI without a session took an idle one's place");
         await new Promise((r) => setTimeout(r, 200));
         assert.ok(shells() <= 3, `${shells()} virsh shells on one connection`);
         // The transport opens 8 channels; with 3 held by sessions, 5 commands run at once.
@@ -450,7 +461,10 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
         assert.match(await v.run(["snapshot-info", "--domain", dom.name, "--snapshotname", "a;b"]), /^Name: +a;b$/m);
     });
 
-    it("a delete in a session whose SSH connection is cut midway: connection-failed, outcome unknown; the next call reconnects and deleting again converges", async function () {
+    const cutTitle =
+        "a delete in a session whose SSH connection is cut midway: connection-failed, " +
+        "outcome unknown; the next call reconnects and deleting again converges";
+    it(cutTitle, async function () {
         this.timeout(600_000);
         // 300 MiB in an external snapshot's overlay: deleting it is a block commit into the base image that lasts,
         // and the cut comes once the base image grows. Only this process's connections are cut.
@@ -473,8 +487,8 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
             const v = new Virsh(root);
             await v.run(["snapshot-info", "--domain", d.name, "--snapshotname", "cut"]); // a warm session and connection
             const baseSize = fs.statSync(d.disk).size;
-            const writes = virshStats.sessionWrites,
-                channels = sshStats.channels;
+            const writes = stats.sessionWrites,
+                channels = stats.channels;
             let settled = false;
             const pending = v.run(["snapshot-delete", "--domain", d.name, "--snapshotname", "cut"]).then(
                 () => undefined,
@@ -495,8 +509,8 @@ describe("virsh sessions: read-only queries in a long-lived virsh shell", functi
             assert.equal(e.kind, "connection-failed");
             assert.match(e.message, /SSH connection to .* was lost while the command ran; whether it took effect is unknown/);
             assert.match(e.command ?? "", /snapshot-delete --domain \S+ --snapshotname cut$/);
-            assert.equal(sshStats.channels, channels, "the delete opened no channel of its own: it ran in the session");
-            assert.equal(virshStats.sessionWrites, writes, "the delete was not answered, and not run again");
+            assert.equal(stats.channels, channels, "the delete opened no channel of its own: it ran in the session");
+            assert.equal(stats.sessionWrites, writes, "the delete was not answered, and not run again");
             // The next call reconnects; deleting again converges (libvirt may still be committing: the delete waits for the job).
             assert.match(await v.run(["domstate", "--domain", d.name]), /running/);
             await v.run(["snapshot-delete", "--domain", d.name, "--snapshotname", "cut"]).catch((err: unknown) => {

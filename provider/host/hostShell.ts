@@ -24,14 +24,11 @@
 // this way), copied into the file by the same builtins. Commands are argument vectors, quoted by
 // shellQuote as for exec.
 import { randomBytes } from "node:crypto";
-import { commandLine, shellQuote, type ExecResult, type HostProcess, type Transport } from "./transport";
+import { SHELL_EXIT_GRACE_MS, SHELL_IDLE_CLOSE_MS, SHELL_RETRY_MS, SHELL_START_TIMEOUT_MS, XML_FILE_TIMEOUT_MS } from "../timing";
+import { commandLine, type ExecResult, type HostProcess, type Transport } from "./transport";
+import { publishShellLine, type ShellOp } from "./diagnostics";
 
 const TEMPLATE = "libvirt-snapshots-xml.XXXXXXXXXX";
-const START_TIMEOUT_MS = 15_000;
-const WRITE_TIMEOUT_MS = 30_000;
-const IDLE_CLOSE_MS = 30_000;
-/** After the shell failed to start, how long to go without it before trying again. */
-const RETRY_MS = 60_000;
 
 interface Answer {
     status: number;
@@ -48,7 +45,11 @@ class HostShell {
     private tail: Promise<unknown> = Promise.resolve();
     closed = false;
 
-    private constructor(private readonly proc: HostProcess) {
+    /** `transport`: where the shell runs, for what it publishes (diagnostics.ts). */
+    private constructor(
+        private readonly proc: HostProcess,
+        private readonly transport: Transport,
+    ) {
         proc.onStdout((d) => {
             this.out = this.out.length ? Buffer.concat([this.out, d]) : d;
             this.waiter?.();
@@ -61,10 +62,10 @@ class HostShell {
     }
 
     static async start(transport: Transport): Promise<HostShell> {
-        const shell = new HostShell(await transport.spawn(["env", "LC_ALL=C", "sh"]));
+        const shell = new HostShell(await transport.spawn(["env", "LC_ALL=C", "sh"]), transport);
         // The folder first, outside the framing (which needs it).
         const folder = `umask 077 && n=0 && d=$(mktemp -d -t ${TEMPLATE}) && trap 'rm -rf -- "$d"' EXIT && trap 'exit 1' HUP INT TERM PIPE`;
-        if ((await shell.request(folder, START_TIMEOUT_MS, false))?.status !== 0) {
+        if ((await shell.request(folder, SHELL_START_TIMEOUT_MS, "start"))?.status !== 0) {
             shell.close();
             throw new Error("sh did not answer on the libvirt host");
         }
@@ -74,9 +75,11 @@ class HostShell {
     /**
      * Run one script body; its status, stdout and stderr, or undefined when the shell broke or timed out
      * (it is then closed, never reused out of step), or when the time ran out while earlier scripts ran (nothing
-     * was sent). `framed: false` only for the script that makes the folder: its status alone.
+     * was sent). The script that makes the folder (`op` "start") is not framed: its status alone. `op` and `argv`
+     * (the command the body runs, if one) say what the script is for, to subscribers (diagnostics.ts).
      */
-    request(body: string, timeoutMs: number, framed = true): Promise<Answer | undefined> {
+    request(body: string, timeoutMs: number, op: Exclude<ShellOp, "exit">, argv?: readonly string[]): Promise<Answer | undefined> {
+        const framed = op !== "start";
         // The time spent queued behind earlier scripts counts: a call never waits longer than its own timeout.
         const deadline = Date.now() + timeoutMs;
         const run = async () => {
@@ -87,12 +90,12 @@ class HostShell {
                 // Only builtins frame the answer (dash's read and printf): no process per request beyond the command's own.
                 const copy = (file: string) => `while IFS= read -r l || [ -n "$l" ]; do printf '%s\\n' "$l"; done <"$d/${file}"`;
                 const status = (of: string) => `printf '%s %s\\n' ${marker}O "${of}"`;
-                this.proc.write(
-                    framed
-                        ? `{ ${body}\n} >"$d/o" 2>"$d/e"; s=$?; ${status("$s")}; ${copy("o")}; ` +
-                              `printf '%s\\n' ${marker}E; ${copy("e")}; printf '%s\\n' ${marker}Z\n`
-                        : `${body}\n${status("$?")}; printf '%s\\n' ${marker}E ${marker}Z\n`,
-                );
+                const script = framed
+                    ? `{ ${body}\n} >"$d/o" 2>"$d/e"; s=$?; ${status("$s")}; ${copy("o")}; ` +
+                      `printf '%s\\n' ${marker}E; ${copy("e")}; printf '%s\\n' ${marker}Z\n`
+                    : `${body}\n${status("$?")}; printf '%s\\n' ${marker}E ${marker}Z\n`;
+                publishShellLine(this.transport, op, argv, script);
+                this.proc.write(script);
                 return await this.answer(marker, deadline);
             } finally {
                 this.proc.busy(false);
@@ -150,7 +153,8 @@ class HostShell {
             `n=$((n + 1)); f="$d/xml.$n"; ` +
                 `while IFS= read -r l; do printf '%s\\n' "$l"; done >"$f" <<'${delimiter}'\n${body}${delimiter}\n` +
                 `r=$?; if [ "$r" -eq 0 ]; then printf '%s' "$f"; else rm -f -- "$f"; fi; [ "$r" -eq 0 ]`,
-            WRITE_TIMEOUT_MS,
+            XML_FILE_TIMEOUT_MS,
+            "write-file",
         );
         const file = r?.stdout.trim();
         return r?.status === 0 && file?.startsWith("/") ? file : undefined;
@@ -158,12 +162,13 @@ class HostShell {
 
     /** Remove a file `write` made; nobody waits for it (the next script runs after it). */
     remove(file: string): void {
-        void this.request(`rm -f -- ${shellQuote(file)}`, WRITE_TIMEOUT_MS);
+        const argv = ["rm", "-f", "--", file];
+        void this.request(commandLine(argv), XML_FILE_TIMEOUT_MS, "remove-file", argv);
     }
 
     /** A command that only reads, with nothing on its stdin; undefined when the shell broke or timed out. */
     async run(argv: readonly string[], timeoutMs: number): Promise<ExecResult | undefined> {
-        const r = await this.request(`${commandLine(argv)} </dev/null`, timeoutMs);
+        const r = await this.request(`${commandLine(argv)} </dev/null`, timeoutMs, "run", argv);
         return r && { code: r.status, signal: null, stdout: r.stdout, stderr: r.stderr };
     }
 
@@ -171,8 +176,9 @@ class HostShell {
     close(): void {
         if (!this.closed) {
             this.closed = true;
+            publishShellLine(this.transport, "exit", undefined, "exit\n");
             this.proc.write("exit\n");
-            const kill = setTimeout(() => this.proc.close(), 2000);
+            const kill = setTimeout(() => this.proc.close(), SHELL_EXIT_GRACE_MS);
             kill.unref();
             this.proc.onClose(() => clearTimeout(kill));
         }
@@ -209,12 +215,12 @@ class HostShellSlot {
      */
     private async get(): Promise<HostShell | undefined> {
         clearTimeout(this.idleTimer);
-        this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
+        this.idleTimer = setTimeout(() => this.close(), SHELL_IDLE_CLOSE_MS);
         this.idleTimer.unref();
         for (let attempt = 0; attempt < 2; attempt++) {
             if (Date.now() < this.disabledUntil) return undefined;
             const pending = (this.shell ??= HostShell.start(this.transport).catch(() => {
-                this.disabledUntil = Date.now() + RETRY_MS;
+                this.disabledUntil = Date.now() + SHELL_RETRY_MS;
                 return undefined;
             }));
             const shell = await pending;

@@ -5,10 +5,8 @@
 // that. A normal thaw cancels the guard. Every command goes through the runner.
 import { randomBytes } from "node:crypto";
 import { LibvirtError, messageOf } from "../errors";
+import { DEFAULT_FREEZE_LIMIT_SECONDS } from "../timing";
 import type { Virsh } from "./virsh";
-
-/** How long a guest may stay frozen if the provider never thaws it. */
-export const DEFAULT_FREEZE_LIMIT_SECONDS = 60;
 
 // Constant scripts; the values reach them as positional arguments, never spliced in.
 // The guard: a background subshell sleeps, then execs the thaw command; its pid is printed.
@@ -85,7 +83,9 @@ export async function withFrozenGuest<T>(
     try {
         await virsh.run(["domfsthaw", "--domain", domain]);
     } catch (e) {
-        const why = `the guest's filesystems could not be thawed (${messageOf(e).split("\n")[0]}); the guard on the host thaws them within ${limit} s of the freeze`;
+        const why =
+            `the guest's filesystems could not be thawed (${messageOf(e).split("\n")[0]}); ` +
+            `the guard on the host thaws them within ${limit} s of the freeze`;
         if (!outcome.ok) throw new LibvirtError("failed", `${messageOf(outcome.error)}\n  and ${why}`);
         throw new LibvirtError("failed", why);
     }

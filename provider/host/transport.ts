@@ -9,6 +9,15 @@ import * as path from "node:path";
 import type { Client, ConnectConfig, ClientChannel } from "ssh2";
 import { Connection, DEFAULTS, describeTarget, poolKeyOf, secretsOf, type Proxy } from "../connection";
 import { LibvirtError, redact } from "../errors";
+import {
+    CHANNEL_OPEN_ATTEMPTS,
+    CHANNEL_OPEN_BACKOFF,
+    DIAL_BACKOFF,
+    SPAWN_CHANNEL_WAIT_MS,
+    SSH_KEEPALIVE_COUNT_MAX,
+    SSH_KEEPALIVE_MS,
+} from "../timing";
+import { publishChannel, publishExec, publishHandshake, publishSpawn } from "./diagnostics";
 import { verifyHostKey, type Verdict } from "./hostkeys";
 
 export interface ExecResult {
@@ -105,6 +114,7 @@ export class LocalTransport implements Transport {
 
     spawn(argv: readonly string[]): Promise<HostProcess> {
         if (argv.some((a) => a.includes("\u0000"))) return Promise.reject(new Error("an argument contains a NUL byte"));
+        publishSpawn(this, argv);
         return new Promise((resolve, reject) => {
             const child = spawn(argv[0]!, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
             const streams = [child.stdin!, child.stdout!, child.stderr!] as unknown as Array<{ ref?(): void; unref?(): void }>;
@@ -167,6 +177,7 @@ export class LocalTransport implements Transport {
             fs.writeFileSync(file, opts.stdin, { mode: 0o600 });
             stdinFile = { dir, fd: fs.openSync(file, "r") };
         }
+        publishExec(this, argv, opts.stdin);
         const cleanup = () => {
             if (!stdinFile) return;
             try {
@@ -211,15 +222,6 @@ export class LocalTransport implements Transport {
 
 // ---- SSH -----------------------------------------------------------------
 
-/** Counters for tests and the benchmark: how many SSH handshakes completed, per target. */
-export const sshStats = { handshakes: new Map<string, number>(), channels: 0 };
-
-export function handshakeCount(): number {
-    let n = 0;
-    for (const v of sshStats.handshakes.values()) n += v;
-    return n;
-}
-
 // sshd's MaxSessions defaults to 10 channels per connection; stay under it.
 const MAX_CHANNELS = 8;
 /**
@@ -227,8 +229,6 @@ const MAX_CHANNELS = 8;
  * channels of their own: a shell that something failed to close costs its place, never every later command.
  */
 const LONG_LIVED_MAX = MAX_CHANNELS / 2;
-/** How long a long-lived process waits for a channel before its caller runs commands as processes instead. */
-const SPAWN_WAIT_MS = 5_000;
 
 type Settings = Proxy;
 
@@ -324,8 +324,8 @@ function dialOnce(s: Settings, sock: NodeJS.ReadableStream | undefined, onReady:
                 port,
                 sock: sock as ConnectConfig["sock"],
                 readyTimeout: timeoutMs,
-                keepaliveInterval: 15000,
-                keepaliveCountMax: 3,
+                keepaliveInterval: SSH_KEEPALIVE_MS,
+                keepaliveCountMax: SSH_KEEPALIVE_COUNT_MAX,
                 ...authConfig(s, agentUsable ? agentDefault : undefined),
                 hostVerifier: (key: Buffer) => {
                     verdict = verifyHostKey(
@@ -362,7 +362,7 @@ async function dialWithRetries(s: Settings, sock: () => Promise<NodeJS.ReadableS
         } catch (e) {
             last = e instanceof DialFailure ? e : new DialFailure((e as Error).message, true, "connection-failed");
             if (!last.retryable) break;
-            if (attempt < limit) await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** (attempt - 1), 2000)));
+            if (attempt < limit) await new Promise((r) => setTimeout(r, DIAL_BACKOFF(attempt - 1)));
         }
     }
     const tries = last?.retryable ? ` (gave up after ${limit} attempt${limit === 1 ? "" : "s"}, dialErrorLimit)` : "";
@@ -378,25 +378,24 @@ export class SshTransport implements Transport {
     private active = 0;
     private longLived = 0;
     private waiters: Array<() => void> = [];
-    private readonly key: string;
     readonly attached = new Map<string, { close(): void }>();
 
     constructor(private readonly conn: Connection & { host: string }) {
         this.secrets = secretsOf(conn);
         this.description = describeTarget(conn);
-        this.key = poolKeyOf(conn);
     }
 
-    private countHandshake = () => {
-        sshStats.handshakes.set(this.key, (sshStats.handshakes.get(this.key) ?? 0) + 1);
-    };
+    /** Tell subscribers that a handshake with `s` (the target or its jump host) completed. */
+    private handshook(s: Settings): () => void {
+        return () => publishHandshake(this, `${s.user ?? DEFAULTS.user}@${s.host}:${s.port ?? DEFAULTS.port}`);
+    }
 
     private connect(): Promise<Client> {
         if (!this.client) {
             const p = (async () => {
                 let sock: () => Promise<NodeJS.ReadableStream | undefined> = async () => undefined;
                 if (this.conn.proxy) {
-                    const proxy = await dialWithRetries(this.conn.proxy, async () => undefined, this.countHandshake);
+                    const proxy = await dialWithRetries(this.conn.proxy, async () => undefined, this.handshook(this.conn.proxy));
                     this.proxyClient = proxy;
                     proxy.on("close", () => this.dropped());
                     const port = this.conn.port ?? DEFAULTS.port;
@@ -416,7 +415,7 @@ export class SshTransport implements Transport {
                             ),
                         );
                 }
-                const client = await dialWithRetries(this.conn, sock, this.countHandshake);
+                const client = await dialWithRetries(this.conn, sock, this.handshook(this.conn));
                 client.on("close", () => this.dropped());
                 client.on("error", () => this.dropped());
                 return client;
@@ -487,8 +486,9 @@ export class SshTransport implements Transport {
             } catch (e) {
                 if (!(e instanceof OpenFailure)) throw e;
                 const alive = this.client !== undefined && !(client as unknown as { _sock?: { destroyed?: boolean } })._sock?.destroyed;
-                const backoff = Math.min(10 * 2 ** attempt, 250);
-                if (alive && /open failed|Channel open failure/i.test(e.message) && attempt < 40 && Date.now() + backoff < deadline) {
+                const backoff = CHANNEL_OPEN_BACKOFF(attempt);
+                const refused = /open failed|Channel open failure/i.test(e.message);
+                if (alive && refused && attempt < CHANNEL_OPEN_ATTEMPTS && Date.now() + backoff < deadline) {
                     await new Promise((r) => setTimeout(r, backoff));
                     continue;
                 }
@@ -509,7 +509,9 @@ export class SshTransport implements Transport {
         return new Promise((resolve, reject) => {
             const opened = (err: Error | undefined, ch: ClientChannel) => {
                 if (err) return reject(new OpenFailure(err.message));
-                sshStats.channels++;
+                // The channel is open and the command went with its exec request: now it has been sent.
+                publishChannel(this);
+                publishExec(this, argv, opts.stdin);
                 // Listeners go on at once: a quick command's output and exit status may already be on their way.
                 const out: Buffer[] = [],
                     errs: Buffer[] = [];
@@ -575,10 +577,10 @@ export class SshTransport implements Transport {
             throw new Error(`${LONG_LIVED_MAX} long-lived processes already hold channels on ${this.description}`);
         }
         this.longLived++;
-        const release = await this.slot(Date.now() + SPAWN_WAIT_MS);
+        const release = await this.slot(Date.now() + SPAWN_CHANNEL_WAIT_MS);
         if (!release) {
             this.longLived--;
-            throw new Error(`no SSH channel to ${this.description} became free within ${SPAWN_WAIT_MS / 1000} s`);
+            throw new Error(`no SSH channel to ${this.description} became free within ${SPAWN_CHANNEL_WAIT_MS / 1000} s`);
         }
         let released = false;
         const free = () => {
@@ -601,13 +603,18 @@ export class SshTransport implements Transport {
                         }
                     });
                 } catch (e) {
-                    if (e instanceof OpenFailure && /open failed|Channel open failure/i.test(e.message) && attempt < 40) {
-                        await new Promise((r) => setTimeout(r, Math.min(10 * 2 ** attempt, 250)));
+                    if (
+                        e instanceof OpenFailure &&
+                        /open failed|Channel open failure/i.test(e.message) &&
+                        attempt < CHANNEL_OPEN_ATTEMPTS
+                    ) {
+                        await new Promise((r) => setTimeout(r, CHANNEL_OPEN_BACKOFF(attempt)));
                         continue;
                     }
                     throw new Error(`cannot start a command on ${this.description}: ${(e as Error).message}`);
                 }
-                sshStats.channels++;
+                publishChannel(this);
+                publishSpawn(this, argv);
                 let closed = false;
                 const closers: Array<() => void> = [];
                 const gone = () => {

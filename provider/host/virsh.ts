@@ -5,13 +5,10 @@
 // with backoff within a time limit.
 import { type Connection, DEFAULTS, describeTarget } from "../connection";
 import { LibvirtError, classifyStderr, redact } from "../errors";
+import { BUSY_BACKOFF, DEFAULT_TIMEOUT_SECONDS, READ_TIMEOUT_MS } from "../timing";
 import { commandLine, transportFor, type ExecResult, type Transport } from "./transport";
 import { hostShellFor } from "./hostShell";
-import { sessionsFor, virshStats } from "./virshSessions";
-
-export const DEFAULT_TIMEOUT_SECONDS = 300;
-/** Read-only questions never wait on a job, so they get this long whatever the resource's timeout. */
-export const READ_TIMEOUT_MS = 60_000;
+import { sessionsFor } from "./virshSessions";
 
 export interface RunOptions {
     /** Text for virsh's standard input (used with `--xmlfile /dev/stdin`). */
@@ -45,7 +42,10 @@ const capsCache = new Map<string, Promise<HostCapabilities>>();
 
 /** What `virsh capabilities` says the host's libvirt can do, beyond its version. */
 export interface HostCapabilities {
-    /** `<externalSnapshot/>` in a guest's features: libvirt deletes external snapshots in every position and reverts to them (9.9 and newer). */
+    /**
+     * `<externalSnapshot/>` in a guest's features: libvirt deletes external snapshots in every position and reverts to
+     * them (9.9 and newer).
+     */
     externalSnapshot: boolean;
 }
 
@@ -112,7 +112,7 @@ export class Virsh {
                 return await this.once(args, opts.stdin, timeoutMs);
             } catch (e) {
                 if (!(e instanceof LibvirtError) || e.kind !== "domain-busy") throw e;
-                const wait = Math.min(100 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2);
+                const wait = BUSY_BACKOFF(attempt);
                 if (Date.now() + wait > deadline) throw e;
                 await new Promise((r) => setTimeout(r, wait));
             }
@@ -121,7 +121,6 @@ export class Virsh {
 
     private async once(args: readonly string[], stdin: string | undefined, timeoutMs: number): Promise<string> {
         const argv = this.argv(args);
-        virshStats.invocations++;
         const r =
             (await sessionsFor(this.transport, this.argv([])).run(args, argv, timeoutMs, stdin)) ??
             (await this.transport.exec(argv, { timeoutMs, stdin }));

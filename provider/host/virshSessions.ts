@@ -31,7 +31,7 @@
 // removed. Where no file can be written, the create runs as a process with its
 // XML on stdin. The comma syntax of --diskspec/--memspec stays a process. A write never queues for long
 // (a block commit can last minutes): it takes an idle session, or starts one
-// within the budget, or waits up to WRITE_WAIT_MS for one to free, else runs as a
+// within the budget, or waits up to SESSION_WRITE_WAIT_MS for one to free, else runs as a
 // process; queries wait no longer than that behind sessions that writes hold.
 //
 // The protocol. virsh reads its shell input with readline, which echoes the
@@ -53,14 +53,10 @@
 // command with any argument outside printable ASCII never goes to a session.
 import { randomBytes } from "node:crypto";
 import { LibvirtError } from "../errors";
+import { SESSION_WRITE_WAIT_MS, SHELL_IDLE_CLOSE_MS, SHELL_RETRY_MS, SHELL_START_TIMEOUT_MS } from "../timing";
 import { lostError, shellQuote, timeoutError, type ExecResult, type HostProcess, type Transport } from "./transport";
+import { publishSessionAnswer, publishSessionLine, publishSessionStart } from "./diagnostics";
 import { hostShellFor } from "./hostShell";
-
-/**
- * Counts every virsh command, for tests and the benchmark: invocations in all;
- * of those, how many ran in a shared session, and how many sessions were started.
- */
-export const virshStats = { invocations: 0, sessionCommands: 0, sessionsStarted: 0, sessionWrites: 0 };
 
 /** Commands that only read. Nothing else ever runs in a session. */
 const SESSION_COMMANDS = new Set([
@@ -98,10 +94,6 @@ const PROCESS_ONLY_ARGS = new Set(["--diskspec", "--memspec", "/dev/stdin"]);
  * hosts see one or two.
  */
 const MAX_SESSIONS = 3;
-const START_TIMEOUT_MS = 15_000;
-const IDLE_CLOSE_MS = 30_000;
-/** After a session failed to start, how long to use processes only before trying again. */
-const RETRY_SESSIONS_MS = 60_000;
 /** Every printable ASCII character, round-tripped when a session starts. */
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
 
@@ -164,7 +156,12 @@ class VirshSession {
     private readonly pending: Pending[] = [];
     closed = false;
 
-    private constructor(private readonly proc: HostProcess) {
+    /** `transport` and `argv`: where the session runs and what started it, for what it publishes (diagnostics.ts). */
+    private constructor(
+        private readonly proc: HostProcess,
+        private readonly transport: Transport,
+        private readonly argv: readonly string[],
+    ) {
         proc.onStdout((d) => {
             this.out = this.out.length ? Buffer.concat([this.out, d]) : d;
             this.pump();
@@ -182,15 +179,15 @@ class VirshSession {
     /** Start virsh's shell and prove that a line of every printable character comes back intact. */
     static async start(transport: Transport, argv: readonly string[]): Promise<VirshSession> {
         const proc = await transport.spawn(argv);
-        const session = new VirshSession(proc);
+        const session = new VirshSession(proc, transport, argv);
         try {
             proc.busy(true);
             // Nothing is written before the prompt: a connection that asked for credentials would read our input.
-            await session.until(() => /virsh [#>] /.test(session.out.toString("latin1")), Date.now() + START_TIMEOUT_MS);
+            await session.until(() => /virsh [#>] /.test(session.out.toString("latin1")), Date.now() + SHELL_START_TIMEOUT_MS);
             session.out = Buffer.alloc(0);
-            const r = await session.exchange(["echo", PRINTABLE], START_TIMEOUT_MS);
+            const r = await session.exchange(["echo", PRINTABLE], SHELL_START_TIMEOUT_MS);
             if (r.stdout !== `${PRINTABLE}\n` || r.stderr !== "") throw new NoAnswer("virsh's shell did not echo a test line back intact");
-            virshStats.sessionsStarted++;
+            publishSessionStart(transport, argv);
             return session;
         } catch (e) {
             session.close();
@@ -245,10 +242,11 @@ class VirshSession {
             const entry: Pending = { id, timer, resolve, reject };
             this.pending.push(entry);
             this.proc.busy(true);
-            this.proc.write(
+            const line =
                 `echo --err --xml ${arg("S")} ; echo --xml ${arg("S")} ; ${args.map(shellQuote).join(" ")} ; ` +
-                    `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`,
-            );
+                `echo --xml ${arg("E")} ; echo --err --xml ${arg("E")}\necho --xml ${arg("P")} ; echo --err --xml ${arg("P")}\n`;
+            publishSessionLine(this.transport, this.argv, args, line);
+            this.proc.write(line);
         });
     }
 
@@ -324,11 +322,6 @@ class SessionBudget {
 
 /** Queries sent to one session before they wait for its answers. */
 const PIPELINE = 8;
-/**
- * How long a write waits for a session to free before it runs as its own process: creates and most deletes
- * take well under this (a virsh process costs 20-30 ms of CPU on the host and a channel), a block commit longer.
- */
-const WRITE_WAIT_MS = 1_500;
 
 /** A live session, and what holds it: queries (pipelined) or one write. */
 interface Held {
@@ -384,12 +377,12 @@ class SessionPool {
             if (CONNECTION_LOST.test(r.stderr)) keep = false;
             if (write) {
                 // Answered here, success or failure: a write never runs twice.
-                virshStats.sessionWrites++;
+                publishSessionAnswer(this.transport, this.argv, args, true);
                 return { code: FAILED.test(r.stderr) ? 1 : 0, signal: null, stdout: r.stdout, stderr: r.stderr };
             }
             // Only a clean success is answered here; every failure gets its authoritative text and exit code from exec.
             if (r.stderr !== "") return undefined;
-            virshStats.sessionCommands++;
+            publishSessionAnswer(this.transport, this.argv, args, false);
             return { code: 0, signal: null, stdout: r.stdout, stderr: "" };
         } catch (e) {
             keep = !h.session.closed;
@@ -406,7 +399,7 @@ class SessionPool {
 
     /**
      * A session for a query: an idle one, or one answering other queries (the query is pipelined behind
-     * theirs), or a new one within the budget; else wait for one of ours, or up to WRITE_WAIT_MS for one
+     * theirs), or a new one within the budget; else wait for one of ours, or up to SESSION_WRITE_WAIT_MS for one
      * that writes hold to free (then exec runs it). Never one a write holds.
      */
     private async forRead(): Promise<Held | undefined> {
@@ -429,7 +422,7 @@ class SessionPool {
                 continue;
             }
             // Every place is taken: wait for one of ours that queries hold; behind writes only a little (one may last minutes).
-            const left = this.held.some((h) => !h.writer) ? Infinity : (deadline ??= Date.now() + WRITE_WAIT_MS) - Date.now();
+            const left = this.held.some((h) => !h.writer) ? Infinity : (deadline ??= Date.now() + SESSION_WRITE_WAIT_MS) - Date.now();
             if (left <= 0) return undefined;
             await new Promise<void>((resolve) => {
                 const timer = left === Infinity ? undefined : setTimeout(resolve, left);
@@ -443,10 +436,10 @@ class SessionPool {
 
     /**
      * A session for a write, alone: an idle one, or a new one within the budget, or one that frees within
-     * WRITE_WAIT_MS; else undefined (the write runs as a process). Never a long wait: a write may last minutes.
+     * SESSION_WRITE_WAIT_MS; else undefined (the write runs as a process). Never a long wait: a write may last minutes.
      */
     private async forWrite(): Promise<Held | undefined> {
-        for (const until = Date.now() + WRITE_WAIT_MS; ;) {
+        for (const until = Date.now() + SESSION_WRITE_WAIT_MS; ;) {
             this.prune();
             let h = this.held.find((x) => !x.writer && x.readers === 0);
             if (!h && (this.budget.live < MAX_SESSIONS || this.budget.evictIdle(this))) h = await this.start();
@@ -477,7 +470,7 @@ class SessionPool {
             this.budget.live--;
             if (e instanceof LibvirtError) throw e; // the host is unreachable: exec would say the same
             // virsh's shell doesn't work here (no virsh, sudo needs a tty, credentials asked, too slow to start...).
-            this.disabledUntil = Date.now() + RETRY_SESSIONS_MS;
+            this.disabledUntil = Date.now() + SHELL_RETRY_MS;
             for (const w of this.queue.splice(0)) w();
             return undefined;
         }
@@ -502,7 +495,7 @@ class SessionPool {
         for (const w of this.queue.splice(0)) w();
         if (this.held.some((x) => !x.writer && !x.readers)) {
             clearTimeout(this.idleTimer);
-            this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
+            this.idleTimer = setTimeout(() => this.close(), SHELL_IDLE_CLOSE_MS);
             this.idleTimer.unref();
         }
     }

@@ -13,8 +13,9 @@ import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import { hostFailure } from "../failures";
 import { imageInfo } from "../qemuImg";
-import { InputError, domainRef, hostFolder, timeoutSeconds, type CheckFailure } from "../inputs";
+import { InputError, domainRef, hostFolder, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
+import { field, spec } from "../spec";
 import {
     askAboutDomain,
     checkInputs,
@@ -48,35 +49,67 @@ export const BackupDiskSchema = z.strictObject({
     backup: z.enum(["yes", "no"], { error: "must be 'yes' (copy the disk) or 'no' (leave it out)" }),
 });
 
-export const DomainBackupSchema = z
-    .strictObject({
-        connection: ConnectionSchema.optional(),
-        domain: domainRef,
-        targetDir: hostFolder,
-        incrementalFrom: checkpointName.optional(),
-        disks: z.array(BackupDiskSchema, { error: "must be a list of { name, backup }" }).optional(),
+/** Each input once: its schema (and default), what a change of it does, and its doc (DomainBackupArgs says the same). */
+export const DomainBackupSpec = spec({
+    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
+    domain: field("replace", domainRef, "The domain's name or UUID; it must be running or paused."),
+    targetDir: field(
+        "replace",
+        hostFolder,
+        "The folder on the libvirt host for the backup files (made if missing). Each disk goes to " +
+            "`DOMAIN.CHECKPOINT.DISK.qcow2`; an incremental finds its base there by the same rule.",
+    ),
+    incrementalFrom: field(
+        "replace",
+        checkpointName.optional(),
+        "The checkpoint of an earlier backup (typically its `checkpointName` output): only the " +
+            "blocks written since are copied. Default: a full backup.",
+    ),
+    disks: field(
+        "replace",
+        z.array(BackupDiskSchema, { error: "must be a list of { name, backup }" }).optional(),
+        "Per-disk choices. Default: every writable disk is backed up.",
+    ),
+    checkpointName: field(
+        "replace",
         checkpointName,
-        quiesce: z.boolean({ error: "must be true or false" }).default(false),
-        deletion: z
+        "The checkpoint this backup creates, atomically with it. Default: the resource's logical name. Same rules as DomainCheckpoint's.",
+    ),
+    quiesce: field(
+        "replace",
+        trueOrFalse.default(false),
+        "Freeze the guest's filesystems (guest agent) while the job starts; a guard on the host " +
+            "thaws them if the provider is cut off. Default false.",
+    ),
+    deletion: field(
+        "update",
+        z
             .enum(["checkpoint", "files"], {
                 error: "must be 'checkpoint' (remove the checkpoint, keep the backup files) or 'files' (remove both)",
             })
             .default("checkpoint"),
-        timeoutSeconds: timeoutSeconds.default(DEFAULT_BACKUP_TIMEOUT_SECONDS),
-    })
-    .superRefine((v, ctx) => {
-        if (v.incrementalFrom !== undefined && v.incrementalFrom === v.checkpointName)
-            ctx.addIssue({
-                code: "custom",
-                path: ["incrementalFrom"],
-                message: "must name an earlier checkpoint, not the one this backup creates (checkpointName)",
-            });
-        const seen = new Set<string>();
-        v.disks?.forEach((d, i) => {
-            if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
-            seen.add(d.name);
+        "`checkpoint` (the default) removes the checkpoint on destroy and keeps the files; `files` removes the files too.",
+    ),
+    timeoutSeconds: field(
+        "update",
+        timeoutSeconds.default(DEFAULT_BACKUP_TIMEOUT_SECONDS),
+        "The bound for the whole backup job; a job that outlives it is aborted and its partial files removed. Default 3600.",
+    ),
+});
+
+export const DomainBackupSchema = DomainBackupSpec.object.superRefine((v, ctx) => {
+    if (v.incrementalFrom !== undefined && v.incrementalFrom === v.checkpointName)
+        ctx.addIssue({
+            code: "custom",
+            path: ["incrementalFrom"],
+            message: "must name an earlier checkpoint, not the one this backup creates (checkpointName)",
         });
+    const seen = new Set<string>();
+    v.disks?.forEach((d, i) => {
+        if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+        seen.add(d.name);
     });
+});
 
 type Inputs = z.infer<typeof DomainBackupSchema>;
 
@@ -586,14 +619,11 @@ async function checkDrift(virsh: Virsh, props: Recorded): Promise<{ intact: bool
 
 // ---- the provider ------------------------------------------------------------
 
-const REPLACE_KEYS = ["domain", "targetDir", "incrementalFrom", "disks", "checkpointName", "quiesce"] as const;
-const UPDATE_KEYS = ["deletion", "timeoutSeconds"] as const;
-
 export const domainBackup = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         return checkInputs(DomainBackupSchema, olds, news, {
-            planKeys: REPLACE_KEYS,
-            createKeys: REPLACE_KEYS,
+            planKeys: DomainBackupSpec.checkedKeys,
+            createKeys: DomainBackupSpec.createKeys,
             ask: (v) =>
                 askAboutDomain({ connection: v.connection, domain: v.domain }, "the backup", async (virsh, probe) => {
                     return planBackup(v, probe, await gatherFacts(virsh, v, probe)).failures;
@@ -603,8 +633,8 @@ export const domainBackup = {
 
     async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         const { v, replaces, updates, credentialsChanged } = compareInputs(DomainBackupSchema, olds, news, {
-            replace: REPLACE_KEYS,
-            update: UPDATE_KEYS,
+            replace: DomainBackupSpec.replaceKeys,
+            update: DomainBackupSpec.updateKeys,
         });
         // Drift (a missing file) is reported, never repaired by a new backup under the same name.
         return {

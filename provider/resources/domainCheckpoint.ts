@@ -10,9 +10,10 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf, notRunning } from "../errors";
-import { failureInsteadOf } from "../failures";
-import { InputError, domainRef, description, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
+import { failureInsteadOf, initFailure } from "../failures";
+import { InputError, domainRef, description, momentName, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
+import { field, spec } from "../spec";
 import {
     askAboutDomain,
     checkInputs,
@@ -53,7 +54,9 @@ export const checkpointName = momentName("checkpoint").refine(
     // Where momentName already explains what is wrong, one message is enough.
     (s) => CHECKPOINT_NAME.test(s) || !anyMomentName.safeParse(s).success,
     {
-        error: "may contain only letters, digits, '_', '-' and '.', and must not start with '.': libvirt's checkpoint schema allows nothing else (no spaces or quotes)",
+        error:
+            "may contain only letters, digits, '_', '-' and '.', and must not start with '.': " +
+            "libvirt's checkpoint schema allows nothing else (no spaces or quotes)",
     },
 );
 
@@ -63,31 +66,56 @@ export const CheckpointDiskSchema = z.strictObject({
     bitmap: bitmapName.optional(),
 });
 
-export const DomainCheckpointSchema = z
-    .strictObject({
-        connection: ConnectionSchema.optional(),
-        domain: domainRef,
+/** Each input once: its schema (and default), what a change of it does, and its doc (DomainCheckpointArgs says the same). */
+export const DomainCheckpointSpec = spec({
+    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
+    domain: field("replace", domainRef, "The domain's name or UUID."),
+    checkpointName: field(
+        "replace",
         checkpointName,
-        description: description.optional(),
-        disks: z.array(CheckpointDiskSchema, { error: "must be a list of { name, checkpoint, bitmap? }" }).optional(),
-        quiesce: z.boolean({ error: "must be true or false" }).default(false),
-        deletion: z
+        "The checkpoint's name. Default: the resource's logical name. Letters, digits, `_`, `-` " +
+            "and `.`, not starting with `.` or `-`: libvirt's checkpoint schema is stricter than its " +
+            "snapshot schema.",
+    ),
+    description: field("update", description.optional(), "Changed in place (`checkpoint-create --redefine`), without a new checkpoint."),
+    disks: field(
+        "replace",
+        z.array(CheckpointDiskSchema, { error: "must be a list of { name, checkpoint, bitmap? }" }).optional(),
+        "Per-disk overrides. Default: every writable disk gets a bitmap.",
+    ),
+    quiesce: field(
+        "replace",
+        trueOrFalse.default(false),
+        "libvirt's QEMU driver rejects it, so true is refused at check; a checkpoint copies no data. Default false.",
+    ),
+    deletion: field(
+        "update",
+        z
             .enum(["delete", "metadata"], {
-                error: "must be 'delete' (remove the bitmaps; the parent keeps covering their changes) or 'metadata' (drop only libvirt's record, keep the bitmaps)",
+                error:
+                    "must be 'delete' (remove the bitmaps; the parent keeps covering their changes) or " +
+                    "'metadata' (drop only libvirt's record, keep the bitmaps)",
             })
             .default("delete"),
-        adopt: z.boolean({ error: "must be true or false" }).default(false),
-        timeoutSeconds: timeoutSeconds.optional(),
-    })
-    .superRefine((v, ctx) => {
-        const seen = new Set<string>();
-        v.disks?.forEach((d, i) => {
-            if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
-            seen.add(d.name);
-            if (d.bitmap !== undefined && d.checkpoint !== "bitmap")
-                ctx.addIssue({ code: "custom", path: ["disks", i, "bitmap"], message: "is only used with checkpoint: 'bitmap'" });
-        });
+        "`delete` (the default) removes the bitmaps, and the parent keeps covering their changes; `metadata` drops only libvirt's record.",
+    ),
+    adopt: field(
+        "update",
+        trueOrFalse.default(false),
+        "Take over an existing checkpoint of that name, if its disks match the declaration. Default false.",
+    ),
+    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+});
+
+export const DomainCheckpointSchema = DomainCheckpointSpec.object.superRefine((v, ctx) => {
+    const seen = new Set<string>();
+    v.disks?.forEach((d, i) => {
+        if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+        seen.add(d.name);
+        if (d.bitmap !== undefined && d.checkpoint !== "bitmap")
+            ctx.addIssue({ code: "custom", path: ["disks", i, "bitmap"], message: "is only used with checkpoint: 'bitmap'" });
     });
+});
 
 /** What a user may pass: the schema's input type. */
 type Inputs = z.infer<typeof DomainCheckpointSchema>;
@@ -143,6 +171,8 @@ export interface DomainCheckpointOutputs {
     libvirtVersion: string;
     /** True when it took over an existing checkpoint instead of creating it. */
     adopted: boolean;
+    /** True when refresh found libvirt's record lost but the bitmaps still there: the next pulumi up gives the record back. */
+    recordLost: boolean;
     /** When the provider last put libvirt's lost record back from this state (ISO 8601), else null. */
     restoredAt: string | null;
     /**
@@ -346,6 +376,7 @@ function outputsFrom(
         lineage: o.lineage,
         libvirtVersion: version,
         adopted: extra.adopted,
+        recordLost: false,
         restoredAt: extra.restoredAt,
         bitmapsHealthy: o.bitmapProblems === null ? null : o.bitmapProblems.length === 0,
         bitmapProblems: o.bitmapProblems ?? [],
@@ -382,14 +413,11 @@ async function hostCaps(virsh: Virsh): Promise<HostCaps> {
     }
 }
 
-const REPLACE_KEYS = ["domain", "checkpointName", "disks", "quiesce"] as const;
-const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds"] as const;
-
 export const domainCheckpoint = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         return checkInputs(DomainCheckpointSchema, olds, news, {
-            planKeys: REPLACE_KEYS,
-            createKeys: REPLACE_KEYS,
+            planKeys: DomainCheckpointSpec.checkedKeys,
+            createKeys: DomainCheckpointSpec.createKeys,
             ask: (v) =>
                 askAboutDomain(v, "the checkpoint", async (virsh, probe) => planCheckpoint(v, probe, await hostCaps(virsh)).failures),
         });
@@ -397,8 +425,8 @@ export const domainCheckpoint = {
 
     async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         const { v, replaces, updates, credentialsChanged } = compareInputs(DomainCheckpointSchema, olds, news, {
-            replace: REPLACE_KEYS,
-            update: UPDATE_KEYS,
+            replace: DomainCheckpointSpec.replaceKeys,
+            update: DomainCheckpointSpec.updateKeys,
         });
 
         // A checkpoint whose record libvirt lost while its bitmaps are still there is an update: it gives the record
@@ -412,7 +440,8 @@ export const domainCheckpoint = {
                 // The same name on the same connection is the same domain, even defined again under a new UUID.
                 const at = await locateCheckpoint(virsh, olds);
                 if (!at) replaces.push("domain");
-                else if (at.record.status === "gone") replaces.push("checkpointName");
+                else if (at.record.status === "gone" || (at.record.status === "restorable" && goneForGood(olds)))
+                    replaces.push("checkpointName");
                 recordLost = at?.record.status === "restorable";
             } catch (e) {
                 if (isKind(e, "domain-not-found")) replaces.push("domain");
@@ -447,19 +476,25 @@ export const domainCheckpoint = {
                 if (isKind(e, "domain-not-found")) return { id: "", props: {} };
                 throw e;
             }
-            // Still gives a lost record back, as the README says of refresh (DomainSnapshot's read only reports it).
-            const restored = await checkpointRecord(virsh, probe, props, { restore: true });
-            if (restored.status === "gone") return { id: "", props: {} };
+            // Only reads, as DomainSnapshot's read: a lost record is kept (recordLost) and given back by the next update.
+            const record = await checkpointRecord(virsh, probe, props, { restore: false });
+            if (record.status === "gone") return { id: "", props: {} };
+            // Whether its bitmaps are healthy can't be told while libvirt has no record of it.
+            if (record.status === "restorable") return { id, props: { ...props, ...lostFor(probe), bitmapsHealthy: null } };
             const v = { ...props.declared, connection: props.connection } as Inputs;
             const observed = await observe(virsh, probe.info.uuid, props.checkpointName, {
                 measure: probe.active,
                 version: probe.version,
                 probe,
             });
-            const restoredAt = restored.status === "restored" ? new Date().toISOString() : (props.restoredAt ?? null);
             return {
                 id,
-                props: outputsFrom(v, observed, probe.version.libvirt, { probe, adopted: props.adopted, restoredAt, previous: props }),
+                props: outputsFrom(v, observed, probe.version.libvirt, {
+                    probe,
+                    adopted: props.adopted,
+                    restoredAt: props.restoredAt ?? null,
+                    previous: props,
+                }),
             };
         });
     },
@@ -474,10 +509,11 @@ export const domainCheckpoint = {
             // An earlier create was cut off before libvirt made the checkpoint (an init failure): finish the job.
             if (restored.status === "gone" && !olds.xml) return { outs: await createLocked(v, virsh) };
             if (restored.status === "gone") {
-                throw new LibvirtError(
-                    "checkpoint-not-found",
-                    checkpointSays.goneForGood(olds.checkpointName, probe.info.name, restored.reason),
-                );
+                // Kept as an init failure: the state learns that the bitmaps are gone (only this write could tell, on a
+                // running domain), so the next diff plans a new checkpoint instead of this update again.
+                const message = checkpointSays.goneForGood(olds.checkpointName, probe.info.name, restored.reason);
+                const properties = { ...olds, ...lostFor(probe), bitmapsHealthy: false, bitmapProblems: [restored.reason] };
+                throw initFailure(new LibvirtError("checkpoint-not-found", message), { id: _id, properties });
             }
             if (!same(olds.description, v.description))
                 await redefineDescription(virsh, "checkpoint", probe.info.uuid, olds.checkpointName, v.description);
@@ -525,6 +561,16 @@ export const domainCheckpoint = {
         });
     },
 };
+
+/** Libvirt lost the record; the data may be there. Outputs name the domain as it is now. */
+function lostFor(probe: DomainProbe): Pick<Recorded, "domainName" | "domainUuid" | "recordLost"> {
+    return { domainName: probe.info.name, domainUuid: probe.info.uuid, recordLost: true };
+}
+
+/** An update found the record lost and libvirt refused it back: its bitmaps are gone, so only a new checkpoint helps. */
+function goneForGood(olds: Recorded): boolean {
+    return olds.recordLost === true && olds.bitmapsHealthy === false;
+}
 
 /** Create the checkpoint and read it back (the caller holds the domain's lock). */
 async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {

@@ -7,8 +7,9 @@ import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind } from "../errors";
 import { initFailure } from "../failures";
-import { InputError, domainRef, description, hostPath, momentName, spaceMarginMiB, timeoutSeconds } from "../inputs";
+import { InputError, domainRef, description, hostPath, momentName, spaceMarginMiB, timeoutSeconds, trueOrFalse } from "../inputs";
 import { withDomainLock } from "../locks";
+import { field, spec } from "../spec";
 import {
     askAboutDomain,
     checkInputs,
@@ -43,46 +44,88 @@ export const DiskSchema = z.strictObject({
     driverType: z.enum(["qcow2", "raw", "qed"], { error: "must be 'qcow2', 'raw' or 'qed'" }).optional(),
 });
 
-export const DomainSnapshotSchema = z
-    .strictObject({
-        connection: ConnectionSchema.optional(),
-        domain: domainRef,
-        snapshotName: momentName("snapshot"),
-        description: description.optional(),
-        kind: z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
-        memory: z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
-        memoryFile: hostPath.optional(),
-        disks: z.array(DiskSchema, { error: "must be a list of { name, snapshot, file?, driverType? }" }).optional(),
-        quiesce: z.boolean({ error: "must be true or false" }).default(false),
-        atomic: z.boolean({ error: "must be true or false" }).default(true),
-        live: z.boolean({ error: "must be true or false" }).default(false),
-        halt: z.boolean({ error: "must be true or false" }).default(false),
-        deletion: z
+/** Each input once: its schema (and default), what a change of it does, and its doc (DomainSnapshotArgs says the same). */
+export const DomainSnapshotSpec = spec({
+    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
+    domain: field("replace", domainRef, "The domain's name or UUID."),
+    snapshotName: field(
+        "replace",
+        momentName("snapshot"),
+        "The snapshot's name. Default: the resource's logical name. Refused: empty, `/`, `\"`, " +
+            "`\\`, a leading `-`, control characters, more than 247 bytes (libvirt accepts some of " +
+            "these and then breaks).",
+    ),
+    description: field("update", description.optional(), "Free text; changing it updates the snapshot in place (`--redefine`).", {
+        checked: true,
+    }),
+    kind: field(
+        "replace",
+        z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
+        "`internal` (inside the qcow2 image, the default) or `external` (an overlay file per disk; new writes go there).",
+    ),
+    disks: field(
+        "replace",
+        z.array(DiskSchema, { error: "must be a list of { name, snapshot, file?, driverType? }" }).optional(),
+        "Per-disk overrides, by target (`vda`) or source path. Default: every writable disk by `kind`.",
+    ),
+    memory: field(
+        "replace",
+        z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
+        "`none` (disk only), `internal` or `external`. Default: saved while the domain runs, skipped when it is shut off.",
+    ),
+    memoryFile: field("replace", hostPath.optional(), "With memory `external`. Default: beside the first disk, `DOMAIN.SNAPSHOT.mem`."),
+    quiesce: field(
+        "replace",
+        trueOrFalse.default(false),
+        "Freeze the guest's filesystems for the snapshot (a connected guest agent, disk-only). Default false.",
+    ),
+    atomic: field("replace", trueOrFalse.default(true), "All disks or none. Default true."),
+    live: field("replace", trueOrFalse.default(false), "A live full-system external snapshot. Default false."),
+    halt: field("update", trueOrFalse.default(false), "Stop the domain after the snapshot. Default false.", { checked: true }),
+    deletion: field(
+        "update",
+        z
             .enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" })
             .default("delete"),
-        adopt: z.boolean({ error: "must be true or false" }).default(false),
-        // Optional, not defaulted: state recorded before it existed keeps diffing as unchanged (DEFAULT_SPACE_MARGIN_MIB applies).
-        spaceMarginMiB: spaceMarginMiB.optional(),
-        timeoutSeconds: timeoutSeconds.optional(),
-    })
-    .superRefine((v, ctx) => {
-        if (v.memoryFile !== undefined && v.memory !== "external") {
-            ctx.addIssue({ code: "custom", path: ["memoryFile"], message: "is only used with memory: 'external'" });
-        }
-        const seen = new Set<string>();
-        v.disks?.forEach((d, i) => {
-            if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
-            seen.add(d.name);
-            if (d.file !== undefined && d.snapshot !== "external")
-                ctx.addIssue({
-                    code: "custom",
-                    path: ["disks", i, "file"],
-                    message: "is only used with snapshot: 'external' (an overlay file)",
-                });
-            if (d.driverType !== undefined && d.snapshot !== "external")
-                ctx.addIssue({ code: "custom", path: ["disks", i, "driverType"], message: "is only used with snapshot: 'external'" });
-        });
+        "`delete` (the default) merges the data into the child on destroy; `metadata` drops libvirt's record and keeps the data.",
+        { checked: true },
+    ),
+    adopt: field(
+        "update",
+        trueOrFalse.default(false),
+        "Take over an existing snapshot of this name, if it matches what is declared (`pulumi " +
+            "import` does not work for dynamic providers). Default false.",
+    ),
+    // Optional, not defaulted: state recorded before it existed keeps diffing as unchanged (DEFAULT_SPACE_MARGIN_MIB applies).
+    spaceMarginMiB: field(
+        "update",
+        spaceMarginMiB.optional(),
+        "The room check asks for on the filesystem of each overlay, in MiB, beside the guest's RAM " +
+            "for a memory state (check refuses a snapshot that doesn't fit, giving both figures). " +
+            "Default 64.",
+        { checked: true },
+    ),
+    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+});
+
+export const DomainSnapshotSchema = DomainSnapshotSpec.object.superRefine((v, ctx) => {
+    if (v.memoryFile !== undefined && v.memory !== "external") {
+        ctx.addIssue({ code: "custom", path: ["memoryFile"], message: "is only used with memory: 'external'" });
+    }
+    const seen = new Set<string>();
+    v.disks?.forEach((d, i) => {
+        if (seen.has(d.name)) ctx.addIssue({ code: "custom", path: ["disks", i, "name"], message: `names disk '${d.name}' twice` });
+        seen.add(d.name);
+        if (d.file !== undefined && d.snapshot !== "external")
+            ctx.addIssue({
+                code: "custom",
+                path: ["disks", i, "file"],
+                message: "is only used with snapshot: 'external' (an overlay file)",
+            });
+        if (d.driverType !== undefined && d.snapshot !== "external")
+            ctx.addIssue({ code: "custom", path: ["disks", i, "driverType"], message: "is only used with snapshot: 'external'" });
     });
+});
 
 /** What a user may pass: the schema's input type. */
 type Inputs = z.infer<typeof DomainSnapshotSchema>;
@@ -193,17 +236,11 @@ function differences(plan: SnapshotPlan, s: SnapshotInfo): string[] {
 
 // ---- the provider ------------------------------------------------------------
 
-/** A change in any of these is another snapshot. */
-const REPLACE_KEYS = ["domain", "snapshotName", "kind", "disks", "memory", "memoryFile", "quiesce", "atomic", "live"] as const;
-const UPDATE_KEYS = ["description", "deletion", "adopt", "timeoutSeconds", "halt", "spaceMarginMiB"] as const;
-/** Everything the plan reads; while one is unknown at preview, check can't plan. */
-const PLAN_KEYS = [...REPLACE_KEYS, "description", "deletion", "halt", "spaceMarginMiB"] as const;
-
 export const domainSnapshot = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         return checkInputs(DomainSnapshotSchema, olds, news, {
-            planKeys: PLAN_KEYS,
-            createKeys: REPLACE_KEYS,
+            planKeys: DomainSnapshotSpec.checkedKeys,
+            createKeys: DomainSnapshotSpec.createKeys,
             ask: (v) =>
                 askAboutDomain(v, "the snapshot", async (virsh, probe) => {
                     const { plan, failures } = await planOnHost(virsh, probe, v);
@@ -214,8 +251,8 @@ export const domainSnapshot = {
 
     async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         const { v, replaces, updates, credentialsChanged } = compareInputs(DomainSnapshotSchema, olds, news, {
-            replace: REPLACE_KEYS,
-            update: UPDATE_KEYS,
+            replace: DomainSnapshotSpec.replaceKeys,
+            update: DomainSnapshotSpec.updateKeys,
         });
 
         // A snapshot deleted behind Pulumi's back is planned for re-creation now, rather than failing later. One whose

@@ -82,7 +82,7 @@ export const checkpointSays = {
         `Set quiesce: false; a checkpoint only starts tracking changes, it copies no data`,
     goneForGood: (checkpoint: string, domainName: string, reason: string) =>
         `checkpoint '${checkpoint}' of domain '${domainName}' is gone and can't be restored (${reason}). ` +
-        `Run pulumi refresh, then pulumi up to create it again.`,
+        `Nothing was changed. The next pulumi up creates it again.`,
     deleteWhileOff: (checkpoint: string, p: DomainProbe) =>
         `cannot delete checkpoint '${checkpoint}' of domain '${p.info.name}': the domain is ${p.state}, ` +
         `and libvirt ${p.version.libvirt} removes a checkpoint's bitmaps ` +
@@ -94,7 +94,8 @@ export const checkpointSays = {
         `but libvirt has no checkpoint '${checkpoint}': ` +
         `its record was lost (was the domain undefined and defined again?). Nothing was created. ` +
         `If a DomainCheckpoint in this stack recorded it, ` +
-        `'pulumi refresh' restores the record from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
+        `its next 'pulumi up' gives the record back from the state; ` +
+        `otherwise choose another checkpointName, or remove the stale bitmap with ` +
         `'qemu-img bitmap --remove IMAGE ${checkpoint}' while the domain is shut off.`,
     readBackFailed: (checkpoint: string, made: "adopted" | "created", domainName: string, why: string) =>
         `checkpoint '${checkpoint}' was ${made} on domain '${domainName}', but reading it back failed: ${why}. ` +

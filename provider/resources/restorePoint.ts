@@ -12,8 +12,19 @@ import { z } from "zod";
 import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import { initFailure } from "../failures";
-import { InputError, domainRef, description, momentName, parseInputs, spaceMarginMiB, timeoutSeconds, type CheckFailure } from "../inputs";
+import {
+    InputError,
+    domainRef,
+    description,
+    momentName,
+    parseInputs,
+    spaceMarginMiB,
+    timeoutSeconds,
+    trueOrFalse,
+    type CheckFailure,
+} from "../inputs";
 import { withDomainLock } from "../locks";
+import { field, spec } from "../spec";
 import { checkInputs, domainLockKey, parseOrThrow, same, virshFor } from "../resource";
 import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
@@ -38,63 +49,102 @@ const TargetSchema = z.strictObject({
     domains: domainList,
 });
 
-export const RestorePointSchema = z
-    .strictObject({
-        connection: ConnectionSchema.optional(),
-        domains: domainList.optional(),
-        targets: z
+/** Each input once: its schema (and default), what a change of it does, and its doc (RestorePointArgs says the same). */
+export const RestorePointSpec = spec({
+    connection: field("place", ConnectionSchema.optional(), "The one connection, with `domains`. Default: the stack config."),
+    domains: field("members", domainList.optional(), "The domains on the one connection. Give either this or `targets`.", {
+        checked: true,
+    }),
+    targets: field(
+        "members",
+        z
             .array(TargetSchema, { error: "must be a list of { connection, domains }" })
             .min(1, { error: "must name at least one target" })
             .optional(),
-        snapshotName: momentName("snapshot"),
-        description: description.optional(),
-        kind: z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
-        memory: z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
-        consistency: z
+        "One entry per host, to span hosts. Give either this or `domains`.",
+        { checked: true },
+    ),
+    snapshotName: field("replace", momentName("snapshot"), "The snapshot's name on every domain. Default: the resource's logical name."),
+    description: field("update", description.optional(), "As for DomainSnapshot.", { checked: true }),
+    kind: field(
+        "replace",
+        z.enum(["internal", "external"], { error: "must be 'internal' or 'external'" }).default("internal"),
+        "As for DomainSnapshot.",
+    ),
+    memory: field(
+        "replace",
+        z.enum(["none", "internal", "external"], { error: "must be 'none' (disk only), 'internal' or 'external'" }).optional(),
+        "`none` or `internal`; external memory needs a file per domain (use DomainSnapshot).",
+    ),
+    consistency: field(
+        "replace",
+        z
             .enum(["simultaneous", "independent"], { error: "must be 'simultaneous' (pause all, snapshot, resume) or 'independent'" })
             .default("simultaneous"),
-        deletion: z
+        "`simultaneous` (the default) pauses every running domain, snapshots each and resumes them all; `independent` doesn't pause.",
+        { checked: false },
+    ),
+    deletion: field(
+        "update",
+        z
             .enum(["delete", "metadata"], { error: "must be 'delete' (merge the data into the child) or 'metadata' (keep the data)" })
             .default("delete"),
-        // Optional, not defaulted: state recorded before it existed keeps diffing as unchanged.
-        quiesce: z.boolean({ error: "must be true or false" }).optional(),
-        spaceMarginMiB: spaceMarginMiB.optional(),
-        timeoutSeconds: timeoutSeconds.optional(),
-    })
-    .superRefine((v, ctx) => {
-        if (!v.domains === !v.targets) {
-            ctx.addIssue({
-                code: "custom",
-                path: v.domains ? ["targets"] : ["domains"],
-                message: "give either domains (on the one connection) or targets (one entry per host), not both or neither",
-            });
-        }
-        if (v.targets && v.connection)
-            ctx.addIssue({
-                code: "custom",
-                path: ["connection"],
-                message: "is not used with targets: give each target its own connection",
-            });
-        if (v.memory === "external")
-            ctx.addIssue({
-                code: "custom",
-                path: ["memory"],
-                message: "'external' needs a memory file per domain; use DomainSnapshot for that, or memory: 'internal' / 'none'",
-            });
-        const seen = new Set<string>();
-        for (const [t, target] of entriesOf(v).entries()) {
-            target.domains.forEach((d, i) => {
-                const key = `${targetOf(target.connection)}|${d}`;
-                if (seen.has(key))
-                    ctx.addIssue({
-                        code: "custom",
-                        path: v.targets ? ["targets", t, "domains", i] : ["domains", i],
-                        message: `names domain '${d}' twice`,
-                    });
-                seen.add(key);
-            });
-        }
-    });
+        "As for DomainSnapshot.",
+        { checked: true },
+    ),
+    // Optional, not defaulted: state recorded before it existed keeps diffing as unchanged.
+    quiesce: field(
+        "update",
+        trueOrFalse.optional(),
+        "Freeze each running guest's filesystems through its guest agent for the snapshots " +
+            "(disk-only snapshots: memory 'none'), with a guard on each host that thaws them if the " +
+            "provider is cut off. With `simultaneous` every guest is frozen, then every domain paused, " +
+            "snapshotted and resumed, then the guests thawed. Default false.",
+        { checked: true },
+    ),
+    spaceMarginMiB: field(
+        "update",
+        spaceMarginMiB.optional(),
+        "The room check asks for on the filesystem of each overlay, in MiB (and the guest's RAM for memory: 'internal'). Default 64.",
+        { checked: true },
+    ),
+    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+});
+
+export const RestorePointSchema = RestorePointSpec.object.superRefine((v, ctx) => {
+    if (!v.domains === !v.targets) {
+        ctx.addIssue({
+            code: "custom",
+            path: v.domains ? ["targets"] : ["domains"],
+            message: "give either domains (on the one connection) or targets (one entry per host), not both or neither",
+        });
+    }
+    if (v.targets && v.connection)
+        ctx.addIssue({
+            code: "custom",
+            path: ["connection"],
+            message: "is not used with targets: give each target its own connection",
+        });
+    if (v.memory === "external")
+        ctx.addIssue({
+            code: "custom",
+            path: ["memory"],
+            message: "'external' needs a memory file per domain; use DomainSnapshot for that, or memory: 'internal' / 'none'",
+        });
+    const seen = new Set<string>();
+    for (const [t, target] of entriesOf(v).entries()) {
+        target.domains.forEach((d, i) => {
+            const key = `${targetOf(target.connection)}|${d}`;
+            if (seen.has(key))
+                ctx.addIssue({
+                    code: "custom",
+                    path: v.targets ? ["targets", t, "domains", i] : ["domains", i],
+                    message: `names domain '${d}' twice`,
+                });
+            seen.add(key);
+        });
+    }
+});
 
 type Inputs = z.infer<typeof RestorePointSchema>;
 
@@ -468,10 +518,6 @@ async function deleteMembers(members: Array<Member & { snap: MemberSnapshot }>, 
         throw new LibvirtError("failed", `could not delete every snapshot of the restore point:\n  ${problems.join("\n  ")}`);
 }
 
-const REPLACE_KEYS = ["snapshotName", "kind", "memory", "consistency"] as const;
-/** Changing these makes snapshots on the host: a replacement, or new members. */
-const CREATE_KEYS = [...REPLACE_KEYS, "domains", "targets"] as const;
-
 function memberIds(v: Pick<Inputs, "connection" | "domains" | "targets">): string[] {
     return entriesOf(v).flatMap((e) => e.domains.map((d) => `${targetOf(resolveConnection(e.connection))}|${d}`));
 }
@@ -481,8 +527,8 @@ function memberIds(v: Pick<Inputs, "connection" | "domains" | "targets">): strin
 export const restorePoint = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         return checkInputs(RestorePointSchema, olds, news, {
-            planKeys: ["domains", "targets", "snapshotName", "description", "kind", "memory", "deletion", "quiesce", "spaceMarginMiB"],
-            createKeys: CREATE_KEYS,
+            planKeys: RestorePointSpec.checkedKeys,
+            createKeys: RestorePointSpec.createKeys,
             ask: async (v) => (await Promise.all(membersOf(v).map((m) => planMember(v, m, { space: true })))).flatMap((p) => p.failures),
         });
     },
@@ -491,7 +537,7 @@ export const restorePoint = {
         const r = parseInputs(RestorePointSchema, news, { allowUnknowns: true });
         const v = (r.ok ? r.value : news) as Record<string, unknown>;
         const old = (olds.declared ?? {}) as Record<string, unknown>;
-        const replaces = REPLACE_KEYS.filter((k) => news[k] === UNKNOWN || !same(old[k], v[k]));
+        const replaces = RestorePointSpec.replaceKeys.filter((k) => news[k] === UNKNOWN || !same(old[k], v[k]));
         let membersChanged = true;
         if (r.ok) {
             try {
@@ -515,10 +561,7 @@ export const restorePoint = {
             recordLost ||
             replaces.length > 0 ||
             membersChanged ||
-            !same(old.description, v.description) ||
-            !same(old.deletion, v.deletion) ||
-            !same(old.timeoutSeconds, v.timeoutSeconds) ||
-            !same(old.spaceMarginMiB, v.spaceMarginMiB) ||
+            RestorePointSpec.updateKeys.some((k) => !same(old[k], v[k])) ||
             !same(olds.connection, v.connection) ||
             !same(olds.targets, v.targets);
         return { changes, replaces: [...replaces], deleteBeforeReplace: replaces.length > 0 && !replaces.includes("snapshotName") };

@@ -10,8 +10,9 @@ import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, knownBugOf, messageOf } from "../errors";
 import { initFailure } from "../failures";
-import { InputError, domainRef, momentName, timeoutSeconds, type CheckFailure } from "../inputs";
+import { InputError, domainRef, momentName, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
+import { field, spec } from "../spec";
 import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virshFor, withoutConnection } from "../resource";
 import { inRange, listCheckpoints, listSnapshots, names, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
@@ -21,19 +22,36 @@ import { revertSays } from "./messages";
 
 // ---- inputs ----------------------------------------------------------------
 
-export const SnapshotRevertSchema = z.strictObject({
-    connection: ConnectionSchema.optional(),
-    domain: domainRef,
-    snapshot: momentName("snapshot"),
-    triggers: z.array(z.unknown(), { error: "must be a list of values; a change in any of them reverts again" }).optional(),
-    afterRevert: z
-        .enum(["running", "paused", "as-snapshotted"], {
-            error: "must be 'running', 'paused' or 'as-snapshotted' (the state the snapshot was taken in)",
-        })
-        .default("as-snapshotted"),
-    force: z.boolean({ error: "must be true or false" }).default(false),
-    timeoutSeconds: timeoutSeconds.optional(),
+/** Each input once: its schema (and default), what a change of it does, and its doc (SnapshotRevertArgs says the same). */
+export const SnapshotRevertSpec = spec({
+    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
+    domain: field("replace", domainRef, "The domain's name or UUID."),
+    snapshot: field("replace", momentName("snapshot"), "The snapshot's name, or a DomainSnapshot's `snapshotName` output."),
+    triggers: field(
+        "replace",
+        z.array(z.unknown(), { error: "must be a list of values; a change in any of them reverts again" }).optional(),
+        "A change in any value reverts again.",
+        { checked: false },
+    ),
+    afterRevert: field(
+        "replace",
+        z
+            .enum(["running", "paused", "as-snapshotted"], {
+                error: "must be 'running', 'paused' or 'as-snapshotted' (the state the snapshot was taken in)",
+            })
+            .default("as-snapshotted"),
+        "The state after the revert: `running`, `paused`, or `as-snapshotted` (the default: the state the snapshot was taken in).",
+        { checked: false },
+    ),
+    force: field(
+        "update",
+        trueOrFalse.default(false),
+        "`--force`, for risky reverts, for example to a snapshot without a domain definition. Default false.",
+    ),
+    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
 });
+
+export const SnapshotRevertSchema = SnapshotRevertSpec.object;
 
 /** What a user may pass: the schema's input type. */
 type Inputs = z.infer<typeof SnapshotRevertSchema>;
@@ -134,8 +152,6 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
 // ---- the provider ------------------------------------------------------------
 
 /** Changing any of these means "revert (again)". */
-const REPLACE_KEYS = ["domain", "snapshot", "triggers", "afterRevert"] as const;
-const UPDATE_KEYS = ["force", "timeoutSeconds"] as const;
 
 /** The whole virsh command for the revert. */
 export function revertArgv(domain: string, v: Pick<Inputs, "snapshot" | "afterRevert" | "force">): string[] {
@@ -150,8 +166,8 @@ export const snapshotRevert = {
     check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
         // The snapshot is often another resource's output, unknown at the first preview: it is checked once it is known.
         return checkInputs(SnapshotRevertSchema, olds, news, {
-            planKeys: ["domain", "snapshot"],
-            createKeys: REPLACE_KEYS,
+            planKeys: SnapshotRevertSpec.checkedKeys,
+            createKeys: SnapshotRevertSpec.createKeys,
             ask: (v) => askAboutDomain(v, "the revert", async (virsh, probe) => (await inspect(virsh, v, probe)).failures),
         });
     },
@@ -159,8 +175,8 @@ export const snapshotRevert = {
     async diff(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
         // New credentials for the same host revert nothing: an update only records them.
         const { replaces, updates, credentialsChanged } = compareInputs(SnapshotRevertSchema, olds, news, {
-            replace: REPLACE_KEYS,
-            update: UPDATE_KEYS,
+            replace: SnapshotRevertSpec.replaceKeys,
+            update: SnapshotRevertSpec.updateKeys,
         });
         return {
             changes: replaces.length > 0 || updates.length > 0 || credentialsChanged,

@@ -76,6 +76,7 @@ const CASES: Case[] = [
             lineage: true,
             libvirtVersion: true,
             adopted: true,
+            recordLost: true,
             restoredAt: true,
             bitmapsHealthy: true,
             bitmapProblems: true,
