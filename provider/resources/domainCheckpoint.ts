@@ -144,7 +144,10 @@ export interface DomainCheckpointOutputs {
     domain: string;
     checkpointName: string;
     description?: string;
-    /** What destroy does: `delete` removes the bitmaps (the parent keeps covering their changes); `metadata` drops only libvirt's record. */
+    /**
+     * What destroy does: `delete` removes the bitmaps (the parent keeps covering their changes); `metadata` drops only
+     * libvirt's record.
+     */
     deletion: "delete" | "metadata";
     domainName: string;
     /** Used from then on, so renaming the domain doesn't matter. */
@@ -180,7 +183,10 @@ export interface DomainCheckpointOutputs {
      * `checkpoint-dumpxml --size` while the domain runs, `qemu-img info -U` while it is shut off. Null when it can't be told.
      */
     bitmapsHealthy: boolean | null;
-    /** What is wrong with the bitmaps (missing, or in-use: not closed cleanly); empty when healthy. An incremental backup from here would fail. */
+    /**
+     * What is wrong with the bitmaps (missing, or in-use: not closed cleanly); empty when healthy. An incremental backup
+     * from here would fail.
+     */
     bitmapProblems: string[];
 }
 

@@ -176,7 +176,10 @@ export interface MemberSnapshot {
     state: string;
     kind: "internal" | "external";
     memory: "none" | "internal" | "external";
-    /** libvirt's snapshot XML, kept so a record libvirt loses (the domain defined again) is given back by the next pulumi up. Absent in 0.1.0 state. */
+    /**
+     * libvirt's snapshot XML, kept so a record libvirt loses (the domain defined again) is given back by the next pulumi up.
+     * Absent in 0.1.0 state.
+     */
     xml?: string;
     /** True when refresh found libvirt's record lost but the data still in the images. */
     recordLost?: boolean;
