@@ -70,10 +70,22 @@ export function isKind(e: unknown, kind: ErrorKind): e is LibvirtError {
 // busy, to wait for, not unsupported. A lost connection wins over everything:
 // when libvirtd goes away mid-call virsh also says what it was doing ("failed
 // to get domain 'X'"), which must not read as a domain that is gone.
+/** One case-insensitive pattern that matches where any of these does. */
+function anyOf(...patterns: RegExp[]): RegExp {
+    return new RegExp(patterns.map((p) => p.source).join("|"), "i");
+}
+
 const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
     [
         // "Disconnected from URI due to ...": libvirtd went away while virsh was connected (virsh's shell says it on its own).
-        /failed to connect to the hypervisor|unable to connect to server|End of file while reading data|Cannot recv data|cannot send data|Disconnected from \S+ due to/i,
+        anyOf(
+            /failed to connect to the hypervisor/,
+            /unable to connect to server/,
+            /End of file while reading data/,
+            /Cannot recv data/,
+            /cannot send data/,
+            /Disconnected from \S+ due to/,
+        ),
         "connection-failed",
     ],
     [/already exists/i, "already-exists"],
@@ -81,7 +93,14 @@ const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
     [/Domain checkpoint not found|no domain checkpoint with matching name/i, "checkpoint-not-found"],
     [/failed to get domain|Domain not found|no domain with matching (name|uuid|id)/i, "domain-not-found"],
     [
-        /cannot acquire state change lock|another (migration )?job is already running|job .* is already active|domain is already being (snapshotted|modified)|has active block job|another active block job/i,
+        anyOf(
+            /cannot acquire state change lock/,
+            /another (migration )?job is already running/,
+            /job .* is already active/,
+            /domain is already being (snapshotted|modified)/,
+            /has active block job/,
+            /another active block job/,
+        ),
         "domain-busy",
     ],
     [/not supported|unsupported|Operation not supported|this function is not supported/i, "unsupported"],
@@ -104,7 +123,9 @@ const KNOWN_BUGS: Array<[RegExp, KnownBug]> = [
     [
         /is writable but does not support snapshots/i,
         {
-            what: "upstream libvirt 11.2 and 11.3 can't revert to internal snapshots (qemu is asked to load the snapshot from a device that holds none)",
+            what:
+                "upstream libvirt 11.2 and 11.3 can't revert to internal snapshots " +
+                "(qemu is asked to load the snapshot from a device that holds none)",
             fixedIn: "11.4",
         },
     ],
@@ -128,6 +149,11 @@ export function redact(text: string, secrets: readonly string[]): string {
     // Longest first so a whole key is replaced before its lines are.
     for (const p of [...parts].sort((a, b) => b.length - a.length)) out = out.split(p).join("***");
     return out;
+}
+
+/** libvirt refused because the domain is not running (it stopped between a look and the call). */
+export function notRunning(e: unknown): boolean {
+    return e instanceof LibvirtError && /domain is not running/.test(e.message);
 }
 
 /** A short, user-facing reason from an error of any kind. */

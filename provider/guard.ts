@@ -2,6 +2,7 @@
 // shims make goes through guarded().
 import { SECRET_FIELDS, secretsOf, type Connection } from "./connection";
 import { LibvirtError, redact } from "./errors";
+import { initFailure, isInitFailure } from "./failures";
 import { stackSecrets } from "./stackConfig";
 
 type Methods = Record<string, (...args: never[]) => Promise<unknown>>;
@@ -75,17 +76,16 @@ export function guarded<T extends Methods>(impl: T): T {
                 // The dynamic-provider server adds the provider's text (__provider) to the outputs of a success
                 // but stores an init failure's properties as they are; without it the next destroy or
                 // replacement of that resource can't load the provider. So it is carried along here.
-                const init = e as { id?: string; properties?: Record<string, unknown>; reasons?: string[] };
-                if (init && typeof init === "object" && init.id) {
+                if (isInitFailure(e)) {
                     const providerText = args
                         .map((a) => (a && typeof a === "object" ? (a as { __provider?: unknown }).__provider : undefined))
                         .reverse()
                         .find((p): p is string => typeof p === "string");
                     const properties = {
-                        ...(sealSecrets(init.properties ?? {}) as Record<string, unknown>),
+                        ...(sealSecrets(e.properties) as Record<string, unknown>),
                         ...(providerText ? { __provider: providerText } : {}),
                     };
-                    Object.assign(clean, { id: init.id, properties, reasons: init.reasons?.map((r) => redact(r, secrets)) });
+                    initFailure(clean, { id: e.id, properties, reasons: e.reasons.map((r) => redact(r, secrets)) });
                 }
                 throw clean;
             }

@@ -79,9 +79,16 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, news: Record<string
     return r.value;
 }
 
-/** The runner for a resource: its own connection or the stack's, its own timeout (from inputs or recorded outputs). */
-export function virshFor(v: { connection?: Connection; timeoutSeconds?: number; declared?: { timeoutSeconds?: number } }): Virsh {
-    return new Virsh(resolveConnection(v.connection), v.timeoutSeconds ?? v.declared?.timeoutSeconds);
+/**
+ * The one way to build a runner: a resource's own connection or the stack's. Its timeoutSeconds (from inputs or recorded
+ * outputs) bounds each command; with `wholeJob` it bounds a job the resource waits for itself (DomainBackup), and each
+ * command gets the runner's default.
+ */
+export function virshFor(
+    v: { connection?: Connection; timeoutSeconds?: number; declared?: { timeoutSeconds?: number } },
+    opts: { wholeJob?: boolean } = {},
+): Virsh {
+    return new Virsh(resolveConnection(v.connection), opts.wholeJob ? undefined : (v.timeoutSeconds ?? v.declared?.timeoutSeconds));
 }
 
 /** Operations on one domain of one host queue behind each other (by name or UUID as given). */

@@ -11,19 +11,32 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
+import { hostFailure } from "../failures";
+import { imageInfo } from "../qemuImg";
 import { InputError, domainRef, hostFolder, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { field, spec } from "../spec";
-import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, replacesInPlace, withoutConnection } from "../resource";
-import { resolveConnection } from "../stackConfig";
+import {
+    askAboutDomain,
+    checkInputs,
+    compareInputs,
+    lockKey,
+    parseOrThrow,
+    replacesInPlace,
+    virshFor,
+    withoutConnection,
+} from "../resource";
 import { listCheckpoints, names, probeDomain, type DomainProbe } from "../host/probe";
 import { withPrivateFolder } from "../host/privateFolder";
 import { withFrozenGuest } from "../host/thawGuard";
-import { Virsh } from "../host/virsh";
+import type { Virsh } from "../host/virsh";
 import { buildBackupXml, buildCheckpointXml, parseBackupXml, parseCheckpointXml, type CheckpointSpec } from "../host/xml";
+import { deleteCheckpoint } from "../checkpoint/delete";
 import { checkpointName } from "./domainCheckpoint";
 import { bitmapsMissingOffline } from "./lostRecords";
-import { coveredDisks, type Fail } from "./moments";
+import { backupSays } from "./messages";
+import { coveredDisks, type Fail } from "../moments/disks";
+import { guestAgentMissing } from "../moments/messages";
 
 /** A whole backup job of real disks can take a while: the default bound for it. */
 export const DEFAULT_BACKUP_TIMEOUT_SECONDS = 3600;
@@ -230,23 +243,14 @@ async function fileSizes(virsh: Virsh, files: string[]): Promise<Map<string, num
         if (m) out.set(m[2]!, Number(m[1]));
     }
     if (r.code !== 0 && out.size === 0 && !/No such file/.test(r.stderr))
-        throw new LibvirtError("failed", `cannot read the backup files on the libvirt host: ${r.stderr.trim()}`, {
-            command: r.command,
-            exitCode: r.code,
-            stderr: r.stderr,
-        });
+        throw hostFailure("failed", `cannot read the backup files on the libvirt host: ${r.stderr.trim()}`, r);
     return out;
 }
 
 /** The data a qcow2 file holds itself (not its backing file): `qemu-img map` entries at depth 0. */
 async function allocatedBytes(virsh: Virsh, file: string): Promise<number> {
     const r = await virsh.host(["qemu-img", "map", "-U", "--output=json", "--", file]);
-    if (r.code !== 0)
-        throw new LibvirtError("failed", `cannot read backup file ${file}: ${r.stderr.trim()}`, {
-            command: r.command,
-            exitCode: r.code,
-            stderr: r.stderr,
-        });
+    if (r.code !== 0) throw hostFailure("failed", `cannot read backup file ${file}: ${r.stderr.trim()}`, r);
     const entries = JSON.parse(r.stdout) as Array<{ length: number; depth: number; data: boolean }>;
     return entries.filter((e) => e.depth === 0 && e.data).reduce((n, e) => n + e.length, 0);
 }
@@ -324,11 +328,7 @@ function plannedDisks(v: Inputs, probe: DomainProbe, fail: Fail): Array<{ disk: 
             continue;
         }
         if (d.format !== "qcow2") {
-            fail(
-                i === undefined ? "disks" : `disks[${i}].backup`,
-                `disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}: the backup's checkpoint is a dirty bitmap kept inside a qcow2 image. ` +
-                    `Leave it out with disks: [{ name: '${d.target}', backup: 'no' }]`,
-            );
+            fail(i === undefined ? "disks" : `disks[${i}].backup`, backupSays.notQcow2(d));
         }
         out.push({ disk: d.target, file: backupFileName(v.targetDir, probe.info.name, v.checkpointName, d.target) });
     }
@@ -346,11 +346,7 @@ async function gatherFacts(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise
         const { job, files } = running;
         const mine = planned.map((d) => d.file!).sort();
         if (files.length && JSON.stringify([...files].sort()) === JSON.stringify(mine)) facts.ownJob = "running";
-        else
-            facts.otherJob =
-                `domain '${probe.info.name}' is running a${job.operation === "unknown" ? "" : ` ${job.operation}`} job` +
-                (files.length ? ` that writes ${files.join(", ")}` : "") +
-                `, which is not this backup's. Wait for it to finish (virsh domjobinfo ${probe.info.name}), or abort it (virsh domjobabort ${probe.info.name}), then run pulumi up again`;
+        else facts.otherJob = backupSays.otherJob(probe.info.name, job.operation, files);
     }
     const job = running?.job ?? { type: "none" };
     const sizes = await fileSizes(
@@ -380,7 +376,7 @@ async function gatherFacts(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise
         for (const f of baseFiles) {
             if (!baseSizes.has(f)) facts.baseProblems.push(`its backup file ${f} is missing`);
             else {
-                const r = await virsh.host(["qemu-img", "info", "-U", "--output=json", "--", f]);
+                const { result: r } = await imageInfo(virsh, f, "backupFile");
                 if (r.code !== 0)
                     facts.baseProblems.push(`its backup file ${f} is not a readable image (${r.stderr.trim().split("\n")[0]})`);
             }
@@ -394,12 +390,8 @@ export function planBackup(v: Inputs, probe: DomainProbe, facts: HostFacts): { p
     const failures: CheckFailure[] = [];
     const fail: Fail = (property, reason) => failures.push({ property, reason });
     const dom = probe.info;
-    const lib = probe.version.libvirt;
     if (!probe.active) {
-        fail(
-            "domain",
-            `domain '${dom.name}' is ${probe.state}: libvirt ${lib} backs up only a running or paused domain (a backup is a qemu job, and it makes a checkpoint). Start the domain first`,
-        );
+        fail("domain", backupSays.notRunning(probe));
         return { failures };
     }
     const disks = plannedDisks(v, probe, fail);
@@ -408,40 +400,21 @@ export function planBackup(v: Inputs, probe: DomainProbe, facts: HostFacts): { p
     if (facts.otherJob) fail("domain", facts.otherJob);
     if (!facts.ownJob) {
         if (facts.checkpoints.includes(v.checkpointName)) {
-            fail(
-                "checkpointName",
-                `domain '${dom.name}' already has a checkpoint '${v.checkpointName}'. A backup makes its own checkpoint, and the provider never takes a new backup ` +
-                    `under an existing checkpoint name (every later incremental would silently build on the wrong data). Choose another checkpointName`,
-            );
+            fail("checkpointName", backupSays.checkpointTaken(dom.name, v.checkpointName));
         }
         for (const f of facts.existing) {
-            fail(
-                "targetDir",
-                `backup file ${f} already exists, and a backup never overwrites one. Choose another checkpointName or targetDir, or move the file away`,
-            );
+            fail("targetDir", backupSays.fileExists(f));
         }
         if (v.incrementalFrom !== undefined) {
             const base = v.incrementalFrom;
             if (!facts.checkpoints.includes(base)) {
-                fail(
-                    "incrementalFrom",
-                    `domain '${dom.name}' has no checkpoint '${base}' (its checkpoints: ${facts.checkpoints.join(", ") || "none"}). Take a full backup (leave incrementalFrom unset), ` +
-                        `or name the checkpoint of an earlier backup`,
-                );
+                fail("incrementalFrom", backupSays.noBase(dom.name, base, facts.checkpoints));
             } else {
                 for (const d of backedUp) {
-                    if (facts.baseDisks && !facts.baseDisks.includes(d.disk))
-                        fail(
-                            "incrementalFrom",
-                            `checkpoint '${base}' has no bitmap for disk ${d.disk}, so libvirt can't tell what changed on it. Take a full backup, or leave the disk out`,
-                        );
+                    if (facts.baseDisks && !facts.baseDisks.includes(d.disk)) fail("incrementalFrom", backupSays.noBitmap(base, d.disk));
                 }
                 if (facts.baseProblems.length) {
-                    fail(
-                        "incrementalFrom",
-                        `the chain from checkpoint '${base}' is broken: ${facts.baseProblems.join("; ")}. An incremental from it would be refused by libvirt ` +
-                            `('checkpoint inconsistent') or could never be restored. Take a full backup instead (leave incrementalFrom unset, with a new checkpointName)`,
-                    );
+                    fail("incrementalFrom", backupSays.brokenChain(base, facts.baseProblems));
                 }
             }
         }
@@ -449,13 +422,7 @@ export function planBackup(v: Inputs, probe: DomainProbe, facts: HostFacts): { p
     if (v.quiesce) {
         if (probe.state !== "running")
             fail("quiesce", `domain '${dom.name}' is ${probe.state}: its guest agent can freeze filesystems only while it runs`);
-        else if (dom.guestAgent !== "connected")
-            fail(
-                "quiesce",
-                dom.guestAgent === "none"
-                    ? `domain '${dom.name}' has no QEMU guest agent channel, so its filesystems can't be frozen. Add a guest agent, or set quiesce: false`
-                    : `the QEMU guest agent of domain '${dom.name}' is not connected. Start qemu-guest-agent in the guest, or set quiesce: false`,
-            );
+        else if (dom.guestAgent !== "connected") fail("quiesce", guestAgentMissing(dom));
     }
     if (failures.length) return { failures };
     const kind = v.incrementalFrom === undefined ? "full" : "incremental";
@@ -521,14 +488,9 @@ async function waitForJob(virsh: Virsh, plan: BackupPlan, v: Inputs, domainName:
             if (done.type === "completed" && done.operation === "backup") return done;
             const problems = await discard(virsh, plan, v.checkpointName);
             const progress = last.total ? ` after ${last.processed ?? 0} of ${last.total} bytes` : "";
-            throw new LibvirtError(
-                "timeout",
-                `the backup of domain '${domainName}' outlived timeoutSeconds (${v.timeoutSeconds} s)${progress}: it was aborted (virsh domjobabort), ` +
-                    (problems.length
-                        ? `but ${problems.join("; ")}`
-                        : `its partial files were removed (${plan.files.map((f) => f.file).join(", ")}) and checkpoint '${v.checkpointName}' was deleted`) +
-                    `. Raise timeoutSeconds and run pulumi up again`,
-            );
+            const files = plan.files.map((f) => f.file);
+            const o = { domainName, timeoutSeconds: v.timeoutSeconds, progress, problems, files, checkpoint: v.checkpointName };
+            throw new LibvirtError("timeout", backupSays.outlived(o));
         }
         await sleep(POLL_MS);
     }
@@ -537,19 +499,12 @@ async function waitForJob(virsh: Virsh, plan: BackupPlan, v: Inputs, domainName:
     const problems = await discard(virsh, plan, v.checkpointName);
     throw new LibvirtError(
         "failed",
-        `the backup job of domain '${domainName}' ended ${done.type === "none" ? "without a result" : done.type}` +
-            (done.error ? `: ${done.error}` : "") +
-            `. ${problems.length ? problems.join("; ") : `Its partial files were removed and checkpoint '${v.checkpointName}' was deleted`}.`,
+        backupSays.jobEnded({ domainName, type: done.type, error: done.error, problems, checkpoint: v.checkpointName }),
     );
 }
 
 function sleep(ms: number): Promise<void> {
     return new Promise((r) => setTimeout(r, ms));
-}
-
-/** The runner for a backup: virsh commands get the usual limit; the job's own bound is timeoutSeconds. */
-function runnerFor(v: { connection?: Connection }): Virsh {
-    return new Virsh(resolveConnection(v.connection));
 }
 
 async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
@@ -562,11 +517,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     if (!facts.ownJob) {
         const mkdir = await virsh.host(["mkdir", "-p", "--", v.targetDir]);
         if (mkdir.code !== 0)
-            throw new LibvirtError("failed", `cannot make targetDir ${v.targetDir} on ${virsh.where}: ${mkdir.stderr.trim()}`, {
-                command: mkdir.command,
-                exitCode: mkdir.code,
-                stderr: mkdir.stderr,
-            });
+            throw hostFailure("failed", `cannot make targetDir ${v.targetDir} on ${virsh.where}: ${mkdir.stderr.trim()}`, mkdir);
         await withPrivateFolder(virsh, async (folder) => {
             // virsh takes one document on stdin: the checkpoint goes through the private folder.
             const checkpointFile = await folder.write("checkpoint.xml", plan.checkpointXml);
@@ -633,9 +584,7 @@ async function checkDrift(virsh: Virsh, props: Recorded): Promise<{ intact: bool
         if (!probe.active) {
             // Shut off: the images themselves, read with qemu-img info -U (missing, or in-use: not closed cleanly).
             if (!probe.checkpointsWhileOff.includes(props.checkpointName))
-                chain.push(
-                    `checkpoint '${props.checkpointName}' is gone from domain '${probe.info.name}': no incremental can start from this backup`,
-                );
+                chain.push(backupSays.checkpointGone(props.checkpointName, probe.info.name));
             else {
                 const xml = await virsh.run([
                     "checkpoint-dumpxml",
@@ -649,9 +598,7 @@ async function checkDrift(virsh: Virsh, props: Recorded): Promise<{ intact: bool
             }
         } else {
             if (!(await listCheckpoints(virsh, probe.info.uuid)).includes(props.checkpointName))
-                chain.push(
-                    `checkpoint '${props.checkpointName}' is gone from domain '${probe.info.name}': no incremental can start from this backup`,
-                );
+                chain.push(backupSays.checkpointGone(props.checkpointName, probe.info.name));
             else
                 chain.push(
                     ...(await chainProblems(
@@ -699,7 +646,7 @@ export const domainBackup = {
 
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
         const v = parseOrThrow(DomainBackupSchema, news);
-        const virsh = runnerFor(v);
+        const virsh = virshFor(v, { wholeJob: true });
         return withDomainLock(lockKey(v), async () => {
             const outs = await createLocked(v, virsh);
             return { id: `${outs.domainUuid}/backup/${outs.checkpointName}`, outs };
@@ -707,7 +654,7 @@ export const domainBackup = {
     },
 
     async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
-        const virsh = runnerFor(props);
+        const virsh = virshFor(props, { wholeJob: true });
         return withDomainLock(lockKey(props), async () => {
             const { intact, drift } = await checkDrift(virsh, props);
             return { id, props: { ...props, intact, drift, checkedAt: new Date().toISOString() } };
@@ -728,7 +675,7 @@ export const domainBackup = {
     },
 
     async delete(_id: string, props: Recorded): Promise<void> {
-        const virsh = runnerFor(props);
+        const virsh = virshFor(props, { wholeJob: true });
         await withDomainLock(lockKey(props), async () => {
             let probe: DomainProbe | undefined;
             try {
@@ -738,42 +685,15 @@ export const domainBackup = {
             }
             if (probe && (await listCheckpoints(virsh, probe.info.uuid)).includes(props.checkpointName)) {
                 if (!probe.active) {
-                    throw new LibvirtError(
-                        "unsupported",
-                        `cannot delete checkpoint '${props.checkpointName}' of backup on domain '${probe.info.name}': the domain is ${probe.state}, and libvirt ` +
-                            `${probe.version.libvirt} removes a checkpoint's bitmaps only while the domain runs. Nothing was changed. Start the domain and run destroy again`,
-                    );
+                    throw new LibvirtError("unsupported", backupSays.deleteWhileOff(props.checkpointName, probe));
                 }
-                try {
-                    // Never --children: libvirt merges its bitmap into the parent and re-parents later checkpoints.
-                    await virsh.run(["checkpoint-delete", "--domain", probe.info.uuid, "--checkpointname", props.checkpointName]);
-                } catch (e) {
-                    if (e instanceof LibvirtError && /bitmap '.*' not found in backing chain/.test(e.message)) {
-                        // The bitmap vanished behind libvirt's back: only the record is left to drop.
-                        await virsh.run([
-                            "checkpoint-delete",
-                            "--domain",
-                            probe.info.uuid,
-                            "--checkpointname",
-                            props.checkpointName,
-                            "--metadata",
-                        ]);
-                    } else if (!isKind(e, "checkpoint-not-found")) throw e;
-                }
+                await deleteCheckpoint(virsh, probe.info.uuid, props.checkpointName);
             }
             if (props.deletion === "files") {
                 const files = props.files.map((f) => f.file);
                 const r = await virsh.host(["rm", "-f", "--", ...files]);
                 if (r.code !== 0)
-                    throw new LibvirtError(
-                        "failed",
-                        `the backup's checkpoint was removed, but its files could not be: ${r.stderr.trim()}`,
-                        {
-                            command: r.command,
-                            exitCode: r.code,
-                            stderr: r.stderr,
-                        },
-                    );
+                    throw hostFailure("failed", `the backup's checkpoint was removed, but its files could not be: ${r.stderr.trim()}`, r);
             }
         });
     },

@@ -9,7 +9,8 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
-import { LibvirtError, isKind, messageOf } from "../errors";
+import { LibvirtError, isKind, messageOf, notRunning } from "../errors";
+import { failureInsteadOf, initFailure } from "../failures";
 import { InputError, domainRef, description, momentName, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { field, spec } from "../spec";
@@ -27,8 +28,12 @@ import {
 import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { LibvirtVersion, Virsh } from "../host/virsh";
 import { buildCheckpointXml, parseCheckpointXml, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
-import { adoptOrRefuse, coveredDisks, explainFailedCreate, notRunning, redefineDescription, unknownOutcome, type Fail } from "./moments";
+import { deleteCheckpoint } from "../checkpoint/delete";
+import { adoptOrRefuse, explainFailedCreate, unknownOutcome } from "../moments/creates";
+import { redefineDescription } from "../moments/description";
+import { coveredDisks, type Fail } from "../moments/disks";
 import { bitmapsMissingOffline, checkpointRecord, locateCheckpoint, probeRecordedDomain } from "./lostRecords";
+import { checkpointSays } from "./messages";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -139,7 +144,10 @@ export interface DomainCheckpointOutputs {
     domain: string;
     checkpointName: string;
     description?: string;
-    /** What destroy does: `delete` removes the bitmaps (the parent keeps covering their changes); `metadata` drops only libvirt's record. */
+    /**
+     * What destroy does: `delete` removes the bitmaps (the parent keeps covering their changes); `metadata` drops only
+     * libvirt's record.
+     */
     deletion: "delete" | "metadata";
     domainName: string;
     /** Used from then on, so renaming the domain doesn't matter. */
@@ -175,7 +183,10 @@ export interface DomainCheckpointOutputs {
      * `checkpoint-dumpxml --size` while the domain runs, `qemu-img info -U` while it is shut off. Null when it can't be told.
      */
     bitmapsHealthy: boolean | null;
-    /** What is wrong with the bitmaps (missing, or in-use: not closed cleanly); empty when healthy. An incremental backup from here would fail. */
+    /**
+     * What is wrong with the bitmaps (missing, or in-use: not closed cleanly); empty when healthy. An incremental backup
+     * from here would fail.
+     */
     bitmapProblems: string[];
 }
 
@@ -221,16 +232,10 @@ export function planCheckpoint(
         return { failures };
     }
     if (caps.backup === "no") {
-        fail(
-            "domain",
-            `the QEMU behind libvirt ${lib} does not support incremental backup (domcapabilities: backup supported='no'), so it can't keep dirty bitmaps. Upgrade QEMU on the host`,
-        );
+        fail("domain", checkpointSays.noBackupInQemu(lib));
     }
     if (!probe.active) {
-        fail(
-            "domain",
-            `domain '${dom.name}' is ${probe.state}: libvirt ${lib} creates checkpoints only while the domain runs ('cannot create checkpoint for inactive domain'). Start the domain first`,
-        );
+        fail("domain", checkpointSays.notRunning(probe));
     }
 
     const disks: CheckpointSpec["disks"] = [];
@@ -239,17 +244,10 @@ export function planCheckpoint(
         if (mode === "bitmap") {
             const prop = i === undefined ? "disks" : `disks[${i}].checkpoint`;
             if (d.format !== "qcow2") {
-                fail(
-                    prop,
-                    `a checkpoint is a dirty bitmap kept inside a qcow2 image, but disk ${d.target} (${d.source ?? d.type}) is ${d.format ?? "of unknown format"}. ` +
-                        `Leave it out with disks: [{ name: '${d.target}', checkpoint: 'no' }]`,
-                );
+                fail(prop, checkpointSays.notQcow2(d));
             }
             if (o?.bitmap !== undefined && o.bitmap !== v.checkpointName && isQemu(probe)) {
-                fail(
-                    `disks[${i}].bitmap`,
-                    `libvirt's QEMU driver names every bitmap after its checkpoint ('bitmap for disk ${d.target} must match checkpoint name'): leave bitmap unset, or set it to '${v.checkpointName}'`,
-                );
+                fail(`disks[${i}].bitmap`, checkpointSays.bitmapName(d.target, v.checkpointName));
             }
         }
         disks.push({ name: d.target, checkpoint: mode, ...(mode === "bitmap" ? { bitmap: o?.bitmap ?? v.checkpointName } : {}) });
@@ -257,11 +255,7 @@ export function planCheckpoint(
     if (!disks.some((d) => d.checkpoint === "bitmap"))
         fail(v.disks ? "disks" : "domain", `no disk of domain '${dom.name}' would be in the checkpoint`);
     if (v.quiesce && isQemu(probe)) {
-        fail(
-            "quiesce",
-            `libvirt ${lib}'s QEMU driver can't quiesce a checkpoint (it rejects the flag: 'unsupported flags (0x2) in function qemuCheckpointCreateXML'). ` +
-                `Set quiesce: false; a checkpoint only starts tracking changes, it copies no data`,
-        );
+        fail("quiesce", checkpointSays.noQuiesce(lib));
     }
     if (failures.length) return { failures };
     const spec: CheckpointSpec = { name: v.checkpointName, description: v.description, disks };
@@ -523,11 +517,9 @@ export const domainCheckpoint = {
             if (restored.status === "gone") {
                 // Kept as an init failure: the state learns that the bitmaps are gone (only this write could tell, on a
                 // running domain), so the next diff plans a new checkpoint instead of this update again.
-                const message =
-                    `checkpoint '${olds.checkpointName}' of domain '${probe.info.name}' is gone and can't be restored (${restored.reason}). ` +
-                    `Nothing was changed. The next pulumi up creates it again.`;
+                const message = checkpointSays.goneForGood(olds.checkpointName, probe.info.name, restored.reason);
                 const properties = { ...olds, ...lostFor(probe), bitmapsHealthy: false, bitmapProblems: [restored.reason] };
-                throw Object.assign(new LibvirtError("checkpoint-not-found", message), { id: _id, properties, reasons: [message] });
+                throw initFailure(new LibvirtError("checkpoint-not-found", message), { id: _id, properties });
             }
             if (!same(olds.description, v.description))
                 await redefineDescription(virsh, "checkpoint", probe.info.uuid, olds.checkpointName, v.description);
@@ -564,30 +556,14 @@ export const domainCheckpoint = {
                     const missing = await bitmapsMissingOffline(virsh, probe, parseCheckpointXml(props.xml));
                     if (missing.length) return;
                 } else if (!exists) return;
-                throw new LibvirtError(
-                    "unsupported",
-                    `cannot delete checkpoint '${name}' of domain '${probe.info.name}': the domain is ${probe.state}, and libvirt ${probe.version.libvirt} removes a checkpoint's bitmaps ` +
-                        `only while the domain runs ('cannot delete checkpoint for inactive domain'). Nothing was changed. ` +
-                        `Start the domain and run destroy again, or set deletion: 'metadata' to drop only libvirt's record and leave the bitmaps in the image.`,
-                );
+                throw new LibvirtError("unsupported", checkpointSays.deleteWhileOff(name, probe));
             }
             if (!exists) {
                 // libvirt lost the record: put it back so the bitmaps are removed, not leaked.
                 const restored = await checkpointRecord(virsh, probe, props, { restore: true });
                 if (restored.status === "gone") return; // already gone
             }
-            try {
-                // Never --children: each checkpoint resource deletes only itself; libvirt re-parents the children.
-                await virsh.run(["checkpoint-delete", "--domain", domain, "--checkpointname", name]);
-            } catch (e) {
-                if (isKind(e, "checkpoint-not-found")) return;
-                if (e instanceof LibvirtError && /bitmap '.*' not found in backing chain/.test(e.message)) {
-                    // The bitmap vanished behind libvirt's back: only the record is left to drop.
-                    await virsh.run(["checkpoint-delete", "--domain", domain, "--checkpointname", name, "--metadata"]);
-                    return;
-                }
-                throw e;
-            }
+            await deleteCheckpoint(virsh, domain, name);
         });
     },
 };
@@ -633,31 +609,25 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         await virsh.run(plan.argv, { stdin: plan.xml });
     } catch (e) {
         if (e instanceof LibvirtError && /Bitmap already exists/i.test(e.message)) {
-            throw new LibvirtError(
-                "already-exists",
-                `a disk image of domain '${probe.info.name}' already holds a dirty bitmap named '${v.checkpointName}', but libvirt has no checkpoint '${v.checkpointName}': ` +
-                    `its record was lost (was the domain undefined and defined again?). Nothing was created. If a DomainCheckpoint in this stack recorded it, ` +
-                    `its next 'pulumi up' gives the record back from the state; otherwise choose another checkpointName, or remove the stale bitmap with ` +
-                    `'qemu-img bitmap --remove IMAGE ${v.checkpointName}' while the domain is shut off.`,
-                { command: e.command ?? "", stderr: e.stderr },
-            );
+            throw failureInsteadOf("already-exists", checkpointSays.staleBitmap(probe.info.name, v.checkpointName), e, { exitCode: false });
         }
         if (!(isKind(e, "already-exists") && /domain moment .* already exists/.test(e.message))) {
             throw cutOff(e, "the create was cut off") ?? (await explainFailedCreate(virsh, "checkpoint", domain, v.checkpointName, e));
         }
-        let existing: CheckpointInfo | undefined;
-        await adoptOrRefuse({
+        await adoptOrRefuse(virsh, {
             kind: "checkpoint",
             name: v.checkpointName,
+            domain,
             domainName: probe.info.name,
-            where: virsh.where,
             adopt: v.adopt,
+            description: v.description,
             error: e,
-            differences: async () => differences(plan, (existing = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName)))),
+            existing: async () => {
+                const c = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName));
+                return { description: c.description, differences: differences(plan, c) };
+            },
         });
         adopted = true;
-        if (v.description !== undefined && existing!.description !== v.description)
-            await redefineDescription(virsh, "checkpoint", domain, v.checkpointName, v.description);
     }
     let observed: Observed;
     try {
@@ -667,8 +637,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
             cutOff(e, `the checkpoint was ${adopted ? "adopted" : "created"}, but reading it back failed`) ??
             new LibvirtError(
                 "failed",
-                `checkpoint '${v.checkpointName}' was ${adopted ? "adopted" : "created"} on domain '${probe.info.name}', but reading it back failed: ${messageOf(e)}. ` +
-                    `It exists on the host; run the update again with adopt: true to take it over.`,
+                checkpointSays.readBackFailed(v.checkpointName, adopted ? "adopted" : "created", probe.info.name, messageOf(e)),
             )
         );
     }

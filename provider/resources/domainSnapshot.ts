@@ -6,6 +6,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind } from "../errors";
+import { initFailure } from "../failures";
 import { InputError, domainRef, description, hostPath, momentName, spaceMarginMiB, timeoutSeconds, trueOrFalse } from "../inputs";
 import { withDomainLock } from "../locks";
 import { field, spec } from "../spec";
@@ -23,22 +24,13 @@ import {
 import { probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, snapshotRecordXml, type SnapshotInfo } from "../host/xml";
-import {
-    adoptOrRefuse,
-    chainLimitFailures,
-    deleteSnapshot,
-    kindOf,
-    makeOverlaysPrivate,
-    memoryOf,
-    observeSnapshot,
-    planSnapshot,
-    redefineDescription,
-    takeSnapshot,
-    unknownOutcome,
-    type ObservedSnapshot,
-    type SnapshotPlan,
-} from "./moments";
-import { spaceFailures } from "./freeSpace";
+import { adoptOrRefuse, unknownOutcome } from "../moments/creates";
+import { redefineDescription } from "../moments/description";
+import { deleteSnapshot } from "../snapshot/delete";
+import { kindOf, memoryOf, observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
+import { planOnHost, planSnapshot, type SnapshotPlan } from "../snapshot/plan";
+import { spaceFailures } from "../snapshot/space";
+import { makeOverlaysPrivate, takeSnapshot } from "../snapshot/take";
 import { locateSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------
@@ -251,10 +243,8 @@ export const domainSnapshot = {
             createKeys: DomainSnapshotSpec.createKeys,
             ask: (v) =>
                 askAboutDomain(v, "the snapshot", async (virsh, probe) => {
-                    const { plan, failures } = planSnapshot(v, probe);
-                    if (!plan) return failures;
-                    const tooLong = await chainLimitFailures(virsh, probe, plan);
-                    return tooLong.length ? tooLong : spaceFailures(virsh, probe, plan, v.spaceMarginMiB);
+                    const { plan, failures } = await planOnHost(virsh, probe, v);
+                    return plan ? spaceFailures(virsh, probe, plan, v.spaceMarginMiB) : failures;
                 }),
         });
     },
@@ -345,7 +335,8 @@ export const domainSnapshot = {
             if (at.record.status === "gone") {
                 throw new LibvirtError(
                     "snapshot-not-found",
-                    `snapshot '${olds.snapshotName}' of domain '${at.probe?.info.name ?? olds.domainName}' is gone and can't be given back: ${at.record.reason}. ` +
+                    `snapshot '${olds.snapshotName}' of domain '${at.probe?.info.name ?? olds.domainName}' ` +
+                        `is gone and can't be given back: ${at.record.reason}. ` +
                         `Nothing was changed. Run pulumi refresh, then pulumi up to take it again.`,
                 );
             }
@@ -386,10 +377,8 @@ export const domainSnapshot = {
 /** Take the snapshot and read it back (the caller holds the domain's lock). */
 async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
     const probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, v.domain));
-    const { plan, failures } = planSnapshot(v, probe);
+    const { plan, failures } = await planOnHost(virsh, probe, v);
     if (!plan) throw new InputError(failures);
-    const tooLong = await chainLimitFailures(virsh, probe, plan);
-    if (tooLong.length) throw new InputError(tooLong);
     const domain = probe.info.uuid;
     const cutOff = (e: unknown, what: string) =>
         unknownOutcome(e, {
@@ -415,19 +404,20 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         await takeSnapshot(virsh, plan, { probe, marginMiB: v.spaceMarginMiB });
     } catch (e) {
         if (!isKind(e, "already-exists")) throw cutOff(e, "the create was cut off");
-        let existing: ObservedSnapshot | undefined;
-        await adoptOrRefuse({
+        await adoptOrRefuse(virsh, {
             kind: "snapshot",
             name: v.snapshotName,
+            domain,
             domainName: probe.info.name,
-            where: virsh.where,
             adopt: v.adopt,
+            description: v.description,
             error: e,
-            differences: async () => differences(plan, (existing = await observeSnapshot(virsh, domain, v.snapshotName)).info),
+            existing: async () => {
+                const s = (await observeSnapshot(virsh, domain, v.snapshotName)).info;
+                return { description: s.description, differences: differences(plan, s) };
+            },
         });
         adopted = true;
-        if (v.description !== undefined && existing!.info.description !== v.description)
-            await redefineDescription(virsh, "snapshot", domain, v.snapshotName, v.description);
     }
     let observed: ObservedSnapshot;
     try {
@@ -441,11 +431,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
             await makeOverlaysPrivate(virsh, probe, plan, observed.info);
         } catch (e) {
             // The snapshot exists: Pulumi keeps it (an init failure) while the error says what to do.
-            throw Object.assign(e instanceof Error ? e : new Error(String(e)), {
-                id: `${domain}/${v.snapshotName}`,
-                properties: outs,
-                reasons: [e instanceof Error ? e.message : String(e)],
-            });
+            throw initFailure(e, { id: `${domain}/${v.snapshotName}`, properties: outs });
         }
     }
     return outs;

@@ -6,11 +6,12 @@
 // identity. Diff only looks (`restore: false`; so does DomainSnapshot's refresh): a lost record
 // whose data is still there is `restorable`, and diff plans the update that gives it back. Update
 // and delete give it back (so does DomainCheckpoint's refresh, for now).
-import { LibvirtError, isKind } from "../errors";
+import { LibvirtError, isKind, notRunning } from "../errors";
+import { hostFailure } from "../failures";
 import { imageChain, listCheckpoints, listSnapshots, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseCheckpointXml, parseSnapshotXml, withMomentIdentity, type CheckpointInfo, type SnapshotInfo } from "../host/xml";
-import { notRunning, observeSnapshot, type ObservedSnapshot } from "./moments";
+import { observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
 
 /** The domain a moment was recorded on, as the state keeps it. */
 interface RecordedDomain {
@@ -119,12 +120,12 @@ export async function snapshotDataMissing(virsh: Virsh, probe: DomainProbe, s: S
         const r = await virsh.host(["stat", "-c", "%a %u %g", "--", memoryFile]);
         if (r.code !== 0 && /No such file or directory/.test(r.stderr)) missing.push(`the memory file ${memoryFile} is gone`);
         else if (r.code !== 0) {
-            throw new LibvirtError(
+            throw hostFailure(
                 "failed",
                 `cannot tell whether the memory file ${memoryFile} of a lost snapshot is still there: ` +
                     (r.stderr.trim() || `stat exited with ${r.code}`) +
                     (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/stat)` : ""),
-                { command: r.command, exitCode: r.code, stderr: r.stderr },
+                r,
             );
         }
     }

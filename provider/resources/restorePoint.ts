@@ -11,6 +11,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
+import { initFailure } from "../failures";
 import {
     InputError,
     domainRef,
@@ -24,25 +25,17 @@ import {
 } from "../inputs";
 import { withDomainLock } from "../locks";
 import { field, spec } from "../spec";
-import { checkInputs, domainLockKey, parseOrThrow, same } from "../resource";
+import { checkInputs, domainLockKey, parseOrThrow, same, virshFor } from "../resource";
 import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import { withFrozenGuest } from "../host/thawGuard";
-import { Virsh } from "../host/virsh";
-import {
-    chainLimitFailures,
-    deleteSnapshot,
-    kindOf,
-    makeOverlaysPrivate,
-    memoryOf,
-    observeSnapshot,
-    planSnapshot,
-    redefineDescription,
-    takeSnapshot,
-    type SnapshotPlan,
-    type SnapshotRequest,
-} from "./moments";
-import { spaceFailures } from "./freeSpace";
+import type { Virsh } from "../host/virsh";
+import { redefineDescription } from "../moments/description";
+import { deleteSnapshot } from "../snapshot/delete";
+import { kindOf, memoryOf, observeSnapshot } from "../snapshot/observe";
+import { chainLimitFailures, planSnapshot, type SnapshotPlan, type SnapshotRequest } from "../snapshot/plan";
+import { spaceFailures } from "../snapshot/space";
+import { makeOverlaysPrivate, takeSnapshot } from "../snapshot/take";
 import { locateSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------
@@ -183,7 +176,10 @@ export interface MemberSnapshot {
     state: string;
     kind: "internal" | "external";
     memory: "none" | "internal" | "external";
-    /** libvirt's snapshot XML, kept so a record libvirt loses (the domain defined again) is given back by the next pulumi up. Absent in 0.1.0 state. */
+    /**
+     * libvirt's snapshot XML, kept so a record libvirt loses (the domain defined again) is given back by the next pulumi up.
+     * Absent in 0.1.0 state.
+     */
     xml?: string;
     /** True when refresh found libvirt's record lost but the data still in the images. */
     recordLost?: boolean;
@@ -223,9 +219,8 @@ interface Member {
 function membersOf(v: Pick<Inputs, "connection" | "domains" | "targets" | "timeoutSeconds">): Member[] {
     const out: Member[] = [];
     for (const e of entriesOf(v)) {
-        const connection = resolveConnection(e.connection);
-        const virsh = new Virsh(connection, v.timeoutSeconds);
-        e.domains.forEach((domain, i) => out.push({ connection, virsh, domain, property: e.path(i) }));
+        const virsh = virshFor({ connection: e.connection, timeoutSeconds: v.timeoutSeconds });
+        e.domains.forEach((domain, i) => out.push({ connection: virsh.connection, virsh, domain, property: e.path(i) }));
     }
     return out;
 }
@@ -369,7 +364,8 @@ async function snapshotAll(
                     await m.virsh.run(["resume", "--domain", m.domain]);
                 } catch (e) {
                     notReleased.push(
-                        `domain '${m.domain}' on ${m.virsh.where} could not be resumed and is still paused (${messageOf(e).split("\n")[0]}): run virsh resume ${m.domain}`,
+                        `domain '${m.domain}' on ${m.virsh.where} could not be resumed and is still paused ` +
+                            `(${messageOf(e).split("\n")[0]}): run virsh resume ${m.domain}`,
                     );
                 }
             }),
@@ -411,7 +407,8 @@ async function snapshotAll(
         const kind = f.error instanceof LibvirtError ? f.error.kind : "failed";
         throw new LibvirtError(
             kind,
-            `restore point '${v.snapshotName}' failed on domain '${f.m.domain}' (${f.m.property}) on ${f.m.virsh.where}: ${messageOf(f.error)}\n` +
+            `restore point '${v.snapshotName}' failed on domain '${f.m.domain}' (${f.m.property}) on ${f.m.virsh.where}: ` +
+                `${messageOf(f.error)}\n` +
                 `  rolled back: ${rolledBack.length ? rolledBack.join(", ") : "nothing had been taken"}` +
                 (leftBehind.length ? `\n  NOT rolled back, remove by hand: ${leftBehind.join("; ")}` : "") +
                 (notReleased.length ? `\n  ${notReleased.join("\n  ")}` : paused.length ? `\n  every paused domain was resumed` : ""),
@@ -582,7 +579,7 @@ export const restorePoint = {
         if (notPrivate.length) {
             // The snapshots exist: Pulumi keeps the restore point (an init failure) while the error says what to do.
             const message = `restore point '${v.snapshotName}' was taken, but: ${notPrivate.join("; ")}`;
-            throw Object.assign(new LibvirtError("failed", message), { id, properties: outs, reasons: [message] });
+            throw initFailure(new LibvirtError("failed", message), { id, properties: outs });
         }
         return { id, outs };
     },

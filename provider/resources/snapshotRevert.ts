@@ -9,6 +9,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { ConnectionSchema, type Connection } from "../connection";
 import { LibvirtError, isKind, knownBugOf, messageOf } from "../errors";
+import { initFailure } from "../failures";
 import { InputError, domainRef, momentName, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { field, spec } from "../spec";
@@ -16,7 +17,8 @@ import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virs
 import { inRange, listCheckpoints, listSnapshots, names, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, type SnapshotInfo } from "../host/xml";
-import { kindOf } from "./moments";
+import { kindOf } from "../snapshot/observe";
+import { revertSays } from "./messages";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -116,10 +118,7 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
         const names = await listSnapshots(virsh, domain);
         failures.push({
             property: "snapshot",
-            reason:
-                `domain '${probe.info.name}' has no snapshot '${v.snapshot}' (${names.length ? `its snapshots: ${names.map((n) => `'${n}'`).join(", ")}` : "it has no snapshots"}). ` +
-                `If libvirt lost its record (the domain was undefined and defined again), the DomainSnapshot or RestorePoint that took it gives it back ` +
-                `on the next pulumi up: pass its snapshotName output here, so the revert runs after it`,
+            reason: revertSays.noSuchSnapshot(probe.info.name, v.snapshot, names),
         });
         return { failures };
     }
@@ -127,10 +126,7 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
     if (kindOf(snapshot) === "external" && !caps.externalSnapshot) {
         failures.push({
             property: "snapshot",
-            reason:
-                `'${v.snapshot}' is an external snapshot, and libvirt ${probe.version.libvirt} can't revert to external snapshots ` +
-                `('revert to external snapshot not supported yet'; its capabilities show no <externalSnapshot/>, which libvirt 9.9 and newer have). ` +
-                `Revert to an internal snapshot, or upgrade libvirt on the host`,
+            reason: revertSays.externalUnsupported(v.snapshot, probe.version.libvirt),
         });
     }
     if (kindOf(snapshot) === "internal" && inRange(probe.version.number, VERSIONS.deleteAfterRevertDataLoss)) {
@@ -140,20 +136,14 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
         if (external.length) {
             failures.push({
                 property: "snapshot",
-                reason:
-                    `'${v.snapshot}' is an internal snapshot with external descendants (${external.map((n) => `'${n}'`).join(", ")}), and libvirt ${probe.version.libvirt} ` +
-                    `deletes the base image when one of them is deleted after this revert (a data loss fixed in 11.0: libvirt #734, virt-manager #811). ` +
-                    `Nothing was changed. Delete the external snapshots first, or upgrade libvirt to 11.0 or newer`,
+                reason: revertSays.externalDescendants(v.snapshot, external, probe.version.libvirt),
             });
         }
     }
     if (checkpoints.length) {
         failures.push({
             property: "domain",
-            reason:
-                `domain '${probe.info.name}' has checkpoints (${checkpoints.map((n) => `'${n}'`).join(", ")}), and reverting a disk that carries ` +
-                `dirty bitmaps fails ('Device has active dirty bitmaps'): qemu refuses to load the snapshot, and on a running domain libvirt ${probe.version.libvirt} leaves it shut off (failed). ` +
-                `Nothing was changed. Delete the checkpoints first (destroy their DomainCheckpoint resources, or virsh checkpoint-delete), then revert`,
+            reason: revertSays.checkpoints(probe.info.name, checkpoints, probe.version.libvirt),
         });
     }
     return { snapshot, failures };
@@ -316,10 +306,7 @@ export async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
             `  the domain was ${probe.state} (id ${idBefore}) before and is ${now} (id ${idNow}) now.`,
         ];
         if (bug) {
-            lines.push(
-                `  this is a known libvirt bug: ${bug.what}; libvirt ${bug.fixedIn} fixes it. The host runs libvirt ${probe.version.libvirt}: ` +
-                    `upgrade it to ${bug.fixedIn} or newer (or a build with the fix), then run pulumi up again.`,
-            );
+            lines.push(revertSays.knownBug(bug, probe.version.libvirt));
         }
         if (cutOff) {
             lines.push(
@@ -334,7 +321,7 @@ export async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
             ...outputsOf(v, probe, snapshot, "", now.split(" (")[0]!),
             pending: { domainIdBefore: idBefore, stateBefore: probe.state, at },
         };
-        throw Object.assign(err, { id: `${domain}/${v.snapshot}@${at}`, properties: partial, reasons: [message] });
+        throw initFailure(err, { id: `${domain}/${v.snapshot}@${at}`, properties: partial });
     }
     const revertedAt = new Date().toISOString();
     const domainState = await stateOf(virsh, domain);

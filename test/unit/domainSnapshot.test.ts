@@ -3,7 +3,7 @@
 import * as assert from "node:assert/strict";
 import { parseInputs } from "../../provider/inputs";
 import { DomainSnapshotSchema } from "../../provider/resources/domainSnapshot";
-import { planSnapshot } from "../../provider/resources/moments";
+import { planSnapshot } from "../../provider/snapshot/plan";
 import type { DomainProbe } from "../../provider/host/probe";
 import { parseSnapshotXml, withMomentIdentity } from "../../provider/host/xml";
 import { same } from "../../provider/resource";

@@ -6,7 +6,8 @@ import * as assert from "node:assert/strict";
 import { LibvirtError } from "../../provider/errors";
 import type { HostResult, Virsh } from "../../provider/host/virsh";
 import { DomainSnapshotSchema } from "../../provider/resources/domainSnapshot";
-import { planSnapshot, takeSnapshot } from "../../provider/resources/moments";
+import { planSnapshot } from "../../provider/snapshot/plan";
+import { takeSnapshot } from "../../provider/snapshot/take";
 import { fakeProbe } from "./fakeProbe";
 
 const MEM = "/big/web1.s1.mem";

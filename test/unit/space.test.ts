@@ -6,8 +6,8 @@ import { parseInputs } from "../../provider/inputs";
 import { parseDomainXml } from "../../provider/host/xml";
 import { DomainSnapshotSchema } from "../../provider/resources/domainSnapshot";
 import { RestorePointSchema } from "../../provider/resources/restorePoint";
-import { planSnapshot } from "../../provider/resources/moments";
-import { DEFAULT_SPACE_MARGIN_MIB, defaultOverlayFile, humanBytes, spaceNeeds } from "../../provider/resources/freeSpace";
+import { planSnapshot } from "../../provider/snapshot/plan";
+import { DEFAULT_SPACE_MARGIN_MIB, defaultOverlayFile, humanBytes, spaceNeeds } from "../../provider/snapshot/space";
 import { fakeProbe } from "./fakeProbe";
 
 const MiB = 1024 * 1024;

@@ -4,7 +4,7 @@
 import * as assert from "node:assert/strict";
 import { parseInputs } from "../../provider/inputs";
 import { DomainSnapshotSchema } from "../../provider/resources/domainSnapshot";
-import { planSnapshot } from "../../provider/resources/moments";
+import { planSnapshot } from "../../provider/snapshot/plan";
 import { parseDomainXml, type PflashFirmware } from "../../provider/host/xml";
 import type { DomainProbe } from "../../provider/host/probe";
 import { fakeProbe, type FakeProbeOptions } from "./fakeProbe";

@@ -3,11 +3,14 @@
 // file and overlays it made are removed, and the domain's state is told.
 import * as path from "node:path";
 import { LibvirtError, isKind, messageOf } from "../errors";
+import { failureInsteadOf } from "../failures";
 import type { CheckFailure } from "../inputs";
 import { freeSpace, stateWithReason, type DomainProbe, type FreeSpace } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { diskChainsOf } from "../host/xml";
-import type { SnapshotContext, SnapshotPlan } from "./moments";
+import { imageInfo } from "../qemuImg";
+import { spaceSays } from "./messages";
+import type { SnapshotContext, SnapshotPlan } from "./plan";
 
 /**
  * The room check asks for on the filesystem of each overlay a snapshot makes, unless spaceMarginMiB says
@@ -145,16 +148,23 @@ export async function spaceFailures(virsh: Virsh, probe: DomainProbe, plan: Snap
         if (g.total <= g.free.availableBytes) continue;
         failures.push({
             property: g.needs[0]!.property,
-            reason:
-                `domain '${probe.info.name}': the snapshot needs ${humanBytes(g.total)} on the filesystem mounted on ${g.free.mount}, ` +
-                `and ${humanBytes(g.free.availableBytes)} is free there (${g.needs.map((n) => `${n.what}: ${humanBytes(n.bytes)}`).join("; ")}). ` +
-                `Nothing was changed. To take it, ${spaceAdvice(g.needs)}`,
+            reason: spaceSays.tooLittle(
+                probe.info.name,
+                humanBytes(g.total),
+                g.free.mount,
+                humanBytes(g.free.availableBytes),
+                g.needs.map((n) => `${n.what}: ${humanBytes(n.bytes)}`).join("; "),
+                spaceAdvice(g.needs),
+            ),
         });
     }
     return failures;
 }
 
-/** The files a snapshot creates: its memory file and its overlays (libvirt refuses an overlay that exists, but writes over a memory file). */
+/**
+ * The files a snapshot creates: its memory file and its overlays (libvirt refuses an overlay that exists, but writes
+ * over a memory file).
+ */
 export function filesMade(probe: DomainProbe, plan: SnapshotPlan): string[] {
     return spaceNeeds(probe, plan, 0)
         .filter((n) => n.property !== "memory")
@@ -182,7 +192,8 @@ const MAYBE_NO_SPACE = /Input\/output error|I\/O error|writing VM state/i;
  * snapshot left in a qcow2 image without libvirt's record is named, and a domain that libvirt left paused by the
  * snapshot is resumed (never one the user or the guest's I/O error paused). Measured on 9.0 and 11.3: libvirt
  * itself removes its memory file and overlays and resumes the domain, so this mostly confirms it; the vmstate
- * clusters qemu already wrote into a qcow2 image stay there (nothing outside qemu may touch an image it holds). Returns the typed error, or undefined when the failure was not about space.
+ * clusters qemu already wrote into a qcow2 image stay there (nothing outside qemu may touch an image it holds).
+ * Returns the typed error, or undefined when the failure was not about space.
  */
 export async function outOfSpace(
     virsh: Virsh,
@@ -258,11 +269,8 @@ export async function outOfSpace(
     const first = messageOf(e)
         .split("\n")[0]!
         .replace(/\s*\r\s*/g, " ");
-    return new LibvirtError(
-        "no-space",
-        `out of space: snapshot '${name}' of domain '${ctx.probe.info.name}' failed part-way: ${first}\n  ${lines.join("\n  ")}`,
-        e instanceof LibvirtError && e.command ? { command: e.command, exitCode: e.exitCode, stderr: e.stderr } : undefined,
-    );
+    const message = spaceSays.ranOut(name, ctx.probe.info.name, first, lines);
+    return e instanceof LibvirtError ? failureInsteadOf("no-space", message, e, { exitCode: true }) : new LibvirtError("no-space", message);
 }
 
 /** An internal snapshot by this name inside a qcow2 image of the plan, though libvirt has no record of it. */
@@ -271,13 +279,10 @@ async function orphanSnapshots(virsh: Virsh, probe: DomainProbe, plan: SnapshotP
     for (const d of plan.spec.disks) {
         const disk = probe.info.disks.find((x) => x.target === d.name);
         if (d.snapshot !== "internal" || disk?.type !== "file" || !disk.source) continue;
-        const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--", disk.source]);
-        if (r.code !== 0) continue;
-        const snaps = ((JSON.parse(r.stdout) as { snapshots?: Array<{ name: string }> }).snapshots ?? []).map((x) => x.name);
-        if (snaps.includes(plan.spec.name))
-            out.push(
-                `${disk.source} holds an internal snapshot '${plan.spec.name}' that libvirt has no record of: remove it with qemu-img snapshot -d while the domain is shut off`,
-            );
+        const image = (await imageInfo(virsh, disk.source, "image")).image();
+        if (!image) continue;
+        const snaps = (image.snapshots ?? []).map((x) => x.name);
+        if (snaps.includes(plan.spec.name)) out.push(spaceSays.orphanInImage(disk.source, plan.spec.name));
     }
     return out;
 }

@@ -1,0 +1,75 @@
+// A snapshot's or checkpoint's create that failed, was cut off, or found the name taken: whether
+// anything was left behind, the init failure that keeps a create of unknown outcome in the state,
+// and adopting an existing one or refusing to.
+import { LibvirtError, isKind, messageOf } from "../errors";
+import { failureInsteadOf, initFailure, type InitFailure } from "../failures";
+import type { Virsh } from "../host/virsh";
+import { VIRSH, type MomentKind } from "./commands";
+import { redefineDescription } from "./description";
+import { createSays } from "./messages";
+
+/** After a failed create, say whether anything was left behind. */
+export async function explainFailedCreate(virsh: Virsh, kind: MomentKind, domain: string, name: string, e: unknown): Promise<unknown> {
+    if (!(e instanceof LibvirtError) || e.kind === "invalid") return e;
+    const cmd = VIRSH[kind];
+    try {
+        await virsh.query([cmd.info, "--domain", domain, cmd.nameFlag, name]);
+        return new LibvirtError(e.kind, `${e.message}\n  ${createSays.stillListed(kind, name, cmd.del)}`);
+    } catch (probe) {
+        if (!isKind(probe, `${kind}-not-found`)) return e;
+        const [first, ...rest] = e.message.split("\n");
+        return new LibvirtError(e.kind, [first, `  no ${kind} '${name}' was left behind.`, ...rest].join("\n"));
+    }
+}
+
+/**
+ * A create cut off by a lost connection or a timeout may or may not have
+ * happened: it becomes an init failure that carries the resource's id and
+ * what is known, so Pulumi keeps it in the state, the next `pulumi up` checks
+ * the host and finishes the job, and `pulumi destroy` removes it if it exists.
+ * Undefined for any other error.
+ */
+export function unknownOutcome(
+    e: unknown,
+    o: { kind: MomentKind; name: string; domainName: string; id: string; what: string; partial: object },
+): (LibvirtError & InitFailure) | undefined {
+    if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return undefined;
+    const message = `${messageOf(e)}\n  ${createSays.outcomeUnknown(o)}`;
+    return initFailure(new LibvirtError(e.kind, message), { id: o.id, properties: o.partial });
+}
+
+/**
+ * The declared name exists already (`error` says so): take it over only when `adopt` is set and it matches what
+ * is declared (`existing` reads it: its description, and how it differs); else say why not. One taken over gets
+ * the declared description, where one is declared.
+ */
+export async function adoptOrRefuse(
+    virsh: Virsh,
+    o: {
+        kind: MomentKind;
+        name: string;
+        /** The domain's UUID, and its name for messages. */
+        domain: string;
+        domainName: string;
+        adopt: boolean;
+        description: string | undefined;
+        error: LibvirtError;
+        existing: () => Promise<{ description?: string; differences: string[] }>;
+    },
+): Promise<void> {
+    const nameInput = `${o.kind}Name`;
+    if (!o.adopt) {
+        throw failureInsteadOf("already-exists", createSays.alreadyExists({ ...o, where: virsh.where }), o.error, { exitCode: false });
+    }
+    const existing = await o.existing();
+    const diffs = existing.differences;
+    if (diffs.length) {
+        throw new LibvirtError(
+            "already-exists",
+            `cannot adopt ${o.kind} '${o.name}' of domain '${o.domainName}': it differs from what is declared: ${diffs.join("; ")}. ` +
+                `Change the declaration to match, or choose another ${nameInput}.`,
+        );
+    }
+    if (o.description !== undefined && existing.description !== o.description)
+        await redefineDescription(virsh, o.kind, o.domain, o.name, o.description);
+}
