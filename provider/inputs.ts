@@ -127,7 +127,7 @@ export const timeoutSeconds = z
     .min(1, { error: "must be at least 1" })
     .max(86400, { error: "must be at most 86400 (a day)" });
 
-/** The room check asks for beside each overlay a snapshot makes; see DEFAULT_SPACE_MARGIN_MIB in resources/freeSpace.ts. */
+/** The room check asks for beside each overlay a snapshot makes; see DEFAULT_SPACE_MARGIN_MIB in snapshot/space.ts. */
 export const spaceMarginMiB = z
     .number({ error: "must be a number of MiB: the free space preview asks for beside each overlay file" })
     .int({ error: "must be a whole number of MiB" })

@@ -1,8 +1,7 @@
 // Every timeout, poll and backoff curve of the provider, each with why it is what it is. The code that waits imports
 // its bound from here, so a value is written once and two bounds that mean different things have different names.
 //
-// This module imports nothing: host/ and resources/ both use it without any import circle. The host layer's constants
-// are here; the resources' (a backup's poll, a block job's wait, the settling of a delete) are to follow.
+// This module imports nothing: host/, the engines and resources/ all use it without any import circle.
 
 // ---- commands: how long one may run (host/virsh.ts) ------------------------
 
@@ -44,6 +43,35 @@ export const SESSION_WRITE_WAIT_MS = 1_500;
 
 /** How long a guest may stay frozen if the provider never thaws it: the guard on the host thaws it then. */
 export const DEFAULT_FREEZE_LIMIT_SECONDS = 60;
+
+// ---- waiting on libvirt's jobs (snapshot/delete.ts, resources/domainBackup.ts, resources/snapshotRevert.ts) ----
+
+/** A short poll of a job or a chain that is about to change: quick enough to notice, rare enough to cost nothing. */
+export const JOB_POLL_MS = 500;
+/** A backup job's progress is read this often while it runs (a whole job takes minutes). */
+export const BACKUP_POLL_MS = 1_000;
+/** How long a snapshot delete waits for block jobs already running on its disks before it judges the snapshot. */
+export const BLOCK_JOB_WAIT_MS = 300_000;
+/** Then how long it looks again before refusing a snapshot outside the current chain (another delete's end). */
+export const DELETE_SETTLE_MS = 10_000;
+/** How long an aborted backup job may take to end (libvirt removes its scratch state) before its result is read. */
+export const BACKUP_ABORT_WAIT_MS = 60_000;
+/**
+ * libvirt 11.3 answers "backup job data missing" for a moment while a backup job starts or ends (measured): asked
+ * again this often, this many times.
+ */
+export const JOB_DATA_RETRY_MS = 200;
+export const JOB_DATA_RETRIES = 10;
+/**
+ * libvirt names an external overlay after the second it is made in: a second snapshot in the same second collides,
+ * so the retry waits into the next second (this much past the second's start).
+ */
+export const NEXT_SECOND_MARGIN_MS = 100;
+
+/** Wait this long. */
+export function sleep(ms: number): Promise<void> {
+    return new Promise((r) => setTimeout(r, ms));
+}
 
 // ---- backoff curves: the wait before retry n (n = 0 for the first retry) ----
 

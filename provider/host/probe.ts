@@ -86,7 +86,10 @@ export const VERSIONS = {
     checkpointRedefineValidate: 6_010_000,
     /** From 7.0 a checkpoint can be redefined without its <domain> (`checkpoint-dumpxml --no-domain`). */
     checkpointWithoutDomain: 7_000_000,
-    /** libvirt removes an external snapshot's memory file when it deletes the snapshot from 9.1 on (NEWS 9.1; 9.0 keeps it, 11.3 removes it: measured). */
+    /**
+     * libvirt removes an external snapshot's memory file when it deletes the snapshot from 9.1 on
+     * (NEWS 9.1; 9.0 keeps it, 11.3 removes it: measured).
+     */
     snapshotDeleteRemovesMemoryFile: 9_001_000,
     /**
      * libvirt 10.8 to 11.x parse qemu's answers with json-c, whose nesting limit a long backing chain passes:

@@ -22,7 +22,7 @@
 // not parse ran nothing (virsh parses a whole line first) and goes to exec. A
 // session that ends or loses step after the line was sent leaves the outcome
 // unknown: a connection-failed error, as a cut exec channel gives, and the
-// caller finds the outcome as it does after exec (moments.ts reads back). A
+// caller finds the outcome as it does after exec (the snapshot engine reads back). A
 // timeout kills the shell, as exec kills its process. Only the writes in
 // SESSION_WRITES go there: the deletes, whose arguments are plain names, and
 // the creates in XML_WRITES, whose XML (built by xml.ts, as for a process)

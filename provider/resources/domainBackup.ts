@@ -15,6 +15,7 @@ import { hostFailure } from "../failures";
 import { imageInfo } from "../qemuImg";
 import { InputError, domainRef, hostFolder, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
+import { BACKUP_ABORT_WAIT_MS, BACKUP_POLL_MS, JOB_DATA_RETRIES, JOB_DATA_RETRY_MS, READ_TIMEOUT_MS, sleep } from "../timing";
 import { field, spec } from "../spec";
 import {
     askAboutDomain,
@@ -40,7 +41,6 @@ import { guestAgentMissing } from "../moments/messages";
 
 /** A whole backup job of real disks can take a while: the default bound for it. */
 export const DEFAULT_BACKUP_TIMEOUT_SECONDS = 3600;
-const POLL_MS = 1000;
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -224,11 +224,13 @@ async function jobInfo(virsh: Virsh, domain: string, completed = false): Promise
     const extra = completed ? ["--completed", "--keep-completed", "--anystats"] : [];
     for (let attempt = 0; ; attempt++) {
         try {
-            return parseJobInfo(await virsh.run(["domjobinfo", "--domain", domain, "--rawstats", ...extra], { timeoutMs: 60_000 }));
+            return parseJobInfo(
+                await virsh.run(["domjobinfo", "--domain", domain, "--rawstats", ...extra], { timeoutMs: READ_TIMEOUT_MS }),
+            );
         } catch (e) {
             // libvirt 11.3 answers this for a moment while a backup job starts or ends (measured): ask again.
-            if (!/backup job data missing/.test(messageOf(e)) || attempt >= 10) throw e;
-            await sleep(200);
+            if (!/backup job data missing/.test(messageOf(e)) || attempt >= JOB_DATA_RETRIES) throw e;
+            await sleep(JOB_DATA_RETRY_MS);
         }
     }
 }
@@ -286,7 +288,7 @@ async function runningJob(virsh: Virsh, domain: string): Promise<{ job: JobInfo;
         if (job.type === "none") return undefined;
         if (job.operation !== "backup") return { job, files: [] };
         try {
-            const xml = await virsh.run(["backup-dumpxml", "--domain", domain], { timeoutMs: 60_000 });
+            const xml = await virsh.run(["backup-dumpxml", "--domain", domain], { timeoutMs: READ_TIMEOUT_MS });
             return { job, files: parseBackupXml(xml).disks.flatMap((d) => (d.file ? [d.file] : [])) };
         } catch (e) {
             if (!/no domain backup job/i.test(messageOf(e)) || attempt >= 3) return { job, files: [] };
@@ -481,7 +483,7 @@ async function waitForJob(virsh: Virsh, plan: BackupPlan, v: Inputs, domainName:
                 // It may have finished in between: then its result decides.
                 if (!/no job is active/i.test(messageOf(e))) throw e;
             }
-            for (const until = Date.now() + 60_000; Date.now() < until; await sleep(POLL_MS)) {
+            for (const until = Date.now() + BACKUP_ABORT_WAIT_MS; Date.now() < until; await sleep(BACKUP_POLL_MS)) {
                 if ((await jobInfo(virsh, plan.domain)).type === "none") break;
             }
             const done = await jobInfo(virsh, plan.domain, true);
@@ -492,7 +494,7 @@ async function waitForJob(virsh: Virsh, plan: BackupPlan, v: Inputs, domainName:
             const o = { domainName, timeoutSeconds: v.timeoutSeconds, progress, problems, files, checkpoint: v.checkpointName };
             throw new LibvirtError("timeout", backupSays.outlived(o));
         }
-        await sleep(POLL_MS);
+        await sleep(BACKUP_POLL_MS);
     }
     const done = await jobInfo(virsh, plan.domain, true);
     if (done.type === "completed" && done.operation === "backup") return done;
@@ -501,10 +503,6 @@ async function waitForJob(virsh: Virsh, plan: BackupPlan, v: Inputs, domainName:
         "failed",
         backupSays.jobEnded({ domainName, type: done.type, error: done.error, problems, checkpoint: v.checkpointName }),
     );
-}
-
-function sleep(ms: number): Promise<void> {
-    return new Promise((r) => setTimeout(r, ms));
 }
 
 async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {

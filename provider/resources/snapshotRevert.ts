@@ -12,6 +12,7 @@ import { LibvirtError, isKind, knownBugOf, messageOf } from "../errors";
 import { initFailure } from "../failures";
 import { InputError, domainRef, momentName, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
+import { NEXT_SECOND_MARGIN_MS, sleep } from "../timing";
 import { field, spec } from "../spec";
 import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virshFor, withoutConnection } from "../resource";
 import { inRange, listCheckpoints, listSnapshots, names, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
@@ -342,7 +343,7 @@ async function revertRetryingOverlayName(virsh: Virsh, argv: string[]): Promise<
             const taken =
                 e instanceof LibvirtError && /external snapshot file for disk \S+ already exists .*\.\d{9,}$/m.test(e.stderr ?? "");
             if (!taken || attempt >= 2) throw e;
-            await new Promise((r) => setTimeout(r, 1100 - (Date.now() % 1000)));
+            await sleep(1000 - (Date.now() % 1000) + NEXT_SECOND_MARGIN_MS);
         }
     }
 }

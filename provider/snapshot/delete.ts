@@ -4,6 +4,7 @@ import { LibvirtError, isKind } from "../errors";
 import { hostFailure } from "../failures";
 import { VERSIONS, inRange, isJobIdSafe, stateOf } from "../host/probe";
 import type { Virsh } from "../host/virsh";
+import { DELETE_SETTLE_MS, BLOCK_JOB_WAIT_MS, JOB_POLL_MS, READ_TIMEOUT_MS, sleep } from "../timing";
 import { deleteSays } from "./messages";
 import { kindOf, observeSnapshot, type ObservedSnapshot } from "./observe";
 
@@ -62,7 +63,7 @@ export async function deleteSnapshot(
                     t.domain,
                     outside.map((d) => d.name),
                 );
-                for (const until = Date.now() + SETTLE_MS; outside.length;) {
+                for (const until = Date.now() + DELETE_SETTLE_MS; outside.length;) {
                     try {
                         await observeSnapshot(virsh, t.domain, t.snapshotName);
                     } catch (e) {
@@ -71,7 +72,7 @@ export async function deleteSnapshot(
                     }
                     if (await isCurrentOrAncestor(virsh, t.domain, t.snapshotName)) outside.length = 0;
                     else if (Date.now() >= until) break;
-                    else await new Promise((r) => setTimeout(r, 500));
+                    else await sleep(JOB_POLL_MS);
                 }
             }
             if (outside.length) {
@@ -108,19 +109,16 @@ export async function deleteSnapshot(
     }
 }
 
-/** How long a delete waits for block jobs already running on the snapshot's disks before it judges the snapshot. */
-const BLOCK_JOB_WAIT_MS = 300_000;
-/** Then how long it looks again before refusing a snapshot outside the current chain (another delete's end). */
-const SETTLE_MS = 10_000;
-
 /** Wait while a block job runs on any of these disks (`blockjob --info`), up to BLOCK_JOB_WAIT_MS. */
 async function waitForBlockJobs(virsh: Virsh, domain: string, disks: readonly string[]): Promise<void> {
     for (const until = Date.now() + BLOCK_JOB_WAIT_MS; Date.now() < until;) {
         const infos = await Promise.all(
-            disks.map((d) => virsh.run(["blockjob", "--domain", domain, "--path", d, "--info"], { timeoutMs: 60_000 }).catch(() => "")),
+            disks.map((d) =>
+                virsh.run(["blockjob", "--domain", domain, "--path", d, "--info"], { timeoutMs: READ_TIMEOUT_MS }).catch(() => ""),
+            ),
         );
         if (!infos.some((i) => /Block (Commit|Pull|Copy)|Active Block/i.test(i))) return;
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(JOB_POLL_MS);
     }
 }
 
