@@ -125,7 +125,11 @@ export class CliStack {
     }
 
     /** Runs OP on PROGRAM in a child process (test/support/cli-program.js). */
-    async run(op: Op, program: ProgramSpec, options: { target?: string[]; timeoutMs?: number } = {}): Promise<OpResult> {
+    async run(
+        op: Op,
+        program: ProgramSpec,
+        options: { target?: string[]; timeoutMs?: number; debugGrpcLog?: string } = {},
+    ): Promise<OpResult> {
         const specFile = path.join(this.dir, `spec-${op}-${Date.now()}.json`);
         const resultFile = path.join(this.dir, `result-${op}-${Date.now()}.json`);
         const conn = {
@@ -152,7 +156,8 @@ export class CliStack {
         const child = path.join(repoRoot(), ".build", "test", "support", "cli-program.js");
         const t0 = Date.now();
         const r = await run(process.execPath, [child, specFile, resultFile], {
-            env: this.env(),
+            // PULUMI_DEBUG_GRPC: the CLI logs every gRPC call with its plugins there, decrypted inputs included.
+            env: { ...this.env(), ...(options.debugGrpcLog ? { PULUMI_DEBUG_GRPC: options.debugGrpcLog } : {}) },
             cwd: this.workDir,
             timeoutMs: options.timeoutMs ?? 240_000,
         });
@@ -172,7 +177,7 @@ export class CliStack {
     }
 
     /** Like run(), but throws with what the CLI printed unless the operation succeeded. */
-    async ok(op: Op, program: ProgramSpec, options: { target?: string[] } = {}): Promise<OpResult> {
+    async ok(op: Op, program: ProgramSpec, options: { target?: string[]; debugGrpcLog?: string } = {}): Promise<OpResult> {
         const r = await this.run(op, program, options);
         if (!r.ok)
             throw new Error(`pulumi ${op} failed: ${r.error}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-3000)}`);
