@@ -21,6 +21,8 @@ interface Spec {
     op: Op;
     program: ProgramSpec;
     target?: string[];
+    /** URNs to replace (`pulumi up --replace`). */
+    replace?: string[];
     /** Write the stack config (the first operation on a stack). */
     configure: boolean;
     conn: { host: string; port: number; user: string; hostKey: string; privateKeyPath: string };
@@ -61,6 +63,9 @@ function programOf(spec: Spec, privateKey: string): () => Promise<Record<string,
                 protect: o.protect,
                 retainOnDelete: o.retainOnDelete,
                 ignoreChanges: o.ignoreChanges,
+                replaceOnChanges: o.replaceOnChanges,
+                import: o.import,
+                aliases: o.aliases?.map((name) => ({ name })),
                 dependsOn: (o.dependsOn ?? []).map((d) => {
                     const dep = made.get(d);
                     if (!dep) throw new Error(`${r.name} dependsOn ${d}, which is not declared before it`);
@@ -156,7 +161,12 @@ async function main(): Promise<void> {
             }
             case "up":
             case "upExpectNoChanges": {
-                const r = await stack.up({ ...common, expectNoChanges: spec.op === "upExpectNoChanges", target: spec.target });
+                const r = await stack.up({
+                    ...common,
+                    expectNoChanges: spec.op === "upExpectNoChanges",
+                    target: spec.target,
+                    replace: spec.replace,
+                });
                 result.changeSummary = r.summary.resourceChanges as Record<string, number>;
                 outputs = r.outputs;
                 break;

@@ -37,7 +37,12 @@ export interface ResourceSpec {
         protect?: boolean;
         retainOnDelete?: boolean;
         ignoreChanges?: string[];
+        replaceOnChanges?: string[];
         dependsOn?: string[];
+        /** The `import` option: the id of an existing resource to take over. */
+        import?: string;
+        /** Earlier logical names of this resource (`aliases: [{ name }]`). */
+        aliases?: string[];
     };
     /** Exported as stack outputs "NAME.OUTPUT", each as { value } or { undefined: true }. */
     exports?: string[];
@@ -128,7 +133,7 @@ export class CliStack {
     async run(
         op: Op,
         program: ProgramSpec,
-        options: { target?: string[]; timeoutMs?: number; debugGrpcLog?: string } = {},
+        options: { target?: string[]; replace?: string[]; timeoutMs?: number; debugGrpcLog?: string } = {},
     ): Promise<OpResult> {
         const specFile = path.join(this.dir, `spec-${op}-${Date.now()}.json`);
         const resultFile = path.join(this.dir, `result-${op}-${Date.now()}.json`);
@@ -148,6 +153,7 @@ export class CliStack {
                 op,
                 program,
                 target: options.target,
+                replace: options.replace,
                 conn,
                 configure: !this.configured,
             }),
@@ -177,7 +183,11 @@ export class CliStack {
     }
 
     /** Like run(), but throws with what the CLI printed unless the operation succeeded. */
-    async ok(op: Op, program: ProgramSpec, options: { target?: string[]; debugGrpcLog?: string } = {}): Promise<OpResult> {
+    async ok(
+        op: Op,
+        program: ProgramSpec,
+        options: { target?: string[]; replace?: string[]; debugGrpcLog?: string } = {},
+    ): Promise<OpResult> {
         const r = await this.run(op, program, options);
         if (!r.ok)
             throw new Error(`pulumi ${op} failed: ${r.error}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-3000)}`);
