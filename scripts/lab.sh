@@ -584,6 +584,30 @@ EOF
   return 0
 }
 
+# ------------------------------------------------------------ the Pulumi CLI ---
+# Found on PATH or built from Go modules (scripts/lab/pulumi-cli/ensure.sh) in the background while
+# the hosts come up: a cold build takes 8 to 18 minutes on 2 cores, a warm check a few seconds.
+# ensure.sh writes .lab/pulumi.json, which hosts.cjs copies into lab.json as `pulumi`. No CLI is not
+# fatal to the lab (the other suites don't need it), but it is said loudly, and the CLI suite fails.
+PULUMI_CLI_PID=""
+start_pulumi_cli() {
+  bash "$REPO/scripts/lab/pulumi-cli/ensure.sh" "$LAB/pulumi.json" </dev/null >"$LAB/pulumi-cli.log" 2>&1 9>&- &
+  PULUMI_CLI_PID=$!
+}
+wait_pulumi_cli() {
+  [[ -n $PULUMI_CLI_PID ]] || return 0
+  local t0=$SECONDS rc=0
+  alive "$PULUMI_CLI_PID" && say "waiting for the Pulumi CLI (scripts/lab/pulumi-cli/ensure.sh, log: $LAB/pulumi-cli.log)"
+  wait "$PULUMI_CLI_PID" || rc=$?
+  PULUMI_CLI_PID=""
+  if ((rc)); then
+    sed 's/^/lab: /' "$LAB/pulumi-cli.log" >&2
+    say "WARNING: no Pulumi CLI (see above); the CLI suite (test/cli.test.ts) will fail, npm run quickstart falls back" >&2
+  elif grep -q 'built in' "$LAB/pulumi-cli.log"; then
+    did "built the Pulumi CLI: $(grep -m1 'built in' "$LAB/pulumi-cli.log" | sed 's/^pulumi-cli: //;s/  */ /g') (waited $((SECONDS - t0)) s)"
+  fi
+}
+
 # ------------------------------------------- the second host, the real guests ---
 ensure_second_host_and_guests() {
   local out g12 g13
@@ -592,6 +616,7 @@ ensure_second_host_and_guests() {
   out=$(bash "$REPO/scripts/lab/guest/build.sh" "$LAB/guest" 2>&1) || { printf '%s\n' "$out" >&2; die "building the real guest failed"; }
   g12=$(bash "$REPO/scripts/lab/guest/ensure.sh" base "$LAB") || die "lab-guest did not start on debian12"
   g13=$(bash "$REPO/scripts/lab/guest/ensure.sh" host13 "$LAB") || die "lab-guest did not start on debian13"
+  wait_pulumi_cli
   [[ $(node "$REPO/scripts/lab/hosts.cjs" "$LAB" "$g12" "$g13") == same ]] || did "wrote .lab/lab.json (hosts debian12, debian13)"
 }
 
@@ -604,6 +629,7 @@ cmd_up() {
   [[ $PORT =~ ^[0-9]+$ && $PORT != 22 && $PORT -lt 65536 ]] || die "LAB_SSH_PORT must be a port number other than 22"
   mkdir -p "$LAB" "$LAB/disks/tmp"
   chmod 700 "$LAB"
+  start_pulumi_cli
   ensure_packages
   local conf_changed=0
   ensure_qemu_conf && conf_changed=1

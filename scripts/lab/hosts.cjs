@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Writes LABDIR/lab.json: lab-base.json's top-level fields and `hosts`, one entry per lab host,
+// Writes LABDIR/lab.json: lab-base.json's top-level fields, `pulumi` (LABDIR/pulumi.json) and `hosts`, one entry per lab host,
 // the Debian 12 host from those top-level fields (which stay, because tools read them) and the
 // Debian 13 host from LABDIR/host13/host.json, each with its real guest.
 //
@@ -62,7 +62,13 @@ const hosts = [
     }),
 ];
 
-const next = JSON.stringify({ ...lab, hosts }, null, 2) + "\n";
+// The Pulumi CLI scripts/lab/pulumi-cli/ensure.sh found or built (absolute paths), or null with the reason.
+const pulumiJson = path.join(labDir, "pulumi.json");
+const pulumi = fs.existsSync(pulumiJson)
+    ? JSON.parse(fs.readFileSync(pulumiJson, "utf8"))
+    : { bin: null, version: null, languageHost: null, reason: `${pulumiJson} is missing: scripts/lab/pulumi-cli/ensure.sh did not run` };
+
+const next = JSON.stringify({ ...lab, pulumi, hosts }, null, 2) + "\n";
 const prev = fs.existsSync(labPath) ? fs.readFileSync(labPath, "utf8") : "";
 if (next === prev) {
     console.log("same");

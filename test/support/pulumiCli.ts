@@ -1,0 +1,210 @@
+// The real Pulumi CLI, as the lab found or built it (scripts/lab/pulumi-cli/ensure.sh writes
+// .lab/lab.json's `pulumi`), and the child process that drives it (test/support/cli-program.ts).
+//
+// The Node.js language host is refused by the Go module proxy here, so `pulumi up` of a project
+// directory can't run. Inline Automation API programs need no language host: the child process
+// serves the program itself and the CLI's engine does the rest (plans, diffs, the state file,
+// secrets), starting the dynamic-provider plugin as it does under `pulumi up`.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { loadLab, repoRoot, run, type LabInfo } from "./lab";
+
+export interface PulumiCliInfo {
+    bin: string | null;
+    version: string | null;
+    source: "path" | "built" | null;
+    reason: string | null;
+    languageHost: string | null;
+    languageHostReason: string | null;
+}
+
+/** The CLI from lab.json; throws with the lab's reason when there is none (the suite then fails, never skips). */
+export function pulumiCli(lab: LabInfo = loadLab()): PulumiCliInfo & { bin: string; version: string } {
+    const p = (lab as LabInfo & { pulumi?: PulumiCliInfo }).pulumi;
+    if (!p) throw new Error(".lab/lab.json has no `pulumi`: re-run 'npm run lab' (scripts/lab/pulumi-cli/ensure.sh adds it)");
+    if (!p.bin || !p.version) throw new Error(`no Pulumi CLI in the lab: ${p.reason ?? "(no reason recorded)"}`);
+    return p as PulumiCliInfo & { bin: string; version: string };
+}
+
+/** A resource of the program: `args` values may be "$connection" (the SSH connection, key as a secret) or "$ref:RES.OUTPUT". */
+export interface ResourceSpec {
+    kind: "DomainSnapshot" | "DomainCheckpoint" | "DomainBackup" | "RestorePoint" | "SnapshotRevert";
+    name: string;
+    args: Record<string, unknown>;
+    opts?: {
+        deleteBeforeReplace?: boolean;
+        protect?: boolean;
+        retainOnDelete?: boolean;
+        ignoreChanges?: string[];
+        replaceOnChanges?: string[];
+        dependsOn?: string[];
+        /** The `import` option: the id of an existing resource to take over. */
+        import?: string;
+        /** Earlier logical names of this resource (`aliases: [{ name }]`). */
+        aliases?: string[];
+    };
+    /** Exported as stack outputs "NAME.OUTPUT", each as { value } or { undefined: true }. */
+    exports?: string[];
+}
+
+export interface ProgramSpec {
+    resources: ResourceSpec[];
+}
+
+export type Op = "preview" | "previewRefresh" | "up" | "upExpectNoChanges" | "refresh" | "destroy" | "export";
+
+export interface StepEvent {
+    op: string;
+    urn: string;
+    name: string;
+    type: string;
+    diffs?: string[];
+    /** For refresh steps: output keys whose value the step changed (old vs new outputs). */
+    changedOutputs?: string[];
+}
+
+export interface OpResult {
+    ok: boolean;
+    error?: string;
+    /** What the CLI printed (its own progress and summary). */
+    stdout: string;
+    stderr: string;
+    changeSummary?: Record<string, number>;
+    outputs?: Record<string, { value: unknown; secret: boolean }>;
+    /** Every step the engine reported, in the order it reported them (resourcePreEvent). */
+    steps: StepEvent[];
+    /** For "export": the deployment `pulumi stack export` printed. */
+    deployment?: unknown;
+    /** The stack config is in place (written by this run or an earlier one). */
+    configured?: boolean;
+    ms: number;
+}
+
+/** One stack of the CLI suite: its own work dir, PULUMI_HOME and file backend under .lab/cli/, a passphrase of its own. */
+export class CliStack {
+    readonly dir: string;
+    readonly passphrase = crypto.randomBytes(18).toString("base64url");
+    /** The stack config is written by the first operation only (each config write is a CLI run). */
+    private configured = false;
+    /** Every operation's wall time, for the suite's report. */
+    readonly timings: Array<{ op: Op; ms: number }> = [];
+
+    constructor(
+        readonly project: string,
+        readonly stack: string,
+        readonly lab: LabInfo = loadLab(),
+    ) {
+        if (!/^[a-z0-9-]+$/.test(project) || !/^[a-z0-9-]+$/.test(stack)) throw new Error("project and stack: [a-z0-9-]+");
+        this.dir = path.join(repoRoot(), ".lab", "cli", `${project}-${stack}`);
+        fs.rmSync(this.dir, { recursive: true, force: true });
+        fs.mkdirSync(path.join(this.dir, "work"), { recursive: true, mode: 0o700 });
+        fs.mkdirSync(path.join(this.dir, "state"), { recursive: true, mode: 0o700 });
+        fs.mkdirSync(path.join(this.dir, "home"), { recursive: true, mode: 0o700 });
+    }
+
+    get workDir(): string {
+        return path.join(this.dir, "work");
+    }
+    get stateDir(): string {
+        return path.join(this.dir, "state");
+    }
+    /** The checkpoint file the file backend keeps for this stack. */
+    get stateFile(): string {
+        return path.join(this.stateDir, ".pulumi", "stacks", this.project, `${this.stack}.json`);
+    }
+
+    /** The environment of every CLI run: nothing waits on the web, nothing leaves .lab/cli. */
+    env(): NodeJS.ProcessEnv {
+        const cli = pulumiCli(this.lab);
+        return {
+            PULUMI_HOME: path.join(this.dir, "home"),
+            PULUMI_SKIP_UPDATE_CHECK: "true",
+            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+            PULUMI_BACKEND_URL: `file://${this.stateDir}`,
+            PULUMI_CONFIG_PASSPHRASE: this.passphrase,
+            PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: undefined,
+            // The CLI first, then the dynamic-provider plugin (pulumi-resource-pulumi-nodejs ships in @pulumi/pulumi).
+            PATH: [path.dirname(cli.bin), path.join(repoRoot(), "node_modules", "@pulumi", "pulumi"), process.env.PATH].join(":"),
+        };
+    }
+
+    /** Runs OP on PROGRAM in a child process (test/support/cli-program.js). */
+    async run(
+        op: Op,
+        program: ProgramSpec,
+        options: { target?: string[]; replace?: string[]; timeoutMs?: number; debugGrpcLog?: string } = {},
+    ): Promise<OpResult> {
+        const specFile = path.join(this.dir, `spec-${op}-${Date.now()}.json`);
+        const resultFile = path.join(this.dir, `result-${op}-${Date.now()}.json`);
+        const conn = {
+            host: this.lab.host,
+            port: this.lab.port,
+            user: this.lab.user,
+            hostKey: this.lab.hostKey,
+            privateKeyPath: this.lab.privateKeyPath,
+        };
+        fs.writeFileSync(
+            specFile,
+            JSON.stringify({
+                project: this.project,
+                stack: this.stack,
+                workDir: this.workDir,
+                op,
+                program,
+                target: options.target,
+                replace: options.replace,
+                conn,
+                configure: !this.configured,
+            }),
+            { mode: 0o600 },
+        );
+        const child = path.join(repoRoot(), ".build", "test", "support", "cli-program.js");
+        const t0 = Date.now();
+        const r = await run(process.execPath, [child, specFile, resultFile], {
+            // PULUMI_DEBUG_GRPC: the CLI logs every gRPC call with its plugins there, decrypted inputs included.
+            env: { ...this.env(), ...(options.debugGrpcLog ? { PULUMI_DEBUG_GRPC: options.debugGrpcLog } : {}) },
+            cwd: this.workDir,
+            timeoutMs: options.timeoutMs ?? 240_000,
+        });
+        const ms = Date.now() - t0;
+        this.timings.push({ op, ms });
+        let result: OpResult;
+        try {
+            result = JSON.parse(fs.readFileSync(resultFile, "utf8")) as OpResult;
+        } catch {
+            throw new Error(`cli-program ${op} wrote no result (exit ${r.code}):\n${r.stderr.slice(-4000)}\n${r.stdout.slice(-2000)}`);
+        } finally {
+            fs.rmSync(specFile, { force: true });
+            fs.rmSync(resultFile, { force: true });
+        }
+        if (result.configured) this.configured = true;
+        return { ...result, ms };
+    }
+
+    /** Like run(), but throws with what the CLI printed unless the operation succeeded. */
+    async ok(
+        op: Op,
+        program: ProgramSpec,
+        options: { target?: string[]; replace?: string[]; debugGrpcLog?: string } = {},
+    ): Promise<OpResult> {
+        const r = await this.run(op, program, options);
+        if (!r.ok)
+            throw new Error(`pulumi ${op} failed: ${r.error}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-3000)}`);
+        return r;
+    }
+
+    /** The CLI binary itself, with this stack's environment (e.g. `pulumi stack export`). */
+    cli(args: readonly string[]): ReturnType<typeof run> {
+        return run(pulumiCli(this.lab).bin, args, { env: this.env(), cwd: this.workDir, timeoutMs: 120_000 });
+    }
+
+    dispose(): void {
+        fs.rmSync(this.dir, { recursive: true, force: true });
+    }
+}
+
+/** The URN the engine gives a resource of a CliStack's program (provider/index.ts: module libvirt-snapshots, type = class). */
+export function urnOf(s: CliStack, r: Pick<ResourceSpec, "kind" | "name">): string {
+    return `urn:pulumi:${s.stack}::${s.project}::pulumi-nodejs:dynamic/libvirt-snapshots:${r.kind}::${r.name}`;
+}
