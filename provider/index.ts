@@ -7,6 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { z } from "zod";
 import type { Connection, ConnectionSchema, ProxySchema } from "./connection";
 import type { ResourceKey } from "./impl";
+import type { FROM_RESOURCES as FromResourcesKey } from "./inputs";
 import type { DomainSnapshotOutputs, DomainSnapshotSchema } from "./resources/domainSnapshot";
 import type { CheckpointDiskState, DomainCheckpointOutputs, DomainCheckpointSchema } from "./resources/domainCheckpoint";
 import type { SnapshotRevertOutputs, SnapshotRevertSchema } from "./resources/snapshotRevert";
@@ -339,8 +340,16 @@ function outputNames<T>() {
  */
 function registered(outputs: string[], args: { connection?: unknown }, own: Record<string, unknown> = {}): pulumi.Inputs {
     const fields = Object.fromEntries(outputs.map((k) => [k, undefined]));
-    return { ...fields, ...args, connection: secretInput(args.connection), ...own, declared: undefined };
+    const given = args as Record<string, unknown>;
+    const later = REFERENCES.filter((k) => pulumi.Output.isInstance(given[k]) || given[k] instanceof Promise);
+    const pending = later.length ? { [FROM_RESOURCES]: later } : {};
+    return { ...fields, ...args, connection: secretInput(args.connection), ...own, ...pending, declared: undefined };
 }
+
+/** Inputs that name something on the host another resource may make in the same run (see FROM_RESOURCES in inputs.ts). */
+const REFERENCES = ["domain", "snapshot", "incrementalFrom"];
+/** The same key as inputs.ts's, checked by the compiler without loading that module into a user's program. */
+const FROM_RESOURCES: typeof FromResourcesKey = "__fromResources";
 
 const DOMAIN_SNAPSHOT_OUTPUTS = outputNames<DomainSnapshotOutputs>()(`
     connection domain snapshotName description kind memory memoryFile deletion domainName domainUuid

@@ -8,7 +8,17 @@ import { LONE_SURROGATE, NOT_UNICODE, UNKNOWN } from "./connection";
 export interface CheckFailure {
     property: string;
     reason: string;
+    /** What the input names isn't on the host (yet): another resource of the same run may be about to make it. */
+    absent?: true;
 }
+
+/**
+ * The inputs whose values came from other resources (Outputs or Promises when the program declared them), as the
+ * constructors record them. At `pulumi preview` the engine gives a resource it is about to create its inputs as known
+ * outputs, so a DomainSnapshot's `snapshotName` names a snapshot that doesn't exist yet: check can't refuse its
+ * absence. Kept apart from the declared inputs.
+ */
+export const FROM_RESOURCES = "__fromResources";
 
 const NO_CONTROL = /[\u0000-\u001f\u007f]/;
 // XML 1.0 can't carry most control characters; tab and LF are fine. CR is a
@@ -178,7 +188,7 @@ export function failuresOf(error: z.ZodError): CheckFailure[] {
 
 /** Remove the engine's bookkeeping keys before validation. */
 export function userInputs(news: Record<string, unknown>): Record<string, unknown> {
-    const { __provider: _p, ...rest } = news;
+    const { __provider: _p, [FROM_RESOURCES]: _f, ...rest } = news;
     return rest;
 }
 

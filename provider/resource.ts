@@ -4,7 +4,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import type { z } from "zod";
 import { UNKNOWN, targetOf, type Connection } from "./connection";
 import { isKind, messageOf } from "./errors";
-import { InputError, parseInputs, type CheckFailure } from "./inputs";
+import { FROM_RESOURCES, InputError, parseInputs, type CheckFailure } from "./inputs";
 import { resolveConnection } from "./stackConfig";
 import { probeDomain, type DomainProbe } from "./host/probe";
 import { Virsh } from "./host/virsh";
@@ -39,7 +39,10 @@ export async function checkInputs<S extends z.ZodObject>(
         replacesPrevious(schema, olds, r.value as Record<string, unknown>, rule.createKeys);
     if (!creates) return { inputs: news };
     try {
-        return { inputs: news, failures: await rule.ask(r.value) };
+        // Something another resource of this run may be about to make is no failure yet: create checks it again.
+        const pending = new Set(Array.isArray(news[FROM_RESOURCES]) ? (news[FROM_RESOURCES] as unknown[]) : []);
+        const failures = (await rule.ask(r.value)).filter((f) => !(f.absent && pending.has(f.property)));
+        return { inputs: news, failures: failures.map(({ property, reason }) => ({ property, reason })) };
     } catch (e) {
         // Bad stack config surfaces when the connection is resolved.
         if (e instanceof InputError) return { inputs: news, failures: e.failures };
@@ -62,7 +65,8 @@ export async function askAboutDomain(
     try {
         probe = await probeDomain(virsh, v.domain);
     } catch (e) {
-        if (isKind(e, "domain-not-found")) return [{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}` }];
+        if (isKind(e, "domain-not-found"))
+            return [{ property: "domain", reason: `no domain '${v.domain}' on ${virsh.where}`, absent: true }];
         return cannot(e);
     }
     try {

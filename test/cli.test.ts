@@ -211,8 +211,9 @@ describe(`the real Pulumi engine: inline Automation API programs run by the Pulu
         // As the README and the examples write them: a SnapshotRevert's `snapshot` is the DomainSnapshot's snapshotName
         // output, an incremental DomainBackup's `incrementalFrom` the full one's checkpointName output. At preview the
         // engine gives a resource it is about to create its inputs as outputs, so both names are already KNOWN, and the
-        // second resource's check looks for a snapshot or checkpoint that doesn't exist yet. `pulumi up` runs this
-        // preview first, so on a fresh stack it fails. (test/harness/engine.ts never previews a program: it hid this.)
+        // second resource's check looks for a snapshot or checkpoint that doesn't exist yet: it failed, and `pulumi up`,
+        // which previews first, with it. The constructors now record such inputs (__fromResources) and check lets their
+        // absence be. (test/harness/engine.ts never previews a program: it hid this.)
         it("preview of resources that take another's output (a revert of the snapshot, an incremental of the full backup) plans a create of each", async function () {
             const before = await fingerprint([writer, snapDom], { writers: [writer] });
             const r = await s.run("preview", program);

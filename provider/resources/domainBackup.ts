@@ -410,7 +410,7 @@ export function planBackup(v: Inputs, probe: DomainProbe, facts: HostFacts): { p
         if (v.incrementalFrom !== undefined) {
             const base = v.incrementalFrom;
             if (!facts.checkpoints.includes(base)) {
-                fail("incrementalFrom", backupSays.noBase(dom.name, base, facts.checkpoints));
+                failures.push({ property: "incrementalFrom", reason: backupSays.noBase(dom.name, base, facts.checkpoints), absent: true });
             } else {
                 for (const d of backedUp) {
                     if (facts.baseDisks && !facts.baseDisks.includes(d.disk)) fail("incrementalFrom", backupSays.noBitmap(base, d.disk));

@@ -120,6 +120,7 @@ async function inspect(virsh: Virsh, v: Inputs, probe: DomainProbe): Promise<Ins
         failures.push({
             property: "snapshot",
             reason: revertSays.noSuchSnapshot(probe.info.name, v.snapshot, names),
+            absent: true,
         });
         return { failures };
     }

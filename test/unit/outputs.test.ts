@@ -161,6 +161,9 @@ function settle(res: pulumi.CustomResource, key: string, ms: number): Promise<{ 
     });
 }
 
+/** The inputs each resource registered, by name, as the mock engine got them. */
+const registeredInputs = new Map<string, Record<string, unknown>>();
+
 describe("declared outputs", function () {
     // Registration serializes each provider (about 250 ms for the first on an idle machine).
     this.timeout(60_000);
@@ -171,6 +174,7 @@ describe("declared outputs", function () {
                 newResource(args) {
                     const c = CASES.find((c) => args.type.endsWith(`:${c.type}`));
                     assert.ok(c, `unexpected resource type ${args.type}`);
+                    registeredInputs.set(args.name, args.inputs as Record<string, unknown>);
                     const state = { ...(args.inputs as Record<string, unknown>) };
                     for (const k of c.outputs) state[k] = sentinel(c.type, k);
                     return { id: `${args.name}-id`, state };
@@ -204,4 +208,18 @@ describe("declared outputs", function () {
             assert.deepEqual(problems, [], `${c.type}: ${problems.join("; ")}`);
         });
     }
+    it("an input taken from another resource is recorded as such, so preview doesn't refuse what that resource will make", async () => {
+        const taken = new DomainSnapshot("from-1", { domain: "d" });
+        const chained = new SnapshotRevert("from-2", { domain: "d", snapshot: taken.snapshotName });
+        const literal = new SnapshotRevert("from-3", { domain: "d", snapshot: "s" });
+        const incremental = new DomainBackup("from-4", {
+            domain: pulumi.output("d"),
+            targetDir: "/b",
+            incrementalFrom: taken.snapshotName,
+        });
+        for (const r of [chained, literal, incremental]) await settle(r, "urn", 30_000);
+        assert.deepEqual(registeredInputs.get("from-2")?.__fromResources, ["snapshot"]);
+        assert.equal("__fromResources" in registeredInputs.get("from-3")!, false, "a literal is checked at preview as always");
+        assert.deepEqual(registeredInputs.get("from-4")?.__fromResources, ["domain", "incrementalFrom"]);
+    });
 });

@@ -14,6 +14,7 @@ import { setStackConfig } from "../../provider/stackConfig";
 import { domainCheckpoint } from "../../provider/resources/domainCheckpoint";
 import { domainSnapshot } from "../../provider/resources/domainSnapshot";
 import { restorePoint } from "../../provider/resources/restorePoint";
+import { snapshotRevert } from "../../provider/resources/snapshotRevert";
 import { commandLog } from "../support/commandLog";
 
 const OLD_UUID = "11111111-2222-3333-4444-555555555555";
@@ -531,6 +532,26 @@ describe("preview only reads: check and diff of a lost record (scripted host)", 
         const r = await domainCheckpoint.read(`${OLD_UUID}/ck1`, checkpointOlds);
         assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent())}`);
         assert.deepEqual(r, { id: "", props: {} });
+    });
+
+    it("a snapshot or domain named by another resource's output may not exist yet at preview: check lets it be; a literal is refused", async () => {
+        const world: World = { state: "running", checkpoints: new Map(), snapshots: [], imageSnapshots: [], imageBitmaps: [] };
+        host = scriptHost(world);
+        const revert = { domain: "web1", snapshot: "s9" };
+        const refused = await snapshotRevert.check({}, revert);
+        assert.equal(refused.failures?.length, 1);
+        assert.equal(refused.failures![0]!.property, "snapshot");
+        assert.match(refused.failures![0]!.reason, /^domain 'web1' has no snapshot 's9' \(it has no snapshots\)\. /);
+        assert.deepEqual(Object.keys(refused.failures![0]!).sort(), ["property", "reason"], "the engine gets property and reason only");
+        assert.deepEqual((await snapshotRevert.check({}, { ...revert, __fromResources: ["snapshot"] })).failures, []);
+        // Only the absence is let be, and only of the input that came from another resource.
+        assert.equal((await snapshotRevert.check({}, { ...revert, __fromResources: ["domain"] })).failures?.length, 1);
+        const snapshot = { domain: "web9", snapshotName: "s1" };
+        assert.deepEqual((await domainSnapshot.check({}, snapshot)).failures, [
+            { property: "domain", reason: "no domain 'web9' on local virsh (qemu:///system)" },
+        ]);
+        assert.deepEqual((await domainSnapshot.check({}, { ...snapshot, __fromResources: ["domain"] })).failures, []);
+        assert.deepEqual(host.writes(), [], `only reads, but it sent:\n${lines(host.sent())}`);
     });
 
     const snapshotInputs = { domain: "web1", snapshotName: "s1" };
