@@ -2,6 +2,8 @@
 // change of it does. The zod object, the key lists check and diff use, and the docs the Args interfaces and the
 // README are checked against (test/unit/spec.test.ts) all come from it.
 import { z } from "zod";
+import { ConnectionSchema } from "./connection";
+import { domainRef, timeoutSeconds } from "./inputs";
 
 /**
  * What a change of a declared input does:
@@ -54,3 +56,12 @@ export function spec<F extends Record<string, Field>>(fields: F): Spec<F> {
         createKeys: where((f) => f.onChange === "replace" || f.onChange === "members"),
     };
 }
+
+/** The fields most resources declare alike, with the same words. */
+export const common = {
+    /** The connection of a resource on one domain. */
+    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
+    domain: field("replace", domainRef, "The domain's name or UUID."),
+    /** The bound of each virsh command (DomainBackup's bounds its whole job instead). */
+    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+};

@@ -9,14 +9,14 @@
 import * as path from "node:path";
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, type Connection } from "../connection";
+import type { Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import { hostFailure } from "../failures";
 import { imageInfo } from "../qemuImg";
 import { InputError, domainRef, hostFolder, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { BACKUP_ABORT_WAIT_MS, BACKUP_POLL_MS, JOB_DATA_RETRIES, JOB_DATA_RETRY_MS, READ_TIMEOUT_MS, sleep } from "../timing";
-import { field, spec } from "../spec";
+import { common, field, spec } from "../spec";
 import {
     askAboutDomain,
     checkInputs,
@@ -51,7 +51,7 @@ export const BackupDiskSchema = z.strictObject({
 
 /** Each input once: its schema (and default), what a change of it does, and its doc (DomainBackupArgs says the same). */
 export const DomainBackupSpec = spec({
-    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
+    connection: common.connection,
     domain: field("replace", domainRef, "The domain's name or UUID; it must be running or paused."),
     targetDir: field(
         "replace",

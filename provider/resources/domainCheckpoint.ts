@@ -8,12 +8,12 @@
 // instead of planning a new one (lostRecords.ts).
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, type Connection } from "../connection";
+import type { Connection } from "../connection";
 import { LibvirtError, isKind, messageOf, notRunning } from "../errors";
 import { failureInsteadOf, initFailure } from "../failures";
-import { InputError, domainRef, description, momentName, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
+import { InputError, description, momentName, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
-import { field, spec } from "../spec";
+import { common, field, spec } from "../spec";
 import {
     askAboutDomain,
     checkInputs,
@@ -68,8 +68,8 @@ export const CheckpointDiskSchema = z.strictObject({
 
 /** Each input once: its schema (and default), what a change of it does, and its doc (DomainCheckpointArgs says the same). */
 export const DomainCheckpointSpec = spec({
-    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
-    domain: field("replace", domainRef, "The domain's name or UUID."),
+    connection: common.connection,
+    domain: common.domain,
     checkpointName: field(
         "replace",
         checkpointName,
@@ -104,7 +104,7 @@ export const DomainCheckpointSpec = spec({
         trueOrFalse.default(false),
         "Take over an existing checkpoint of that name, if its disks match the declaration. Default false.",
     ),
-    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+    timeoutSeconds: common.timeoutSeconds,
 });
 
 export const DomainCheckpointSchema = DomainCheckpointSpec.object.superRefine((v, ctx) => {

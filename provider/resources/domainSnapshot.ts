@@ -4,12 +4,12 @@
 // Preview (check/diff) only reads from the host.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, type Connection } from "../connection";
+import type { Connection } from "../connection";
 import { LibvirtError, isKind } from "../errors";
 import { initFailure } from "../failures";
-import { InputError, domainRef, description, hostPath, momentName, spaceMarginMiB, timeoutSeconds, trueOrFalse } from "../inputs";
+import { InputError, description, hostPath, momentName, spaceMarginMiB, trueOrFalse } from "../inputs";
 import { withDomainLock } from "../locks";
-import { field, spec } from "../spec";
+import { common, field, spec } from "../spec";
 import {
     askAboutDomain,
     checkInputs,
@@ -46,8 +46,8 @@ export const DiskSchema = z.strictObject({
 
 /** Each input once: its schema (and default), what a change of it does, and its doc (DomainSnapshotArgs says the same). */
 export const DomainSnapshotSpec = spec({
-    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
-    domain: field("replace", domainRef, "The domain's name or UUID."),
+    connection: common.connection,
+    domain: common.domain,
     snapshotName: field(
         "replace",
         momentName("snapshot"),
@@ -105,7 +105,7 @@ export const DomainSnapshotSpec = spec({
             "Default 64.",
         { checked: true },
     ),
-    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+    timeoutSeconds: common.timeoutSeconds,
 });
 
 export const DomainSnapshotSchema = DomainSnapshotSpec.object.superRefine((v, ctx) => {

@@ -12,19 +12,9 @@ import { z } from "zod";
 import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import { initFailure } from "../failures";
-import {
-    InputError,
-    domainRef,
-    description,
-    momentName,
-    parseInputs,
-    spaceMarginMiB,
-    timeoutSeconds,
-    trueOrFalse,
-    type CheckFailure,
-} from "../inputs";
+import { InputError, domainRef, description, momentName, parseInputs, spaceMarginMiB, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
-import { field, spec } from "../spec";
+import { common, field, spec } from "../spec";
 import { checkInputs, domainLockKey, parseOrThrow, same, virshFor } from "../resource";
 import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
@@ -108,7 +98,7 @@ export const RestorePointSpec = spec({
         "The room check asks for on the filesystem of each overlay, in MiB (and the guest's RAM for memory: 'internal'). Default 64.",
         { checked: true },
     ),
-    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+    timeoutSeconds: common.timeoutSeconds,
 });
 
 export const RestorePointSchema = RestorePointSpec.object.superRefine((v, ctx) => {

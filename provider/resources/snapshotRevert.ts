@@ -7,13 +7,13 @@
 // Preview (check) only reads from the host. Delete leaves the VM alone.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { ConnectionSchema, type Connection } from "../connection";
+import type { Connection } from "../connection";
 import { LibvirtError, isKind, knownBugOf, messageOf } from "../errors";
 import { initFailure } from "../failures";
-import { InputError, domainRef, momentName, timeoutSeconds, trueOrFalse, type CheckFailure } from "../inputs";
+import { InputError, momentName, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { NEXT_SECOND_MARGIN_MS, sleep } from "../timing";
-import { field, spec } from "../spec";
+import { common, field, spec } from "../spec";
 import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virshFor, withoutConnection } from "../resource";
 import { inRange, listCheckpoints, listSnapshots, names, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
@@ -25,8 +25,8 @@ import { revertSays } from "./messages";
 
 /** Each input once: its schema (and default), what a change of it does, and its doc (SnapshotRevertArgs says the same). */
 export const SnapshotRevertSpec = spec({
-    connection: field("place", ConnectionSchema.optional(), "Where the domain lives. Default: the stack config."),
-    domain: field("replace", domainRef, "The domain's name or UUID."),
+    connection: common.connection,
+    domain: common.domain,
     snapshot: field("replace", momentName("snapshot"), "The snapshot's name, or a DomainSnapshot's `snapshotName` output."),
     triggers: field(
         "replace",
@@ -49,7 +49,7 @@ export const SnapshotRevertSpec = spec({
         trueOrFalse.default(false),
         "`--force`, for risky reverts, for example to a snapshot without a domain definition. Default false.",
     ),
-    timeoutSeconds: field("update", timeoutSeconds.optional(), "The time limit for each virsh command. Default 300."),
+    timeoutSeconds: common.timeoutSeconds,
 });
 
 export const SnapshotRevertSchema = SnapshotRevertSpec.object;
