@@ -62,33 +62,68 @@ describe("examples (run under mocks against the real provider and lab)", functio
         assert.deepEqual(await snapshotsOf("lab-idle"), []);
     });
 
-    it("npm run quickstart without the Pulumi CLI: says how to install it, then runs the quickstart through the dynamic-provider server", async () => {
-        // The README's first command, as a user without the CLI runs it: no `pulumi` on PATH.
-        const withoutPulumi = (process.env.PATH ?? "")
-            .split(":")
-            .filter((d) => d && !fs.existsSync(path.join(d, "pulumi")))
-            .join(":");
-        const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    /** `npm run quickstart` as a user runs it, with `env` over this process's; its exit code and what it printed. */
+    function quickstart(env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+        return new Promise((resolve) => {
             execFile(
                 "bash",
                 [path.join(PACKAGE_ROOT, "scripts/quickstart.sh")],
-                { cwd: PACKAGE_ROOT, timeout: 280_000, env: { ...process.env, PATH: withoutPulumi } },
-                (err, out, errOut) =>
-                    resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout: out, stderr: errOut }),
+                { cwd: PACKAGE_ROOT, timeout: 280_000, maxBuffer: 16 << 20, env: { ...process.env, ...env } },
+                (err, out, errOut) => {
+                    extraTranscripts.push(out, errOut);
+                    resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout: out, stderr: errOut });
+                },
             );
         });
-        extraTranscripts.push(stdout, stderr);
+    }
+
+    it("npm run quickstart with the lab's CLI and no language host: says pulumi up of the directory is blocked, then runs the program through the real engine inline", async () => {
+        const { code, stdout, stderr } = await quickstart({});
         assert.equal(code, 0, stderr);
-        assert.match(stdout, /The Pulumi CLI is not installed\. Install it with: curl -fsSL https:\/\/get\.pulumi\.com \| sh/);
-        const line = /^ {2}DomainSnapshot before-upgrade: (\{.*\})$/m.exec(stdout);
-        assert.ok(line, stdout);
-        const shown = JSON.parse(line[1]!) as Record<string, unknown>;
-        assert.deepEqual(
-            { ...shown, creationTime: undefined },
-            { snapshotName: "before-upgrade", domain: "lab-idle", state: "running", memory: "internal", creationTime: undefined },
+        assert.match(
+            stdout,
+            /^BLOCKED: 'pulumi up' of the quickstart project \(examples\/quickstart, or the top-level Pulumi\.yaml\) needs$/m,
         );
-        assert.ok(Date.parse(String(shown.creationTime)) > 0);
+        assert.match(stdout, /^as an INLINE Automation API program: /m);
+        assert.match(stdout, /DomainSnapshot before-upgrade created/);
+        assert.match(stdout, /DomainSnapshot before-upgrade deleted/);
+        assert.match(stdout, /^That was an inline program through the real engine, not 'pulumi up' of the directory/m);
         assert.deepEqual(await snapshotsOf("lab-idle"), []);
+    });
+
+    it("npm run quickstart without the Pulumi CLI (none on PATH, no Go, nothing built): says how to install it, then runs the quickstart through the dynamic-provider server", async () => {
+        // A machine without the CLI: no `pulumi` and no `go` on PATH, and an empty folder for the lab's builds.
+        const bare = (process.env.PATH ?? "")
+            .split(":")
+            .filter((d) => d && !fs.existsSync(path.join(d, "pulumi")) && !fs.existsSync(path.join(d, "go")))
+            .join(":");
+        const builds = fs.mkdtempSync(path.join(os.tmpdir(), "no-pulumi-"));
+        try {
+            const { code, stdout, stderr } = await quickstart({ PATH: bare, PULUMI_LAB_DIR: builds });
+            assert.equal(code, 0, stderr);
+            assert.match(stdout, /^No Pulumi CLI: .+$/m);
+            assert.match(stdout, /^Install it with: curl -fsSL https:\/\/get\.pulumi\.com \| sh /m);
+            assert.match(stdout, /^server \(what 'pulumi up' runs for each of our resources\), created and deleted again:$/m);
+            const line = /^ {2}DomainSnapshot before-upgrade: (\{.*\})$/m.exec(stdout);
+            assert.ok(line, stdout);
+            const shown = JSON.parse(line[1]!) as Record<string, unknown>;
+            assert.deepEqual(
+                { ...shown, creationTime: undefined },
+                { snapshotName: "before-upgrade", domain: "lab-idle", state: "running", memory: "internal", creationTime: undefined },
+            );
+            assert.ok(Date.parse(String(shown.creationTime)) > 0);
+            assert.deepEqual(await snapshotsOf("lab-idle"), []);
+        } finally {
+            // The lab as the other suites expect it: with its CLI again.
+            await new Promise<void>((resolve, reject) =>
+                execFile("bash", [path.join(PACKAGE_ROOT, "scripts/lab.sh"), "up"], { cwd: PACKAGE_ROOT, timeout: 280_000 }, (err) =>
+                    err ? reject(err) : resolve(),
+                ),
+            );
+            fs.rmSync(builds, { recursive: true, force: true });
+        }
+        const lab = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, ".lab/lab.json"), "utf8")) as { pulumi?: { bin?: string } };
+        assert.ok(lab.pulumi?.bin, "lab.json names the CLI again");
     });
 
     it("pre-upgrade with rollback: a RestorePoint, the upgrade step after it, then a SnapshotRevert", async () => {
