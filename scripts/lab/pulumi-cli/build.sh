@@ -117,6 +117,18 @@ kept() {
   printf '%-26s up to date        %s\n' "$1" "$BIN/$1"
 }
 
+# The binaries without a version command of their own carry a stamp file beside
+# them. up_to_date NAME STAMP: NAME is there, built as STAMP says (then: kept).
+up_to_date() {
+  [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2> /dev/null)" = "$2" ] && kept "$1"
+}
+# put_in_place NAME STAMP T0: the build in $BIN/.NAME.tmp becomes NAME, stamped.
+put_in_place() {
+  mv -f "$BIN/.$1.tmp" "$BIN/$1"
+  echo "$2" > "$BIN/.$1.version"
+  built "$1" $((SECONDS - $3))
+}
+
 build_pulumi() {
   if [ -x "$BIN/pulumi" ] && [ "$(PULUMI_SKIP_UPDATE_CHECK=true "$BIN/pulumi" version 2> /dev/null)" = "$PULUMI_VERSION" ]; then
     kept pulumi
@@ -141,30 +153,22 @@ build_pulumi() {
 # A throwaway module beside the CLI's (a copy of its go.mod and go.sum, so the
 # language host gets the same pkg/v3 and sdk/v3), plus the pseudo-version.
 build_language_nodejs() {
-  local name=pulumi-language-nodejs stamp="$BIN/.pulumi-language-nodejs.version"
-  if [ -x "$BIN/$name" ] && [ "$(cat "$stamp" 2> /dev/null)" = "$LANGHOST_VERSION $PULUMI_VERSION" ]; then
-    kept $name
-    return 0
-  fi
+  local name=pulumi-language-nodejs stamp="$LANGHOST_VERSION $PULUMI_VERSION"
+  up_to_date $name "$stamp" && return 0
   local t0=$SECONDS m="$work/langhost"
   mkdir -p "$m"
   cp "$HERE/go.mod" "$HERE/go.sum" "$m/"
   (cd "$m" && run_go $name go get "$LANGHOST_MODULE@$LANGHOST_VERSION") || return 1
   (cd "$m" && run_go $name go build -mod=mod "${GO_BUILD_FLAGS[@]}" \
     -ldflags "-s -w $VERSION_LDFLAG" -o "$BIN/.$name.tmp" "$LANGHOST_MODULE") || return 1
-  mv -f "$BIN/.$name.tmp" "$BIN/$name"
-  echo "$LANGHOST_VERSION $PULUMI_VERSION" > "$stamp"
-  built $name $((SECONDS - t0))
+  put_in_place $name "$stamp" $t0
 }
 
 # Its own module: pulumi-command's go.mod picks its own pkg/sdk versions, as
 # its release build does. The version is set as its Makefile sets it.
 build_command() {
-  local name=pulumi-resource-command stamp="$BIN/.pulumi-resource-command.version"
-  if [ -x "$BIN/$name" ] && [ "$(cat "$stamp" 2> /dev/null)" = "$COMMAND_VERSION $COMMAND_PSEUDO" ]; then
-    kept $name
-    return 0
-  fi
+  local name=pulumi-resource-command stamp="$COMMAND_VERSION $COMMAND_PSEUDO"
+  up_to_date $name "$stamp" && return 0
   local t0=$SECONDS m="$work/command"
   mkdir -p "$m"
   (cd "$m" && go mod init lab/pulumi-resource-command > /dev/null 2>&1 &&
@@ -172,9 +176,7 @@ build_command() {
   (cd "$m" && run_go $name go build -mod=mod \
     -ldflags "-s -w -X github.com/pulumi/pulumi-command/provider/pkg/version.Version=$COMMAND_VERSION" \
     -o "$BIN/.$name.tmp" "$COMMAND_MODULE/cmd/pulumi-resource-command") || return 1
-  mv -f "$BIN/.$name.tmp" "$BIN/$name"
-  echo "$COMMAND_VERSION $COMMAND_PSEUDO" > "$stamp"
-  built $name $((SECONDS - t0))
+  put_in_place $name "$stamp" $t0
 }
 
 for t in "${targets[@]}"; do
