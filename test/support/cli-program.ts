@@ -10,9 +10,9 @@
 // and goes to the stack config as a secret: it is never in SPEC or RESULT.
 import * as fs from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
-import { LocalWorkspace, PulumiCommand, type EngineEvent, type OutputMap } from "@pulumi/pulumi/automation";
+import type { EngineEvent, OutputMap } from "@pulumi/pulumi/automation";
 import * as lib from "pulumi-libvirt-snapshots";
-import type { Op, OpResult, ProgramSpec, ResourceSpec, StepEvent } from "./pulumiCli";
+import { inlineStack, labStackConfig, type Op, type OpResult, type ProgramSpec, type ResourceSpec, type StepEvent } from "./pulumiCli";
 
 interface Spec {
     project: string;
@@ -119,25 +119,8 @@ async function main(): Promise<void> {
         fs.writeFileSync(resultFile, JSON.stringify(result), { mode: 0o600 });
     };
     try {
-        // `pulumi` from PATH (CliStack.env() puts the lab's first), with the SDK's own minimum-version check.
-        const pulumiCommand = await PulumiCommand.get();
-        const stack = await LocalWorkspace.createOrSelectStack(
-            { stackName: spec.stack, projectName: spec.project, program: programOf(spec, privateKey) },
-            {
-                workDir: spec.workDir,
-                pulumiHome: process.env.PULUMI_HOME,
-                pulumiCommand,
-                projectSettings: { name: spec.project, runtime: "nodejs", backend: { url: process.env.PULUMI_BACKEND_URL } },
-            },
-        );
-        if (spec.configure)
-            await stack.setAllConfig({
-                "libvirt-snapshots:host": { value: spec.conn.host },
-                "libvirt-snapshots:port": { value: String(spec.conn.port) },
-                "libvirt-snapshots:user": { value: spec.conn.user },
-                "libvirt-snapshots:hostKey": { value: spec.conn.hostKey },
-                "libvirt-snapshots:privateKey": { value: privateKey, secret: true },
-            });
+        const stack = await inlineStack(spec.project, spec.stack, spec.workDir, programOf(spec, privateKey));
+        if (spec.configure) await stack.setAllConfig(labStackConfig(spec.conn, privateKey));
         result.configured = true;
         const byUrn = new Map<string, StepEvent[]>();
         const onEvent = (e: EngineEvent) => {

@@ -8,6 +8,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { LocalWorkspace, PulumiCommand, type PulumiFn, type Stack } from "@pulumi/pulumi/automation";
 import { loadLab, repoRoot, run, type LabInfo } from "./lab";
 
 export interface PulumiCliInfo {
@@ -25,6 +26,49 @@ export function pulumiCli(lab: LabInfo = loadLab()): PulumiCliInfo & { bin: stri
     if (!p) throw new Error(".lab/lab.json has no `pulumi`: re-run 'npm run lab' (scripts/lab/pulumi-cli/ensure.sh adds it)");
     if (!p.bin || !p.version) throw new Error(`no Pulumi CLI in the lab: ${p.reason ?? "(no reason recorded)"}`);
     return p as PulumiCliInfo & { bin: string; version: string };
+}
+
+/**
+ * The environment of every CLI run under DIR (its `home` and `state` folders): its own PULUMI_HOME and file backend,
+ * the stack's passphrase, nothing that waits on the web, and on PATH the CLI first, then the dynamic-provider plugin
+ * (pulumi-resource-pulumi-nodejs ships in @pulumi/pulumi).
+ */
+export function cliEnv(bin: string, dir: string, passphrase: string) {
+    return {
+        PULUMI_HOME: path.join(dir, "home"),
+        PULUMI_SKIP_UPDATE_CHECK: "true",
+        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+        PULUMI_BACKEND_URL: `file://${path.join(dir, "state")}`,
+        PULUMI_CONFIG_PASSPHRASE: passphrase,
+        PATH: [path.dirname(bin), path.join(repoRoot(), "node_modules", "@pulumi", "pulumi"), process.env.PATH].join(":"),
+    };
+}
+
+/**
+ * An inline program's stack, in the environment cliEnv() made (PULUMI_HOME, the backend): `pulumi` from PATH, where
+ * cliEnv() puts the lab's first, with the SDK's own minimum-version check.
+ */
+export async function inlineStack(project: string, stackName: string, workDir: string, program: PulumiFn): Promise<Stack> {
+    return LocalWorkspace.createOrSelectStack(
+        { stackName, projectName: project, program },
+        {
+            workDir,
+            pulumiHome: process.env.PULUMI_HOME,
+            pulumiCommand: await PulumiCommand.get(),
+            projectSettings: { name: project, runtime: "nodejs", backend: { url: process.env.PULUMI_BACKEND_URL } },
+        },
+    );
+}
+
+/** The stack config that points a program's resources without a connection of their own at the lab's host. */
+export function labStackConfig(conn: { host: string; port: number; user: string; hostKey: string }, privateKey: string) {
+    return {
+        "libvirt-snapshots:host": { value: conn.host },
+        "libvirt-snapshots:port": { value: String(conn.port) },
+        "libvirt-snapshots:user": { value: conn.user },
+        "libvirt-snapshots:hostKey": { value: conn.hostKey },
+        "libvirt-snapshots:privateKey": { value: privateKey, secret: true },
+    };
 }
 
 /** A resource of the program: `args` values may be "$connection" (the SSH connection, key as a secret) or "$ref:RES.OUTPUT". */
@@ -116,17 +160,7 @@ export class CliStack {
 
     /** The environment of every CLI run: nothing waits on the web, nothing leaves .lab/cli. */
     env(): NodeJS.ProcessEnv {
-        const cli = pulumiCli(this.lab);
-        return {
-            PULUMI_HOME: path.join(this.dir, "home"),
-            PULUMI_SKIP_UPDATE_CHECK: "true",
-            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
-            PULUMI_BACKEND_URL: `file://${this.stateDir}`,
-            PULUMI_CONFIG_PASSPHRASE: this.passphrase,
-            PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: undefined,
-            // The CLI first, then the dynamic-provider plugin (pulumi-resource-pulumi-nodejs ships in @pulumi/pulumi).
-            PATH: [path.dirname(cli.bin), path.join(repoRoot(), "node_modules", "@pulumi", "pulumi"), process.env.PATH].join(":"),
-        };
+        return { ...cliEnv(pulumiCli(this.lab).bin, this.dir, this.passphrase), PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: undefined };
     }
 
     /** Runs OP on PROGRAM in a child process (test/support/cli-program.js). */

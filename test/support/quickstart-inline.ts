@@ -11,9 +11,8 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { LocalWorkspace, PulumiCommand } from "@pulumi/pulumi/automation";
 import { loadLab, repoRoot } from "./lab";
-import { pulumiCli } from "./pulumiCli";
+import { cliEnv, inlineStack, labStackConfig, pulumiCli } from "./pulumiCli";
 
 async function main(): Promise<void> {
     const lab = loadLab();
@@ -23,36 +22,15 @@ async function main(): Promise<void> {
     for (const d of ["work", "state", "home"]) fs.mkdirSync(path.join(base, d), { recursive: true, mode: 0o700 });
     const passFile = path.join(base, "passphrase");
     if (!fs.existsSync(passFile)) fs.writeFileSync(passFile, crypto.randomBytes(18).toString("base64url"), { mode: 0o600 });
-    Object.assign(process.env, {
-        PULUMI_HOME: path.join(base, "home"),
-        PULUMI_SKIP_UPDATE_CHECK: "true",
-        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
-        PULUMI_BACKEND_URL: `file://${path.join(base, "state")}`,
-        PULUMI_CONFIG_PASSPHRASE: fs.readFileSync(passFile, "utf8"),
-        PATH: [path.dirname(cli.bin), path.join(root, "node_modules", "@pulumi", "pulumi"), process.env.PATH].join(":"),
-    });
+    Object.assign(process.env, cliEnv(cli.bin, base, fs.readFileSync(passFile, "utf8")));
     const programFile = path.join(root, ".build", "examples", "quickstart", "index.js");
     // The example's own module, loaded afresh on every run of the program (preview, then up).
     const program = async () => {
         delete require.cache[require.resolve(programFile)];
         return { ...(require(programFile) as Record<string, unknown>) };
     };
-    const stack = await LocalWorkspace.createOrSelectStack(
-        { stackName: "quickstart-inline", projectName: "libvirt-snapshots-quickstart", program },
-        {
-            workDir: path.join(base, "work"),
-            pulumiHome: process.env.PULUMI_HOME,
-            pulumiCommand: await PulumiCommand.get(),
-            projectSettings: { name: "libvirt-snapshots-quickstart", runtime: "nodejs", backend: { url: process.env.PULUMI_BACKEND_URL } },
-        },
-    );
-    await stack.setAllConfig({
-        "libvirt-snapshots:host": { value: lab.host },
-        "libvirt-snapshots:port": { value: String(lab.port) },
-        "libvirt-snapshots:user": { value: lab.user },
-        "libvirt-snapshots:hostKey": { value: lab.hostKey },
-        "libvirt-snapshots:privateKey": { value: fs.readFileSync(lab.privateKeyPath, "utf8"), secret: true },
-    });
+    const stack = await inlineStack("libvirt-snapshots-quickstart", "quickstart-inline", path.join(base, "work"), program);
+    await stack.setAllConfig(labStackConfig(lab, fs.readFileSync(lab.privateKeyPath, "utf8")));
     const onOutput = (s: string) => process.stdout.write(s);
     const say = (s: string) => console.log(`\n==== ${s} ====\n`);
     say(`pulumi preview (inline program: examples/quickstart/index.ts, CLI ${cli.version} at ${cli.bin})`);
