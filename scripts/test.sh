@@ -25,7 +25,7 @@ for h in $hosts; do
   runs=${PROPERTY_RUNS:-$([[ $first == 1 ]] && echo 25 || echo 10)}
   # And a sample of the hostile corpus (test/hostile.test.ts says which): the whole corpus costs 8 to 12 minutes per host.
   sample=${HOSTILE_SAMPLE:-$([[ $first == 1 ]] && echo 1 || echo 4)}
-  # .mocharc.json names no spec, so `npx mocha FILE` runs just that file; here the default is every suite.
+  # .mocharc.json names no spec (npm run test:one runs a few); here the default is every suite.
   if LAB_HOST=$h PROPERTY_RUNS=$runs HOSTILE_SAMPLE=$sample npx mocha "${extra[@]}" "$@" '.build/test/**/*.test.js'; then rc=0; else rc=$?; failed+=("$h"); fi
   echo "==================== host $h: exit $rc, $(($(date +%s) - t0)) s ===================="
   first=0
