@@ -50,6 +50,12 @@ export interface CliResult {
     runs: Array<{ cmd: string; startedAt: number; ms: number }>;
     /** When the `pulumi OP` process started (epoch ms). */
     startedAt?: number;
+    /**
+     * This process's own start: node, @pulumi/pulumi, the Automation API and this package loaded (ms from its start).
+     * An inline program pays it before `pulumi OP` starts; under `pulumi up` of a project directory the language
+     * host starts such a process inside the operation.
+     */
+    programLoadMs: number;
     changeSummary?: Record<string, number>;
     /** The CLI's own output, for errors. */
     stdout: string;
@@ -90,7 +96,7 @@ async function main(): Promise<void> {
     const [specFile, resultFile] = process.argv.slice(2);
     if (!specFile || !resultFile) throw new Error("usage: cli-program SPEC.json RESULT.json");
     const spec = JSON.parse(fs.readFileSync(specFile, "utf8")) as CliSpec;
-    const result: CliResult = { ok: false, runs: [], stdout: "" };
+    const result: CliResult = { ok: false, runs: [], stdout: "", programLoadMs: performance.now() };
     try {
         const stack = await inlineStack(spec.project, spec.stack, spec.workDir, programOf(spec));
         timeRuns(stack.workspace.pulumiCommand, result.runs);
