@@ -126,11 +126,14 @@ function sshArgv(sshd: SshEndpoint): string[] {
     ];
 }
 
-async function sshVirsh(sshd: SshEndpoint, args: readonly string[]): Promise<void> {
-    const line = ["env", "LC_ALL=C", "virsh", "-c", URI, ...args].map(q).join(" ");
-    const r = await run("/usr/bin/ssh", [...sshArgv(sshd), "--", line], { timeoutMs: 300_000 });
+/** One virsh command through a fresh system `ssh` process (sshArgs: its options and user@host), as a shell loop runs it. */
+export async function sshVirshVia(sshArgs: readonly string[], uri: string, args: readonly string[]): Promise<void> {
+    const line = ["env", "LC_ALL=C", "virsh", "-c", uri, ...args].map(q).join(" ");
+    const r = await run("/usr/bin/ssh", [...sshArgs, "--", line], { timeoutMs: 300_000 });
     if (r.code !== 0) throw new Error(`ssh virsh ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
 }
+
+const sshVirsh = (sshd: SshEndpoint, args: readonly string[]) => sshVirshVia(sshArgv(sshd), URI, args);
 
 /** Baseline B: the same commands through a fresh ssh process each (a local-exec / @pulumi/command user). */
 export async function sshTrio(sshd: SshEndpoint, domainUuid: string, name: string): Promise<Trio> {

@@ -17,6 +17,10 @@
 // (scripts/lab/delay-proxy.cjs, BENCH_RTT_MS of round trip), as if the host were far
 // away, and reports how many round trips one operation waits for (bench/delay.ts).
 //
+// The CLI phase runs `pulumi up` and `pulumi destroy` of 20 DomainSnapshots over both lab hosts with
+// the lab's real Pulumi CLI (an inline program: bench/cli-program.ts), against a shell loop of
+// `ssh HOST virsh …`, a fresh ssh per command (bench/phases/cli.ts).
+//
 // This file runs the phases (bench/phases/) in order and prints the report.
 // Helpers: config.ts (these variables), measure.ts (timing, stats, CPU and RSS),
 // report.ts (table and JSON line), baselines.ts (local virsh, fresh ssh),
@@ -32,7 +36,9 @@
 //   BENCH_SCALE_ITER      scale iterations per count (default 15)
 //   BENCH_FANOUT_ROUNDS   fan-out rounds (default 3)
 //   BENCH_HOSTS, BENCH_HOSTS_ROUNDS   the hosts50 phase's SSH endpoints (default 50) and rounds (default 3)
-//   BENCH_SKIP            comma list of phases to skip: perop, fanout (with refresh), hosts50, scale
+//   BENCH_CLI_ROUNDS      rounds of the CLI phase (default 3, BENCH_QUICK 1): each round one sequential and one
+//                         parallel ssh loop (create, delete) and pulumi up, preview, up with nothing to do, destroy
+//   BENCH_SKIP            comma list of phases to skip: perop, fanout (with refresh), hosts50, scale, cli
 //   BENCH_PACKAGE_ROOT    run the provider from another checkout (e.g. an older commit) for before/after
 //   BENCH_CPU_PROF=DIR    write a V8 CPU profile of each provider server there (bench/cpuprof.ts)
 //   BENCH_MEM_PROF=DIR    write each provider server's memory timeline and module-load costs there (bench/memprof.ts);
@@ -46,6 +52,7 @@ import { virshLocalOk } from "./baselines";
 import { SERVER_CWD, SKIP, lab } from "./config";
 import { cleanupAll, log, onCleanup } from "./lifecycle";
 import { now, r1, r2 } from "./measure";
+import { cli } from "./phases/cli";
 import { fanout } from "./phases/fanout";
 import { hosts50 } from "./phases/hosts50";
 import { perOperation } from "./phases/per-op";
@@ -99,6 +106,7 @@ async function onThisMachine(): Promise<void> {
     }
     if (!SKIP.has("hosts50")) await hosts50();
     if (!SKIP.has("scale")) await scale(sshd);
+    if (!SKIP.has("cli")) await cli();
 }
 
 /**

@@ -21,6 +21,9 @@ export const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? (QUICK ? 
 export const HOSTS = Number(process.env.BENCH_HOSTS ?? 50),
     DOMAINS_PER_HOST = 2,
     HOSTS_ROUNDS = Number(process.env.BENCH_HOSTS_ROUNDS ?? (QUICK ? 1 : 3));
+/** The CLI phase: DomainSnapshots per `pulumi up` (spread over fresh qcow2 domains of every lab host), and its rounds. */
+export const CLI_SNAPSHOTS = 20,
+    CLI_ROUNDS = Number(process.env.BENCH_CLI_ROUNDS ?? (QUICK ? 1 : 3));
 export const SKIP = new Set((process.env.BENCH_SKIP ?? "").split(",").filter(Boolean));
 export const PROF_DIR = process.env.BENCH_CPU_PROF;
 export const MEM_DIR = process.env.BENCH_MEM_PROF;

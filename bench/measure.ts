@@ -164,3 +164,38 @@ export class PeakRssSampler {
         return Math.max(this.peak, m.rssKb, m.hwmKb);
     }
 }
+
+/**
+ * Samples the CPU (utime+stime, ms) of every process under root, root included, every 50 ms until
+ * stop(), keeping each one's last reading, its command line and when it was first seen: what a tree
+ * of short-lived processes spent, each process counted until its last sample (up to 50 ms short of
+ * its exit).
+ */
+export class TreeCpuSampler {
+    private readonly seen = new Map<number, { ms: number; cmdline: string; firstSeen: number }>();
+    private readonly timer: NodeJS.Timeout;
+    constructor(private readonly root: number) {
+        this.sample();
+        this.timer = setInterval(() => this.sample(), 50);
+    }
+    private sample(): void {
+        for (const [pid, cpu] of treeCpu(this.root)) {
+            const known = this.seen.get(pid);
+            let cmdline = known?.cmdline;
+            if (cmdline === undefined) {
+                try {
+                    cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+                } catch {
+                    continue;
+                }
+            }
+            this.seen.set(pid, { ms: Math.max(known?.ms ?? 0, cpu.self), cmdline, firstSeen: known?.firstSeen ?? Date.now() });
+        }
+    }
+    /** Stops sampling; each process seen, with its CPU (ms), command line and when it was first seen (epoch ms). */
+    stop(): Array<{ pid: number; ms: number; cmdline: string; firstSeen: number }> {
+        clearInterval(this.timer);
+        this.sample();
+        return [...this.seen].map(([pid, v]) => ({ pid, ...v }));
+    }
+}

@@ -25,6 +25,8 @@ const targets: Array<[string, string, (v: number) => boolean]> = [
     ["rssOverFloorMB", "<= 8", (v) => v <= 8],
     ["scaleRatio200", "<= 1.5", (v) => v <= 1.5],
     ["scaleGrowthVsLibvirt", "<= 1.1", (v) => v <= 1.1],
+    ["cliUpVsSshLoop", "<= 1.0", (v) => v <= 1.0],
+    ["cliDestroyVsSshLoop", "<= 1.0", (v) => v <= 1.0],
 ];
 
 export function printReport(): void {
