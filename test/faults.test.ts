@@ -21,7 +21,7 @@ import * as path from "node:path";
 import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
 import { ProviderCallError, type ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
-import { MiB, domstate, hostXmlFiles, qcow2Snapshots, snapshotNames } from "./support/helpers";
+import { MiB, domstate, qcow2Snapshots, snapshotNames, waitForXmlFile } from "./support/helpers";
 import { loadLab, qemuIoRead, qemuIoWrite, repoRoot, run, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
 import { stopWhenStarted } from "./support/stopWhenStarted";
 import { tcpProxy } from "./support/tcpProxy";
@@ -50,13 +50,6 @@ async function waitForProcess(pattern: string, timeoutMs = 20_000, over: () => b
         await sleep(5);
     }
     throw new Error(`no process matching ${pattern}`);
-}
-
-/** Until a create's XML file (provider/host/hostShell.ts) is on the lab host: the create is about to reach libvirt. */
-async function waitForXmlFile(since: number, timeoutMs: number, over: () => boolean): Promise<void> {
-    for (const until = Date.now() + timeoutMs; Date.now() < until && !over(); await sleep(2))
-        if (hostXmlFiles(lab).files.some((f) => f.mtimeMs >= since - 1000)) return;
-    if (!over()) throw new Error("no create's XML file appeared on the lab host");
 }
 
 /** A promise's outcome as a value, and whether it has settled yet. */
@@ -282,7 +275,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             // provider has written the create's XML file on the host, as the command goes to libvirt.
             const startedAt = Date.now();
             const pending = settle(suite.engine.create(urn, news));
-            await waitForXmlFile(startedAt, 20_000, pending.done);
+            await waitForXmlFile(lab, startedAt, 20_000, pending.done);
             // Cut at once, the provider may not have its file's path yet: it then runs the create as a process after all
             // (nothing had reached virsh), and the create succeeds. So each attempt waits a little longer.
             await sleep([10, 40, 80, 120, 200, 300][attempt]!);
@@ -443,7 +436,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             );
             void pending.then(() => (over = true));
             // The create's XML file is on the host as the command goes to libvirt (it runs in the provider's virsh shell).
-            await waitForXmlFile(startedAt, 20_000, () => over);
+            await waitForXmlFile(lab, startedAt, 20_000, () => over);
             await sleep(200);
             // qemu dies under the blocked save; the FIFO reader then sees EOF.
             execFileSync("pkill", ["-KILL", "-f", `guest=${d.name},`]);
@@ -593,7 +586,7 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
                 let killedAt = 0;
                 try {
                     // The create runs in the provider's virsh shell, its XML in a file the provider writes on the host just before.
-                    await waitForXmlFile(startedAt, 20_000, pending.done);
+                    await waitForXmlFile(lab, startedAt, 20_000, pending.done);
                     if (!pending.done()) {
                         how = killLibvirtdDuringSavevm(d.disk, oldPid, before, 20_000);
                         killedAt = Date.now();

@@ -23,6 +23,7 @@ interface Spec {
     target?: string[];
     /** URNs to replace (`pulumi up --replace`). */
     replace?: string[];
+    clearPendingCreates?: boolean;
     /** Write the stack config (the first operation on a stack). */
     configure: boolean;
     conn: { host: string; port: number; user: string; hostKey: string; privateKeyPath: string };
@@ -155,7 +156,7 @@ async function main(): Promise<void> {
                 break;
             }
             case "refresh": {
-                const r = await stack.refresh({ ...common });
+                const r = await stack.refresh({ ...common, clearPendingCreates: spec.clearPendingCreates });
                 result.changeSummary = r.summary.resourceChanges as Record<string, number>;
                 break;
             }

@@ -1,7 +1,7 @@
 // Small helpers every suite used to keep its own copy of.
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { loadLab, qemuImgInfo, virshOk, type LabInfo, type TestDomain } from "./lab";
+import { loadLab, qemuImgInfo, sleep, virshOk, type LabInfo, type TestDomain } from "./lab";
 
 export const MiB = 1024 * 1024;
 
@@ -96,6 +96,13 @@ export async function hostHasExternalSnapshot(): Promise<boolean> {
  * The creates' XML on the lab host now (provider/host/hostShell.ts): each provider connection's private
  * folder in /tmp, and the files in them, with their modification times.
  */
+/** Until a create's XML file (provider/host/hostShell.ts) newer than `since` is on the lab host: the create is about to reach libvirt. */
+export async function waitForXmlFile(lab: Pick<LabInfo, "rootDir">, since: number, timeoutMs: number, over: () => boolean): Promise<void> {
+    for (const until = Date.now() + timeoutMs; Date.now() < until && !over(); await sleep(2))
+        if (hostXmlFiles(lab).files.some((f) => f.mtimeMs >= since - 1000)) return;
+    if (!over()) throw new Error("no create's XML file appeared on the lab host");
+}
+
 export function hostXmlFiles(lab: Pick<LabInfo, "rootDir"> = loadLab()): {
     folders: string[];
     files: Array<{ path: string; mtimeMs: number }>;

@@ -5,6 +5,7 @@
 // directory can't run. Inline Automation API programs need no language host: the child process
 // serves the program itself and the CLI's engine does the rest (plans, diffs, the state file,
 // secrets), starting the dynamic-provider plugin as it does under `pulumi up`.
+import { spawn } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -125,6 +126,17 @@ export interface OpResult {
     ms: number;
 }
 
+export interface RunOptions {
+    target?: string[];
+    /** URNs to replace (`pulumi up --replace`). */
+    replace?: string[];
+    /** `pulumi refresh --clear-pending-creates`: what the interactive refresh's "clear" choice does. */
+    clearPendingCreates?: boolean;
+    timeoutMs?: number;
+    /** PULUMI_DEBUG_GRPC's file: the CLI logs every gRPC call with its plugins there, decrypted inputs included. */
+    debugGrpcLog?: string;
+}
+
 /** One stack of the CLI suite: its own work dir, PULUMI_HOME and file backend under .lab/cli/, a passphrase of its own. */
 export class CliStack {
     readonly dir: string;
@@ -164,13 +176,19 @@ export class CliStack {
     }
 
     /** Runs OP on PROGRAM in a child process (test/support/cli-program.js). */
-    async run(
-        op: Op,
-        program: ProgramSpec,
-        options: { target?: string[]; replace?: string[]; timeoutMs?: number; debugGrpcLog?: string } = {},
-    ): Promise<OpResult> {
-        const specFile = path.join(this.dir, `spec-${op}-${Date.now()}.json`);
-        const resultFile = path.join(this.dir, `result-${op}-${Date.now()}.json`);
+    run(op: Op, program: ProgramSpec, options: RunOptions = {}): Promise<OpResult> {
+        return this.start(op, program, options).result;
+    }
+
+    /**
+     * Starts OP as run() does, in a process group of its own, as a shell starts a job: `group` is its id (the
+     * cli-program's pid), for a test that interrupts the CLI (test/interrupted.test.ts). `result` rejects when the
+     * child wrote no result (it was killed).
+     */
+    start(op: Op, program: ProgramSpec, options: RunOptions = {}): { group: number; result: Promise<OpResult> } {
+        const stamp = `${Date.now()}-${crypto.randomBytes(3).toString("hex")}`;
+        const specFile = path.join(this.dir, `spec-${op}-${stamp}.json`);
+        const resultFile = path.join(this.dir, `result-${op}-${stamp}.json`);
         const conn = {
             host: this.lab.host,
             port: this.lab.port,
@@ -188,40 +206,54 @@ export class CliStack {
                 program,
                 target: options.target,
                 replace: options.replace,
+                clearPendingCreates: options.clearPendingCreates,
                 conn,
                 configure: !this.configured,
             }),
             { mode: 0o600 },
         );
-        const child = path.join(repoRoot(), ".build", "test", "support", "cli-program.js");
+        const childScript = path.join(repoRoot(), ".build", "test", "support", "cli-program.js");
         const t0 = Date.now();
-        const r = await run(process.execPath, [child, specFile, resultFile], {
-            // PULUMI_DEBUG_GRPC: the CLI logs every gRPC call with its plugins there, decrypted inputs included.
-            env: { ...this.env(), ...(options.debugGrpcLog ? { PULUMI_DEBUG_GRPC: options.debugGrpcLog } : {}) },
+        const child = spawn(process.execPath, [childScript, specFile, resultFile], {
+            env: {
+                ...process.env,
+                ...this.env(),
+                ...(options.debugGrpcLog ? { PULUMI_DEBUG_GRPC: options.debugGrpcLog } : {}),
+                LC_ALL: "C",
+            },
             cwd: this.workDir,
-            timeoutMs: options.timeoutMs ?? 240_000,
+            detached: true,
+            stdio: ["ignore", "pipe", "pipe"],
         });
-        const ms = Date.now() - t0;
-        this.timings.push({ op, ms });
-        let result: OpResult;
-        try {
-            result = JSON.parse(fs.readFileSync(resultFile, "utf8")) as OpResult;
-        } catch {
-            throw new Error(`cli-program ${op} wrote no result (exit ${r.code}):\n${r.stderr.slice(-4000)}\n${r.stdout.slice(-2000)}`);
-        } finally {
-            fs.rmSync(specFile, { force: true });
-            fs.rmSync(resultFile, { force: true });
-        }
-        if (result.configured) this.configured = true;
-        return { ...result, ms };
+        let stdout = "";
+        let stderr = "";
+        child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+        child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+        const limit = setTimeout(() => killGroup(child.pid!, "SIGKILL"), options.timeoutMs ?? 240_000);
+        const result = new Promise<OpResult>((resolve, reject) => {
+            child.once("error", reject);
+            child.once("close", (code, signal) => {
+                clearTimeout(limit);
+                const ms = Date.now() - t0;
+                this.timings.push({ op, ms });
+                try {
+                    const r = JSON.parse(fs.readFileSync(resultFile, "utf8")) as OpResult;
+                    if (r.configured) this.configured = true;
+                    resolve({ ...r, ms });
+                } catch {
+                    const how = signal ? `killed by ${signal}` : `exit ${code}`;
+                    reject(new Error(`cli-program ${op} wrote no result (${how}):\n${stderr.slice(-4000)}\n${stdout.slice(-2000)}`));
+                } finally {
+                    fs.rmSync(specFile, { force: true });
+                    fs.rmSync(resultFile, { force: true });
+                }
+            });
+        });
+        return { group: child.pid!, result };
     }
 
     /** Like run(), but throws with what the CLI printed unless the operation succeeded. */
-    async ok(
-        op: Op,
-        program: ProgramSpec,
-        options: { target?: string[]; replace?: string[]; debugGrpcLog?: string } = {},
-    ): Promise<OpResult> {
+    async ok(op: Op, program: ProgramSpec, options: RunOptions = {}): Promise<OpResult> {
         const r = await this.run(op, program, options);
         if (!r.ok)
             throw new Error(`pulumi ${op} failed: ${r.error}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-3000)}`);
@@ -235,6 +267,15 @@ export class CliStack {
 
     dispose(): void {
         fs.rmSync(this.dir, { recursive: true, force: true });
+    }
+}
+
+/** A signal to a whole process group; one already gone is no error. */
+export function killGroup(group: number, signal: NodeJS.Signals): void {
+    try {
+        process.kill(-group, signal);
+    } catch {
+        /* gone */
     }
 }
 
