@@ -7,7 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { z } from "zod";
 import type { Connection, ConnectionSchema, ProxySchema } from "./connection";
 import type { ResourceKey } from "./impl";
-import type { FROM_RESOURCES as FromResourcesKey } from "./inputs";
+import type { FROM_RESOURCES as FromResourcesKey, MAKER as MakerKey } from "./inputs";
 import type { DomainSnapshotOutputs, DomainSnapshotSchema } from "./resources/domainSnapshot";
 import type { CheckpointDiskState, DomainCheckpointOutputs, DomainCheckpointSchema } from "./resources/domainCheckpoint";
 import type { SnapshotRevertOutputs, SnapshotRevertSchema } from "./resources/snapshotRevert";
@@ -346,10 +346,16 @@ function registered(outputs: string[], args: { connection?: unknown }, own: Reco
     return { ...fields, ...args, connection: secretInput(args.connection), ...own, ...pending, declared: undefined };
 }
 
+/** The resource's URN, recorded for the maker's mark a snapshot or checkpoint carries (MAKER in inputs.ts). */
+function makerOf(name: string, type: string, opts: pulumi.CustomResourceOptions | undefined): pulumi.Inputs {
+    return { [MAKER]: pulumi.createUrn(name, `pulumi-nodejs:dynamic/${MODULE}:${type}`, opts?.parent) };
+}
+
 /** Inputs that name something on the host another resource may make in the same run (see FROM_RESOURCES in inputs.ts). */
 const REFERENCES = ["domain", "snapshot", "incrementalFrom"];
 /** The same key as inputs.ts's, checked by the compiler without loading that module into a user's program. */
 const FROM_RESOURCES: typeof FromResourcesKey = "__fromResources";
+const MAKER: typeof MakerKey = "__maker";
 
 const DOMAIN_SNAPSHOT_OUTPUTS = outputNames<DomainSnapshotOutputs>()(`
     connection domain snapshotName description kind memory memoryFile deletion domainName domainUuid
@@ -401,7 +407,10 @@ export class DomainSnapshot extends pulumi.dynamic.Resource implements Outputs<D
         super(
             DomainSnapshotProvider,
             name,
-            registered(DOMAIN_SNAPSHOT_OUTPUTS, args, { snapshotName: args.snapshotName ?? name }),
+            registered(DOMAIN_SNAPSHOT_OUTPUTS, args, {
+                snapshotName: args.snapshotName ?? name,
+                ...makerOf(name, "DomainSnapshot", opts),
+            }),
             secretOpts(opts),
             MODULE,
             "DomainSnapshot",
@@ -439,7 +448,10 @@ export class DomainCheckpoint extends pulumi.dynamic.Resource implements Outputs
         super(
             DomainCheckpointProvider,
             name,
-            registered(DOMAIN_CHECKPOINT_OUTPUTS, args, { checkpointName: args.checkpointName ?? name }),
+            registered(DOMAIN_CHECKPOINT_OUTPUTS, args, {
+                checkpointName: args.checkpointName ?? name,
+                ...makerOf(name, "DomainCheckpoint", opts),
+            }),
             secretOpts(opts),
             MODULE,
             "DomainCheckpoint",

@@ -4,6 +4,7 @@
 import * as path from "node:path";
 import { z } from "zod";
 import { LONE_SURROGATE, NOT_UNICODE, UNKNOWN } from "./connection";
+import type { MakerMark } from "./host/xml";
 
 export interface CheckFailure {
     property: string;
@@ -19,6 +20,19 @@ export interface CheckFailure {
  * absence. Kept apart from the declared inputs.
  */
 export const FROM_RESOURCES = "__fromResources";
+
+/**
+ * The resource's URN, as the constructors record it: a snapshot or checkpoint carries it in its copy of the domain's
+ * metadata (moments/maker.ts), so a create cut off before the engine recorded it is known again. Kept apart from the
+ * declared inputs.
+ */
+export const MAKER = "__maker";
+
+/** The maker's mark for a snapshot or checkpoint of this name, from the inputs; none where the URN wasn't recorded. */
+export function makerMark(news: Record<string, unknown>, name: string): MakerMark | undefined {
+    const resource = news[MAKER];
+    return typeof resource === "string" && resource ? { resource, name } : undefined;
+}
 
 const NO_CONTROL = /[\u0000-\u001f\u007f]/;
 // XML 1.0 can't carry most control characters; tab and LF are fine. CR is a
@@ -188,7 +202,7 @@ export function failuresOf(error: z.ZodError): CheckFailure[] {
 
 /** Remove the engine's bookkeeping keys before validation. */
 export function userInputs(news: Record<string, unknown>): Record<string, unknown> {
-    const { __provider: _p, [FROM_RESOURCES]: _f, ...rest } = news;
+    const { __provider: _p, [FROM_RESOURCES]: _f, [MAKER]: _m, ...rest } = news;
     return rest;
 }
 

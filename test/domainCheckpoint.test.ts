@@ -477,6 +477,26 @@ describe("DomainCheckpoint (engine path, real lab)", function () {
             assert.deepEqual(await checkpointNames(dom.name), []);
         });
 
+        it("a create that finds its name taken by its own checkpoint (the maker's mark: a run cut off before the engine recorded it) takes it over; another's needs adopt", async () => {
+            const urn = suite.engine.urn("pulumi-nodejs:dynamic/libvirt-snapshots:DomainCheckpoint", "own");
+            const first = await up("own", { domain: dom.name, checkpointName: "own", __maker: urn });
+            assert.match(
+                await virshOk(["checkpoint-dumpxml", "--domain", dom.name, "--checkpointname", "own"]),
+                /<(\w+):maker xmlns:\1="urn:pulumi-libvirt-snapshots:maker" resource="[^"]*DomainCheckpoint::own" name="own"\/>/,
+            );
+            // The engine lost the first create: the same resource creates again.
+            const again = await up("own", { domain: dom.name, checkpointName: "own", __maker: urn });
+            assert.equal(again.outs.adopted, false, "its own checkpoint, not adopted");
+            assert.equal(again.outs.creationTime, first.outs.creationTime, "taken over, not made again");
+            assert.deepEqual(await checkpointNames(dom.name), ["own"]);
+            await expectCallError(
+                up("other", { domain: dom.name, checkpointName: "own", __maker: `${urn}-other` }),
+                /checkpoint 'own' already exists on domain '.*'.*Set adopt: true to take it over, or choose another checkpointName/,
+            );
+            await suite.engine.destroy(again);
+            assert.deepEqual(await checkpointNames(dom.name), []);
+        });
+
         it("deletion: 'metadata' keeps the bitmap; creating that name again then says why it can't", async () => {
             const s = await up("meta", { domain: dom.name, checkpointName: "meta", deletion: "metadata" });
             await suite.engine.destroy(s);

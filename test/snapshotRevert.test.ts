@@ -93,6 +93,30 @@ describe("SnapshotRevert (engine path, real lab)", function () {
         await suite.engine.destroy(snap);
     });
 
+    it("the maker's mark: a snapshot's copy of the domain carries it, and neither the create nor a revert leaves it in the domain", async () => {
+        const MARK = /<(\w+):maker xmlns:\1="urn:pulumi-libvirt-snapshots:maker" resource="([^"]*)" name="([^"]*)"\/>/;
+        const domainMarks = async (name: string) =>
+            [await virshOk(["dumpxml", name]), await virshOk(["dumpxml", "--inactive", name])].map((x) => MARK.exec(x)?.[2] ?? "none");
+        const dom = await newDomain();
+        const urn = "urn:pulumi:dev::proj::pulumi-nodejs:dynamic/libvirt-snapshots:DomainSnapshot::marked";
+        // Shut off (the persistent XML), then running (the live XML): a revert of each.
+        await suite.engine.up("snap-off", DomainSnapshotProvider, { domain: dom.name, snapshotName: "off", __maker: `${urn}-off` });
+        await virshOk(["start", dom.name]);
+        await suite.engine.up("snap-on", DomainSnapshotProvider, { domain: dom.name, snapshotName: "on", __maker: `${urn}-on` });
+        for (const [snap, owner] of [
+            ["off", `${urn}-off`],
+            ["on", `${urn}-on`],
+        ]) {
+            const copy = MARK.exec(await virshOk(["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", snap!]));
+            assert.deepEqual([copy?.[2], copy?.[3]], [owner, snap], `snapshot ${snap}'s copy of the domain`);
+        }
+        assert.deepEqual(await domainMarks(dom.name), ["none", "none"], "a mark left in the domain by a create");
+        await revert("to-on", { domain: dom.name, snapshot: "on", triggers: ["1"] });
+        assert.deepEqual(await domainMarks(dom.name), ["none", "none"], "a mark left in the domain by a revert to a running snapshot");
+        await revert("to-off", { domain: dom.name, snapshot: "off", triggers: ["1"] });
+        assert.deepEqual(await domainMarks(dom.name), ["none", "none"], "a mark left in the domain by a revert to a shut-off snapshot");
+    });
+
     it("running domain: reverting a running snapshot with afterRevert 'paused' restarts qemu and ends paused, with the snapshot's disk", async () => {
         const dom = await newDomain();
         await qemuIoWrite(dom.disk, A, 0, MiB);

@@ -82,6 +82,37 @@ export interface DomainInfo {
     memoryBytes?: number;
     /** Firmware in pflash (UEFI), which limits internal snapshots; absent for a BIOS or ROM loader. */
     pflash?: PflashFirmware;
+    /** The maker's mark in <metadata> (moments/maker.ts), where there is one. */
+    makerMark?: MakerMark;
+}
+
+/** Which resource takes a snapshot or checkpoint, and its name: written into the domain's <metadata> while it does. */
+export interface MakerMark {
+    /** The resource's URN. */
+    resource: string;
+    /** The snapshot's or checkpoint's name. */
+    name: string;
+}
+
+/** The XML namespace of the maker's mark: libvirt keeps one element per namespace in a domain's <metadata>. */
+export const MAKER_NS = "urn:pulumi-libvirt-snapshots:maker";
+
+/** The mark's element, as `virsh metadata --set` takes it (libvirt adds the namespace). */
+export function makerMarkXml(mark: MakerMark): string {
+    return builder.build({ maker: { "@resource": mark.resource, "@name": mark.name } }).trim();
+}
+
+/** The mark among a domain's <metadata> elements: the one in MAKER_NS, whatever prefix libvirt gave it. */
+function makerMarkOf(metadata: unknown): MakerMark | undefined {
+    if (!metadata || typeof metadata !== "object") return undefined;
+    for (const el of Object.values(metadata as Node)) {
+        if (!el || typeof el !== "object") continue;
+        const ns = Object.entries(el as Node).find(([k, v]) => k.startsWith("@xmlns") && v === MAKER_NS);
+        const resource = attr(el, "resource");
+        const name = attr(el, "name");
+        if (ns && resource !== undefined && name !== undefined) return { resource, name };
+    }
+    return undefined;
 }
 
 export interface PflashFirmware {
@@ -143,6 +174,7 @@ function domainFromNode(d: Node): DomainInfo {
         }
     }
     const memoryBytes = memoryBytesOf(d.currentMemory) ?? memoryBytesOf(d.memory);
+    const makerMark = makerMarkOf(d.metadata);
     return {
         name: text(d.name) ?? "",
         uuid: text(d.uuid) ?? "",
@@ -150,6 +182,7 @@ function domainFromNode(d: Node): DomainInfo {
         guestAgent,
         ...(memoryBytes !== undefined ? { memoryBytes } : {}),
         ...pflashOf(d.os),
+        ...(makerMark ? { makerMark } : {}),
     };
 }
 

@@ -5,7 +5,9 @@ import { LibvirtError, isKind, messageOf } from "../errors";
 import { failureInsteadOf, initFailure, type InitFailure } from "../failures";
 import type { Virsh } from "../host/virsh";
 import { VIRSH, type MomentKind } from "./commands";
+import type { MakerMark } from "../host/xml";
 import { redefineDescription } from "./description";
+import { madeBy } from "./maker";
 import { createSays } from "./messages";
 
 /** After a failed create, say whether anything was left behind. */
@@ -39,9 +41,10 @@ export function unknownOutcome(
 }
 
 /**
- * The declared name exists already (`error` says so): take it over only when `adopt` is set and it matches what
- * is declared (`existing` reads it: its description, and how it differs); else say why not. One taken over gets
- * the declared description, where one is declared.
+ * The declared name exists already (`error` says so): take it over when it carries this resource's own mark (a
+ * create cut off before the engine recorded it: moments/maker.ts) or when `adopt` is set, and only when it matches
+ * what is declared (`existing` reads it: its description, its mark, and how it differs); else say why not. One
+ * taken over gets the declared description, where one is declared. Says whether it was this resource's own.
  */
 export async function adoptOrRefuse(
     virsh: Virsh,
@@ -53,23 +56,29 @@ export async function adoptOrRefuse(
         domainName: string;
         adopt: boolean;
         description: string | undefined;
+        /** This resource's mark, where its URN is known. */
+        mark: MakerMark | undefined;
         error: LibvirtError;
-        existing: () => Promise<{ description?: string; differences: string[] }>;
+        existing: () => Promise<{ description?: string; differences: string[]; makerMark?: MakerMark }>;
     },
-): Promise<void> {
+): Promise<{ own: boolean }> {
     const nameInput = `${o.kind}Name`;
-    if (!o.adopt) {
-        throw failureInsteadOf("already-exists", createSays.alreadyExists({ ...o, where: virsh.where }), o.error, { exitCode: false });
-    }
+    const refuse = () =>
+        failureInsteadOf("already-exists", createSays.alreadyExists({ ...o, where: virsh.where }), o.error, { exitCode: false });
+    if (!o.adopt && !o.mark) throw refuse();
     const existing = await o.existing();
+    const own = madeBy(existing.makerMark, o.mark);
+    if (!o.adopt && !own) throw refuse();
     const diffs = existing.differences;
     if (diffs.length) {
         throw new LibvirtError(
             "already-exists",
-            `cannot adopt ${o.kind} '${o.name}' of domain '${o.domainName}': it differs from what is declared: ${diffs.join("; ")}. ` +
+            `cannot ${own ? "take over" : "adopt"} ${o.kind} '${o.name}' of domain '${o.domainName}'` +
+                `${own ? ", made by this resource in a run that was cut off," : ""}: it differs from what is declared: ${diffs.join("; ")}. ` +
                 `Change the declaration to match, or choose another ${nameInput}.`,
         );
     }
     if (o.description !== undefined && existing.description !== o.description)
         await redefineDescription(virsh, o.kind, o.domain, o.name, o.description);
+    return { own };
 }

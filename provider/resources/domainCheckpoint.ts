@@ -11,7 +11,7 @@ import { z } from "zod";
 import type { Connection } from "../connection";
 import { LibvirtError, isKind, messageOf, notRunning } from "../errors";
 import { failureInsteadOf, initFailure } from "../failures";
-import { InputError, description, momentName, trueOrFalse, type CheckFailure } from "../inputs";
+import { InputError, description, makerMark, momentName, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
 import { common, field, spec } from "../spec";
 import {
@@ -27,10 +27,11 @@ import {
 } from "../resource";
 import { listCheckpoints, probeDomain, VERSIONS, type DomainProbe } from "../host/probe";
 import type { LibvirtVersion, Virsh } from "../host/virsh";
-import { buildCheckpointXml, parseCheckpointXml, type CheckpointInfo, type CheckpointSpec } from "../host/xml";
+import { buildCheckpointXml, parseCheckpointXml, type CheckpointInfo, type CheckpointSpec, type MakerMark } from "../host/xml";
 import { deleteCheckpoint } from "../checkpoint/delete";
 import { adoptOrRefuse, explainFailedCreate, unknownOutcome } from "../moments/creates";
 import { redefineDescription } from "../moments/description";
+import { withMakerMark } from "../moments/maker";
 import { coveredDisks, type Fail } from "../moments/disks";
 import { bitmapsMissingOffline, checkpointRecord, locateCheckpoint, probeRecordedDomain } from "./lostRecords";
 import { checkpointSays } from "./messages";
@@ -466,7 +467,7 @@ export const domainCheckpoint = {
         const v = parseOrThrow(DomainCheckpointSchema, news);
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
-            const outs = await createLocked(v, virsh);
+            const outs = await createLocked(v, virsh, makerMark(news, v.checkpointName));
             return { id: `${outs.domainUuid}/${outs.checkpointName}`, outs };
         });
     },
@@ -513,7 +514,7 @@ export const domainCheckpoint = {
             // A record libvirt lost (the domain was defined again, perhaps under a new UUID) is given back from the state.
             const restored = await checkpointRecord(virsh, probe, olds, { restore: true });
             // An earlier create was cut off before libvirt made the checkpoint (an init failure): finish the job.
-            if (restored.status === "gone" && !olds.xml) return { outs: await createLocked(v, virsh) };
+            if (restored.status === "gone" && !olds.xml) return { outs: await createLocked(v, virsh, makerMark(news, v.checkpointName)) };
             if (restored.status === "gone") {
                 // Kept as an init failure: the state learns that the bitmaps are gone (only this write could tell, on a
                 // running domain), so the next diff plans a new checkpoint instead of this update again.
@@ -579,7 +580,7 @@ function goneForGood(olds: Recorded): boolean {
 }
 
 /** Create the checkpoint and read it back (the caller holds the domain's lock). */
-async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
+async function createLocked(v: Inputs, virsh: Virsh, mark: MakerMark | undefined): Promise<Recorded> {
     const [probe, caps] = await Promise.all([probeDomain(virsh, v.domain), hostCaps(virsh)]);
     const { plan, failures } = planCheckpoint(v, probe, caps);
     if (!plan) throw new InputError(failures);
@@ -606,7 +607,7 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         });
     let adopted = false;
     try {
-        await virsh.run(plan.argv, { stdin: plan.xml });
+        await withMakerMark(virsh, { uuid: domain, active: probe.active }, mark, () => virsh.run(plan.argv, { stdin: plan.xml }));
     } catch (e) {
         if (e instanceof LibvirtError && /Bitmap already exists/i.test(e.message)) {
             throw failureInsteadOf("already-exists", checkpointSays.staleBitmap(probe.info.name, v.checkpointName), e, { exitCode: false });
@@ -614,20 +615,21 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         if (!(isKind(e, "already-exists") && /domain moment .* already exists/.test(e.message))) {
             throw cutOff(e, "the create was cut off") ?? (await explainFailedCreate(virsh, "checkpoint", domain, v.checkpointName, e));
         }
-        await adoptOrRefuse(virsh, {
+        const { own } = await adoptOrRefuse(virsh, {
             kind: "checkpoint",
             name: v.checkpointName,
             domain,
             domainName: probe.info.name,
             adopt: v.adopt,
             description: v.description,
+            mark,
             error: e,
             existing: async () => {
                 const c = parseCheckpointXml(await dumpXml(virsh, domain, v.checkpointName));
-                return { description: c.description, differences: differences(plan, c) };
+                return { description: c.description, differences: differences(plan, c), makerMark: c.domain?.makerMark };
             },
         });
-        adopted = true;
+        adopted = !own;
     }
     let observed: Observed;
     try {

@@ -7,7 +7,7 @@ import { z } from "zod";
 import type { Connection } from "../connection";
 import { LibvirtError, isKind } from "../errors";
 import { initFailure } from "../failures";
-import { InputError, description, hostPath, momentName, spaceMarginMiB, trueOrFalse } from "../inputs";
+import { InputError, description, hostPath, makerMark, momentName, spaceMarginMiB, trueOrFalse } from "../inputs";
 import { withDomainLock } from "../locks";
 import { common, field, spec } from "../spec";
 import {
@@ -23,8 +23,9 @@ import {
 } from "../resource";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
-import { parseSnapshotXml, snapshotRecordXml, type SnapshotInfo } from "../host/xml";
+import { parseSnapshotXml, snapshotRecordXml, type MakerMark, type SnapshotInfo } from "../host/xml";
 import { adoptOrRefuse, unknownOutcome } from "../moments/creates";
+import { withMakerMark } from "../moments/maker";
 import { redefineDescription } from "../moments/description";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
@@ -280,7 +281,7 @@ export const domainSnapshot = {
         const v = parseOrThrow(DomainSnapshotSchema, news);
         const virsh = virshFor(v);
         return withDomainLock(lockKey(v), async () => {
-            const outs = await createLocked(v, virsh);
+            const outs = await createLocked(v, virsh, makerMark(news, v.snapshotName));
             return { id: `${outs.domainUuid}/${outs.snapshotName}`, outs };
         });
     },
@@ -326,7 +327,8 @@ export const domainSnapshot = {
             // A record libvirt lost (the domain was defined again, perhaps under a new UUID) is given back from the state.
             const at = await locateSnapshot(virsh, olds, { restore: true, read: true });
             // An earlier create was cut off before libvirt made the snapshot (an init failure): finish the job.
-            if (at?.record.status === "gone" && !olds.creationTime) return { outs: await createLocked(v, virsh) };
+            if (at?.record.status === "gone" && !olds.creationTime)
+                return { outs: await createLocked(v, virsh, makerMark(news, v.snapshotName)) };
             if (!at)
                 throw new LibvirtError(
                     "domain-not-found",
@@ -374,8 +376,8 @@ export const domainSnapshot = {
     },
 };
 
-/** Take the snapshot and read it back (the caller holds the domain's lock). */
-async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
+/** Take the snapshot and read it back (the caller holds the domain's lock). `mark`: see moments/maker.ts. */
+async function createLocked(v: Inputs, virsh: Virsh, mark: MakerMark | undefined): Promise<Recorded> {
     const probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, v.domain));
     const { plan, failures } = await planOnHost(virsh, probe, v);
     if (!plan) throw new InputError(failures);
@@ -401,23 +403,27 @@ async function createLocked(v: Inputs, virsh: Virsh): Promise<Recorded> {
         }) ?? e;
     let adopted = false;
     try {
-        await takeSnapshot(virsh, plan, { probe, marginMiB: v.spaceMarginMiB });
+        await withMakerMark(virsh, { uuid: domain, active: probe.active }, mark, () =>
+            takeSnapshot(virsh, plan, { probe, marginMiB: v.spaceMarginMiB }),
+        );
     } catch (e) {
         if (!isKind(e, "already-exists")) throw cutOff(e, "the create was cut off");
-        await adoptOrRefuse(virsh, {
+        const { own } = await adoptOrRefuse(virsh, {
             kind: "snapshot",
             name: v.snapshotName,
             domain,
             domainName: probe.info.name,
             adopt: v.adopt,
             description: v.description,
+            mark,
             error: e,
             existing: async () => {
                 const s = (await observeSnapshot(virsh, domain, v.snapshotName)).info;
-                return { description: s.description, differences: differences(plan, s) };
+                return { description: s.description, differences: differences(plan, s), makerMark: s.domain?.makerMark };
             },
         });
-        adopted = true;
+        // Its own, from a run cut off before the engine recorded it: made by this resource, not adopted.
+        adopted = !own;
     }
     let observed: ObservedSnapshot;
     try {

@@ -15,6 +15,7 @@ import { withDomainLock } from "../locks";
 import { NEXT_SECOND_MARGIN_MS, sleep } from "../timing";
 import { common, field, spec } from "../spec";
 import { askAboutDomain, checkInputs, compareInputs, lockKey, parseOrThrow, virshFor, withoutConnection } from "../resource";
+import { removeRevertedMark } from "../moments/maker";
 import { inRange, listCheckpoints, listSnapshots, names, probeDomain, stateOf, VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, type SnapshotInfo } from "../host/xml";
@@ -327,6 +328,7 @@ export async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
     }
     const revertedAt = new Date().toISOString();
     const domainState = await stateOf(virsh, domain);
+    await removeRevertedMark(virsh, domain);
     return outputsOf(v, probe, snapshot, revertedAt, domainState);
 }
 
