@@ -16,6 +16,7 @@ import type * as provpbTypes from "@pulumi/pulumi/proto/provider_pb";
 import type * as provgrpcTypes from "@pulumi/pulumi/proto/provider_grpc_pb";
 import type * as statuspbTypes from "@pulumi/pulumi/proto/status_pb";
 import type * as structpbTypes from "google-protobuf/google/protobuf/struct_pb";
+import { protoJson, shapeOf, type CallShape } from "../support/grpcShape";
 
 // Load grpc-js and google-protobuf through @pulumi/pulumi's own resolution so
 // the message classes and the channel code are the very instances the SDK's
@@ -219,6 +220,12 @@ export interface Capabilities {
     supportsPreview: boolean;
 }
 
+/** What call() needs of a request or response to record its shape. */
+type JspbMessage = Parameters<typeof protoJson>[0];
+
+/** The enum fields of the responses, by the names protojson writes (`changes: "DIFF_SOME"`). */
+const RESPONSE_ENUMS = { changes: provpb.DiffResponse.DiffChanges as unknown as Record<string, number> };
+
 type Unary<Req, Res> = (
     req: Req,
     md: grpcTypes.Metadata,
@@ -273,6 +280,11 @@ export class EngineHarness {
     private closing: Promise<void> | undefined;
     private caps: Capabilities = { acceptSecrets: false, acceptResources: false, supportsPreview: false };
     private startupTimes = { portMs: NaN, configureMs: NaN };
+    /**
+     * Every call this harness made, in order, as its shape (test/support/grpcShape.ts: fields and property names,
+     * never a value), the form test/engineParity.test.ts compares with the calls the real engine makes.
+     */
+    readonly calls: CallShape[] = [];
 
     private constructor(
         private readonly proc: childProcess.ChildProcessWithoutNullStreams,
@@ -413,6 +425,11 @@ export class EngineHarness {
         }
         return new Promise((resolve, reject) => {
             fn.call(client, req, new grpc.Metadata(), { deadline: Date.now() + this.callTimeoutMs }, (err, res) => {
+                this.calls.push({
+                    method,
+                    request: shapeOf(protoJson(req as JspbMessage)),
+                    response: err ? "error" : shapeOf(protoJson(res as JspbMessage, RESPONSE_ENUMS)),
+                });
                 if (err) {
                     const init = decodeInitFailure(err.metadata);
                     transcript.push(err.details ?? "", JSON.stringify(redactSecretValues(init ?? null)));
