@@ -1,8 +1,10 @@
 // Engine-path test harness: drives @pulumi/pulumi's own dynamic-provider gRPC
-// server (cmd/dynamic-provider) the way the Pulumi engine does, because the
-// Pulumi CLI cannot be installed here. Providers are serialized with the SDK's
-// own serializeFunction, so the code under test is exactly the text that
-// `new pulumi.dynamic.Resource` would store in the state.
+// server (cmd/dynamic-provider) the way the Pulumi engine does, without the
+// CLI's cost per operation. test/engineParity.test.ts checks that its
+// preview/up/change/refresh/destroy make the calls the real engine makes, with
+// the same fields and property names (its `calls`). Providers are serialized
+// with the SDK's own serializeFunction, so the code under test is exactly the
+// text that `new pulumi.dynamic.Resource` would store in the state.
 
 import * as childProcess from "node:child_process";
 import * as crypto from "node:crypto";
@@ -16,6 +18,7 @@ import type * as provpbTypes from "@pulumi/pulumi/proto/provider_pb";
 import type * as provgrpcTypes from "@pulumi/pulumi/proto/provider_grpc_pb";
 import type * as statuspbTypes from "@pulumi/pulumi/proto/status_pb";
 import type * as structpbTypes from "google-protobuf/google/protobuf/struct_pb";
+import { protoJson, shapeOf, type CallShape } from "../support/grpcShape";
 
 // Load grpc-js and google-protobuf through @pulumi/pulumi's own resolution so
 // the message classes and the channel code are the very instances the SDK's
@@ -40,6 +43,9 @@ export const PROVIDER_KEY = "__provider";
 
 const SIG_KEY = "4dabf18193072939515e22adb298388d";
 const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+
+/** The type of the default provider the engine runs dynamic resources with. */
+const DEFAULT_PROVIDER_TYPE = "pulumi:providers:pulumi-nodejs";
 
 /** Default resource type of `new pulumi.dynamic.Resource(provider, name, props)`. */
 export const DYNAMIC_TYPE = "pulumi-nodejs:dynamic:Resource";
@@ -219,6 +225,12 @@ export interface Capabilities {
     supportsPreview: boolean;
 }
 
+/** What call() needs of a request or response to record its shape. */
+type JspbMessage = Parameters<typeof protoJson>[0];
+
+/** The enum fields of the responses, by the names protojson writes (`changes: "DIFF_SOME"`). */
+const RESPONSE_ENUMS = { changes: provpb.DiffResponse.DiffChanges as unknown as Record<string, number> };
+
 type Unary<Req, Res> = (
     req: Req,
     md: grpcTypes.Metadata,
@@ -273,6 +285,11 @@ export class EngineHarness {
     private closing: Promise<void> | undefined;
     private caps: Capabilities = { acceptSecrets: false, acceptResources: false, supportsPreview: false };
     private startupTimes = { portMs: NaN, configureMs: NaN };
+    /**
+     * Every call this harness made, in order, as its shape (test/support/grpcShape.ts: fields and property names,
+     * never a value), the form test/engineParity.test.ts compares with the calls the real engine makes.
+     */
+    readonly calls: CallShape[] = [];
 
     private constructor(
         private readonly proc: childProcess.ChildProcessWithoutNullStreams,
@@ -413,6 +430,11 @@ export class EngineHarness {
         }
         return new Promise((resolve, reject) => {
             fn.call(client, req, new grpc.Metadata(), { deadline: Date.now() + this.callTimeoutMs }, (err, res) => {
+                this.calls.push({
+                    method,
+                    request: shapeOf(protoJson(req as JspbMessage)),
+                    response: err ? "error" : shapeOf(protoJson(res as JspbMessage, RESPONSE_ENUMS)),
+                });
                 if (err) {
                     const init = decodeInitFailure(err.metadata);
                     transcript.push(err.details ?? "", JSON.stringify(redactSecretValues(init ?? null)));
@@ -438,11 +460,17 @@ export class EngineHarness {
         }
         const req = new provpb.ConfigureRequest();
         req.setArgs(toStruct(args));
-        // Legacy map the engine still fills: "pkg:key" becomes "pkg:config:key".
+        // The engine configures the stack's default provider of the package "pulumi-nodejs", and names it so.
+        req.setUrn(this.urn(DEFAULT_PROVIDER_TYPE, "default"));
+        req.setName("default");
+        req.setType(DEFAULT_PROVIDER_TYPE);
+        req.setId(crypto.randomUUID());
+        // The legacy map the engine still fills, keyed "<provider package>:config:<key>"; a dynamic provider gets
+        // the whole stack config with its namespaces, so "libvirt-snapshots:host" is "pulumi-nodejs:config:libvirt-snapshots:host"
+        // (sdk/go/common/resource/plugin/provider_plugin.go, Configure; pkg/resource/deploy/target.go, GetPackageConfig).
         const vars = req.getVariablesMap();
         for (const [k, v] of Object.entries({ ...config, ...secretConfig })) {
-            const i = k.indexOf(":");
-            vars.set(i < 0 ? k : `${k.slice(0, i)}:config:${k.slice(i + 1)}`, v);
+            vars.set(`pulumi-nodejs:config:${k}`, v);
         }
         req.setAcceptsecrets(true);
         req.setAcceptresources(true);
@@ -592,6 +620,15 @@ export class EngineHarness {
         return res.inputs;
     }
 
+    /**
+     * `pulumi preview` of a resource to create: Check(olds {}) only. The server reports supportsPreview=false, so the
+     * engine sends no Create with `preview` set. Returns the checked inputs; throws on check failures, as preview fails.
+     */
+    async preview(name: string, provider: pulumi.dynamic.ResourceProvider, inputs: Props, opts: { type?: string } = {}): Promise<Props> {
+        const urn = this.urn(opts.type ?? DYNAMIC_TYPE, name);
+        return this.checked(urn, {}, await this.programInputs(provider, inputs));
+    }
+
     /** Create step: serialize → Check(olds {}) → Create. Throws on check failures. */
     async up(name: string, provider: pulumi.dynamic.ResourceProvider, inputs: Props, opts: { type?: string } = {}): Promise<ResourceState> {
         const urn = this.urn(opts.type ?? DYNAMIC_TYPE, name);
@@ -612,22 +649,25 @@ export class EngineHarness {
 
     /**
      * A later `pulumi up` of an existing resource: Check(old inputs, new) → Diff(old outputs)
-     * → same / Update / replace (create-then-delete, or delete-then-create when
-     * deleteBeforeReplace). With changes "unknown" the engine compares old and
-     * new inputs itself (including `__provider`).
+     * → same / Update / replace. A replacement checks the new inputs again with no old ones
+     * (the engine recomputes defaults it had carried over: pkg/resource/deploy/step_generator.go),
+     * then creates with those and deletes the old one (delete first when deleteBeforeReplace).
+     * With changes "unknown" the engine compares old and new inputs itself (including `__provider`).
      */
     async change(state: ResourceState, provider: pulumi.dynamic.ResourceProvider, inputs: Props): Promise<ChangeResult> {
-        const news = await this.checked(state.urn, state.inputs, await this.programInputs(provider, inputs));
+        const registered = await this.programInputs(provider, inputs);
+        const news = await this.checked(state.urn, state.inputs, registered);
         const diff = await this.diff(state.urn, state.id, state.outs, news, { oldInputs: state.inputs });
         if (diff.replaces.length > 0) {
+            const replacement = await this.checked(state.urn, {}, registered);
             if (diff.deleteBeforeReplace) {
                 await this.destroy(state);
             }
-            const { id, outs } = await this.engineCreate(state.urn, news);
+            const { id, outs } = await this.engineCreate(state.urn, replacement);
             if (!diff.deleteBeforeReplace) {
                 await this.destroy(state);
             }
-            return { op: "replace", diff, state: { urn: state.urn, id, inputs: news, outs } };
+            return { op: "replace", diff, state: { urn: state.urn, id, inputs: replacement, outs } };
         }
         const changed =
             diff.changes === "some" ||
@@ -640,13 +680,25 @@ export class EngineHarness {
         return { op: "update", diff, state: { ...state, inputs: news, outs } };
     }
 
-    /** `pulumi refresh`: Read; undefined when the provider reports the resource gone. */
+    /** `pulumi refresh`: see refreshStep(); undefined when the provider reports the resource gone. */
     async refresh(state: ResourceState): Promise<ResourceState | undefined> {
+        return (await this.refreshStep(state)).state;
+    }
+
+    /**
+     * `pulumi refresh` of one resource: Read; then, unless the provider reports it gone, Diff as the engine computes
+     * the refresh's diff (pkg/resource/deploy/step.go, RefreshStep): the refreshed inputs and outputs as the old ones,
+     * the state's inputs as the new. `diff` is that Diff's answer as the provider gave it (the engine shows it
+     * inverted); the state keeps what Read returned either way.
+     */
+    async refreshStep(state: ResourceState): Promise<{ state: ResourceState | undefined; diff?: DiffReply }> {
         const res = await this.read(state.urn, state.id, state.outs, { inputs: state.inputs });
         if (res.id === "") {
-            return undefined;
+            return { state: undefined };
         }
-        return { urn: state.urn, id: res.id, inputs: res.inputs ?? state.inputs, outs: res.props };
+        const refreshed = { urn: state.urn, id: res.id, inputs: res.inputs ?? state.inputs, outs: res.props };
+        const diff = await this.diff(refreshed.urn, refreshed.id, refreshed.outs, state.inputs, { oldInputs: refreshed.inputs });
+        return { state: refreshed, diff };
     }
 
     /** `pulumi destroy` of one resource: Delete with the state's outputs. */
