@@ -279,7 +279,12 @@ export function killGroup(group: number, signal: NodeJS.Signals): void {
     }
 }
 
-/** The URN the engine gives a resource of a CliStack's program (provider/index.ts: module libvirt-snapshots, type = class). */
-export function urnOf(s: CliStack, r: Pick<ResourceSpec, "kind" | "name">): string {
-    return `urn:pulumi:${s.stack}::${s.project}::pulumi-nodejs:dynamic/libvirt-snapshots:${r.kind}::${r.name}`;
+/** The type token each class registers (provider/index.ts: module libvirt-snapshots, type = the class's name). */
+export function typeOf(kind: ResourceSpec["kind"]): string {
+    return `pulumi-nodejs:dynamic/libvirt-snapshots:${kind}`;
+}
+
+/** The URN the engine gives a resource of a CliStack's program. */
+export function urnOf(s: Pick<CliStack, "stack" | "project">, r: Pick<ResourceSpec, "kind" | "name">): string {
+    return `urn:pulumi:${s.stack}::${s.project}::${typeOf(r.kind)}::${r.name}`;
 }

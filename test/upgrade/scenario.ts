@@ -24,6 +24,12 @@ export interface UpgradeResource {
     name: string;
     type: UpgradeType;
     inputs: Record<string, unknown>;
+    /**
+     * What it needs made first, as a program states it (dependsOn) and the engine keeps in the state's dependencies.
+     * The recorder runs one resource after another, so its record has none; the deployment made from a record takes
+     * them from here.
+     */
+    dependsOn?: string[];
 }
 
 const [off, run, idle] = UPGRADE_DOMAINS.map((d) => d.name) as [string, string, string];
@@ -36,11 +42,18 @@ export const UPGRADE_RESOURCES: readonly UpgradeResource[] = [
         inputs: { domain: off, snapshotName: "before-upgrade", description: "recorded before the upgrade" },
     },
     { name: "ckpt", type: "DomainCheckpoint", inputs: { domain: run, checkpointName: "ckpt-before", description: "recorded checkpoint" } },
-    { name: "revert", type: "SnapshotRevert", inputs: { domain: off, snapshot: "before-upgrade", triggers: ["first"] } },
+    // It reverts to snap's snapshot; the restore point then takes the reverted domain.
+    {
+        name: "revert",
+        type: "SnapshotRevert",
+        inputs: { domain: off, snapshot: "before-upgrade", triggers: ["first"] },
+        dependsOn: ["snap"],
+    },
     {
         name: "rp",
         type: "RestorePoint",
         inputs: { domains: [off, idle], snapshotName: "rp-before", description: "recorded restore point" },
+        dependsOn: ["revert"],
     },
 ];
 
