@@ -12,7 +12,7 @@ import { recordProviderCalls } from "./support/grpc-record";
 import { fieldOf, formatCall, type CallShape } from "./support/grpcShape";
 import { snapshotNames } from "./support/helpers";
 import { loadLab, makeDomain, virshOk, type TestDomain } from "./support/lab";
-import { CliStack, labStackConfig, pulumiCli, type Op, type ProgramSpec } from "./support/pulumiCli";
+import { CliStack, labStackConfig, pulumiCli, urnOf, type Op, type ProgramSpec } from "./support/pulumiCli";
 
 const lab = loadLab();
 const PREFIX = "labparity-";
@@ -111,8 +111,13 @@ describe(`the harness makes the engine's calls to the dynamic provider (${lab.na
     const program = (args: Record<string, unknown>): ProgramSpec => ({
         resources: [{ kind: "DomainSnapshot", name: NAME, args: { domain: cliDom.name, ...args } }],
     });
-    /** What DomainSnapshot's constructor registers for these args (provider/index.ts: the name as snapshotName). */
-    const inputs = (args: Record<string, unknown>) => ({ domain: harnessDom.name, snapshotName: NAME, ...args });
+    /** What DomainSnapshot's constructor registers for these args (provider/index.ts: the name as snapshotName, the URN as __maker). */
+    const inputs = (args: Record<string, unknown>) => ({
+        domain: harnessDom.name,
+        snapshotName: NAME,
+        __maker: urnOf(s, { kind: "DomainSnapshot", name: NAME }),
+        ...args,
+    });
     const current = (): ResourceState => {
         if (!state) throw new Error("an earlier step left the harness no resource");
         return state;
