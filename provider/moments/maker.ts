@@ -4,6 +4,7 @@
 // it keeps a copy of the domain's XML in it, <metadata> included. So the resource writes a mark (its URN and the
 // name) into the domain's metadata just before the create and removes it right after: the copy keeps it, and
 // the next create takes over one that carries its own mark without `adopt`.
+import { isKind } from "../errors";
 import type { Virsh } from "../host/virsh";
 import { MAKER_NS, makerMarkXml, parseDomainXml, type MakerMark } from "../host/xml";
 
@@ -13,7 +14,8 @@ const MAKER_KEY = "plvs";
 /**
  * Run `take` with the mark in the domain's metadata: in the live XML of a running domain (what its snapshot and
  * checkpoint copy), in the persistent one of a shut-off domain. Without a URN (inputs from before 0.2, or a
- * program that built them by hand) nothing is marked. The mark is removed afterwards, also when `take` failed.
+ * program that built them by hand) nothing is marked. The mark is removed afterwards, also when `take` failed,
+ * unless it was cut off.
  */
 export async function withMakerMark<T>(
     virsh: Virsh,
@@ -25,13 +27,17 @@ export async function withMakerMark<T>(
     const where = domain.active ? "--live" : "--config";
     const metadata = metadataOf(domain.uuid);
     await virsh.run([...metadata, "--key", MAKER_KEY, "--set", makerMarkXml(mark), where]);
+    let cutOff = false;
     try {
         return await take();
+    } catch (e) {
+        // A create cut off by a lost connection or a timeout may still be running in libvirt: asking now could wait
+        // on its job. The mark left names only this resource and this name, and the domain's next create replaces it.
+        cutOff = isKind(e, "connection-failed") || isKind(e, "timeout");
+        throw e;
     } finally {
-        // A mark left behind (the connection was lost) is harmless: it names this resource and this name only, and
-        // the next create on the domain replaces it. So its removal never turns a snapshot taken into a failure.
-        // Nor waits for a domain still busy with a create that timed out.
-        await virsh.run([...metadata, "--remove", where], { busyRetryMs: 0 }).catch(() => undefined);
+        // Nor does its removal turn a snapshot taken into a failure, or wait for a domain still busy.
+        if (!cutOff) await virsh.run([...metadata, "--remove", where], { busyRetryMs: 0 }).catch(() => undefined);
     }
 }
 
