@@ -3,7 +3,8 @@
 // two). `mktemp -d` makes it 0700, owned by the login user; a sudo'ed virsh
 // (root) still reads it. Every command goes through the one runner.
 import * as path from "node:path";
-import { LibvirtError } from "../errors";
+import type { LibvirtError } from "../errors";
+import { hostFailure } from "../failures";
 import type { HostResult, Virsh } from "./virsh";
 
 const PREFIX = "libvirt-snapshots.";
@@ -18,11 +19,7 @@ export interface PrivateFolder {
 }
 
 function failed(what: string, r: HostResult): LibvirtError {
-    return new LibvirtError("failed", `${what} on the libvirt host: ${r.stderr.trim() || `exit code ${r.code}`}`, {
-        command: r.command,
-        exitCode: r.code,
-        stderr: r.stderr,
-    });
+    return hostFailure("failed", `${what} on the libvirt host: ${r.stderr.trim() || `exit code ${r.code}`}`, r);
 }
 
 export async function makePrivateFolder(virsh: Virsh): Promise<PrivateFolder> {

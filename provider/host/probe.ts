@@ -2,6 +2,7 @@
 // domain looks like right now, and what this libvirt can do. Preview asks
 // only these, so it never changes a VM.
 import { LibvirtError } from "../errors";
+import { hostFailure } from "../failures";
 import { Virsh, type LibvirtVersion } from "./virsh";
 import { diskChainsOf, parseDomainXml, type DomainDisk, type DomainInfo } from "./xml";
 
@@ -132,11 +133,11 @@ export async function imageChain(virsh: Virsh, file: string, purpose: string): P
     const r = await virsh.host(["qemu-img", "info", "--output=json", "-U", "--backing-chain", "--", file]);
     if (r.code !== 0) {
         if (/No such file or directory/.test(r.stderr)) return undefined;
-        throw new LibvirtError(
+        throw hostFailure(
             "failed",
             `cannot read ${file} on the host ${purpose}: ${r.stderr.trim() || `qemu-img exited with ${r.code}`}` +
                 (/sudo:/.test(r.stderr) ? ` (with sudo, the login user needs a NOPASSWD rule for /usr/bin/qemu-img info)` : ""),
-            { command: r.command, exitCode: r.code, stderr: r.stderr },
+            r,
         );
     }
     const parsed = JSON.parse(r.stdout) as ImageInfo | ImageInfo[];
@@ -214,11 +215,7 @@ async function df(virsh: Virsh, dir: string): Promise<FreeSpace | undefined> {
     const m = /^\s*(\d+)\s(.*)$/.exec(r.stdout.split("\n")[1] ?? "");
     if (r.code === 0 && m) return { availableBytes: Number(m[1]), mount: m[2]!.trim() };
     if (/No such file or directory/.test(r.stderr) || /^sudo: /m.test(r.stderr)) return undefined;
-    throw new LibvirtError("failed", `cannot measure the free space in ${dir}: ${r.stderr.trim() || `df exited with ${r.code}`}`, {
-        command: r.command,
-        exitCode: r.code,
-        stderr: r.stderr,
-    });
+    throw hostFailure("failed", `cannot measure the free space in ${dir}: ${r.stderr.trim() || `df exited with ${r.code}`}`, r);
 }
 
 /** `virsh domstate --reason`: "running (booted)", "paused (I/O error)", "paused (user)"... */

@@ -5,6 +5,7 @@
 // that. A normal thaw cancels the guard. Every command goes through the runner.
 import { randomBytes } from "node:crypto";
 import { LibvirtError, messageOf } from "../errors";
+import { hostFailure } from "../failures";
 import { DEFAULT_FREEZE_LIMIT_SECONDS } from "../timing";
 import type { Virsh } from "./virsh";
 
@@ -29,10 +30,10 @@ export async function startThawGuard(virsh: Virsh, domain: string, seconds: numb
     const r = await virsh.host(["sh", "-c", GUARD_SCRIPT, token, String(seconds), ...thaw], { asLoginUser: true });
     const pid = Number(r.stdout.trim());
     if (r.code !== 0 || !Number.isInteger(pid) || pid <= 0) {
-        throw new LibvirtError(
+        throw hostFailure(
             "failed",
             `cannot start the thaw guard on ${virsh.where}, so the guest was not frozen: ${r.stderr.trim() || `exit code ${r.code}`}`,
-            { command: r.command, exitCode: r.code, stderr: r.stderr },
+            r,
         );
     }
     return {

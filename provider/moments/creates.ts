@@ -71,12 +71,7 @@ export async function adoptOrRefuse(
     if (!o.adopt && !own) throw refuse();
     const diffs = existing.differences;
     if (diffs.length) {
-        throw new LibvirtError(
-            "already-exists",
-            `cannot ${own ? "take over" : "adopt"} ${o.kind} '${o.name}' of domain '${o.domainName}'` +
-                `${own ? ", made by this resource in a run that was cut off," : ""}: it differs from what is declared: ${diffs.join("; ")}. ` +
-                `Change the declaration to match, or choose another ${nameInput}.`,
-        );
+        throw new LibvirtError("already-exists", createSays.differs({ ...o, own, diffs, nameInput }));
     }
     if (o.description !== undefined && existing.description !== o.description)
         await redefineDescription(virsh, o.kind, o.domain, o.name, o.description);

@@ -18,6 +18,10 @@ export const createSays = {
         `${o.what}: whether ${o.kind} '${o.name}' of domain '${o.domainName}' exists now is unknown. ` +
         `Pulumi keeps it in the state: the next pulumi up checks the host and finishes (or re-creates) it, ` +
         `and pulumi destroy removes it if it exists.`,
+    differs: (o: { kind: MomentKind; name: string; domainName: string; own: boolean; diffs: string[]; nameInput: string }) =>
+        `cannot ${o.own ? "take over" : "adopt"} ${o.kind} '${o.name}' of domain '${o.domainName}'` +
+        `${o.own ? ", made by this resource in a run that was cut off," : ""}: it differs from what is declared: ${o.diffs.join("; ")}. ` +
+        `Change the declaration to match, or choose another ${o.nameInput}.`,
     alreadyExists: (o: { kind: MomentKind; name: string; domainName: string; where: string }) =>
         `${o.kind} '${o.name}' already exists on domain '${o.domainName}' (${o.where}). ` +
         `Set adopt: true to take it over, or choose another ${o.kind}Name.`,
