@@ -505,6 +505,7 @@ export class RestorePoint extends pulumi.dynamic.Resource implements Outputs<Res
             registered(RESTORE_POINT_OUTPUTS, args, {
                 targets: secretInput(args.targets),
                 snapshotName: args.snapshotName ?? name,
+                ...makerOf(name, "RestorePoint", opts),
             }),
             secretOpts(opts, ["connection", "targets"]),
             MODULE,

@@ -3,7 +3,7 @@ import * as assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { DomainSnapshotProvider, RestorePointProvider } from "pulumi-libvirt-snapshots";
 import { engineSuite } from "./support/fixture";
-import { MiB, defaultTarget, domstate, re, snapshotNames, sshConnection } from "./support/helpers";
+import { MiB, defaultTarget, domstate, expectCallError, re, snapshotNames, sshConnection } from "./support/helpers";
 import {
     allLabHosts,
     loadLab,
@@ -126,6 +126,44 @@ describe("RestorePoint (engine path, real lab)", function () {
         assert.deepEqual(await snapshotNames(ds[0]!.name), []);
         assert.deepEqual(await snapshotNames(ds[1]!.name), []);
         assert.deepEqual(await snapshotNames(ds[2]!.name), ["midway"], "the pre-existing snapshot is untouched");
+    });
+
+    it("a create that finds every member's snapshot made by itself in a run cut off takes the restore point over; only some: the error names the commands", async () => {
+        const ds = await newDomains(2, { running: true });
+        const inputs = { domains: ds.map((d) => d.name), snapshotName: "cut", __maker: "urn:pulumi:dev::proj::rp::cut" };
+        const first = await suite.engine.up("cut", RestorePointProvider, inputs);
+        // The engine lost that create: the same resource creates again, and takes over what it made.
+        const again = await suite.engine.up("cut", RestorePointProvider, inputs);
+        const times = (st: typeof first) => (st.outs.snapshots as Array<{ creationTime: string }>).map((x) => x.creationTime);
+        assert.deepEqual(times(again), times(first), "taken over, not taken again");
+        for (const d of ds) assert.deepEqual(await snapshotNames(d.name), ["cut"]);
+        // Another resource's restore point of that name is not this one's.
+        await expectCallError(
+            suite.engine.up("other", RestorePointProvider, { ...inputs, __maker: "urn:pulumi:dev::proj::rp::other" }),
+            /restore point 'cut' failed on domain .*already exists/,
+        );
+        // Only one member left from the cut-off run: not one restore point; the other member's new snapshot is rolled back.
+        await virshOk(["snapshot-delete", "--domain", ds[1]!.name, "--snapshotname", "cut"]);
+        let message = "";
+        try {
+            await suite.engine.up("cut", RestorePointProvider, inputs);
+        } catch (e) {
+            message = (e as Error).message;
+        }
+        assert.match(
+            message,
+            new RegExp(`snapshot 'cut' of domain '${ds[0]!.name}' was made by this restore point in a run that was cut off`),
+        );
+        const command = new RegExp(`virsh -c \\S+ snapshot-delete --domain ${ds[0]!.uuid} --snapshotname cut`).exec(message);
+        assert.ok(command, message);
+        assert.match(message, new RegExp(`rolled back: ${ds[1]!.name}`));
+        assert.deepEqual(await snapshotNames(ds[1]!.name), []);
+        // The command it names, run; then the restore point is taken anew.
+        await virshOk(command[0].split(" ").slice(3));
+        const retaken = await suite.engine.up("cut", RestorePointProvider, inputs);
+        for (const d of ds) assert.deepEqual(await snapshotNames(d.name), ["cut"]);
+        await suite.engine.destroy(retaken);
+        for (const d of ds) assert.deepEqual(await snapshotNames(d.name), []);
     });
 
     it("refuses a missing domain or a raw disk at preview; a domain that vanished after preview fails before anything is paused", async () => {

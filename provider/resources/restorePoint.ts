@@ -12,15 +12,28 @@ import { z } from "zod";
 import { ConnectionSchema, UNKNOWN, targetOf, type Connection } from "../connection";
 import { LibvirtError, isKind, messageOf } from "../errors";
 import { initFailure } from "../failures";
-import { InputError, domainRef, description, momentName, parseInputs, spaceMarginMiB, trueOrFalse, type CheckFailure } from "../inputs";
+import {
+    InputError,
+    domainRef,
+    description,
+    makerMark,
+    momentName,
+    parseInputs,
+    spaceMarginMiB,
+    trueOrFalse,
+    type CheckFailure,
+} from "../inputs";
 import { withDomainLock } from "../locks";
 import { common, field, spec } from "../spec";
 import { checkInputs, domainLockKey, parseOrThrow, same, virshFor } from "../resource";
 import { resolveConnection } from "../stackConfig";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import { withFrozenGuest } from "../host/thawGuard";
+import { commandLine } from "../host/transport";
 import type { Virsh } from "../host/virsh";
+import type { MakerMark } from "../host/xml";
 import { redefineDescription } from "../moments/description";
+import { madeBy, withMakerMark } from "../moments/maker";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot } from "../snapshot/observe";
 import { chainLimitFailures, planSnapshot, type SnapshotPlan, type SnapshotRequest } from "../snapshot/plan";
@@ -296,11 +309,14 @@ interface Taken {
 async function snapshotAll(
     v: Inputs,
     members: Member[],
+    mark: MakerMark | undefined,
 ): Promise<{ snapshots: MemberSnapshot[]; pausedMilliseconds: number; notPrivate: string[] }> {
     const planned = await Promise.all(members.map((m) => planMember(v, m)));
     const failures = planned.flatMap((p) => p.failures);
     if (failures.length) throw new InputError(failures);
     const taken: Taken[] = [];
+    /** Members whose snapshot name was taken already: perhaps by this restore point, in a run that was cut off. */
+    const existing: Array<Taken & { error: unknown }> = [];
     const paused: Member[] = [];
     let pausedAt = 0,
         resumedAt = 0;
@@ -332,15 +348,19 @@ async function snapshotAll(
             // Different domains snapshot in parallel; libvirt serializes per domain itself.
             await Promise.all(
                 members.map(async (m, i) => {
+                    const probe = planned[i]!.probe!;
                     try {
-                        await takeSnapshot(m.virsh, planned[i]!.plan!, {
-                            probe: planned[i]!.probe!,
-                            marginMiB: v.spaceMarginMiB,
-                            ...(paused.includes(m) ? { pausedBy: `restore point '${v.snapshotName}'` } : {}),
-                        });
-                        taken.push({ m, probe: planned[i]!.probe!, plan: planned[i]!.plan! });
+                        await withMakerMark(m.virsh, { uuid: probe.info.uuid, active: probe.active }, mark, () =>
+                            takeSnapshot(m.virsh, planned[i]!.plan!, {
+                                probe,
+                                marginMiB: v.spaceMarginMiB,
+                                ...(paused.includes(m) ? { pausedBy: `restore point '${v.snapshotName}'` } : {}),
+                            }),
+                        );
+                        taken.push({ m, probe, plan: planned[i]!.plan! });
                     } catch (e) {
-                        failure ??= { m, error: e };
+                        if (mark && isKind(e, "already-exists")) existing.push({ m, probe, plan: planned[i]!.plan!, error: e });
+                        else failure ??= { m, error: e };
                     }
                 }),
             );
@@ -377,6 +397,13 @@ async function snapshotAll(
         capture,
     );
     await freezeThen();
+    if (existing.length && !failure) {
+        const own = await ownMembers(existing, mark, v.snapshotName);
+        // Every member made by this restore point in one run cut off before the engine recorded it: that run's restore
+        // point, taken over. Only some: they were not taken together, so they can't be one restore point.
+        if (own.length === members.length) taken.push(...existing);
+        else failure = { m: existing[0]!.m, error: own.length ? partlyOwn(own, v.snapshotName) : existing[0]!.error };
+    } else if (existing.length) failure ??= { m: existing[0]!.m, error: existing[0]!.error };
     if (failure) {
         const rolledBack: string[] = [],
             leftBehind: string[] = [];
@@ -417,6 +444,30 @@ async function snapshotAll(
         }
     }
     return { snapshots: order(members, snapshots), pausedMilliseconds: paused.length ? resumedAt - pausedAt : 0, notPrivate };
+}
+
+/** The members among `existing` whose snapshot carries this restore point's own mark (moments/maker.ts). */
+async function ownMembers(existing: Taken[], mark: MakerMark | undefined, name: string): Promise<Taken[]> {
+    const own: Taken[] = [];
+    for (const t of existing) {
+        const found = (await observeSnapshot(t.m.virsh, t.probe.info.uuid, name)).info.domain?.makerMark;
+        if (madeBy(found, mark)) own.push(t);
+    }
+    return own;
+}
+
+/** Some members, not all, hold this restore point's snapshot from a run that was cut off: say how to delete them. */
+function partlyOwn(own: Taken[], name: string): LibvirtError {
+    const commands = own.map((t) => {
+        const argv = ["virsh", "-c", t.m.virsh.uri, "snapshot-delete", "--domain", t.probe.info.uuid, "--snapshotname", name];
+        return `on ${t.m.virsh.where}: ${commandLine(argv)}`;
+    });
+    return new LibvirtError(
+        "already-exists",
+        `snapshot '${name}' of ${own.map((t) => `domain '${t.probe.info.name}'`).join(", ")} was made by this restore point in a run ` +
+            `that was cut off, but not of every member, so it is not one restore point. Delete it, then run pulumi up again:\n    ` +
+            commands.join("\n    "),
+    );
 }
 
 async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {
@@ -563,7 +614,9 @@ export const restorePoint = {
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
         const v = parseOrThrow(RestorePointSchema, news);
         const members = membersOf(v);
-        const { snapshots, pausedMilliseconds, notPrivate } = await withLocks(members, () => snapshotAll(v, members));
+        const { snapshots, pausedMilliseconds, notPrivate } = await withLocks(members, () =>
+            snapshotAll(v, members, makerMark(news, v.snapshotName)),
+        );
         const id = `restorepoint/${v.snapshotName}/${snapshots.map((s) => s.domainUuid).join(",")}`;
         const outs = outputsOf(v, snapshots, pausedMilliseconds);
         if (notPrivate.length) {
@@ -603,7 +656,7 @@ export const restorePoint = {
         let pausedMilliseconds = olds.pausedMilliseconds;
         let addedSnaps: MemberSnapshot[] = [];
         if (added.length) {
-            const res = await withLocks(added, () => snapshotAll(v, added));
+            const res = await withLocks(added, () => snapshotAll(v, added, makerMark(news, v.snapshotName)));
             addedSnaps = res.snapshots;
             pausedMilliseconds = res.pausedMilliseconds;
         }
