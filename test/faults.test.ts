@@ -276,10 +276,20 @@ describe("faults (slow suite): nothing is lost, and the next pulumi up converges
             const startedAt = Date.now();
             const pending = settle(suite.engine.create(urn, news));
             await waitForXmlFile(lab, startedAt, 20_000, pending.done);
-            // Cut at once, the provider may not have its file's path yet: it then runs the create as a process after all
-            // (nothing had reached virsh), and the create succeeds. So each attempt waits a little longer.
-            await sleep([10, 40, 80, 120, 200, 300][attempt]!);
-            const cut = pending.done() ? 0 : killSessionsOfClient(suite.engine.pid);
+            // qemu is frozen from here, so libvirt can't finish the snapshot before the cut (with KVM it takes a few
+            // milliseconds); it goes on once the cut is made.
+            const qemu = qemuPid(d.name);
+            if (qemu) process.kill(qemu, "SIGSTOP");
+            let cut = 0;
+            try {
+                // Cut at once, the provider may not have its file's path yet: it then runs the create as a process after
+                // all (nothing had reached virsh), and the create succeeds. So each attempt waits a little longer.
+                await sleep([10, 40, 80, 120, 200, 300][attempt]!);
+                cut = pending.done() ? 0 : killSessionsOfClient(suite.engine.pid);
+                await sleep(200);
+            } finally {
+                if (qemu) process.kill(qemu, "SIGCONT");
+            }
             const res = await pending.result;
             console.log(`      (attempt ${attempt}: ${cut} connection(s) cut; the create ${"r" in res ? "finished first" : "failed"})`);
             if ("r" in res) {
