@@ -63,6 +63,11 @@ export function isKind(e: unknown, kind: ErrorKind): e is LibvirtError {
     return e instanceof LibvirtError && e.kind === kind;
 }
 
+/** A command cut off by a lost connection or a timeout: libvirt may have done it, or may still be doing it. */
+export function isCutOff(e: unknown): e is LibvirtError {
+    return isKind(e, "connection-failed") || isKind(e, "timeout");
+}
+
 // libvirt's messages with LC_ALL=C (measured on libvirt 9.0). The
 // order matters: "already exists" wins over "not found" in odd combinations,
 // and a block job still running ("Operation not supported: ... another active

@@ -1,7 +1,7 @@
 // A snapshot's or checkpoint's create that failed, was cut off, or found the name taken: whether
 // anything was left behind, the init failure that keeps a create of unknown outcome in the state,
 // and adopting an existing one or refusing to.
-import { LibvirtError, isKind, messageOf } from "../errors";
+import { LibvirtError, isKind, messageOf, isCutOff } from "../errors";
 import { failureInsteadOf, initFailure, type InitFailure } from "../failures";
 import type { Virsh } from "../host/virsh";
 import { VIRSH, type MomentKind } from "./commands";
@@ -35,7 +35,7 @@ export function unknownOutcome(
     e: unknown,
     o: { kind: MomentKind; name: string; domainName: string; id: string; what: string; partial: object },
 ): (LibvirtError & InitFailure) | undefined {
-    if (!(isKind(e, "connection-failed") || isKind(e, "timeout"))) return undefined;
+    if (!isCutOff(e)) return undefined;
     const message = `${messageOf(e)}\n  ${createSays.outcomeUnknown(o)}`;
     return initFailure(new LibvirtError(e.kind, message), { id: o.id, properties: o.partial });
 }

@@ -4,7 +4,7 @@
 // it keeps a copy of the domain's XML in it, <metadata> included. So the resource writes a mark (its URN and the
 // name) into the domain's metadata just before the create and removes it right after: the copy keeps it, and
 // the next create takes over one that carries its own mark without `adopt`.
-import { isKind } from "../errors";
+import { isCutOff } from "../errors";
 import type { Virsh } from "../host/virsh";
 import { MAKER_NS, makerMarkXml, parseDomainXml, type MakerMark } from "../host/xml";
 
@@ -33,7 +33,7 @@ export async function withMakerMark<T>(
     } catch (e) {
         // A create cut off by a lost connection or a timeout may still be running in libvirt: asking now could wait
         // on its job. The mark left names only this resource and this name, and the domain's next create replaces it.
-        cutOff = isKind(e, "connection-failed") || isKind(e, "timeout");
+        cutOff = isCutOff(e);
         throw e;
     } finally {
         // Nor does its removal turn a snapshot taken into a failure, or wait for a domain still busy.

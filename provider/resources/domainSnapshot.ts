@@ -5,7 +5,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import type { Connection } from "../connection";
-import { LibvirtError, isKind } from "../errors";
+import { LibvirtError, isKind, isCutOff } from "../errors";
 import { initFailure } from "../failures";
 import { InputError, description, hostPath, makerMark, momentName, spaceMarginMiB, trueOrFalse } from "../inputs";
 import { withDomainLock } from "../locks";
@@ -517,7 +517,7 @@ async function removeCutOffCreate(virsh: Virsh, props: Recorded): Promise<void> 
     try {
         await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName]);
     } catch (e) {
-        if (isKind(e, "connection-failed") || isKind(e, "timeout")) throw e;
+        if (isCutOff(e)) throw e;
         await virsh.run(["snapshot-delete", "--domain", domain, "--snapshotname", props.snapshotName, "--metadata"]);
     }
 }

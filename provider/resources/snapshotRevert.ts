@@ -8,7 +8,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import type { Connection } from "../connection";
-import { LibvirtError, isKind, knownBugOf, messageOf } from "../errors";
+import { LibvirtError, isKind, knownBugOf, messageOf, isCutOff } from "../errors";
 import { initFailure } from "../failures";
 import { InputError, momentName, trueOrFalse, type CheckFailure } from "../inputs";
 import { withDomainLock } from "../locks";
@@ -293,7 +293,7 @@ export async function revertNow(virsh: Virsh, v: Inputs): Promise<Recorded> {
             /* keep "unknown" */
         }
         const [first, ...rest] = messageOf(e).split("\n");
-        const cutOff = isKind(e, "connection-failed") || isKind(e, "timeout");
+        const cutOff = isCutOff(e);
         const bug = cutOff ? undefined : knownBugOf(e instanceof LibvirtError ? (e.stderr ?? e.message) : messageOf(e));
         // The known bug fails before qemu loads anything; a running domain libvirt left paused gets its CPUs back, as it was.
         if (bug && probe.state === "running" && now.startsWith("paused")) {

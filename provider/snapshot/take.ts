@@ -1,7 +1,7 @@
 // Taking a planned snapshot: the snapshot-create, what a failed one left behind (space.ts cleans up
 // after one that ran out of space), and the overlays made private afterwards where libvirt may have
 // left them readable.
-import { isKind } from "../errors";
+import { isKind, isCutOff } from "../errors";
 import { hostFailure } from "../failures";
 import { VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
@@ -22,7 +22,7 @@ export async function takeSnapshot(virsh: Virsh, plan: SnapshotPlan, ctx?: Snaps
         await virsh.run(plan.argv, { stdin: plan.xml });
     } catch (e) {
         // After a lost connection or a timeout libvirt may still be working: asking now could hang or mislead.
-        if (isKind(e, "already-exists") || isKind(e, "connection-failed") || isKind(e, "timeout")) throw e;
+        if (isKind(e, "already-exists") || isCutOff(e)) throw e;
         const full = ctx && (await outOfSpace(virsh, plan, ctx, e, files, existedBefore));
         if (full) throw full;
         throw await explainFailedCreate(virsh, "snapshot", plan.domain, plan.spec.name, e);
