@@ -111,6 +111,13 @@ const STDERR_KINDS: Array<[RegExp, ErrorKind]> = [
     [/not supported|unsupported|Operation not supported|this function is not supported/i, "unsupported"],
 ];
 
+/**
+ * qemu refuses to merge an overlay while the domain's disks are inactive: after a snapshot saved the memory of a
+ * paused domain, qemu leaves them so until the domain runs again (measured: qemu 7.2 'Block node is read-only',
+ * qemu 10.0 "Inactive '…' can't be a backing child of active '…'").
+ */
+export const DISKS_INACTIVE = anyOf(/'block-commit': Block node is read-only/, /'block-commit': Inactive '[^']*' can't be a backing child/);
+
 export function classifyStderr(stderr: string): ErrorKind {
     for (const [re, kind] of STDERR_KINDS) if (re.test(stderr)) return kind;
     return "failed";

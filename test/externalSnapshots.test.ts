@@ -305,6 +305,41 @@ describe("External snapshots across libvirt versions (engine path, real lab)", f
         }
     });
 
+    describe("a paused domain", () => {
+        it("external with memory: destroy says to resume while qemu keeps the disks inactive, leaves the domain paused and the snapshot whole; after a resume it deletes", async () => {
+            const dom = await newDomain();
+            await qemuIoWrite(dom.disk, A, 0, MiB);
+            await virshOk(["start", "--domain", dom.name]);
+            await virshOk(["suspend", "--domain", dom.name]);
+            const s = await snapshot("paused-mem", { domain: dom.name, snapshotName: "p1", kind: "external", memory: "external" });
+            const overlay = await activeDisk(dom.name);
+            assert.notEqual(overlay, dom.disk);
+            const message = await expectCallError(
+                suite.engine.destroy(s),
+                new RegExp(
+                    `cannot delete external snapshot 'p1' of domain '${re(dom.name)}': the domain is paused, and qemu has kept its disks ` +
+                        `inactive since a snapshot saved its memory while it was paused: libvirt ${re(lab.libvirtVersion)} can't merge ` +
+                        `the overlays until the domain runs again\\. Nothing was changed\\. Resume the domain \\(virsh resume\\) and run destroy again`,
+                ),
+            );
+            assert.match(
+                message,
+                /\n {2}stderr: Failed to delete snapshot p1\n.*'block-commit'/,
+                "virsh's command and stderr are in the error",
+            );
+            assert.equal(await domstate(dom.name), "paused", "the provider never resumes a domain its owner paused");
+            assert.deepEqual(await snapshotNames(dom.name), ["p1"]);
+            assert.equal(await activeDisk(dom.name), overlay);
+            await virshOk(["resume", "--domain", dom.name]);
+            await suite.engine.destroy(s);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            assert.equal(await activeDisk(dom.name), dom.disk, "the overlay is merged back");
+            assert.equal(fs.existsSync(s.outs.memoryFile as string), false, "the memory file is gone");
+            await shutOff(dom);
+            await expectData(dom.name, [[A, 0, "written before the snapshot"]]);
+        });
+    });
+
     describe("a chain longer than libvirt 10.8 to 11.x can start", () => {
         /** Overlays on the domain's disk until its chain holds `images` images; the domain then uses the top one. */
         async function chainOn(dom: TestDomain, images: number, stem: string): Promise<string> {

@@ -1,6 +1,6 @@
 // Deleting one snapshot safely: what libvirt would refuse, or delete losing data, is refused before
 // anything changes; the memory file libvirt 9.0 leaves behind is removed.
-import { LibvirtError, isKind } from "../errors";
+import { DISKS_INACTIVE, LibvirtError, isKind, type CommandInfo } from "../errors";
 import { hostFailure } from "../failures";
 import { VERSIONS, inRange, isJobIdSafe, stateOf } from "../host/probe";
 import type { Virsh } from "../host/virsh";
@@ -35,7 +35,8 @@ export async function deleteSnapshot(
         return;
     }
     const version = await virsh.version(); // cached per host
-    const refuse = ([why, what]: string[]) => new LibvirtError("unsupported", deleteSays.refusedExternal(t, why!, what!));
+    const refuse = ([why, what]: string[], info?: CommandInfo) =>
+        new LibvirtError("unsupported", deleteSays.refusedExternal(t, why!, what!), info);
     if (kindOf(observed.info) === "external") {
         const externalSnapshot = (await virsh.capabilities()).externalSnapshot;
         if (observed.children > 1) {
@@ -93,6 +94,10 @@ export async function deleteSnapshot(
     try {
         await virsh.run(["snapshot-delete", "--domain", t.domain, "--snapshotname", t.snapshotName]);
     } catch (e) {
+        // Paused by its owner: resuming would run the guest, so the choice is theirs.
+        if (e instanceof LibvirtError && DISKS_INACTIVE.test(e.stderr ?? "") && (await stateOf(virsh, t.domain)) === "paused") {
+            throw refuse(deleteSays.disksInactive(version.libvirt), { command: e.command ?? "", exitCode: e.exitCode, stderr: e.stderr });
+        }
         // Gone since it was read: another client's delete finished it (libvirt goes on with one whose client was cut off).
         if (!isKind(e, "snapshot-not-found")) throw e;
     }

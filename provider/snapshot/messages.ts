@@ -91,6 +91,11 @@ export const deleteSays = {
                 : `libvirt ${libvirt} can't delete it ('could not find base disk source in disk source chain')`),
         `Set deletion: 'metadata' to drop libvirt's record and keep every file${lossy ? ", or upgrade libvirt to 11.0 or newer" : ""}.`,
     ],
+    disksInactive: (libvirt: string) => [
+        `the domain is paused, and qemu has kept its disks inactive since a snapshot saved its memory while it was paused: ` +
+            `libvirt ${libvirt} can't merge the overlays until the domain runs again`,
+        `Resume the domain (virsh resume) and run destroy again, or set deletion: 'metadata' to keep the files.`,
+    ],
     internalWhileRunning: (t: { snapshotName: string; domainName: string }, libvirt: string) =>
         `cannot delete internal snapshot '${t.snapshotName}' of domain '${t.domainName}' while it runs: ` +
         `libvirt ${libvirt} deletes it as a qemu job ` +
