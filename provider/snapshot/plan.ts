@@ -53,6 +53,8 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     const fail: Fail = (property, reason) => failures.push({ property, reason });
     const dom = probe.info;
     const running = probe.active;
+    // Where an external memory state goes unless memoryFile says: beside the first disk image, whatever the disks decide.
+    const besideFirstDisk = defaultMemoryFile(probe, v.snapshotName);
 
     // Per-disk mode: explicit override, else the kind; cdroms and read-only disks are left to libvirt.
     const disks: SnapshotSpec["disks"] = [];
@@ -101,7 +103,7 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     if (internalProp) pflashFailures(probe, internalProp, fail);
     let memoryFile: string | undefined;
     if (memory === "external") {
-        memoryFile = v.memoryFile ?? defaultMemoryFile(probe, v.snapshotName);
+        memoryFile = v.memoryFile ?? besideFirstDisk;
         if (!memoryFile) fail("memoryFile", "is required with memory: 'external' when the domain has no file-backed disk to put it beside");
     }
     if (v.quiesce) {
