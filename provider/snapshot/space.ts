@@ -2,7 +2,7 @@
 // snapshot that still runs out of space part-way leaves behind (after its create failed): the memory
 // file and overlays it made are removed, and the domain's state is told.
 import * as path from "node:path";
-import { LibvirtError, isKind, messageOf } from "../errors";
+import { LibvirtError, isCutOff, isKind, messageOf } from "../errors";
 import { failureInsteadOf, hostFailure } from "../failures";
 import type { CheckFailure } from "../inputs";
 import { stateWithReason, type DomainProbe } from "../host/probe";
@@ -211,17 +211,39 @@ export async function spaceFailures(virsh: Virsh, probe: DomainProbe, plan: Snap
 }
 
 /**
+ * Run a snapshot's create so that one that runs out of space part-way is cleaned up: which of the files it makes
+ * exist already is read first, and a failure for want of space becomes outOfSpace's error. Any other failure is
+ * thrown as it came.
+ */
+export async function withSpaceCleanup(
+    virsh: Virsh,
+    plan: SnapshotPlan,
+    ctx: SnapshotContext,
+    create: () => Promise<unknown>,
+): Promise<void> {
+    const files = filesMade(ctx.probe, plan);
+    const existedBefore = files.length ? await existingFiles(virsh, files) : new Set<string>();
+    try {
+        await create();
+    } catch (e) {
+        // After a lost connection or a timeout libvirt may still be working: asking now could hang or mislead.
+        if (isKind(e, "already-exists") || isCutOff(e)) throw e;
+        throw (await outOfSpace(virsh, plan, ctx, e, files, existedBefore)) ?? e;
+    }
+}
+
+/**
  * The files a snapshot creates: its memory file and its overlays (libvirt refuses an overlay that exists, but writes
  * over a memory file).
  */
-export function filesMade(probe: DomainProbe, plan: SnapshotPlan): string[] {
+function filesMade(probe: DomainProbe, plan: SnapshotPlan): string[] {
     return spaceNeeds(probe, plan, 0)
         .filter((n) => n.property !== "memory")
         .map((n) => n.file);
 }
 
 /** Which of these files exist on the host (stat); undefined when that can't be read, so nothing is ever removed on a guess. */
-export async function existingFiles(virsh: Virsh, files: readonly string[]): Promise<Set<string> | undefined> {
+async function existingFiles(virsh: Virsh, files: readonly string[]): Promise<Set<string> | undefined> {
     if (!files.length) return new Set();
     const r = await virsh.host(["stat", "-c", "%n", "--", ...files]);
     // stat exits 1 when some file is missing; each missing one says so, and anything else is a failure to read.
@@ -244,7 +266,7 @@ const MAYBE_NO_SPACE = /Input\/output error|I\/O error|writing VM state/i;
  * clusters qemu already wrote into a qcow2 image stay there (nothing outside qemu may touch an image it holds).
  * Returns the typed error, or undefined when the failure was not about space.
  */
-export async function outOfSpace(
+async function outOfSpace(
     virsh: Virsh,
     plan: SnapshotPlan,
     ctx: SnapshotContext,

@@ -9,22 +9,19 @@ import type { SnapshotInfo } from "../host/xml";
 import { explainFailedCreate } from "../moments/creates";
 import { takeSays } from "./messages";
 import type { SnapshotContext, SnapshotPlan } from "./plan";
-import { existingFiles, filesMade, outOfSpace } from "./space";
+import { withSpaceCleanup } from "./space";
 
 /**
  * Run the planned snapshot-create; on failure, say whether anything was left behind. With a context, a
- * snapshot that runs out of space part-way is cleaned up (see outOfSpace) and fails as an OutOfSpaceError.
+ * snapshot that runs out of space part-way is cleaned up (see withSpaceCleanup) and fails as an OutOfSpaceError.
  */
 export async function takeSnapshot(virsh: Virsh, plan: SnapshotPlan, ctx?: SnapshotContext): Promise<void> {
-    const files = ctx ? filesMade(ctx.probe, plan) : [];
-    const existedBefore = files.length ? await existingFiles(virsh, files) : new Set<string>();
+    const create = () => virsh.run(plan.argv, { stdin: plan.xml });
     try {
-        await virsh.run(plan.argv, { stdin: plan.xml });
+        await (ctx ? withSpaceCleanup(virsh, plan, ctx, create) : create());
     } catch (e) {
-        // After a lost connection or a timeout libvirt may still be working: asking now could hang or mislead.
-        if (isKind(e, "already-exists") || isCutOff(e)) throw e;
-        const full = ctx && (await outOfSpace(virsh, plan, ctx, e, files, existedBefore));
-        if (full) throw full;
+        // Cut off, libvirt may still be working: asking now could hang or mislead. Out of space, it was asked already.
+        if (isKind(e, "already-exists") || isCutOff(e) || isKind(e, "no-space")) throw e;
         throw await explainFailedCreate(virsh, "snapshot", plan.domain, plan.spec.name, e);
     }
 }
