@@ -25,7 +25,6 @@ import { probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { parseSnapshotXml, snapshotRecordXml, type MakerMark, type SnapshotInfo } from "../host/xml";
 import { adoptOrRefuse, unknownOutcome } from "../moments/creates";
-import { withMakerMark } from "../moments/maker";
 import { redefineDescription } from "../moments/description";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
@@ -403,9 +402,7 @@ async function createLocked(v: Inputs, virsh: Virsh, mark: MakerMark | undefined
         }) ?? e;
     let adopted = false;
     try {
-        await withMakerMark(virsh, { uuid: domain, active: probe.active }, mark, () =>
-            takeSnapshot(virsh, plan, { probe, marginMiB: v.spaceMarginMiB }),
-        );
+        await takeSnapshot(virsh, plan, { probe, marginMiB: v.spaceMarginMiB, mark });
     } catch (e) {
         if (!isKind(e, "already-exists")) throw cutOff(e, "the create was cut off");
         const { own } = await adoptOrRefuse(virsh, {

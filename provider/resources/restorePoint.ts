@@ -33,7 +33,7 @@ import { commandLine } from "../host/transport";
 import type { Virsh } from "../host/virsh";
 import type { MakerMark } from "../host/xml";
 import { redefineDescription } from "../moments/description";
-import { madeBy, withMakerMark } from "../moments/maker";
+import { madeBy } from "../moments/maker";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot } from "../snapshot/observe";
 import { chainLimitFailures, planSnapshot, type SnapshotPlan, type SnapshotRequest } from "../snapshot/plan";
@@ -350,13 +350,12 @@ async function snapshotAll(
                 members.map(async (m, i) => {
                     const probe = planned[i]!.probe!;
                     try {
-                        await withMakerMark(m.virsh, { uuid: probe.info.uuid, active: probe.active }, mark, () =>
-                            takeSnapshot(m.virsh, planned[i]!.plan!, {
-                                probe,
-                                marginMiB: v.spaceMarginMiB,
-                                ...(paused.includes(m) ? { pausedBy: `restore point '${v.snapshotName}'` } : {}),
-                            }),
-                        );
+                        await takeSnapshot(m.virsh, planned[i]!.plan!, {
+                            probe,
+                            marginMiB: v.spaceMarginMiB,
+                            ...(paused.includes(m) ? { pausedBy: `restore point '${v.snapshotName}'` } : {}),
+                            mark,
+                        });
                         taken.push({ m, probe, plan: planned[i]!.plan! });
                     } catch (e) {
                         if (mark && isKind(e, "already-exists")) existing.push({ m, probe, plan: planned[i]!.plan!, error: e });

@@ -1,29 +1,33 @@
-// Taking a planned snapshot: the snapshot-create, what a failed one left behind (space.ts cleans up
-// after one that ran out of space), and the overlays made private afterwards where libvirt may have
-// left them readable.
+// Taking a planned snapshot: the snapshot-create under the maker's mark, what a failed one left behind
+// (space.ts cleans up after one that ran out of space), and the overlays made private afterwards where
+// libvirt may have left them readable.
 import { isKind, isCutOff } from "../errors";
 import { hostFailure } from "../failures";
 import { VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import type { SnapshotInfo } from "../host/xml";
 import { explainFailedCreate } from "../moments/creates";
+import { withMakerMark } from "../moments/maker";
 import { takeSays } from "./messages";
 import type { SnapshotContext, SnapshotPlan } from "./plan";
 import { withSpaceCleanup } from "./space";
 
 /**
- * Run the planned snapshot-create; on failure, say whether anything was left behind. With a context, a
- * snapshot that runs out of space part-way is cleaned up (see withSpaceCleanup) and fails as an OutOfSpaceError.
+ * Run the planned snapshot-create, under the maker's mark when the context carries one (moments/maker.ts); on
+ * failure, say whether anything was left behind. With a context, a snapshot that runs out of space part-way is
+ * cleaned up (see withSpaceCleanup) and fails as an OutOfSpaceError.
  */
 export async function takeSnapshot(virsh: Virsh, plan: SnapshotPlan, ctx?: SnapshotContext): Promise<void> {
     const create = () => virsh.run(plan.argv, { stdin: plan.xml });
-    try {
-        await (ctx ? withSpaceCleanup(virsh, plan, ctx, create) : create());
-    } catch (e) {
-        // Cut off, libvirt may still be working: asking now could hang or mislead. Out of space, it was asked already.
-        if (isKind(e, "already-exists") || isCutOff(e) || isKind(e, "no-space")) throw e;
-        throw await explainFailedCreate(virsh, "snapshot", plan.domain, plan.spec.name, e);
-    }
+    await withMakerMark(virsh, { uuid: plan.domain, active: ctx?.probe.active ?? false }, ctx?.mark, async () => {
+        try {
+            await (ctx ? withSpaceCleanup(virsh, plan, ctx, create) : create());
+        } catch (e) {
+            // Cut off, libvirt may still be working: asking now could hang or mislead. Out of space, it was asked already.
+            if (isKind(e, "already-exists") || isCutOff(e) || isKind(e, "no-space")) throw e;
+            throw await explainFailedCreate(virsh, "snapshot", plan.domain, plan.spec.name, e);
+        }
+    });
 }
 
 /**
