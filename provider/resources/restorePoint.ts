@@ -40,6 +40,7 @@ import { chainLimitFailures, planSnapshot, type SnapshotPlan, type SnapshotReque
 import { spaceFailures } from "../snapshot/space";
 import { makeOverlaysPrivate, takeSnapshot } from "../snapshot/take";
 import { locateSnapshot } from "./lostRecords";
+import { restorePointSays } from "./messages";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -457,16 +458,12 @@ async function ownMembers(existing: Taken[], mark: MakerMark | undefined, name: 
 
 /** Some members, not all, hold this restore point's snapshot from a run that was cut off: say how to delete them. */
 function partlyOwn(own: Taken[], name: string): LibvirtError {
-    const commands = own.map((t) => {
-        const argv = ["virsh", "-c", t.m.virsh.uri, "snapshot-delete", "--domain", t.probe.info.uuid, "--snapshotname", name];
-        return `on ${t.m.virsh.where}: ${commandLine(argv)}`;
-    });
-    return new LibvirtError(
-        "already-exists",
-        `snapshot '${name}' of ${own.map((t) => `domain '${t.probe.info.name}'`).join(", ")} was made by this restore point in a run ` +
-            `that was cut off, but not of every member, so it is not one restore point. Delete it, then run pulumi up again:\n    ` +
-            commands.join("\n    "),
-    );
+    const members = own.map((t) => ({
+        domainName: t.probe.info.name,
+        where: t.m.virsh.where,
+        command: commandLine(["virsh", "-c", t.m.virsh.uri, "snapshot-delete", "--domain", t.probe.info.uuid, "--snapshotname", name]),
+    }));
+    return new LibvirtError("already-exists", restorePointSays.partlyOwn(name, members));
 }
 
 async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {
