@@ -169,55 +169,6 @@ export async function diskChains(virsh: Virsh, domain: string, disks: readonly D
     return out;
 }
 
-/** The free space of the filesystem that holds a directory on the host, as `df` measures it. */
-export interface FreeSpace {
-    /** Where that filesystem is mounted: directories with the same mount share its space. */
-    mount: string;
-    /** Bytes that unprivileged writers may still use (df's Avail). */
-    availableBytes: number;
-}
-
-/**
- * Each directory's free space, with `df -B1 --output=avail,target` on the host (one run per directory, so
- * one missing directory doesn't hide the others). df reads no file, only the filesystem's counters: it runs as
- * the login user, and through sudo only where the login user can't reach the directory. Left out: a directory
- * that does not exist (what would be made there fails in libvirt with its own message), and one that only a
- * sudo rule for df would let us measure when sudo refuses it (the README's host-command table says so).
- */
-export async function freeSpace(virsh: Virsh, dirs: readonly string[]): Promise<Map<string, FreeSpace>> {
-    const out = new Map<string, FreeSpace>();
-    await Promise.all(
-        [...new Set(dirs)].map(async (dir) => {
-            const f = await dfShared(virsh, dir);
-            if (f) out.set(dir, f);
-        }),
-    );
-    return out;
-}
-
-/** df runs in flight, per host and folder: checks asked at once (a fan-out's previews) share one answer, never an older one. */
-const dfInFlight = new Map<string, Promise<FreeSpace | undefined>>();
-
-function dfShared(virsh: Virsh, dir: string): Promise<FreeSpace | undefined> {
-    const key = `${virsh.where}\n${virsh.connection.sudo ? 1 : 0}\n${dir}`;
-    let p = dfInFlight.get(key);
-    if (!p) {
-        p = df(virsh, dir).finally(() => dfInFlight.delete(key));
-        dfInFlight.set(key, p);
-    }
-    return p;
-}
-
-async function df(virsh: Virsh, dir: string): Promise<FreeSpace | undefined> {
-    const argv = ["df", "-B1", "--output=avail,target", "--", dir];
-    let r = await virsh.host(argv, { asLoginUser: true, readOnly: true });
-    if (r.code !== 0 && virsh.connection.sudo && !/No such file or directory/.test(r.stderr)) r = await virsh.host(argv);
-    const m = /^\s*(\d+)\s(.*)$/.exec(r.stdout.split("\n")[1] ?? "");
-    if (r.code === 0 && m) return { availableBytes: Number(m[1]), mount: m[2]!.trim() };
-    if (/No such file or directory/.test(r.stderr) || /^sudo: /m.test(r.stderr)) return undefined;
-    throw hostFailure("failed", `cannot measure the free space in ${dir}: ${r.stderr.trim() || `df exited with ${r.code}`}`, r);
-}
-
 /** `virsh domstate --reason`: "running (booted)", "paused (I/O error)", "paused (user)"... */
 export async function stateWithReason(virsh: Virsh, domain: string): Promise<string> {
     return (await virsh.query(["domstate", "--domain", domain, "--reason"])).trim().split("\n")[0]!.trim();

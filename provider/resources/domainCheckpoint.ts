@@ -474,36 +474,36 @@ export const domainCheckpoint = {
 
     async read(id: string, props: Recorded): Promise<pulumi.dynamic.ReadResult> {
         const virsh = virshFor(props);
-        return withDomainLock(lockKey(props), async () => {
-            let probe: DomainProbe;
-            try {
-                probe = await probeRecordedDomain(virsh, props);
-            } catch (e) {
-                // Gone from the host: an empty id makes refresh drop the resource.
-                if (isKind(e, "domain-not-found")) return { id: "", props: {} };
-                throw e;
-            }
-            // Only reads, as DomainSnapshot's read: a lost record is kept (recordLost) and given back by the next update.
-            const record = await checkpointRecord(virsh, probe, props, { restore: false });
-            if (record.status === "gone") return { id: "", props: {} };
-            // Whether its bitmaps are healthy can't be told while libvirt has no record of it.
-            if (record.status === "restorable") return { id, props: { ...props, ...lostFor(probe), bitmapsHealthy: null } };
-            const v = { ...props.declared, connection: props.connection } as Inputs;
-            const observed = await observe(virsh, probe.info.uuid, props.checkpointName, {
-                measure: probe.active,
-                version: probe.version,
-                probe,
-            });
-            return {
-                id,
-                props: outputsFrom(v, observed, probe.version.libvirt, {
-                    probe,
-                    adopted: props.adopted,
-                    restoredAt: props.restoredAt ?? null,
-                    previous: props,
-                }),
-            };
+        // No domain lock, as in DomainSnapshot's read: nothing here writes, and a --size query that meets a job of
+        // another resource on this domain waits in the runner's busy retry, as it would for any other process.
+        let probe: DomainProbe;
+        try {
+            probe = await probeRecordedDomain(virsh, props);
+        } catch (e) {
+            // Gone from the host: an empty id makes refresh drop the resource.
+            if (isKind(e, "domain-not-found")) return { id: "", props: {} };
+            throw e;
+        }
+        // Only reads, as DomainSnapshot's read: a lost record is kept (recordLost) and given back by the next update.
+        const record = await checkpointRecord(virsh, probe, props, { restore: false });
+        if (record.status === "gone") return { id: "", props: {} };
+        // Whether its bitmaps are healthy can't be told while libvirt has no record of it.
+        if (record.status === "restorable") return { id, props: { ...props, ...lostFor(probe), bitmapsHealthy: null } };
+        const v = { ...props.declared, connection: props.connection } as Inputs;
+        const observed = await observe(virsh, probe.info.uuid, props.checkpointName, {
+            measure: probe.active,
+            version: probe.version,
+            probe,
         });
+        return {
+            id,
+            props: outputsFrom(v, observed, probe.version.libvirt, {
+                probe,
+                adopted: props.adopted,
+                restoredAt: props.restoredAt ?? null,
+                previous: props,
+            }),
+        };
     },
 
     async update(_id: string, olds: Recorded, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {

@@ -1,6 +1,6 @@
 // DomainSnapshot: the whole life of one libvirt snapshot.
-//   inputs (zod) → plan (XML and virsh command, checked against the live domain)
-//   → virsh snapshot-create → read back (snapshot-dumpxml, snapshot-info) → outputs
+//   inputs (zod) → probe → plan (snapshot/plan.ts: XML and virsh command, checked against the live domain)
+//   → take (snapshot/take.ts: snapshot-create or adopt, read back: snapshot-dumpxml, snapshot-info) → outputs
 // Preview (check/diff) only reads from the host.
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
@@ -23,15 +23,13 @@ import {
 } from "../resource";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
-import { parseSnapshotXml, snapshotRecordXml, type MakerMark, type SnapshotInfo } from "../host/xml";
-import { adoptOrRefuse, unknownOutcome } from "../moments/creates";
-import { withMakerMark } from "../moments/maker";
+import { parseSnapshotXml, snapshotRecordXml, type MakerMark } from "../host/xml";
 import { redefineDescription } from "../moments/description";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
-import { planOnHost, planSnapshot, type SnapshotPlan } from "../snapshot/plan";
+import { planOnHost, planSnapshot } from "../snapshot/plan";
 import { spaceFailures } from "../snapshot/space";
-import { makeOverlaysPrivate, takeSnapshot } from "../snapshot/take";
+import { createSnapshot } from "../snapshot/take";
 import { locateSnapshot } from "./lostRecords";
 
 // ---- inputs ----------------------------------------------------------------
@@ -190,7 +188,8 @@ interface Kept {
     lost?: { domainName: string; domainUuid: string };
 }
 
-function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, kept: Kept): Recorded {
+/** `declared`: the inputs as recorded for diff, when the caller has them already. */
+function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, kept: Kept, declared = withoutConnection(v)): Recorded {
     const s = o.info;
     const diskFiles: Record<string, string> = {};
     for (const d of s.disks) if (d.snapshot === "external" && d.file) diskFiles[d.name] = d.file;
@@ -215,24 +214,8 @@ function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, kept: Kept
         xml: o.xml,
         recordLost: kept.lost !== undefined,
         restoredAt: kept.restoredAt,
-        declared: withoutConnection(v),
+        declared,
     };
-}
-
-/** How an existing snapshot differs from the plan; empty when adopting is safe. */
-function differences(plan: SnapshotPlan, s: SnapshotInfo): string[] {
-    const out: string[] = [];
-    if (kindOf(s) !== plan.kind) out.push(`kind is '${kindOf(s)}', declared '${plan.kind}'`);
-    if (memoryOf(s) !== plan.memory) out.push(`memory is '${memoryOf(s)}', declared '${plan.memory}'`);
-    if (plan.spec.memory.file && s.memory.file !== plan.spec.memory.file)
-        out.push(`memoryFile is '${s.memory.file ?? "none"}', declared '${plan.spec.memory.file}'`);
-    for (const d of plan.spec.disks) {
-        const have = s.disks.find((x) => x.name === d.name);
-        const mode = have?.snapshot ?? "no";
-        if (mode !== d.snapshot) out.push(`disk ${d.name} is '${mode}', declared '${d.snapshot}'`);
-        if (d.file && have?.file !== d.file) out.push(`disk ${d.name} overlay is '${have?.file ?? "none"}', declared '${d.file}'`);
-    }
-    return out;
 }
 
 // ---- the provider ------------------------------------------------------------
@@ -379,67 +362,30 @@ export const domainSnapshot = {
 /** Take the snapshot and read it back (the caller holds the domain's lock). `mark`: see moments/maker.ts. */
 async function createLocked(v: Inputs, virsh: Virsh, mark: MakerMark | undefined): Promise<Recorded> {
     const probe = await resumeAfterInterruptedSnapshot(virsh, await probeDomain(virsh, v.domain));
+    // The inputs as recorded for diff, once: in the state a cut-off create leaves, and in the outputs.
+    const declared = withoutConnection(v);
     const { plan, failures } = await planOnHost(virsh, probe, v);
     if (!plan) throw new InputError(failures);
-    const domain = probe.info.uuid;
-    const cutOff = (e: unknown, what: string) =>
-        unknownOutcome(e, {
-            kind: "snapshot",
-            name: v.snapshotName,
+    const made = await createSnapshot(virsh, plan, {
+        probe,
+        marginMiB: v.spaceMarginMiB,
+        mark,
+        adopt: v.adopt,
+        partial: {
+            ...(v.connection ? { connection: v.connection } : {}),
+            domain: v.domain,
+            snapshotName: v.snapshotName,
+            deletion: v.deletion,
             domainName: probe.info.name,
-            id: `${domain}/${v.snapshotName}`,
-            what,
-            partial: {
-                ...(v.connection ? { connection: v.connection } : {}),
-                domain: v.domain,
-                snapshotName: v.snapshotName,
-                deletion: v.deletion,
-                domainName: probe.info.name,
-                domainUuid: domain,
-                libvirtVersion: probe.version.libvirt,
-                adopted: false,
-                declared: withoutConnection(v),
-            } satisfies Partial<Recorded>,
-        }) ?? e;
-    let adopted = false;
-    try {
-        await withMakerMark(virsh, { uuid: domain, active: probe.active }, mark, () =>
-            takeSnapshot(virsh, plan, { probe, marginMiB: v.spaceMarginMiB }),
-        );
-    } catch (e) {
-        if (!isKind(e, "already-exists")) throw cutOff(e, "the create was cut off");
-        const { own } = await adoptOrRefuse(virsh, {
-            kind: "snapshot",
-            name: v.snapshotName,
-            domain,
-            domainName: probe.info.name,
-            adopt: v.adopt,
-            description: v.description,
-            mark,
-            error: e,
-            existing: async () => {
-                const s = (await observeSnapshot(virsh, domain, v.snapshotName)).info;
-                return { description: s.description, differences: differences(plan, s), makerMark: s.domain?.makerMark };
-            },
-        });
-        // Its own, from a run cut off before the engine recorded it: made by this resource, not adopted.
-        adopted = !own;
-    }
-    let observed: ObservedSnapshot;
-    try {
-        observed = await observeSnapshot(virsh, domain, v.snapshotName);
-    } catch (e) {
-        throw cutOff(e, `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`);
-    }
-    const outs = outputsFrom(v, observed, probe.version.libvirt, { adopted, restoredAt: null });
-    if (!adopted) {
-        try {
-            await makeOverlaysPrivate(virsh, probe, plan, observed.info);
-        } catch (e) {
-            // The snapshot exists: Pulumi keeps it (an init failure) while the error says what to do.
-            throw initFailure(e, { id: `${domain}/${v.snapshotName}`, properties: outs });
-        }
-    }
+            domainUuid: plan.domain,
+            libvirtVersion: probe.version.libvirt,
+            adopted: false,
+            declared,
+        } satisfies Partial<Recorded>,
+    });
+    const outs = outputsFrom(v, made.observed, probe.version.libvirt, { adopted: made.adopted, restoredAt: null }, declared);
+    // The snapshot exists: Pulumi keeps it (an init failure) while the error says what to do.
+    if ("notPrivate" in made) throw initFailure(made.notPrivate, { id: `${plan.domain}/${v.snapshotName}`, properties: outs });
     return outs;
 }
 

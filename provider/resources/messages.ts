@@ -1,4 +1,4 @@
-// What DomainBackup, DomainCheckpoint and SnapshotRevert tell a user, in one place per resource: why
+// What DomainBackup, DomainCheckpoint, SnapshotRevert and RestorePoint tell a user, in one place per resource: why
 // it can't be planned (check reports it, create throws it), and what a create, update or delete met.
 // The snapshot engine's texts are in snapshot/messages.ts; those of snapshots and checkpoints alike in
 // moments/messages.ts.
@@ -130,4 +130,12 @@ export const revertSays = {
     knownBug: (bug: { what: string; fixedIn: string }, libvirt: string) =>
         `  this is a known libvirt bug: ${bug.what}; libvirt ${bug.fixedIn} fixes it. The host runs libvirt ${libvirt}: ` +
         `upgrade it to ${bug.fixedIn} or newer (or a build with the fix), then run pulumi up again.`,
+};
+
+export const restorePointSays = {
+    /** Some members, not all, hold the snapshot from a cut-off run: each with the virsh command that deletes it. */
+    partlyOwn: (name: string, members: ReadonlyArray<{ domainName: string; where: string; command: string }>) =>
+        `snapshot '${name}' of ${members.map((m) => `domain '${m.domainName}'`).join(", ")} was made by this restore point in a run ` +
+        `that was cut off, but not of every member, so it is not one restore point. Delete it, then run pulumi up again:\n    ` +
+        members.map((m) => `on ${m.where}: ${m.command}`).join("\n    "),
 };

@@ -33,13 +33,14 @@ import { commandLine } from "../host/transport";
 import type { Virsh } from "../host/virsh";
 import type { MakerMark } from "../host/xml";
 import { redefineDescription } from "../moments/description";
-import { madeBy, withMakerMark } from "../moments/maker";
+import { madeBy } from "../moments/maker";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot } from "../snapshot/observe";
 import { chainLimitFailures, planSnapshot, type SnapshotPlan, type SnapshotRequest } from "../snapshot/plan";
 import { spaceFailures } from "../snapshot/space";
 import { makeOverlaysPrivate, takeSnapshot } from "../snapshot/take";
 import { locateSnapshot } from "./lostRecords";
+import { restorePointSays } from "./messages";
 
 // ---- inputs ----------------------------------------------------------------
 
@@ -350,13 +351,12 @@ async function snapshotAll(
                 members.map(async (m, i) => {
                     const probe = planned[i]!.probe!;
                     try {
-                        await withMakerMark(m.virsh, { uuid: probe.info.uuid, active: probe.active }, mark, () =>
-                            takeSnapshot(m.virsh, planned[i]!.plan!, {
-                                probe,
-                                marginMiB: v.spaceMarginMiB,
-                                ...(paused.includes(m) ? { pausedBy: `restore point '${v.snapshotName}'` } : {}),
-                            }),
-                        );
+                        await takeSnapshot(m.virsh, planned[i]!.plan!, {
+                            probe,
+                            marginMiB: v.spaceMarginMiB,
+                            ...(paused.includes(m) ? { pausedBy: `restore point '${v.snapshotName}'` } : {}),
+                            mark,
+                        });
                         taken.push({ m, probe, plan: planned[i]!.plan! });
                     } catch (e) {
                         if (mark && isKind(e, "already-exists")) existing.push({ m, probe, plan: planned[i]!.plan!, error: e });
@@ -458,16 +458,12 @@ async function ownMembers(existing: Taken[], mark: MakerMark | undefined, name: 
 
 /** Some members, not all, hold this restore point's snapshot from a run that was cut off: say how to delete them. */
 function partlyOwn(own: Taken[], name: string): LibvirtError {
-    const commands = own.map((t) => {
-        const argv = ["virsh", "-c", t.m.virsh.uri, "snapshot-delete", "--domain", t.probe.info.uuid, "--snapshotname", name];
-        return `on ${t.m.virsh.where}: ${commandLine(argv)}`;
-    });
-    return new LibvirtError(
-        "already-exists",
-        `snapshot '${name}' of ${own.map((t) => `domain '${t.probe.info.name}'`).join(", ")} was made by this restore point in a run ` +
-            `that was cut off, but not of every member, so it is not one restore point. Delete it, then run pulumi up again:\n    ` +
-            commands.join("\n    "),
-    );
+    const members = own.map((t) => ({
+        domainName: t.probe.info.name,
+        where: t.m.virsh.where,
+        command: commandLine(["virsh", "-c", t.m.virsh.uri, "snapshot-delete", "--domain", t.probe.info.uuid, "--snapshotname", name]),
+    }));
+    return new LibvirtError("already-exists", restorePointSays.partlyOwn(name, members));
 }
 
 async function describeMember(m: Member, domainUuid: string, name: string): Promise<MemberSnapshot> {

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import type { CheckFailure } from "../inputs";
 import { VERSIONS, diskChains, inRange, isJobIdSafe, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
-import { buildSnapshotXml, type SnapshotSpec } from "../host/xml";
+import { buildSnapshotXml, type MakerMark, type SnapshotSpec } from "../host/xml";
 import { coveredDisks, isWritableDisk, type Fail } from "../moments/disks";
 import { guestAgentMissing } from "../moments/messages";
 import { planSays } from "./messages";
@@ -53,6 +53,8 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     const fail: Fail = (property, reason) => failures.push({ property, reason });
     const dom = probe.info;
     const running = probe.active;
+    // Where an external memory state goes unless memoryFile says: beside the first disk image, whatever the disks decide.
+    const besideFirstDisk = defaultMemoryFile(probe, v.snapshotName);
 
     // Per-disk mode: explicit override, else the kind; cdroms and read-only disks are left to libvirt.
     const disks: SnapshotSpec["disks"] = [];
@@ -101,7 +103,7 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     if (internalProp) pflashFailures(probe, internalProp, fail);
     let memoryFile: string | undefined;
     if (memory === "external") {
-        memoryFile = v.memoryFile ?? defaultMemoryFile(probe, v.snapshotName);
+        memoryFile = v.memoryFile ?? besideFirstDisk;
         if (!memoryFile) fail("memoryFile", "is required with memory: 'external' when the domain has no file-backed disk to put it beside");
     }
     if (v.quiesce) {
@@ -200,10 +202,12 @@ export async function planOnHost(
     return tooLong.length ? { failures: tooLong } : planned;
 }
 
-/** What a snapshot's failure handling needs beyond the plan: the domain as it was planned, and check's margin. */
+/** What taking a snapshot needs beyond the plan: the domain as it was planned, check's margin, and the maker's mark. */
 export interface SnapshotContext {
     probe: DomainProbe;
     marginMiB?: number;
     /** Who else paused the domain for this snapshot (a restore point), so the error doesn't blame the user. */
     pausedBy?: string;
+    /** The resource's mark, set in the domain's metadata for the create (moments/maker.ts); none without a URN. */
+    mark?: MakerMark;
 }

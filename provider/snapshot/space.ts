@@ -1,11 +1,11 @@
-// Free space: what a snapshot will write, against the room where each file goes (check), and what a
+// Free space: what a snapshot will write, against the room where each file goes (check, measured with df on the host), and what a
 // snapshot that still runs out of space part-way leaves behind (after its create failed): the memory
 // file and overlays it made are removed, and the domain's state is told.
 import * as path from "node:path";
-import { LibvirtError, isKind, messageOf } from "../errors";
-import { failureInsteadOf } from "../failures";
+import { LibvirtError, isCutOff, isKind, messageOf } from "../errors";
+import { failureInsteadOf, hostFailure } from "../failures";
 import type { CheckFailure } from "../inputs";
-import { freeSpace, stateWithReason, type DomainProbe, type FreeSpace } from "../host/probe";
+import { stateWithReason, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { diskChainsOf } from "../host/xml";
 import { imageInfo } from "../qemuImg";
@@ -103,6 +103,55 @@ export function spaceNeeds(probe: DomainProbe, plan: SnapshotPlan, marginMiB: nu
     return needs;
 }
 
+/** The free space of the filesystem that holds a directory on the host, as `df` measures it. */
+export interface FreeSpace {
+    /** Where that filesystem is mounted: directories with the same mount share its space. */
+    mount: string;
+    /** Bytes that unprivileged writers may still use (df's Avail). */
+    availableBytes: number;
+}
+
+/**
+ * Each directory's free space, with `df -B1 --output=avail,target` on the host (one run per directory, so
+ * one missing directory doesn't hide the others). df reads no file, only the filesystem's counters: it runs as
+ * the login user, and through sudo only where the login user can't reach the directory. Left out: a directory
+ * that does not exist (what would be made there fails in libvirt with its own message), and one that only a
+ * sudo rule for df would let us measure when sudo refuses it (the README's host-command table says so).
+ */
+export async function freeSpace(virsh: Virsh, dirs: readonly string[]): Promise<Map<string, FreeSpace>> {
+    const out = new Map<string, FreeSpace>();
+    await Promise.all(
+        [...new Set(dirs)].map(async (dir) => {
+            const f = await dfShared(virsh, dir);
+            if (f) out.set(dir, f);
+        }),
+    );
+    return out;
+}
+
+/** df runs in flight, per host and folder: checks asked at once (a fan-out's previews) share one answer, never an older one. */
+const dfInFlight = new Map<string, Promise<FreeSpace | undefined>>();
+
+function dfShared(virsh: Virsh, dir: string): Promise<FreeSpace | undefined> {
+    const key = `${virsh.where}\n${virsh.connection.sudo ? 1 : 0}\n${dir}`;
+    let p = dfInFlight.get(key);
+    if (!p) {
+        p = df(virsh, dir).finally(() => dfInFlight.delete(key));
+        dfInFlight.set(key, p);
+    }
+    return p;
+}
+
+async function df(virsh: Virsh, dir: string): Promise<FreeSpace | undefined> {
+    const argv = ["df", "-B1", "--output=avail,target", "--", dir];
+    let r = await virsh.host(argv, { asLoginUser: true, readOnly: true });
+    if (r.code !== 0 && virsh.connection.sudo && !/No such file or directory/.test(r.stderr)) r = await virsh.host(argv);
+    const m = /^\s*(\d+)\s(.*)$/.exec(r.stdout.split("\n")[1] ?? "");
+    if (r.code === 0 && m) return { availableBytes: Number(m[1]), mount: m[2]!.trim() };
+    if (/No such file or directory/.test(r.stderr) || /^sudo: /m.test(r.stderr)) return undefined;
+    throw hostFailure("failed", `cannot measure the free space in ${dir}: ${r.stderr.trim() || `df exited with ${r.code}`}`, r);
+}
+
 interface FilesystemNeed {
     mount: string;
     free: FreeSpace;
@@ -162,17 +211,39 @@ export async function spaceFailures(virsh: Virsh, probe: DomainProbe, plan: Snap
 }
 
 /**
+ * Run a snapshot's create so that one that runs out of space part-way is cleaned up: which of the files it makes
+ * exist already is read first, and a failure for want of space becomes outOfSpace's error. Any other failure is
+ * thrown as it came.
+ */
+export async function withSpaceCleanup(
+    virsh: Virsh,
+    plan: SnapshotPlan,
+    ctx: SnapshotContext,
+    create: () => Promise<unknown>,
+): Promise<void> {
+    const files = filesMade(ctx.probe, plan);
+    const existedBefore = files.length ? await existingFiles(virsh, files) : new Set<string>();
+    try {
+        await create();
+    } catch (e) {
+        // After a lost connection or a timeout libvirt may still be working: asking now could hang or mislead.
+        if (isKind(e, "already-exists") || isCutOff(e)) throw e;
+        throw (await outOfSpace(virsh, plan, ctx, e, files, existedBefore)) ?? e;
+    }
+}
+
+/**
  * The files a snapshot creates: its memory file and its overlays (libvirt refuses an overlay that exists, but writes
  * over a memory file).
  */
-export function filesMade(probe: DomainProbe, plan: SnapshotPlan): string[] {
+function filesMade(probe: DomainProbe, plan: SnapshotPlan): string[] {
     return spaceNeeds(probe, plan, 0)
         .filter((n) => n.property !== "memory")
         .map((n) => n.file);
 }
 
 /** Which of these files exist on the host (stat); undefined when that can't be read, so nothing is ever removed on a guess. */
-export async function existingFiles(virsh: Virsh, files: readonly string[]): Promise<Set<string> | undefined> {
+async function existingFiles(virsh: Virsh, files: readonly string[]): Promise<Set<string> | undefined> {
     if (!files.length) return new Set();
     const r = await virsh.host(["stat", "-c", "%n", "--", ...files]);
     // stat exits 1 when some file is missing; each missing one says so, and anything else is a failure to read.
@@ -195,7 +266,7 @@ const MAYBE_NO_SPACE = /Input\/output error|I\/O error|writing VM state/i;
  * clusters qemu already wrote into a qcow2 image stay there (nothing outside qemu may touch an image it holds).
  * Returns the typed error, or undefined when the failure was not about space.
  */
-export async function outOfSpace(
+async function outOfSpace(
     virsh: Virsh,
     plan: SnapshotPlan,
     ctx: SnapshotContext,

@@ -1,32 +1,99 @@
-// Taking a planned snapshot: the snapshot-create, what a failed one left behind (space.ts cleans up
-// after one that ran out of space), and the overlays made private afterwards where libvirt may have
-// left them readable.
+// Taking a planned snapshot: the maker's mark and the snapshot-create, what a failed one left behind
+// (space.ts cleans up after one that ran out of space), a name already taken (adopted, or taken over
+// when it is the resource's own), a create cut off, the read-back, and the overlays made private
+// afterwards where libvirt may have left them readable.
 import { isKind, isCutOff } from "../errors";
 import { hostFailure } from "../failures";
 import { VERSIONS, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import type { SnapshotInfo } from "../host/xml";
-import { explainFailedCreate } from "../moments/creates";
+import { adoptOrRefuse, explainFailedCreate, unknownOutcome } from "../moments/creates";
+import { withMakerMark } from "../moments/maker";
 import { takeSays } from "./messages";
+import { differencesFrom, observeSnapshot, type ObservedSnapshot } from "./observe";
 import type { SnapshotContext, SnapshotPlan } from "./plan";
-import { existingFiles, filesMade, outOfSpace } from "./space";
+import { withSpaceCleanup } from "./space";
 
 /**
- * Run the planned snapshot-create; on failure, say whether anything was left behind. With a context, a
- * snapshot that runs out of space part-way is cleaned up (see outOfSpace) and fails as an OutOfSpaceError.
+ * Run the planned snapshot-create, under the maker's mark when the context carries one (moments/maker.ts); on
+ * failure, say whether anything was left behind. With a context, a snapshot that runs out of space part-way is
+ * cleaned up (see withSpaceCleanup) and fails as an OutOfSpaceError.
  */
 export async function takeSnapshot(virsh: Virsh, plan: SnapshotPlan, ctx?: SnapshotContext): Promise<void> {
-    const files = ctx ? filesMade(ctx.probe, plan) : [];
-    const existedBefore = files.length ? await existingFiles(virsh, files) : new Set<string>();
+    const create = () => virsh.run(plan.argv, { stdin: plan.xml });
+    await withMakerMark(virsh, { uuid: plan.domain, active: ctx?.probe.active ?? false }, ctx?.mark, async () => {
+        try {
+            await (ctx ? withSpaceCleanup(virsh, plan, ctx, create) : create());
+        } catch (e) {
+            // Cut off, libvirt may still be working: asking now could hang or mislead. Out of space, it was asked already.
+            if (isKind(e, "already-exists") || isCutOff(e) || isKind(e, "no-space")) throw e;
+            throw await explainFailedCreate(virsh, "snapshot", plan.domain, plan.spec.name, e);
+        }
+    });
+}
+
+/** What a DomainSnapshot's create asks beyond the plan. */
+export interface CreateContext extends SnapshotContext {
+    /** Take over a snapshot of this name that exists already, if it matches the plan. */
+    adopt: boolean;
+    /** What Pulumi keeps of a create cut off before its outcome is known (an init failure's properties). */
+    partial: object;
+}
+
+export interface CreatedSnapshot {
+    observed: ObservedSnapshot;
+    /** True when it took over an existing snapshot instead of creating it. */
+    adopted: boolean;
+    /** Why its overlays could not be made private: the snapshot exists all the same. */
+    notPrivate?: unknown;
+}
+
+/**
+ * DomainSnapshot's create, from the plan to the snapshot read back: taken under the maker's mark; a name taken
+ * already is adopted, or taken over when it carries this resource's own mark; a create or read-back cut off
+ * becomes an init failure that keeps `partial`; the overlays of one it made are made private.
+ */
+export async function createSnapshot(virsh: Virsh, plan: SnapshotPlan, ctx: CreateContext): Promise<CreatedSnapshot> {
+    const { probe, mark } = ctx;
+    const domain = plan.domain;
+    const name = plan.spec.name;
+    const outcome = { kind: "snapshot", name, domainName: probe.info.name, id: `${domain}/${name}`, partial: ctx.partial } as const;
+    let adopted = false;
     try {
-        await virsh.run(plan.argv, { stdin: plan.xml });
+        await takeSnapshot(virsh, plan, ctx);
     } catch (e) {
-        // After a lost connection or a timeout libvirt may still be working: asking now could hang or mislead.
-        if (isKind(e, "already-exists") || isCutOff(e)) throw e;
-        const full = ctx && (await outOfSpace(virsh, plan, ctx, e, files, existedBefore));
-        if (full) throw full;
-        throw await explainFailedCreate(virsh, "snapshot", plan.domain, plan.spec.name, e);
+        if (!isKind(e, "already-exists")) throw unknownOutcome(e, { ...outcome, what: "the create was cut off" }) ?? e;
+        const { own } = await adoptOrRefuse(virsh, {
+            kind: "snapshot",
+            name,
+            domain,
+            domainName: probe.info.name,
+            adopt: ctx.adopt,
+            description: plan.spec.description,
+            mark,
+            error: e,
+            existing: async () => {
+                const s = (await observeSnapshot(virsh, domain, name)).info;
+                return { description: s.description, differences: differencesFrom(plan, s), makerMark: s.domain?.makerMark };
+            },
+        });
+        // Its own, from a run cut off before the engine recorded it: made by this resource, not adopted.
+        adopted = !own;
     }
+    let observed: ObservedSnapshot;
+    try {
+        observed = await observeSnapshot(virsh, domain, name);
+    } catch (e) {
+        const what = `the snapshot was ${adopted ? "adopted" : "created"}, but reading it back failed`;
+        throw unknownOutcome(e, { ...outcome, what }) ?? e;
+    }
+    if (adopted) return { observed, adopted };
+    try {
+        await makeOverlaysPrivate(virsh, probe, plan, observed.info);
+    } catch (e) {
+        return { observed, adopted, notPrivate: e };
+    }
+    return { observed, adopted };
 }
 
 /**
