@@ -8,7 +8,7 @@ import * as os from "node:os";
 import { execFile } from "node:child_process";
 
 export const PACKAGE_NAME = "pulumi-libvirt-snapshots";
-/** <title> prefix of throwaway domains; scripts/lab.sh knows it too (status, down). */
+/** <title> prefix of throwaway domains; scripts/lab/lib.sh knows it too (status). */
 export const TMP_TITLE = "pulumi-libvirt-lab-tmp";
 export const DEFAULT_TMP_PREFIX = "labtmp-";
 const VIRSH = "/usr/bin/virsh";

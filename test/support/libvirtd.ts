@@ -122,7 +122,7 @@ export async function stopLibvirtd(signal: NodeJS.Signals): Promise<number | und
 }
 
 /**
- * Start the lab's libvirtd again, exactly as scripts/lab.sh's start_libvirtd
+ * Start the lab's libvirtd again, exactly as start_libvirtd (scripts/lab/lib.sh)
  * does (setsid tini -s -- libvirtd -p .lab/libvirtd.pid, under .lab/lab.lock so
  * a concurrent `lab.sh up` can't start a second one), and wait until it answers.
  * That takes about 0.3 s, where a whole `lab.sh up` takes about 4 s; if it
