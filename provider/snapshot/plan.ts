@@ -72,7 +72,7 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     for (const { disk: d, entry: o, index: i } of coveredDisks(v.disks, dom, fail)) {
         const policy = o ? undefined : policyOf(d);
         // 'manual' (libvirt 8.2 and newer): libvirt leaves the disk to the user and keeps the domain paused until then
-        // (read in libvirt's qemuSnapshotPrepare and qemuSnapshotCreateActiveExternal). Taken only when a disks entry says how.
+        // (read in libvirt's qemuSnapshotPrepare, has_manual; the pause as formatsnapshot documents it). Not measured.
         if (policy === "manual") {
             fail("disks", planSays.policyManual(d));
             continue;
@@ -98,6 +98,8 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     const modes = new Set(disks.map((d) => d.snapshot).filter((m) => m !== "no"));
     if (modes.size === 0) fail(v.disks ? "disks" : "kind", `no disk of domain '${dom.name}' would be snapshotted`);
     if (modes.has("internal") && modes.has("external")) {
+        // libvirt gives a disk the snapshot XML doesn't name its own policy (virDomainSnapshotAlignDisks) and refuses
+        // the mix ('mixing internal and external targets', qemuSnapshotPrepare): read in libvirt's code, not measured.
         // A disk whose mode came from the domain's policy is named, with its attribute; else the mix is the entries' own.
         const byPolicy = disks.find((d) => why.get(d.name)?.policy === d.snapshot);
         const others = byPolicy?.snapshot === "internal" ? "external" : "internal";
@@ -105,8 +107,9 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
         else fail("disks", `libvirt ${probe.version.libvirt} cannot mix internal and external disk snapshots in one snapshot`);
     } else if (modes.has("internal")) {
         // libvirt takes no internal snapshot that leaves out a writable disk with a source: 'internal and full system
-        // snapshots require all disks to be selected for snapshot' (measured on 9.0 and 11.3 with <disk snapshot='no'>;
-        // read in libvirt's qemuSnapshotPrepare, which refuses an explicit snapshot='no' the same way).
+        // snapshots require all disks to be selected for snapshot' (measured on 9.0 and 11.3, running and shut off, with
+        // <disk snapshot='no'>; an explicit --diskspec vdb,snapshot=no is refused on both too: read in libvirt's
+        // qemuSnapshotPrepare and virDomainSnapshotAlignDisks). An external one leaves such a disk without an overlay (measured).
         for (const d of disks) {
             const w = why.get(d.name)!;
             if (d.snapshot !== "no" || !isWritableDisk(w.disk) || !w.disk.source) continue;
