@@ -506,4 +506,90 @@ describe("DomainSnapshot (engine path, real lab)", function () {
         assert.deepEqual(await qcow2Snapshots(dom.disk), []);
         assert.equal((await virshOk(["domstate", "--domain", dom.name])).trim(), "running");
     });
+
+    // The domain's own policy (<disk snapshot='no'>) against what libvirt does when asked directly, on each host.
+    describe("the domain's own snapshot policy: a second disk marked snapshot='no'", () => {
+        const scratchDisk = (dom: TestDomain) => path.join(dom.dir, "disk-vdb.qcow2");
+        const ALL_DISKS = /internal and full system snapshots require all disks to be selected for snapshot/;
+
+        for (const running of [false, true]) {
+            it(`${running ? "running" : "shut off"}: preview refuses the internal snapshot where libvirt refuses it; nothing changed`, async () => {
+                const dom = await newDomain({ running, extraDisks: [{ target: "vdb", snapshot: "no" }] });
+                const said = await suite.failuresOf(DomainSnapshotProvider, { domain: dom.name, snapshotName: "pol-int" });
+                assert.match(said, /^kind: disk vdb \(.*disk-vdb\.qcow2\) says snapshot='no' in the domain XML/);
+                assert.match(said, /Include it with disks: \[\{ name: 'vdb', snapshot: 'internal' \}\], or use kind: 'external'$/);
+                assert.equal(said.split("\n").length, 1, said);
+                // libvirt itself, asked for the same snapshot (all disks by their policy) (measured on 9.0 and 11.3).
+                const direct = await virshLocal(["snapshot-create-as", "--domain", dom.name, "--name", "direct"]);
+                assert.notEqual(direct.code, 0, "libvirt took it");
+                assert.match(direct.stderr, ALL_DISKS);
+                assert.deepEqual(await snapshotNames(dom.name), []);
+                assert.deepEqual(await qcow2Snapshots(dom.disk), []);
+                assert.deepEqual(await qcow2Snapshots(scratchDisk(dom)), []);
+                assert.equal((await virshOk(["domstate", "--domain", dom.name])).trim(), running ? "running" : "shut off");
+            });
+        }
+
+        it("a disks entry that leaves a plain disk out of an internal snapshot is refused as libvirt refuses it", async () => {
+            const dom = await newDomain({ extraDisks: [{ target: "vdb" }] });
+            const said = await suite.failuresOf(DomainSnapshotProvider, {
+                domain: dom.name,
+                snapshotName: "pol-entry",
+                disks: [{ name: "vdb", snapshot: "no" }],
+            });
+            assert.match(said, /^disks\[0\]\.snapshot: disks\[0\] leaves disk vdb .* out/);
+            const direct = await virshLocal([
+                "snapshot-create-as",
+                "--domain",
+                dom.name,
+                "--name",
+                "direct",
+                "--diskspec",
+                "vdb,snapshot=no",
+            ]);
+            assert.notEqual(direct.code, 0, "libvirt took it");
+            assert.match(direct.stderr, /internal and full system snapshots require all disks|must use snapshot mode 'internal'/);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            assert.deepEqual(await qcow2Snapshots(dom.disk), []);
+        });
+
+        it("an external snapshot leaves that disk without an overlay, as libvirt's own --disk-only does", async () => {
+            const dom = await newDomain({ extraDisks: [{ target: "vdb", snapshot: "no" }] });
+            const s = await up("pol-ext", { domain: dom.name, snapshotName: "pol-ext", kind: "external" });
+            assert.equal(s.outs.kind, "external");
+            const overlay = path.join(dom.dir, "disk.pol-ext");
+            assert.deepEqual(s.outs.diskFiles, { vda: overlay });
+            const blk = await virshOk(["domblklist", "--domain", dom.name]);
+            assert.match(blk, new RegExp(`vda\\s+${re(overlay)}\\s`));
+            assert.match(blk, new RegExp(`vdb\\s+${re(scratchDisk(dom))}\\s`), "vdb keeps its own image");
+            assert.equal(fs.existsSync(path.join(dom.dir, "disk-vdb.pol-ext")), false, "no overlay beside vdb");
+            assert.deepEqual(await qcow2Snapshots(scratchDisk(dom)), []);
+            const record = await virshOk(["snapshot-dumpxml", "--domain", dom.name, "--snapshotname", "pol-ext"]);
+            assert.match(record, /<disk name='vdb' snapshot='no'\/>/);
+            await suite.engine.destroy(s);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            // libvirt asked directly does the same: an overlay for vda only.
+            const direct = await virshLocal(["snapshot-create-as", "--domain", dom.name, "--name", "direct", "--disk-only"]);
+            assert.equal(direct.code, 0, direct.stderr);
+            const after = await virshOk(["domblklist", "--domain", dom.name]);
+            assert.match(after, new RegExp(`vda\\s+${re(path.join(dom.dir, "disk.direct"))}\\s`));
+            assert.match(after, new RegExp(`vdb\\s+${re(scratchDisk(dom))}\\s`));
+            await virshOk(["snapshot-delete", "--domain", dom.name, "--snapshotname", "direct", "--metadata"]);
+        });
+
+        it("a disks entry naming the disk includes it: both images hold the internal snapshot", async () => {
+            const dom = await newDomain({ extraDisks: [{ target: "vdb", snapshot: "no" }] });
+            await qemuIoWrite(scratchDisk(dom), A, 0, MiB);
+            const s = await up("pol-inc", { domain: dom.name, snapshotName: "pol-inc", disks: [{ name: "vdb", snapshot: "internal" }] });
+            assert.equal(s.outs.kind, "internal");
+            assert.deepEqual(await qcow2Snapshots(dom.disk), ["pol-inc"]);
+            assert.deepEqual(await qcow2Snapshots(scratchDisk(dom)), ["pol-inc"]);
+            await qemuIoWrite(scratchDisk(dom), B, 0, MiB);
+            await virshOk(["snapshot-revert", "--domain", dom.name, "--snapshotname", "pol-inc"]);
+            assert.equal(await qemuIoRead(scratchDisk(dom), A, 0, MiB), true, "vdb's data came back with the revert");
+            await suite.engine.destroy(s);
+            assert.deepEqual(await snapshotNames(dom.name), []);
+            assert.deepEqual(await qcow2Snapshots(scratchDisk(dom)), []);
+        });
+    });
 });

@@ -132,7 +132,7 @@ const CASES: Case[] = [
         works: false,
         refusal: (d) =>
             new RegExp(
-                `^kind: an internal snapshot lives inside a qcow2 image, but disk vda \\(${re(d.device!)}\\) is raw\\. Use kind: 'external', or leave the disk out`,
+                `^kind: an internal snapshot lives inside a qcow2 image, but disk vda \\(${re(d.device!)}\\) is raw\\. Use kind: 'external' \\(which may leave the disk out`,
             ),
         direct: internal,
         libvirtSays: /internal snapshot for disk vda unsupported for storage type raw/,

@@ -68,8 +68,42 @@ export interface DomainDisk {
     type: string;
     /** qcow2, raw... */
     format?: string;
+    /** Where the data is: a file's path, a block device's path, a pool volume's name, or a network disk's networkLocation(). */
     source?: string;
+    /** A network disk's source as libvirt names it: its protocol, its server(s) and the name on them. */
+    network?: NetworkSource;
     readonly: boolean;
+    /** The domain's own snapshot policy for this disk (`<disk snapshot=...>`): no, internal, external, manual; absent when unset. */
+    snapshot?: string;
+}
+
+/** `<source protocol='...' name='...'><host name='...' port='...'/>...</source>`, as disks and snapshot overlays have it. */
+export interface NetworkSource {
+    protocol: string;
+    /** The image's name on the server (an rbd pool/image, an NBD export, a gluster volume/path...); absent when none is given. */
+    name?: string;
+    /** Each <host>: `name[:port]`, or `unix:SOCKET` for a host reached over a UNIX socket. */
+    hosts: string[];
+}
+
+/** One string for a network source: `protocol://host[:port][,host...]/name`, so disks on different servers differ. */
+export function networkLocation(n: NetworkSource): string {
+    return `${n.protocol}://${n.hosts.join(",")}${n.name !== undefined ? `/${n.name}` : ""}`;
+}
+
+function networkSourceOf(src: unknown): NetworkSource | undefined {
+    const protocol = attr(src, "protocol");
+    if (protocol === undefined) return undefined;
+    const raw = (src as Node).host;
+    const hosts = (Array.isArray(raw) ? raw : raw === undefined ? [] : [raw]).map((h: unknown) => {
+        const socket = attr(h, "socket");
+        if (socket !== undefined) return `unix:${socket}`;
+        const name = attr(h, "name") ?? "";
+        const port = attr(h, "port");
+        return port !== undefined ? `${name}:${port}` : name;
+    });
+    const name = attr(src, "name");
+    return { protocol, ...(name !== undefined ? { name } : {}), hosts };
 }
 
 export interface DomainInfo {
@@ -122,6 +156,8 @@ export interface PflashFirmware {
     nvram?: string;
     /** The variable store's format: <nvram format=...>, 'raw' where the XML names none (libvirt 9.0 drops the attribute: measured). */
     nvramFormat: string;
+    /** <loader stateless='yes'>: the firmware keeps no variables between boots, so there is no NVRAM at all. */
+    stateless?: true;
 }
 
 const MEMORY_UNITS: Record<string, number> = {
@@ -158,13 +194,20 @@ function domainFromNode(d: Node): DomainInfo {
     const devices = (d.devices ?? {}) as Node;
     const disks = ((devices.disk ?? []) as Node[]).map((n): DomainDisk => {
         const src = n.source as Node | undefined;
+        const type = attr(n, "type") ?? "file";
+        const network = type === "network" ? networkSourceOf(src) : undefined;
+        const snapshot = attr(n, "snapshot");
         return {
             target: attr(n.target, "dev") ?? "",
             device: attr(n, "device") ?? "disk",
-            type: attr(n, "type") ?? "file",
+            type,
             format: attr(n.driver, "type"),
-            source: attr(src, "file") ?? attr(src, "dev") ?? attr(src, "name") ?? attr(src, "volume"),
+            source: network
+                ? networkLocation(network)
+                : (attr(src, "file") ?? attr(src, "dev") ?? attr(src, "name") ?? attr(src, "volume")),
+            ...(network ? { network } : {}),
             readonly: n.readonly !== undefined,
+            ...(snapshot !== undefined ? { snapshot } : {}),
         };
     });
     let guestAgent: DomainInfo["guestAgent"] = "none";
@@ -196,15 +239,30 @@ function pflashOf(os: unknown): { pflash?: PflashFirmware } {
     const loader = (os as Node).loader;
     const nvram = (os as Node).nvram;
     if (attr(loader, "type") !== "pflash") return {};
-    const loaderPath = text(loader) || undefined;
-    const nvramPath = text(nvram) || undefined;
+    const loaderPath = text(loader)?.trim() || undefined;
+    const stateless = attr(loader, "stateless") === "yes";
+    const nvramPath = stateless ? undefined : nvramPathOf(nvram);
     return {
         pflash: {
             ...(loaderPath ? { loader: loaderPath } : {}),
             ...(nvramPath ? { nvram: nvramPath } : {}),
             nvramFormat: attr(nvram, "format") ?? "raw",
+            ...(stateless ? { stateless: true } : {}),
         },
     };
+}
+
+/**
+ * The NVRAM's path: the element's text (`<nvram>/path</nvram>`), or its <source> in the newer form libvirt writes for
+ * `<nvram type='file'|'block'|'network'>`, where the element's own text is only the whitespace between children.
+ */
+function nvramPathOf(nvram: unknown): string | undefined {
+    if (nvram && typeof nvram === "object" && (nvram as Node).source !== undefined) {
+        const src = (nvram as Node).source;
+        const network = networkSourceOf(src);
+        return attr(src, "file") ?? attr(src, "dev") ?? (network ? networkLocation(network) : undefined);
+    }
+    return text(nvram)?.trim() || undefined;
 }
 
 /**
@@ -244,7 +302,15 @@ export interface SnapshotDisk {
     snapshot: string;
     type?: string;
     driverType?: string;
+    /** An external overlay's path on the host: a file (<source file>) or a block device (<source dev>). */
     file?: string;
+    /** An external overlay on the network (<source protocol name><host/></source>): it has no path on the host. */
+    network?: NetworkSource;
+}
+
+/** Where an external snapshot put a disk's overlay: its path on the host, or its network location; undefined when unnamed. */
+export function overlayLocation(d: SnapshotDisk): string | undefined {
+    return d.file ?? (d.network ? networkLocation(d.network) : undefined);
 }
 
 export interface SnapshotInfo {
@@ -261,13 +327,17 @@ export interface SnapshotInfo {
 export function parseSnapshotXml(xml: string): SnapshotInfo {
     const s = (parser.parse(xml) as Node).domainsnapshot as Node | undefined;
     if (!s) throw new Error("not a libvirt snapshot XML document");
-    const disks = ((((s.disks ?? {}) as Node).disk as Node[] | undefined) ?? []).map((n): SnapshotDisk => ({
-        name: attr(n, "name") ?? "",
-        snapshot: attr(n, "snapshot") ?? "",
-        type: attr(n, "type"),
-        driverType: attr(n.driver, "type"),
-        file: attr(n.source, "file") ?? attr(n, "file"),
-    }));
+    const disks = ((((s.disks ?? {}) as Node).disk as Node[] | undefined) ?? []).map((n): SnapshotDisk => {
+        const network = attr(n, "type") === "network" ? networkSourceOf(n.source) : undefined;
+        return {
+            name: attr(n, "name") ?? "",
+            snapshot: attr(n, "snapshot") ?? "",
+            type: attr(n, "type"),
+            driverType: attr(n.driver, "type"),
+            file: attr(n.source, "file") ?? attr(n.source, "dev") ?? attr(n, "file"),
+            ...(network ? { network } : {}),
+        };
+    });
     return {
         name: text(s.name) ?? "",
         description: text(s.description),

@@ -5,6 +5,16 @@ export function isWritableDisk(d: DomainDisk): boolean {
     return d.device === "disk" && !d.readonly;
 }
 
+/**
+ * The disks a `disks[i].name` names: by target, or by source (a file's or block device's path, a network disk's
+ * `protocol://host/name`); else by a network disk's bare name, which may name several disks on different servers.
+ */
+export function diskNamed(dom: DomainInfo, name: string): DomainDisk[] {
+    const exact = dom.disks.find((x) => x.target === name || x.source === name);
+    if (exact) return [exact];
+    return dom.disks.filter((x) => x.network?.name === name);
+}
+
 export type Fail = (property: string, reason: string) => void;
 
 /**
@@ -19,13 +29,19 @@ export function coveredDisks<T extends { name: string }>(
 ): Array<{ disk: DomainDisk; entry?: T; index?: number }> {
     const overrides = new Map<string, number>();
     requested?.forEach((d, i) => {
-        const disk = dom.disks.find((x) => x.target === d.name || x.source === d.name);
-        if (!disk)
+        const found = diskNamed(dom, d.name);
+        if (found.length === 1) overrides.set(found[0]!.target, i);
+        else if (found.length > 1)
+            fail(
+                `disks[${i}].name`,
+                `'${d.name}' is the name of ${found.length} network disks of domain '${dom.name}' on different servers ` +
+                    `(${found.map((x) => `${x.target}: ${x.source}`).join(", ")}): name one by its target or its full location`,
+            );
+        else
             fail(
                 `disks[${i}].name`,
                 `domain '${dom.name}' has no disk '${d.name}' (its disks: ${dom.disks.map((x) => x.target).join(", ") || "none"})`,
             );
-        else overrides.set(disk.target, i);
     });
     const out: Array<{ disk: DomainDisk; entry?: T; index?: number }> = [];
     for (const disk of dom.disks) {

@@ -23,7 +23,7 @@ import {
 } from "../resource";
 import { probeDomain, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
-import { parseSnapshotXml, snapshotRecordXml, type MakerMark } from "../host/xml";
+import { overlayLocation, parseSnapshotXml, snapshotRecordXml, type MakerMark } from "../host/xml";
 import { redefineDescription } from "../moments/description";
 import { deleteSnapshot } from "../snapshot/delete";
 import { kindOf, memoryOf, observeSnapshot, type ObservedSnapshot } from "../snapshot/observe";
@@ -156,7 +156,7 @@ export interface DomainSnapshotOutputs {
     parent: string | null;
     /** Whether it is the domain's current snapshot. */
     isCurrent: boolean;
-    /** The overlay file per disk, for external snapshots. */
+    /** The overlay per disk, for external snapshots: its path (a file or a block device), or `protocol://host/name` on the network. */
     diskFiles: Record<string, string>;
     /** The libvirt version of the host's daemon. */
     libvirtVersion: string;
@@ -192,7 +192,10 @@ interface Kept {
 function outputsFrom(v: Inputs, o: ObservedSnapshot, version: string, kept: Kept, declared = withoutConnection(v)): Recorded {
     const s = o.info;
     const diskFiles: Record<string, string> = {};
-    for (const d of s.disks) if (d.snapshot === "external" && d.file) diskFiles[d.name] = d.file;
+    for (const d of s.disks) {
+        const at = d.snapshot === "external" ? overlayLocation(d) : undefined;
+        if (at) diskFiles[d.name] = at;
+    }
     return {
         ...(v.connection ? { connection: v.connection } : {}),
         domain: v.domain,

@@ -2,6 +2,7 @@
 // anything changes; the memory file libvirt 9.0 leaves behind is removed.
 import { DISKS_INACTIVE, LibvirtError, isKind, type CommandInfo } from "../errors";
 import { hostFailure } from "../failures";
+import { overlayLocation } from "../host/xml";
 import { VERSIONS, inRange, isJobIdSafe, stateOf } from "../host/probe";
 import type { Virsh } from "../host/virsh";
 import { DELETE_SETTLE_MS, BLOCK_JOB_WAIT_MS, JOB_POLL_MS, READ_TIMEOUT_MS, sleep } from "../timing";
@@ -77,7 +78,7 @@ export async function deleteSnapshot(
                 }
             }
             if (outside.length) {
-                const overlays = outside.map((d) => `${d.file ?? "?"} (${d.name})`).join(", ");
+                const overlays = outside.map((d) => `${overlayLocation(d) ?? "?"} (${d.name})`).join(", ");
                 throw refuse(deleteSays.outsideChain(overlays, version.libvirt, lossy));
             }
         }

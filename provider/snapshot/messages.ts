@@ -9,7 +9,25 @@ const diskOf = (d: DomainDisk) => `disk ${d.target} (${d.source ?? d.type}) is $
 export const planSays = {
     internalNeedsQcow2: (d: DomainDisk) =>
         `an internal snapshot lives inside a qcow2 image, but ${diskOf(d)}. ` +
-        `Use kind: 'external', or leave the disk out with disks: [{ name: '${d.target}', snapshot: 'no' }]`,
+        `Use kind: 'external' (which may leave the disk out with disks: [{ name: '${d.target}', snapshot: 'no' }])`,
+    policyNoInternal: (d: DomainDisk) =>
+        `disk ${d.target} (${d.source ?? d.type}) says snapshot='no' in the domain XML, so it is left out, ` +
+        `and libvirt takes no internal snapshot that leaves a writable disk out ` +
+        `('internal and full system snapshots require all disks to be selected for snapshot'). ` +
+        `Include it with disks: [{ name: '${d.target}', snapshot: 'internal' }], or use kind: 'external'`,
+    entryNoInternal: (d: DomainDisk, index: number) =>
+        `disks[${index}] leaves disk ${d.target} (${d.source ?? d.type}) out, ` +
+        `and libvirt takes no internal snapshot that leaves a writable disk out ` +
+        `('internal and full system snapshots require all disks to be selected for snapshot'). ` +
+        `Include it (snapshot: 'internal'), or use kind: 'external'`,
+    policyMixes: (d: DomainDisk, mode: string, others: string, p: DomainProbe) =>
+        `disk ${d.target} (${d.source ?? d.type}) says snapshot='${mode}' in the domain XML, so it would be ${mode}, ` +
+        `and the other disks are ${others}: libvirt ${p.version.libvirt} cannot mix internal and external disk snapshots ` +
+        `in one snapshot. Use kind: '${mode}', or override it with disks: [{ name: '${d.target}', snapshot: '${others}' }]`,
+    policyManual: (d: DomainDisk) =>
+        `disk ${d.target} (${d.source ?? d.type}) says snapshot='manual' in the domain XML: libvirt would leave its snapshot ` +
+        `to you and keep the domain paused until you resume it. Say what to take of it with disks: ` +
+        `[{ name: '${d.target}', snapshot: 'external' }] ('internal' or 'no' as the other disks allow)`,
     blockDeviceOverlay: (d: DomainDisk) =>
         `disk ${d.target} is a block device (${d.source ?? "no source"}), ` +
         `and libvirt names an external snapshot's overlay only beside a regular file. ` +

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import type { CheckFailure } from "../inputs";
 import { VERSIONS, diskChains, inRange, isJobIdSafe, type DomainProbe } from "../host/probe";
 import type { Virsh } from "../host/virsh";
-import { buildSnapshotXml, type MakerMark, type SnapshotSpec } from "../host/xml";
+import { buildSnapshotXml, type DomainDisk, type MakerMark, type SnapshotSpec } from "../host/xml";
 import { coveredDisks, isWritableDisk, type Fail } from "../moments/disks";
 import { guestAgentMissing } from "../moments/messages";
 import { planSays } from "./messages";
@@ -44,6 +44,12 @@ function defaultMemoryFile(probe: DomainProbe, snapshotName: string): string | u
     return path.posix.join(path.posix.dirname(first.source), `${probe.info.name.replace(/[^A-Za-z0-9._-]/g, "_")}.${safe}.mem`);
 }
 
+/** The domain's own snapshot policy for a disk (<disk snapshot=...>), where it names one libvirt knows. */
+function policyOf(d: DomainDisk): "no" | "internal" | "external" | "manual" | undefined {
+    const p = d.snapshot;
+    return p === "no" || p === "internal" || p === "external" || p === "manual" ? p : undefined;
+}
+
 /**
  * Decide the snapshot XML and the virsh command, or say exactly why this
  * domain and this libvirt can't take it. Check reports the failures; create throws them.
@@ -56,13 +62,24 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     // Where an external memory state goes unless memoryFile says: beside the first disk image, whatever the disks decide.
     const besideFirstDisk = defaultMemoryFile(probe, v.snapshotName);
 
-    // Per-disk mode: explicit override, else the kind; cdroms and read-only disks are left to libvirt.
+    // Per-disk mode: a disks[] entry, else the domain's own policy for the disk (<disk snapshot=...>), else the kind;
+    // cdroms and read-only disks are left to libvirt.
     const disks: SnapshotSpec["disks"] = [];
+    /** Why each disk got its mode, for the messages: the property that asked for it, and whether the domain's policy did. */
+    const why = new Map<string, { prop: string; policy?: string; index?: number; disk: DomainDisk }>();
     /** The property that asked for the first internal disk snapshot. */
     let internalProp: string | undefined;
     for (const { disk: d, entry: o, index: i } of coveredDisks(v.disks, dom, fail)) {
-        const mode = o?.snapshot ?? v.kind;
+        const policy = o ? undefined : policyOf(d);
+        // 'manual' (libvirt 8.2 and newer): libvirt leaves the disk to the user and keeps the domain paused until then
+        // (read in libvirt's qemuSnapshotPrepare, has_manual; the pause as formatsnapshot documents it). Not measured.
+        if (policy === "manual") {
+            fail("disks", planSays.policyManual(d));
+            continue;
+        }
+        const mode = o?.snapshot ?? policy ?? v.kind;
         const prop = i === undefined ? "kind" : `disks[${i}].snapshot`;
+        why.set(d.target, { prop, disk: d, ...(policy ? { policy } : {}), ...(i !== undefined ? { index: i } : {}) });
         if (mode === "internal" && d.format !== "qcow2") {
             fail(prop, planSays.internalNeedsQcow2(d));
         }
@@ -81,7 +98,24 @@ export function planSnapshot(v: SnapshotRequest, probe: DomainProbe): { plan?: S
     const modes = new Set(disks.map((d) => d.snapshot).filter((m) => m !== "no"));
     if (modes.size === 0) fail(v.disks ? "disks" : "kind", `no disk of domain '${dom.name}' would be snapshotted`);
     if (modes.has("internal") && modes.has("external")) {
-        fail("disks", `libvirt ${probe.version.libvirt} cannot mix internal and external disk snapshots in one snapshot`);
+        // libvirt gives a disk the snapshot XML doesn't name its own policy (virDomainSnapshotAlignDisks) and refuses
+        // the mix ('mixing internal and external targets', qemuSnapshotPrepare): read in libvirt's code, not measured.
+        // A disk whose mode came from the domain's policy is named, with its attribute; else the mix is the entries' own.
+        const byPolicy = disks.find((d) => why.get(d.name)?.policy === d.snapshot);
+        const others = byPolicy?.snapshot === "internal" ? "external" : "internal";
+        if (byPolicy) fail("kind", planSays.policyMixes(why.get(byPolicy.name)!.disk, byPolicy.snapshot, others, probe));
+        else fail("disks", `libvirt ${probe.version.libvirt} cannot mix internal and external disk snapshots in one snapshot`);
+    } else if (modes.has("internal")) {
+        // libvirt takes no internal snapshot that leaves out a writable disk with a source: 'internal and full system
+        // snapshots require all disks to be selected for snapshot' (measured on 9.0 and 11.3, running and shut off, with
+        // <disk snapshot='no'>; an explicit --diskspec vdb,snapshot=no is refused on both too: read in libvirt's
+        // qemuSnapshotPrepare and virDomainSnapshotAlignDisks). An external one leaves such a disk without an overlay (measured).
+        for (const d of disks) {
+            const w = why.get(d.name)!;
+            if (d.snapshot !== "no" || !isWritableDisk(w.disk) || !w.disk.source) continue;
+            if (w.policy) fail("kind", planSays.policyNoInternal(w.disk));
+            else fail(w.prop, planSays.entryNoInternal(w.disk, w.index!));
+        }
     }
     const kind: "internal" | "external" = modes.has("external") ? "external" : "internal";
 

@@ -109,7 +109,8 @@ export async function makeOverlaysPrivate(virsh: Virsh, probe: DomainProbe, plan
     const changed: string[] = [];
     for (const d of made.disks) {
         const base = probe.info.disks.find((x) => x.target === d.name)?.source;
-        if (d.snapshot !== "external" || !d.file || !base) continue;
+        // A block device's node is the admin's, not a file libvirt made.
+        if (d.snapshot !== "external" || !d.file || d.type === "block" || !base) continue;
         const r = await virsh.host(["stat", "-c", "%a %u %g", "--", d.file, base]);
         const lines = r.stdout.trim().split("\n");
         if (r.code !== 0 || lines.length !== 2) {

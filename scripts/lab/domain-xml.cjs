@@ -17,13 +17,25 @@ function esc(value) {
 //   uefi: { loader, nvram, nvramFormat?, template? }: UEFI firmware in pflash with its own NVRAM
 //     (UEFI needs ACPI; OVMF's non-SMM build boots on machine 'pc'); or uefi: { auto: true }:
 //     <os firmware='efi'>, libvirt chooses the loader and makes the NVRAM;
-//   tpm: true: an emulated TPM 2.0 (swtpm).
+//   tpm: true: an emulated TPM 2.0 (swtpm);
+//   extraDisks: [{ file, format, target, snapshot? }]: more file-backed virtio disks after vda, each with
+//     the domain's own snapshot policy for it (<disk snapshot='no'|'internal'|'external'|'manual'>) when given.
 function labDomainXml(o) {
     for (const k of ["name", "title", "virtType", "disk", "format"]) {
         if (typeof o[k] !== "string" || o[k] === "") throw new Error(`labDomainXml: ${k} is required`);
     }
     const block = o.diskType === "block";
     if (o.diskType !== undefined && o.diskType !== "file" && !block) throw new Error(`labDomainXml: diskType ${o.diskType}`);
+    const extra = (o.extraDisks ?? [])
+        .map(
+            (d) => `
+    <disk type='file' device='disk'${d.snapshot ? ` snapshot='${esc(d.snapshot)}'` : ""}>
+      <driver name='qemu' type='${esc(d.format)}' cache='writethrough'/>
+      <source file='${esc(d.file)}'/>
+      <target dev='${esc(d.target)}' bus='virtio'/>
+    </disk>`,
+        )
+        .join("");
     const u = o.uefi;
     const firmware =
         u && !u.auto
@@ -49,7 +61,7 @@ function labDomainXml(o) {
       <driver name='qemu' type='${esc(o.format)}' cache='writethrough'/>
       <source ${block ? "dev" : "file"}='${esc(o.disk)}'/>
       <target dev='vda' bus='virtio'/>
-    </disk>
+    </disk>${extra}
     <controller type='usb' model='none'/>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>

@@ -402,6 +402,8 @@ export interface MakeDomainOptions {
     uuid?: string;
     /** Another lab host than the one this run tests (allLabHosts()). */
     lab?: LabInfo;
+    /** More qcow2 disks after vda (disk-TARGET.qcow2 in its folder, sizeMB each), with the domain's snapshot policy for each. */
+    extraDisks?: Array<{ target: string; snapshot?: "no" | "internal" | "external" | "manual" }>;
 }
 
 export interface TestDomain {
@@ -460,6 +462,7 @@ export function domainXml(o: {
     diskType?: "file" | "block";
     uefi?: { loader: string; nvram: string; nvramFormat?: string } | { auto: true };
     tpm?: boolean;
+    extraDisks?: Array<{ file: string; format: string; target: string; snapshot?: string }>;
 }): string {
     // The one shape every lab host's domains have, shared with scripts/lab.sh and host13.sh.
     const { labDomainXml } = require(path.join(repoRoot(), "scripts", "lab", "domain-xml.cjs")) as { labDomainXml(x: typeof o): string };
@@ -529,10 +532,12 @@ export async function makeDomain(opts: MakeDomainOptions = {}): Promise<TestDoma
         if (opts.writer) {
             await runOk("/usr/bin/qemu-io", ["-f", format, "-c", `write -q -s ${lab.bootSectorPath} 0 512`, disk], { lab });
         }
+        const extraDisks = (opts.extraDisks ?? []).map((d) => ({ ...d, file: path.join(dir, `disk-${d.target}.qcow2`), format: "qcow2" }));
+        for (const d of extraDisks) await runOk("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", d.file, `${sizeMB}M`], { lab });
         const xmlPath = path.join(dir, "domain.xml");
         fs.writeFileSync(
             xmlPath,
-            domainXml({ name, title: `${TMP_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format, uuid: opts.uuid }),
+            domainXml({ name, title: `${TMP_TITLE} ${ownerTag()}`, virtType: lab.virtType, disk, format, uuid: opts.uuid, extraDisks }),
         );
         await virshOk(["define", xmlPath], { lab });
         if (opts.running) await virshOk(["start", name], { lab });
