@@ -11,6 +11,7 @@ import { DomainBackupProvider, DomainCheckpointProvider } from "pulumi-libvirt-s
 import { DYNAMIC_TYPE, EngineHarness, PACKAGE_ROOT, type ResourceState } from "./harness/engine";
 import { engineSuite, stackConfigFor } from "./support/fixture";
 import { MiB, checkpointNames, domstate, expectCallError, re, sameHostConnection } from "./support/helpers";
+import { stopWhenStartedInWorker } from "./support/stopWhenStarted";
 import {
     guestDisk,
     hostRun,
@@ -391,8 +392,18 @@ describe("DomainBackup (engine path, real lab)", function () {
             const targetDir = path.join(dom.dir, "slow");
             const file = path.join(targetDir, `${dom.name}.slow.vda.qcow2`);
             await uncache(dom.disk);
+            // The job must outlive the deadline wherever it runs: with KVM on a fast disk it copied the 600 MiB in under a
+            // second. So the provider's backup-begin is stopped the moment its virsh starts, before it reaches libvirt, until
+            // the deadline has passed; the job starts only then, and the provider aborts it at its first look.
+            const stopped = stopWhenStartedInWorker(`backup-begin --domain ${dom.uuid}`, 60_000);
+            const slow = up("slow", { domain: dom.name, targetDir, checkpointName: "slow", timeoutSeconds: 1 });
+            void slow.catch(() => undefined); // awaited below; an early failure must not go unhandled meanwhile
+            const virsh = await stopped;
+            assert.ok(virsh, "the provider's backup-begin never started");
+            await sleep(1500);
+            process.kill(virsh, "SIGCONT");
             await expectCallError(
-                up("slow", { domain: dom.name, targetDir, checkpointName: "slow", timeoutSeconds: 1 }),
+                slow,
                 new RegExp(
                     `the backup of domain '${dom.name}' outlived timeoutSeconds \\(1 s\\).*: it was aborted \\(virsh domjobabort\\), its partial files were removed \\(${re(file)}\\) and checkpoint 'slow' was deleted\\. Raise timeoutSeconds`,
                 ),

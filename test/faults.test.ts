@@ -21,7 +21,7 @@ import * as path from "node:path";
 import { DomainSnapshotProvider, SnapshotRevertProvider } from "pulumi-libvirt-snapshots";
 import { ProviderCallError, type ResourceState } from "./harness/engine";
 import { engineSuite } from "./support/fixture";
-import { MiB, domstate, qcow2Snapshots, snapshotNames, waitForXmlFile } from "./support/helpers";
+import { MiB, domstate, qcow2Snapshots, qemuPid, snapshotNames, waitForXmlFile } from "./support/helpers";
 import { loadLab, qemuIoRead, qemuIoWrite, repoRoot, run, sleep, virshLocal, virshOk, type TestDomain } from "./support/lab";
 import { stopWhenStarted } from "./support/stopWhenStarted";
 import { tcpProxy } from "./support/tcpProxy";
@@ -101,19 +101,6 @@ function killSessionOf(pattern: string): number {
         }
     }
     return killed;
-}
-
-/** The PID of a domain's qemu process (a revert of a running domain starts a new one). */
-function qemuPid(name: string): number | undefined {
-    try {
-        return Number(
-            execFileSync("pgrep", ["-f", `guest=${name},`], { encoding: "utf8" })
-                .trim()
-                .split("\n")[0],
-        );
-    } catch {
-        return undefined;
-    }
 }
 
 /**

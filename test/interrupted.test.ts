@@ -6,8 +6,7 @@
 // the first run could not record it (the maker's mark: provider/moments/maker.ts); and no mark left in the domain.
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { execFileSync } from "node:child_process";
-import { hostXmlFiles, qcow2Snapshots, snapshotNames, waitForXmlFile } from "./support/helpers";
+import { hostXmlFiles, qcow2Snapshots, qemuPid, snapshotNames, waitForXmlFile } from "./support/helpers";
 import { loadLab, makeDomain, sleep, virshOk, type TestDomain } from "./support/lab";
 import { CliStack, killGroup, pulumiCli, urnOf, type OpResult, type ProgramSpec } from "./support/pulumiCli";
 
@@ -29,16 +28,6 @@ function cliProcess(group: number, bin: string): number | undefined {
         }
     }
     return undefined;
-}
-
-function qemuProcess(domain: string): number {
-    const pid = Number(
-        execFileSync("pgrep", ["-f", `guest=${domain},`], { encoding: "utf8" })
-            .trim()
-            .split("\n")[0],
-    );
-    assert.ok(pid > 0, `no qemu process of ${domain}`);
-    return pid;
 }
 
 /** The dynamic-provider plugin processes running in a stack's work folder. */
@@ -106,7 +95,8 @@ describe(`an interrupted pulumi up, by the real Pulumi CLI (${lab.name})`, funct
                     },
                 ],
             };
-            const qemu = qemuProcess(dom.name);
+            const qemu = qemuPid(dom.name);
+            assert.ok(qemu, `no qemu process of ${dom.name}`);
             const since = Date.now();
             const job = s.start("up", program);
             let done = false;

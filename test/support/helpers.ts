@@ -1,5 +1,6 @@
 // Small helpers every suite used to keep its own copy of.
 import * as assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import { loadLab, qemuImgInfo, sleep, virshOk, type LabInfo, type TestDomain } from "./lab";
 
@@ -128,4 +129,18 @@ export function hostXmlFiles(lab: Pick<LabInfo, "rootDir"> = loadLab()): {
         }
     }
     return { folders, files };
+}
+
+/** The PID of a domain's qemu process on this machine (a revert of a running domain starts a new one); undefined if none. */
+export function qemuPid(domain: string): number | undefined {
+    try {
+        const pid = Number(
+            execFileSync("pgrep", ["-f", `guest=${domain},`], { encoding: "utf8" })
+                .trim()
+                .split("\n")[0],
+        );
+        return pid > 0 ? pid : undefined;
+    } catch {
+        return undefined; // pgrep exits 1 when nothing matches
+    }
 }
