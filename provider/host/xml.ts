@@ -91,6 +91,11 @@ export function networkLocation(n: NetworkSource): string {
     return `${n.protocol}://${n.hosts.join(",")}${n.name !== undefined ? `/${n.name}` : ""}`;
 }
 
+/** A <source>'s path on the host: `file=` for a file, `dev=` for a block device. */
+function sourcePath(src: unknown): string | undefined {
+    return attr(src, "file") ?? attr(src, "dev");
+}
+
 function networkSourceOf(src: unknown): NetworkSource | undefined {
     const protocol = attr(src, "protocol");
     if (protocol === undefined) return undefined;
@@ -202,9 +207,7 @@ function domainFromNode(d: Node): DomainInfo {
             device: attr(n, "device") ?? "disk",
             type,
             format: attr(n.driver, "type"),
-            source: network
-                ? networkLocation(network)
-                : (attr(src, "file") ?? attr(src, "dev") ?? attr(src, "name") ?? attr(src, "volume")),
+            source: network ? networkLocation(network) : (sourcePath(src) ?? attr(src, "name") ?? attr(src, "volume")),
             ...(network ? { network } : {}),
             readonly: n.readonly !== undefined,
             ...(snapshot !== undefined ? { snapshot } : {}),
@@ -260,7 +263,7 @@ function nvramPathOf(nvram: unknown): string | undefined {
     if (nvram && typeof nvram === "object" && (nvram as Node).source !== undefined) {
         const src = (nvram as Node).source;
         const network = networkSourceOf(src);
-        return attr(src, "file") ?? attr(src, "dev") ?? (network ? networkLocation(network) : undefined);
+        return sourcePath(src) ?? (network ? networkLocation(network) : undefined);
     }
     return text(nvram)?.trim() || undefined;
 }
@@ -334,7 +337,7 @@ export function parseSnapshotXml(xml: string): SnapshotInfo {
             snapshot: attr(n, "snapshot") ?? "",
             type: attr(n, "type"),
             driverType: attr(n.driver, "type"),
-            file: attr(n.source, "file") ?? attr(n.source, "dev") ?? attr(n, "file"),
+            file: sourcePath(n.source) ?? attr(n, "file"),
             ...(network ? { network } : {}),
         };
     });
