@@ -16,14 +16,14 @@ import { withSpaceCleanup } from "./space";
 
 /**
  * Run the planned snapshot-create, under the maker's mark when the context carries one (moments/maker.ts); on
- * failure, say whether anything was left behind. With a context, a snapshot that runs out of space part-way is
- * cleaned up (see withSpaceCleanup) and fails as an OutOfSpaceError.
+ * failure, say whether anything was left behind. A snapshot that runs out of space part-way is cleaned up (see
+ * withSpaceCleanup) and fails as an OutOfSpaceError.
  */
-export async function takeSnapshot(virsh: Virsh, plan: SnapshotPlan, ctx?: SnapshotContext): Promise<void> {
+export async function takeSnapshot(virsh: Virsh, plan: SnapshotPlan, ctx: SnapshotContext): Promise<void> {
     const create = () => virsh.run(plan.argv, { stdin: plan.xml });
-    await withMakerMark(virsh, { uuid: plan.domain, active: ctx?.probe.active ?? false }, ctx?.mark, async () => {
+    await withMakerMark(virsh, { uuid: plan.domain, active: ctx.probe.active }, ctx.mark, async () => {
         try {
-            await (ctx ? withSpaceCleanup(virsh, plan, ctx, create) : create());
+            await withSpaceCleanup(virsh, plan, ctx, create);
         } catch (e) {
             // Cut off, libvirt may still be working: asking now could hang or mislead. Out of space, it was asked already.
             if (isKind(e, "already-exists") || isCutOff(e) || isKind(e, "no-space")) throw e;
